@@ -1,0 +1,300 @@
+//! Command line: one definition of each flag (clap derive), dispatch to the
+//! library stages, and the mapping of errors to exit codes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::ConfigError;
+use crate::exit;
+use crate::install::{self, InstallError};
+use crate::model::Deployment;
+use crate::output::{self, Format};
+use crate::plan::{self, Action};
+use crate::render;
+use crate::systemd::{Bus, Systemd, SystemdError};
+
+const DEFAULT_CONFIGS: &[&str] = &["orch.toml", "/etc/orch/orch.toml"];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orch",
+    version,
+    about = "Run a master + workers service on systemd",
+    long_about = "Run a master + workers service on systemd: render one unit per worker from a TOML file, \
+install them atomically, and drive systemd over D-Bus.",
+    after_help = exit::HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: ./orch.toml, then /etc/orch/orch.toml]
+    #[arg(long, global = true, env = "ORCH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// D-Bus to reach systemd on: system, user, or an address such as unix:path=/run/dbus/system_bus_socket
+    #[arg(long, global = true, env = "ORCH_BUS", default_value = "system", value_name = "ADDRESS")]
+    pub bus: Bus,
+    /// Unit directory, overriding deployment.unit_dir
+    #[arg(long, global = true, value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub output: Format,
+    /// Bound on each D-Bus call and on connecting
+    #[arg(long, global = true, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+    /// More log output (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render the units and print them, or write them to a folder. Needs no systemd.
+    Render {
+        /// Write one file per unit into DIR instead of printing
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Compare the rendered units with the unit directory. Exit 0: nothing to do; 4: changes pending.
+    Plan,
+    /// Write changed unit files atomically, remove stale ones, reload systemd only if something changed.
+    Install {
+        /// Show what would change, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite unit files that were edited by hand or not written by orch
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m"))
+}
+
+/// Parses arguments, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(&cli.global);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("orch: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn init_logging(g: &Global) {
+    let level = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("orch={level},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Maps an error to its documented exit code.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if cause.is::<ConfigError>() || cause.is::<render::RenderError>() || cause.is::<UsageError>() {
+            return exit::USAGE;
+        }
+        if let Some(SystemdError::Timeout { .. }) = cause.downcast_ref::<SystemdError>() {
+            return exit::TIMEOUT;
+        }
+    }
+    exit::FAILURE
+}
+
+/// A usage error found after argument parsing (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    let deployment = load(g)?;
+    match &cli.command {
+        Command::Render { out } => cmd_render(g, &deployment, out.as_deref()),
+        Command::Plan => cmd_plan(g, &deployment),
+        Command::Install { dry_run, force } => cmd_install(g, &deployment, *dry_run, *force),
+    }
+}
+
+fn config_path(g: &Global) -> Result<PathBuf> {
+    if let Some(p) = &g.config {
+        return Ok(p.clone());
+    }
+    DEFAULT_CONFIGS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| UsageError("no configuration: pass --config PATH (or ORCH_CONFIG), or create ./orch.toml or /etc/orch/orch.toml".into()).into())
+}
+
+fn load(g: &Global) -> Result<Deployment> {
+    let path = config_path(g)?;
+    Ok(Deployment::load(&path, g.unit_dir.as_deref())?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+#[derive(Serialize)]
+struct RenderJson<'a> {
+    deployment: &'a str,
+    units: &'a [render::RenderedUnit],
+}
+
+fn cmd_render(g: &Global, d: &Deployment, out: Option<&Path>) -> Result<i32> {
+    let units = render::render(d)?;
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for u in &units {
+            let path = render::unit_path(dir, &u.unit).map_err(anyhow::Error::msg)?;
+            install::write_atomic(&path, u.content.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if g.output == Format::Human && !g.quiet {
+            eprintln!("wrote {} unit files to {}", units.len(), dir.display());
+        }
+    }
+    match (g.output, out) {
+        (Format::Json, _) => output::json(&RenderJson { deployment: &d.name, units: &units })?,
+        (Format::Human, None) => {
+            let mut text = String::new();
+            for (i, u) in units.iter().enumerate() {
+                if i > 0 {
+                    text.push('\n');
+                }
+                text.push_str(&format!("### {}\n{}", u.unit, u.content));
+            }
+            print_stdout(&text)?;
+        }
+        (Format::Human, Some(_)) => {}
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_plan(g: &Global, d: &Deployment) -> Result<i32> {
+    let units = render::render(d)?;
+    let plan = plan::plan(&d.name, &d.unit_dir, &units)?;
+    match g.output {
+        Format::Json => output::json(&serde_json::json!({
+            "deployment": plan.deployment,
+            "unit_dir": plan.unit_dir,
+            "changes": plan.has_changes(),
+            "units": plan.units,
+        }))?,
+        Format::Human => {
+            let mut text = format!(
+                "plan for {} in {}: {} to create, {} to update, {} to remove, {} drifted, {} unchanged\n",
+                plan.deployment,
+                plan.unit_dir.display(),
+                plan.count(Action::Create),
+                plan.count(Action::Update),
+                plan.count(Action::Remove),
+                plan.count(Action::Drift),
+                plan.count(Action::Unchanged),
+            );
+            for u in &plan.units {
+                text.push_str(&format!("  {:<10} {}", u.action.as_str(), u.unit));
+                if let Some(r) = &u.reason {
+                    text.push_str(&format!("  ({r})"));
+                }
+                text.push('\n');
+            }
+            print_stdout(&text)?;
+        }
+    }
+    Ok(if plan.has_changes() { exit::CHANGES_PENDING } else { exit::OK })
+}
+
+fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32> {
+    let units = render::render(d)?;
+    let plan = plan::plan(&d.name, &d.unit_dir, &units)?;
+    let opts = install::Options { dry_run, force };
+    let report = runtime()?.block_on(async {
+        let sd = if dry_run { None } else { Some(Systemd::connect(&g.bus, g.call_timeout).await?) };
+        install::install(d, &plan, sd.as_ref(), opts).await
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(InstallError::Systemd(e)) => return Err(anyhow::Error::new(e).context(format!("install of {} failed", d.name))),
+        Err(e) => return Err(e.into()),
+    };
+    match g.output {
+        Format::Json => output::json(&report)?,
+        Format::Human => {
+            let mut text = String::new();
+            for u in &report.units {
+                let verb = match (u.action, dry_run) {
+                    (Action::Unchanged, _) => "unchanged",
+                    (Action::Create, false) => "created",
+                    (Action::Update, false) => "updated",
+                    (Action::Remove, false) => "removed",
+                    (Action::Drift, false) => "overwritten",
+                    (a, true) => a.as_str(),
+                };
+                text.push_str(&format!("  {verb:<11} {}\n", u.unit));
+            }
+            let summary = match (dry_run, report.changed) {
+                (true, true) => "dry run: changes pending, nothing written".to_string(),
+                (true, false) => "dry run: nothing to do".to_string(),
+                (false, true) => format!(
+                    "installed {}: changed{}{}",
+                    d.name,
+                    if report.reloaded { ", systemd reloaded" } else { "" },
+                    if report.enabled { &", master enabled" } else { &"" },
+                ),
+                (false, false) => format!("installed {}: nothing changed, systemd not reloaded", d.name),
+            };
+            text.push_str(&summary);
+            text.push('\n');
+            print_stdout(&text)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Writes to stdout; a closed pipe (`orch … | head`) ends quietly.
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}

@@ -1,0 +1,301 @@
+//! Raw configuration: the TOML file as the operator wrote it, with spans.
+//!
+//! Nothing here is interpreted beyond TOML types; [`crate::model`] resolves it.
+//! Every value keeps its byte span so that a later validation error can name
+//! the file, line, column and key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A value with the byte range it came from.
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub deployment: S<RawDeployment>,
+    pub database: Option<S<RawDatabase>>,
+    pub master: S<RawMaster>,
+    #[serde(default)]
+    pub workers: Vec<S<RawWorker>>,
+    #[serde(default)]
+    pub dependents: Vec<S<RawDependent>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub name: S<String>,
+    pub unit_dir: Option<S<String>>,
+    pub templates: Option<S<String>>,
+    pub state_dir: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub unit: S<String>,
+    pub health: Option<S<String>>,
+    pub start_timeout: Option<S<String>>,
+    pub health_timeout: Option<S<String>>,
+}
+
+/// Keys shared by the master and every worker block. Listed in both structs
+/// (serde cannot combine `flatten` with `deny_unknown_fields`) and viewed
+/// through [`RawService`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaster {
+    pub description: Option<S<String>>,
+    pub exec_start: S<String>,
+    pub exec_reload: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub group: Option<S<String>>,
+    pub working_directory: Option<S<String>>,
+    pub environment: Option<S<BTreeMap<S<String>, S<String>>>>,
+    pub environment_file: Option<S<String>>,
+    #[serde(rename = "type")]
+    pub service_type: Option<S<String>>,
+    pub restart: Option<S<String>>,
+    pub restart_sec: Option<S<String>>,
+    pub port: Option<S<i64>>,
+    pub health: Option<S<String>>,
+    pub start_timeout: Option<S<String>>,
+    pub stop_timeout: Option<S<String>>,
+    pub health_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorker {
+    pub kind: S<String>,
+    pub count: S<i64>,
+    pub port_base: Option<S<i64>>,
+    pub description: Option<S<String>>,
+    pub exec_start: S<String>,
+    pub exec_reload: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub group: Option<S<String>>,
+    pub working_directory: Option<S<String>>,
+    pub environment: Option<S<BTreeMap<S<String>, S<String>>>>,
+    pub environment_file: Option<S<String>>,
+    #[serde(rename = "type")]
+    pub service_type: Option<S<String>>,
+    pub restart: Option<S<String>>,
+    pub restart_sec: Option<S<String>>,
+    pub health: Option<S<String>>,
+    pub start_timeout: Option<S<String>>,
+    pub stop_timeout: Option<S<String>>,
+    pub health_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDependent {
+    pub unit: S<String>,
+    pub health: Option<S<String>>,
+    pub start_timeout: Option<S<String>>,
+    pub stop_timeout: Option<S<String>>,
+    pub health_timeout: Option<S<String>>,
+}
+
+/// The keys the master and a worker block have in common.
+pub struct RawService<'a> {
+    pub description: Option<&'a S<String>>,
+    pub exec_start: &'a S<String>,
+    pub exec_reload: Option<&'a S<String>>,
+    pub user: Option<&'a S<String>>,
+    pub group: Option<&'a S<String>>,
+    pub working_directory: Option<&'a S<String>>,
+    pub environment: Option<&'a S<BTreeMap<S<String>, S<String>>>>,
+    pub environment_file: Option<&'a S<String>>,
+    pub service_type: Option<&'a S<String>>,
+    pub restart: Option<&'a S<String>>,
+    pub restart_sec: Option<&'a S<String>>,
+    pub health: Option<&'a S<String>>,
+    pub start_timeout: Option<&'a S<String>>,
+    pub stop_timeout: Option<&'a S<String>>,
+    pub health_timeout: Option<&'a S<String>>,
+}
+
+macro_rules! service_view {
+    ($t:ty) => {
+        impl $t {
+            pub fn service(&self) -> RawService<'_> {
+                RawService {
+                    description: self.description.as_ref(),
+                    exec_start: &self.exec_start,
+                    exec_reload: self.exec_reload.as_ref(),
+                    user: self.user.as_ref(),
+                    group: self.group.as_ref(),
+                    working_directory: self.working_directory.as_ref(),
+                    environment: self.environment.as_ref(),
+                    environment_file: self.environment_file.as_ref(),
+                    service_type: self.service_type.as_ref(),
+                    restart: self.restart.as_ref(),
+                    restart_sec: self.restart_sec.as_ref(),
+                    health: self.health.as_ref(),
+                    start_timeout: self.start_timeout.as_ref(),
+                    stop_timeout: self.stop_timeout.as_ref(),
+                    health_timeout: self.health_timeout.as_ref(),
+                }
+            }
+        }
+    };
+}
+service_view!(RawMaster);
+service_view!(RawWorker);
+
+/// The text of a configuration file, kept so errors can quote positions in it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    /// Reads a configuration file. Every failure names the path.
+    pub fn read(path: &Path) -> Result<Source, ConfigError> {
+        let fail = |message: String| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            key: None,
+            message,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        if meta.is_dir() {
+            return Err(fail("is a directory, not a configuration file".into()));
+        }
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            fail(format!(
+                "not valid UTF-8 (first bad byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        Ok(Source {
+            path: path.to_path_buf(),
+            text,
+        })
+    }
+
+    pub fn parse(&self) -> Result<RawConfig, ConfigError> {
+        toml::from_str(&self.text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => {
+                    let key = key_at(&self.text, span.clone());
+                    self.error(span, key, message)
+                }
+                None => ConfigError {
+                    path: self.path.clone(),
+                    line: None,
+                    column: None,
+                    key: None,
+                    message,
+                },
+            }
+        })
+    }
+
+    /// An error at a byte range of this file.
+    pub fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_col(&self.text, span.start);
+        ConfigError {
+            path: self.path.clone(),
+            line: Some(line),
+            column: Some(column),
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The text at `span` when it looks like a bare key, for errors such as an
+/// unknown field where the parser points at the key itself.
+fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    let s = text.get(span)?.trim();
+    let bare = s.trim_matches('"');
+    (!bare.is_empty()
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    .then(|| bare.to_string())
+}
+
+/// A configuration error: file, position, key and what is wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let (Some(line), Some(col)) = (self.line, self.column) {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+        Source {
+            path: "t.toml".into(),
+            text: text.into(),
+        }
+        .parse()
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse("[deployment]\nname = \"x\"\n[master]\nexec_start = \"/bin/true\"\nbogus = 1\n")
+            .unwrap_err();
+        assert_eq!(err.line, Some(5), "{err}");
+        assert_eq!(err.key.as_deref(), Some("bogus"), "{err}");
+        assert!(err.to_string().starts_with("t.toml:5:1: key `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let err = parse("[deployment]\nname = \"x\"\n[master]\nexec_start = \"/bin/true\"\n[[workers]]\nkind = \"a\"\ncount = \"four\"\nexec_start = \"/bin/true\"\n")
+            .unwrap_err();
+        assert_eq!(err.line, Some(7), "{err}");
+        assert!(err.message.contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+    }
+}

@@ -1,0 +1,16 @@
+//! orch: run a master + workers service on systemd.
+//!
+//! Data flows one way: [`config`] (raw TOML with spans) → [`model`]
+//! (validated [`model::Deployment`]) → [`render`] (unit file contents) →
+//! [`plan`] (diff against the unit directory) → [`install`] (the only stage
+//! that changes anything, through [`systemd`] over D-Bus).
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod install;
+pub mod model;
+pub mod output;
+pub mod plan;
+pub mod render;
+pub mod systemd;

@@ -1,0 +1,410 @@
+//! Rendering: the validated [`Deployment`] becomes unit file contents.
+//!
+//! Templates are Jinja2 (minijinja), strict about undefined variables. Every
+//! printed value goes through [`format_value`], which refuses control
+//! characters and escapes `%`, so no value can add a line or a specifier the
+//! template did not write. Each rendered file is then checked line by line,
+//! stamped with the deployment marker and a hash of its content.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::value::Value;
+use minijinja::{Environment, Error as JinjaError, ErrorKind, Output, State, UndefinedBehavior};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::{check_value, Deployment, Role, Service};
+
+/// Built-in templates, embedded so the binary works without `templates/`.
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    ("master.service.j2", include_str!("../templates/master.service.j2")),
+    ("worker.service.j2", include_str!("../templates/worker.service.j2")),
+];
+
+pub const MARKER_KEY: &str = "X-Orch-Deployment";
+const HASH_PREFIX: &str = "# orch-hash: sha256:";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderedUnit {
+    pub unit: String,
+    pub role: Role,
+    /// Which template produced it (a built-in name or an override path).
+    pub template: String,
+    pub content: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template {template}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Template {
+        template: String,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("cannot read template override {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{unit} rendered from {template} is not a valid unit file: {message}")]
+    Invalid {
+        unit: String,
+        template: String,
+        message: String,
+    },
+}
+
+/// Where a template comes from: an override in the deployment's templates
+/// folder wins over the built-in of the same name.
+struct Templates {
+    overrides: Option<PathBuf>,
+}
+
+impl Templates {
+    /// The source and a display name for the first of `names` that exists.
+    fn find(&self, names: &[String]) -> Result<(String, String), RenderError> {
+        if let Some(dir) = &self.overrides {
+            for name in names {
+                let path = dir.join(name);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => return Ok((path.display().to_string(), text)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(RenderError::Read { path, source }),
+                }
+            }
+        }
+        for name in names {
+            if let Some((_, text)) = BUILTIN_TEMPLATES.iter().find(|(n, _)| n == name) {
+                return Ok((format!("{name} (built-in)"), text.to_string()));
+            }
+        }
+        unreachable!("every lookup ends in a built-in name")
+    }
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    name: &'a str,
+    unit: &'a str,
+    kind: &'a str,
+    index: Option<usize>,
+    port: Option<u16>,
+    deployment: &'a str,
+    master: &'a str,
+    database: Option<&'a str>,
+    workers: Vec<&'a str>,
+    dependents: Vec<&'a str>,
+    /// The unit's own configuration section, resolved.
+    service: &'a Service,
+}
+
+/// Renders every unit of the deployment, master first.
+pub fn render<'a>(d: &'a Deployment) -> Result<Vec<RenderedUnit>, RenderError> {
+    let templates = Templates {
+        overrides: d.templates_dir.clone(),
+    };
+    let env = environment();
+    let workers: Vec<&str> = d.workers.iter().map(|w| w.service.unit.as_str()).collect();
+    let dependents: Vec<&str> = d.dependents.iter().map(|x| x.unit.as_str()).collect();
+    let ctx = |s: &'a Service, kind: &'a str, index| Context {
+        name: &s.name,
+        unit: &s.unit,
+        kind,
+        index,
+        port: s.port,
+        deployment: &d.name,
+        master: &d.master.unit,
+        database: d.database.as_ref().map(|x| x.unit.as_str()),
+        workers: workers.clone(),
+        dependents: dependents.clone(),
+        service: s,
+    };
+
+    let mut out = Vec::with_capacity(1 + d.workers.len());
+    let (tname, source) = templates.find(&["master.service.j2".into()])?;
+    out.push(render_one(&env, d, &d.master, Role::Master, &tname, &source, ctx(&d.master, "master", None))?);
+    for w in &d.workers {
+        let names = [format!("worker-{}.service.j2", w.kind), "worker.service.j2".to_string()];
+        let (tname, source) = templates.find(&names)?;
+        out.push(render_one(&env, d, &w.service, Role::Worker, &tname, &source, ctx(&w.service, &w.kind, Some(w.index)))?);
+    }
+    Ok(out)
+}
+
+fn render_one(
+    env: &Environment<'_>,
+    d: &Deployment,
+    s: &Service,
+    role: Role,
+    tname: &str,
+    source: &str,
+    ctx: Context<'_>,
+) -> Result<RenderedUnit, RenderError> {
+    let body = env
+        .render_named_str(tname, source, minijinja::value::Serde(ctx))
+        .map_err(|e| template_error(tname, &e))?;
+    let invalid = |message: String| RenderError::Invalid {
+        unit: s.unit.clone(),
+        template: tname.to_string(),
+        message,
+    };
+    check_unit_file(&body).map_err(invalid)?;
+    let body = add_marker(&body, &d.name).map_err(invalid)?;
+    Ok(RenderedUnit {
+        unit: s.unit.clone(),
+        role,
+        template: tname.to_string(),
+        content: stamp(&d.name, tname, &body),
+    })
+}
+
+fn template_error(tname: &str, e: &JinjaError) -> RenderError {
+    let mut message = match e.kind() {
+        ErrorKind::UndefinedError => "undefined variable (see docs/configuration.md for the variables a template may use)".to_string(),
+        _ => e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string()),
+    };
+    // Errors raised inside a filter carry their cause one level down.
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    RenderError::Template {
+        template: tname.to_string(),
+        line: e.line(),
+        message,
+    }
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .expect("default delimiters are valid"),
+    );
+    env.set_formatter(format_value);
+    env.add_filter("quote", quote);
+    env.add_filter("seconds", seconds);
+    env
+}
+
+/// Prints a value into a unit file: checked, with `%` escaped so systemd
+/// reads it literally. Values marked safe (by `quote`) are already escaped.
+fn format_value(out: &mut Output, _state: &mut State, value: &Value) -> Result<(), JinjaError> {
+    if value.is_none() || value.is_undefined() {
+        return Err(JinjaError::new(ErrorKind::UndefinedError, "a template printed a missing value; guard it with {% if … %}"));
+    }
+    let text = value.to_string();
+    if !value.is_safe() {
+        check_value(&text).map_err(|m| JinjaError::new(ErrorKind::InvalidOperation, format!("value {text:?} {m}")))?;
+    }
+    let text = if value.is_safe() { text } else { text.replace('%', "%%") };
+    out.write_str(&text).map_err(|_| JinjaError::new(ErrorKind::WriteFailure, "write failed"))
+}
+
+/// `"…"` with systemd's C-style escapes, for `Environment=` and arguments
+/// with spaces.
+fn quote(value: &Value) -> Result<Value, JinjaError> {
+    let text = value.to_string();
+    check_value(&text).map_err(|m| JinjaError::new(ErrorKind::InvalidOperation, format!("value {text:?} {m}")))?;
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%");
+    Ok(Value::from_safe_string(format!("\"{escaped}\"")))
+}
+
+/// A number of seconds as systemd's time span (`90s`, `1500ms`).
+fn seconds(value: f64) -> Result<Value, JinjaError> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(JinjaError::new(ErrorKind::InvalidOperation, "not a duration"));
+    }
+    let ms = (value * 1000.0).round() as u64;
+    Ok(Value::from(if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }))
+}
+
+/// Checks that rendered text is plain unit-file syntax: sections, `Key=value`
+/// lines and comments, nothing continued across lines.
+pub fn check_unit_file(text: &str) -> Result<(), String> {
+    let mut section: Option<&str> = None;
+    let mut seen = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let n = i + 1;
+        if let Some(c) = line.chars().find(|c| c.is_control()) {
+            return Err(format!("line {n} contains the control character {c:?}"));
+        }
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if t.ends_with('\\') {
+            return Err(format!("line {n} ends with a backslash (line continuation)"));
+        }
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            let known = matches!(name, "Unit" | "Service" | "Install") || name.starts_with("X-");
+            if !known {
+                return Err(format!("line {n}: unexpected section [{name}] in a service unit"));
+            }
+            if seen.contains(&name) {
+                return Err(format!("line {n}: section [{name}] appears twice"));
+            }
+            seen.push(name);
+            section = Some(name);
+            continue;
+        }
+        let Some((key, _)) = t.split_once('=') else {
+            return Err(format!("line {n} is neither a section, a comment nor Key=value: {t:?}"));
+        };
+        let key = key.trim_end();
+        let valid_key = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_key {
+            return Err(format!("line {n}: `{key}` is not a valid directive name"));
+        }
+        if section.is_none() {
+            return Err(format!("line {n}: `{key}=` comes before any [Section]"));
+        }
+    }
+    for required in ["Unit", "Service"] {
+        if !seen.contains(&required) {
+            return Err(format!("has no [{required}] section"));
+        }
+    }
+    Ok(())
+}
+
+/// Puts `X-Orch-Deployment=NAME` first in `[Unit]` (systemd ignores `X-`
+/// keys), unless the template already wrote it.
+fn add_marker(body: &str, deployment: &str) -> Result<String, String> {
+    let marker = format!("{MARKER_KEY}={deployment}");
+    if let Some(existing) = body.lines().find(|l| l.trim_start().starts_with(&format!("{MARKER_KEY}="))) {
+        return if existing.trim() == marker {
+            Ok(body.to_string())
+        } else {
+            Err(format!("it sets `{}` but the deployment is `{deployment}`", existing.trim()))
+        };
+    }
+    let mut out = String::with_capacity(body.len() + marker.len() + 1);
+    let mut done = false;
+    for line in body.split_inclusive('\n') {
+        out.push_str(line);
+        if !done && line.trim() == "[Unit]" {
+            if !line.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&marker);
+            out.push('\n');
+            done = true;
+        }
+    }
+    Ok(out)
+}
+
+/// Header comment, the hash line, then the body the hash covers.
+fn stamp(deployment: &str, template: &str, body: &str) -> String {
+    let body = body.trim_start_matches('\n');
+    let mut body = body.to_string();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    format!(
+        "# Generated by orch for deployment {deployment} from template {template}.\n\
+         # Do not edit: `orch plan` reports hand edits as drift, `orch install --force` overwrites them.\n\
+         {HASH_PREFIX}{}\n{body}",
+        hash(&body)
+    )
+}
+
+pub fn hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What orch can tell about a unit file on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The `X-Orch-Deployment=` value, if any.
+    pub deployment: Option<String>,
+    /// Whether the hash line matches the content below it; `None` without a hash line.
+    pub intact: Option<bool>,
+}
+
+pub fn read_marker(text: &str) -> Marker {
+    let deployment = text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(MARKER_KEY)
+            .and_then(|r| r.trim_start().strip_prefix('='))
+            .map(|v| v.trim().to_string())
+    });
+    let intact = text.find(HASH_PREFIX).map(|start| {
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i + 1);
+        let recorded = text[start + HASH_PREFIX.len()..line_end].trim();
+        recorded == hash(&text[line_end..])
+    });
+    Marker { deployment, intact }
+}
+
+/// The file name a unit is written to, refusing anything that would leave `dir`.
+pub fn unit_path(dir: &Path, unit: &str) -> Result<PathBuf, String> {
+    let ok = !unit.is_empty()
+        && !unit.contains('/')
+        && unit != "."
+        && unit != ".."
+        && !unit.starts_with('.')
+        && !unit.contains('\0');
+    if !ok {
+        return Err(format!("unit name {unit:?} would leave the unit directory"));
+    }
+    Ok(dir.join(unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_round_trips_and_detects_edits() {
+        let body = "[Unit]\nDescription=x\n\n[Service]\nExecStart=/bin/true\n";
+        let body = add_marker(body, "demo").unwrap();
+        let file = stamp("demo", "t", &body);
+        assert_eq!(
+            read_marker(&file),
+            Marker { deployment: Some("demo".into()), intact: Some(true) }
+        );
+        let edited = file.replace("/bin/true", "/bin/false");
+        assert_eq!(read_marker(&edited).intact, Some(false));
+        assert_eq!(read_marker("[Unit]\n").deployment, None);
+    }
+
+    #[test]
+    fn check_refuses_structure_changes() {
+        assert!(check_unit_file("[Unit]\nA=b\n[Service]\nExecStart=/x\n").is_ok());
+        assert!(check_unit_file("[Unit]\nA=b \\\n[Service]\nExecStart=/x\n").is_err());
+        assert!(check_unit_file("[Unit]\nA=b\r\n[Service]\nExecStart=/x\n").is_err());
+        assert!(check_unit_file("[Unit]\nnot a directive\n[Service]\n").is_err());
+        assert!(check_unit_file("[Unit]\n[Service]\n[Unit]\n").is_err());
+        assert!(check_unit_file("A=b\n[Unit]\n[Service]\n").is_err());
+    }
+
+    #[test]
+    fn values_are_escaped_and_checked() {
+        let env = environment();
+        let out = env.render_str("X={{ v }} Y={{ v|quote }}", minijinja::context! { v => "50% \"a\\b\"" }).unwrap();
+        assert_eq!(out, r#"X=50%% "a\b" Y="50%% \"a\\b\"""#);
+        let err = env.render_str("X={{ v }}", minijinja::context! { v => "a\nExecStartPre=/bin/evil" }).unwrap_err();
+        assert!(err.to_string().contains("control character"), "{err}");
+        assert!(env.render_str("X={{ nope }}", ()).is_err());
+    }
+
+    #[test]
+    fn unit_paths_stay_inside() {
+        assert!(unit_path(Path::new("/u"), "a.service").is_ok());
+        for bad in ["../a.service", "a/b.service", "..", ".hidden.service", ""] {
+            assert!(unit_path(Path::new("/u"), bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! systemd over D-Bus (zbus, tokio). No `systemctl` subprocesses.
+//!
+//! Every call is bounded by the connection's method timeout; connecting is
+//! bounded too. Job completion is observed through the `JobRemoved` signal,
+//! drained in its own task by [`JobWatcher`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::Notify;
+use zbus::proxy::CacheProperties;
+use zbus::{Connection, OwnedObjectPath};
+
+/// `(name, description, load, active, sub, following, path, job id, job type, job path)`
+pub type UnitListEntry = (String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath);
+/// `(id, path, unit, type)` of a job systemd added to a transaction.
+pub type AffectedJob = (u32, OwnedObjectPath, String, OwnedObjectPath, String);
+/// `(type, file, destination)` of a change to unit files.
+pub type UnitFileChange = (String, String, String);
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub trait Manager {
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn reload(&self) -> zbus::Result<()>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Returns `(id, job, unit id, unit path, job type, affected jobs)`.
+    #[allow(clippy::type_complexity)]
+    fn enqueue_unit_job(
+        &self,
+        name: &str,
+        job_type: &str,
+        job_mode: &str,
+    ) -> zbus::Result<(u32, OwnedObjectPath, String, OwnedObjectPath, String, Vec<AffectedJob>)>;
+    fn cancel_job(&self, id: u32) -> zbus::Result<()>;
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    fn get_unit_processes(&self, name: &str) -> zbus::Result<Vec<(String, u32, String)>>;
+    fn list_units_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<UnitListEntry>>;
+    fn enable_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<(bool, Vec<UnitFileChange>)>;
+    fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<UnitFileChange>>;
+    fn mask_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<Vec<UnitFileChange>>;
+    fn unmask_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<UnitFileChange>>;
+    fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
+
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn reloading(&self, active: bool) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn system_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+}
+
+#[zbus::proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+pub trait Unit {
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn fragment_path(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn wants(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn requires(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn part_of(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn after(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::Result<bool>;
+}
+
+/// Which bus to talk to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    System,
+    User,
+    Address(String),
+}
+
+impl std::str::FromStr for Bus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "system" => Ok(Bus::System),
+            "user" | "session" => Ok(Bus::User),
+            a if a.contains(':') => Ok(Bus::Address(a.to_string())),
+            other => Err(format!("`{other}` is not a bus: use system, user or a D-Bus address such as unix:path=/run/dbus/system_bus_socket")),
+        }
+    }
+}
+
+impl std::fmt::Display for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bus::System => f.write_str("the system bus"),
+            Bus::User => f.write_str("the user bus"),
+            Bus::Address(a) => write!(f, "bus {a}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("permission denied by systemd while trying to {action}: {detail}\n  run orch as root, or grant polkit's org.freedesktop.systemd1.manage-units, manage-unit-files and reload-daemon to this user")]
+    PermissionDenied { action: String, detail: String },
+    #[error("cannot connect to {bus} within {timeout:?}: {detail}")]
+    Connect { bus: String, timeout: Duration, detail: String },
+    #[error("timed out after {timeout:?} waiting for systemd to {action}")]
+    Timeout { action: String, timeout: Duration },
+    #[error("systemd failed to {action}: {source}")]
+    Call {
+        action: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("the bus connection closed while waiting for {0}")]
+    Closed(String),
+}
+
+impl SystemdError {
+    /// Wraps a zbus error, recognising permission and timeout failures.
+    pub fn from_zbus(action: impl Into<String>, e: zbus::Error, timeout: Duration) -> Self {
+        let action = action.into();
+        let denied = |name: &str| {
+            name == "org.freedesktop.DBus.Error.AccessDenied"
+                || name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+        };
+        match &e {
+            zbus::Error::MethodError(name, detail, _) if denied(name.as_str()) => SystemdError::PermissionDenied {
+                action,
+                detail: detail.clone().unwrap_or_else(|| name.to_string()),
+            },
+            zbus::Error::FDO(f) => match f.as_ref() {
+                zbus::fdo::Error::AccessDenied(d) | zbus::fdo::Error::InteractiveAuthorizationRequired(d) => {
+                    SystemdError::PermissionDenied { action, detail: d.clone() }
+                }
+                _ => SystemdError::Call { action, source: e },
+            },
+            zbus::Error::InputOutput(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                SystemdError::Timeout { action, timeout }
+            }
+            _ => SystemdError::Call { action, source: e },
+        }
+    }
+
+    /// The D-Bus error name, when systemd answered with an error.
+    pub fn dbus_name(&self) -> Option<&str> {
+        match self {
+            SystemdError::Call { source: zbus::Error::MethodError(name, _, _), .. } => Some(name.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to systemd's manager.
+#[derive(Clone)]
+pub struct Systemd {
+    pub conn: Connection,
+    pub manager: ManagerProxy<'static>,
+    pub call_timeout: Duration,
+}
+
+impl Systemd {
+    /// Connects, bounded by `timeout`; every later call is bounded by it too.
+    pub async fn connect(bus: &Bus, timeout: Duration) -> Result<Systemd, SystemdError> {
+        let builder = match bus {
+            Bus::System => zbus::conn::Builder::system(),
+            Bus::User => zbus::conn::Builder::session(),
+            Bus::Address(a) => zbus::conn::Builder::address(a.as_str()),
+        };
+        let fail = |detail: String| SystemdError::Connect { bus: bus.to_string(), timeout, detail };
+        let conn = tokio::time::timeout(timeout, builder.method_timeout(timeout).build())
+            .await
+            .map_err(|_| fail("no answer".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Systemd { conn, manager, call_timeout: timeout })
+    }
+
+    pub fn err(&self, action: impl Into<String>, e: zbus::Error) -> SystemdError {
+        SystemdError::from_zbus(action, e, self.call_timeout)
+    }
+
+    /// A property reader for one unit, loading it if needed.
+    pub async fn unit(&self, name: &str) -> Result<UnitProxy<'static>, SystemdError> {
+        let path = self.manager.load_unit(name).await.map_err(|e| self.err(format!("load {name}"), e))?;
+        UnitProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| self.err(format!("open {name}"), e))
+    }
+
+    pub async fn reload(&self) -> Result<(), SystemdError> {
+        self.manager.reload().await.map_err(|e| self.err("reload its configuration", e))
+    }
+}
+
+/// Result of a job, as systemd names it in `JobRemoved`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobOutcome {
+    pub unit: String,
+    pub result: String,
+}
+
+#[derive(Default)]
+struct JobState {
+    done: HashMap<OwnedObjectPath, JobOutcome>,
+    closed: bool,
+}
+
+/// Collects `JobRemoved` signals so that waiting for a job is race-free: the
+/// stream is set up and `Subscribe` called before any job is enqueued, and a
+/// job that finishes before anyone waits for it is remembered.
+pub struct JobWatcher {
+    state: Arc<Mutex<JobState>>,
+    notify: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JobWatcher {
+    pub async fn start(sd: &Systemd) -> Result<JobWatcher, SystemdError> {
+        let mut stream = sd
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(|e| sd.err("watch jobs", e))?;
+        sd.manager.subscribe().await.map_err(|e| sd.err("subscribe to job signals", e))?;
+        let state = Arc::new(Mutex::new(JobState::default()));
+        let notify = Arc::new(Notify::new());
+        let (st, nt) = (state.clone(), notify.clone());
+        // Drained in its own task so a slow waiter never makes the bus buffer signals.
+        let task = tokio::spawn(async move {
+            while let Some(signal) = stream.next().await {
+                if let Ok(args) = signal.args() {
+                    let outcome = JobOutcome { unit: args.unit.clone(), result: args.result.clone() };
+                    st.lock().unwrap().done.insert(args.job.clone(), outcome);
+                    nt.notify_waiters();
+                }
+            }
+            st.lock().unwrap().closed = true;
+            nt.notify_waiters();
+        });
+        Ok(JobWatcher { state, notify, task })
+    }
+
+    /// Waits until `job` is removed, up to `timeout`. `None` on timeout.
+    pub async fn wait(&self, job: &OwnedObjectPath, timeout: Duration) -> Result<Option<JobOutcome>, SystemdError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register before checking, so a signal between the two is not lost.
+            let notified = self.notify.notified();
+            {
+                let st = self.state.lock().unwrap();
+                if let Some(o) = st.done.get(job) {
+                    return Ok(Some(o.clone()));
+                }
+                if st.closed {
+                    return Err(SystemdError::Closed(format!("job {}", job.as_str())));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+impl Drop for JobWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
