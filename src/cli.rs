@@ -41,7 +41,13 @@ pub struct Global {
     #[arg(long, global = true, env = "ORCH_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// D-Bus to reach systemd on: system, user, or an address such as unix:path=/run/dbus/system_bus_socket
-    #[arg(long, global = true, env = "ORCH_BUS", default_value = "system", value_name = "ADDRESS")]
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_BUS",
+        default_value = "system",
+        value_name = "ADDRESS"
+    )]
     pub bus: Bus,
     /// Unit directory, overriding deployment.unit_dir
     #[arg(long, global = true, value_name = "DIR")]
@@ -82,7 +88,8 @@ pub enum Command {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m"))
 }
 
 /// Parses arguments, runs the command and returns the process exit code.
@@ -90,7 +97,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
@@ -125,7 +136,10 @@ fn init_logging(g: &Global) {
 /// Maps an error to its documented exit code.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
-        if cause.is::<ConfigError>() || cause.is::<render::RenderError>() || cause.is::<UsageError>() {
+        if cause.is::<ConfigError>()
+            || cause.is::<render::RenderError>()
+            || cause.is::<UsageError>()
+        {
             return exit::USAGE;
         }
         if let Some(SystemdError::Timeout { .. }) = cause.downcast_ref::<SystemdError>() {
@@ -185,14 +199,18 @@ fn cmd_render(g: &Global, d: &Deployment, out: Option<&Path>) -> Result<i32> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for u in &units {
             let path = render::unit_path(dir, &u.unit).map_err(anyhow::Error::msg)?;
-            install::write_atomic(&path, u.content.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            install::write_atomic(&path, u.content.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         if g.output == Format::Human && !g.quiet {
             eprintln!("wrote {} unit files to {}", units.len(), dir.display());
         }
     }
     match (g.output, out) {
-        (Format::Json, _) => output::json(&RenderJson { deployment: &d.name, units: &units })?,
+        (Format::Json, _) => output::json(&RenderJson {
+            deployment: &d.name,
+            units: &units,
+        })?,
         (Format::Human, None) => {
             let mut text = String::new();
             for (i, u) in units.iter().enumerate() {
@@ -239,7 +257,11 @@ fn cmd_plan(g: &Global, d: &Deployment) -> Result<i32> {
             print_stdout(&text)?;
         }
     }
-    Ok(if plan.has_changes() { exit::CHANGES_PENDING } else { exit::OK })
+    Ok(if plan.has_changes() {
+        exit::CHANGES_PENDING
+    } else {
+        exit::OK
+    })
 }
 
 fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32> {
@@ -247,12 +269,18 @@ fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result
     let plan = plan::plan(&d.name, &d.unit_dir, &units)?;
     let opts = install::Options { dry_run, force };
     let report = runtime()?.block_on(async {
-        let sd = if dry_run { None } else { Some(Systemd::connect(&g.bus, g.call_timeout).await?) };
+        let sd = if dry_run {
+            None
+        } else {
+            Some(Systemd::connect(&g.bus, g.call_timeout).await?)
+        };
         install::install(d, &plan, sd.as_ref(), opts).await
     });
     let report = match report {
         Ok(r) => r,
-        Err(InstallError::Systemd(e)) => return Err(anyhow::Error::new(e).context(format!("install of {} failed", d.name))),
+        Err(InstallError::Systemd(e)) => {
+            return Err(anyhow::Error::new(e).context(format!("install of {} failed", d.name)))
+        }
         Err(e) => return Err(e.into()),
     };
     match g.output {
@@ -276,10 +304,21 @@ fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result
                 (false, true) => format!(
                     "installed {}: changed{}{}",
                     d.name,
-                    if report.reloaded { ", systemd reloaded" } else { "" },
-                    if report.enabled { &", master enabled" } else { &"" },
+                    if report.reloaded {
+                        ", systemd reloaded"
+                    } else {
+                        ""
+                    },
+                    if report.enabled {
+                        &", master enabled"
+                    } else {
+                        &""
+                    },
                 ),
-                (false, false) => format!("installed {}: nothing changed, systemd not reloaded", d.name),
+                (false, false) => format!(
+                    "installed {}: nothing changed, systemd not reloaded",
+                    d.name
+                ),
             };
             text.push_str(&summary);
             text.push('\n');

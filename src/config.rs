@@ -230,16 +230,63 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// The text at `span` when it looks like a bare key, for errors such as an
-/// unknown field where the parser points at the key itself.
+/// The dotted key an error at `span` is about, e.g. `workers[1].count`:
+/// the key before `=` when the span is a value, or the span itself when the
+/// parser points at a key (an unknown field), prefixed by the table header
+/// above it.
 fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
-    let s = text.get(span)?.trim();
-    let bare = s.trim_matches('"');
-    (!bare.is_empty()
-        && bare
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-    .then(|| bare.to_string())
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let before = text[line_start..start].trim();
+    let is_key = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let key = match before.strip_suffix('=').map(str::trim) {
+        Some(k) if is_key(k.trim_matches('"')) => k.trim_matches('"').to_string(),
+        _ => {
+            let s = text.get(span)?.trim().trim_matches('"');
+            if !is_key(s) {
+                return None;
+            }
+            s.to_string()
+        }
+    };
+    // The nearest table header above, with its position among `[[array]]` headers.
+    let above = &text[..line_start];
+    let header = above
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['));
+    let table = match header {
+        Some(h) if h.starts_with("[[") => {
+            let name = h
+                .trim_start_matches('[')
+                .split(']')
+                .next()?
+                .trim()
+                .to_string();
+            let n = above
+                .lines()
+                .filter(|l| l.trim().starts_with("[[") && l.contains(&format!("[[{name}]]")))
+                .count();
+            Some(format!("{name}[{}]", n.saturating_sub(1)))
+        }
+        Some(h) => Some(
+            h.trim_start_matches('[')
+                .split(']')
+                .next()?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Some(match table {
+        Some(t) if t != key => format!("{t}.{key}"),
+        _ => key,
+    })
 }
 
 /// A configuration error: file, position, key and what is wrong.
@@ -279,11 +326,16 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err = parse("[deployment]\nname = \"x\"\n[master]\nexec_start = \"/bin/true\"\nbogus = 1\n")
-            .unwrap_err();
+        let err =
+            parse("[deployment]\nname = \"x\"\n[master]\nexec_start = \"/bin/true\"\nbogus = 1\n")
+                .unwrap_err();
         assert_eq!(err.line, Some(5), "{err}");
-        assert_eq!(err.key.as_deref(), Some("bogus"), "{err}");
-        assert!(err.to_string().starts_with("t.toml:5:1: key `bogus`"), "{err}");
+        assert_eq!(err.key.as_deref(), Some("master.bogus"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.toml:5:1: key `master.bogus`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -291,7 +343,11 @@ mod tests {
         let err = parse("[deployment]\nname = \"x\"\n[master]\nexec_start = \"/bin/true\"\n[[workers]]\nkind = \"a\"\ncount = \"four\"\nexec_start = \"/bin/true\"\n")
             .unwrap_err();
         assert_eq!(err.line, Some(7), "{err}");
-        assert!(err.message.contains("integer"), "{err}");
+        assert_eq!(err.key.as_deref(), Some("workers[0].count"), "{err}");
+        assert!(
+            err.message.contains("i64") || err.message.contains("integer"),
+            "{err}"
+        );
     }
 
     #[test]

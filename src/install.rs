@@ -52,15 +52,26 @@ pub enum InstallError {
         .0.iter().map(|(u, r)| format!("  {u}: {r}")).collect::<Vec<_>>().join("\n"))]
     Drift(Vec<(String, String)>),
     #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot remove {}: {source}", path.display())]
-    Remove { path: PathBuf, source: std::io::Error },
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Systemd(#[from] SystemdError),
 }
 
 /// Carries out `plan`. With `dry_run`, reports what would change and touches nothing.
-pub async fn install(d: &Deployment, plan: &Plan, sd: Option<&Systemd>, opts: Options) -> Result<Report, InstallError> {
+pub async fn install(
+    d: &Deployment,
+    plan: &Plan,
+    sd: Option<&Systemd>,
+    opts: Options,
+) -> Result<Report, InstallError> {
     let drift: Vec<_> = plan
         .units
         .iter()
@@ -93,11 +104,18 @@ pub async fn install(d: &Deployment, plan: &Plan, sd: Option<&Systemd>, opts: Op
     }
     let sd = sd.expect("install without --dry-run needs a systemd connection");
 
-    std::fs::create_dir_all(&plan.unit_dir).map_err(|source| InstallError::Write { path: plan.unit_dir.clone(), source })?;
+    std::fs::create_dir_all(&plan.unit_dir).map_err(|source| InstallError::Write {
+        path: plan.unit_dir.clone(),
+        source,
+    })?;
     remove_leftover_temporaries(&plan.unit_dir);
 
     // Stale units first: stopped and disabled while systemd still knows their file.
-    let stale: Vec<_> = plan.units.iter().filter(|u| u.action == Action::Remove).collect();
+    let stale: Vec<_> = plan
+        .units
+        .iter()
+        .filter(|u| u.action == Action::Remove)
+        .collect();
     if !stale.is_empty() {
         let jobs = JobWatcher::start(sd).await?;
         let mut pending = Vec::new();
@@ -115,7 +133,11 @@ pub async fn install(d: &Deployment, plan: &Plan, sd: Option<&Systemd>, opts: Op
         let bound = crate::model::DEFAULT_STOP_TIMEOUT + Duration::from_secs(5);
         for (unit, job) in pending {
             if jobs.wait(&job, bound).await?.is_none() {
-                return Err(SystemdError::Timeout { action: format!("stop stale unit {unit}"), timeout: bound }.into());
+                return Err(SystemdError::Timeout {
+                    action: format!("stop stale unit {unit}"),
+                    timeout: bound,
+                }
+                .into());
             }
         }
         let names: Vec<&str> = stale.iter().map(|u| u.unit.as_str()).collect();
@@ -124,16 +146,29 @@ pub async fn install(d: &Deployment, plan: &Plan, sd: Option<&Systemd>, opts: Op
             .await
             .map_err(|e| sd.err(format!("disable {}", names.join(", ")), e))?;
         for u in &stale {
-            std::fs::remove_file(&u.path).map_err(|source| InstallError::Remove { path: u.path.clone(), source })?;
+            std::fs::remove_file(&u.path).map_err(|source| InstallError::Remove {
+                path: u.path.clone(),
+                source,
+            })?;
             tracing::info!(unit = %u.unit, "removed stale unit");
         }
-        sync_dir(&plan.unit_dir).map_err(|source| InstallError::Write { path: plan.unit_dir.clone(), source })?;
+        sync_dir(&plan.unit_dir).map_err(|source| InstallError::Write {
+            path: plan.unit_dir.clone(),
+            source,
+        })?;
         report.changed = true;
     }
 
-    for u in plan.units.iter().filter(|u| matches!(u.action, Action::Create | Action::Update | Action::Drift)) {
+    for u in plan
+        .units
+        .iter()
+        .filter(|u| matches!(u.action, Action::Create | Action::Update | Action::Drift))
+    {
         let content = u.content.as_deref().expect("rendered units have content");
-        write_atomic(&u.path, content.as_bytes()).map_err(|source| InstallError::Write { path: u.path.clone(), source })?;
+        write_atomic(&u.path, content.as_bytes()).map_err(|source| InstallError::Write {
+            path: u.path.clone(),
+            source,
+        })?;
         tracing::info!(unit = %u.unit, action = u.action.as_str(), "wrote unit file");
         report.changed = true;
     }
@@ -164,10 +199,16 @@ pub async fn install(d: &Deployment, plan: &Plan, sd: Option<&Systemd>, opts: Op
 /// Writes `bytes` to `path` so that a reader (or a crash) sees either the old
 /// file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent folder"))?;
-    let mut tmp = tempfile::Builder::new().prefix(TMP_PREFIX).suffix(TMP_SUFFIX).tempfile_in(dir)?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent folder"))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .suffix(TMP_SUFFIX)
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)
@@ -180,7 +221,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Temporary files left by an orch killed mid-write; systemd ignores them
 /// (no unit suffix) but they should not pile up.
 fn remove_leftover_temporaries(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(TMP_PREFIX) && name.ends_with(TMP_SUFFIX) {

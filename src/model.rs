@@ -158,8 +158,16 @@ impl Deployment {
             v.push((Role::Database, db.unit.as_str()));
         }
         v.push((Role::Master, self.master.unit.as_str()));
-        v.extend(self.workers.iter().map(|w| (Role::Worker, w.service.unit.as_str())));
-        v.extend(self.dependents.iter().map(|d| (Role::Dependent, d.unit.as_str())));
+        v.extend(
+            self.workers
+                .iter()
+                .map(|w| (Role::Worker, w.service.unit.as_str())),
+        );
+        v.extend(
+            self.dependents
+                .iter()
+                .map(|d| (Role::Dependent, d.unit.as_str())),
+        );
         v
     }
 }
@@ -207,9 +215,17 @@ impl Resolver<'_> {
                 Some(External {
                     unit: self.external_unit(&db.unit, "database.unit")?,
                     health: self.probe(db.health.as_ref(), "database.health")?,
-                    start_timeout: self.duration(db.start_timeout.as_ref(), "database.start_timeout", DEFAULT_START_TIMEOUT)?,
+                    start_timeout: self.duration(
+                        db.start_timeout.as_ref(),
+                        "database.start_timeout",
+                        DEFAULT_START_TIMEOUT,
+                    )?,
                     stop_timeout: DEFAULT_STOP_TIMEOUT,
-                    health_timeout: self.duration(db.health_timeout.as_ref(), "database.health_timeout", DEFAULT_HEALTH_TIMEOUT)?,
+                    health_timeout: self.duration(
+                        db.health_timeout.as_ref(),
+                        "database.health_timeout",
+                        DEFAULT_HEALTH_TIMEOUT,
+                    )?,
                 })
             }
             None => None,
@@ -244,12 +260,21 @@ impl Resolver<'_> {
             let wr = w.get_ref();
             let at = |k: &str| format!("workers[{block}].{k}");
             let kind = wr.kind.get_ref();
-            check_name_part(kind, "worker kind").map_err(|m| self.err(wr.kind.span(), &at("kind"), m))?;
+            check_name_part(kind, "worker kind")
+                .map_err(|m| self.err(wr.kind.span(), &at("kind"), m))?;
             if kind.contains('.') {
-                return Err(self.err(wr.kind.span(), &at("kind"), "a worker kind may not contain `.`"));
+                return Err(self.err(
+                    wr.kind.span(),
+                    &at("kind"),
+                    "a worker kind may not contain `.`",
+                ));
             }
             if let Some(first) = kinds.insert(kind.as_str(), block) {
-                let line = self.src.error(raw.workers[first].get_ref().kind.span(), None, "").line.unwrap_or(0);
+                let line = self
+                    .src
+                    .error(raw.workers[first].get_ref().kind.span(), None, "")
+                    .line
+                    .unwrap_or(0);
                 return Err(self.err(
                     wr.kind.span(),
                     &at("kind"),
@@ -268,7 +293,8 @@ impl Resolver<'_> {
                 let index = workers.len();
                 let port = match &wr.port_base {
                     Some(base) => {
-                        let p = self.port(base.span(), base.get_ref() + i as i64, &at("port_base"))?;
+                        let p =
+                            self.port(base.span(), base.get_ref() + i as i64, &at("port_base"))?;
                         let unit_name = format!("{name}-worker-{index}-{kind}");
                         if let Some(other) = ports.insert(p, unit_name.clone()) {
                             return Err(self.err(
@@ -305,13 +331,25 @@ impl Resolver<'_> {
 
         let mut dependents = Vec::new();
         let mut seen: HashMap<String, ()> = HashMap::new();
-        for u in workers.iter().map(|w| &w.service.unit).chain([&master.unit]) {
+        for u in workers
+            .iter()
+            .map(|w| &w.service.unit)
+            .chain([&master.unit])
+        {
             seen.insert(u.clone(), ());
         }
         if let Some(db) = &database {
             if seen.insert(db.unit.clone(), ()).is_some() {
-                let span = raw.database.as_ref().map(|d| d.get_ref().unit.span()).unwrap_or(0..0);
-                return Err(self.err(span, "database.unit", format!("`{}` is a unit orch generates", db.unit)));
+                let span = raw
+                    .database
+                    .as_ref()
+                    .map(|d| d.get_ref().unit.span())
+                    .unwrap_or(0..0);
+                return Err(self.err(
+                    span,
+                    "database.unit",
+                    format!("`{}` is a unit orch generates", db.unit),
+                ));
             }
         }
         for (i, dep) in raw.dependents.iter().enumerate() {
@@ -319,14 +357,30 @@ impl Resolver<'_> {
             let at = |k: &str| format!("dependents[{i}].{k}");
             let unit = self.external_unit(&dep.unit, &at("unit"))?;
             if seen.insert(unit.clone(), ()).is_some() {
-                return Err(self.err(dep.unit.span(), &at("unit"), format!("`{unit}` is listed twice or is a unit orch generates")));
+                return Err(self.err(
+                    dep.unit.span(),
+                    &at("unit"),
+                    format!("`{unit}` is listed twice or is a unit orch generates"),
+                ));
             }
             dependents.push(External {
                 unit,
                 health: self.probe(dep.health.as_ref(), &at("health"))?,
-                start_timeout: self.duration(dep.start_timeout.as_ref(), &at("start_timeout"), DEFAULT_START_TIMEOUT)?,
-                stop_timeout: self.duration(dep.stop_timeout.as_ref(), &at("stop_timeout"), DEFAULT_STOP_TIMEOUT)?,
-                health_timeout: self.duration(dep.health_timeout.as_ref(), &at("health_timeout"), DEFAULT_HEALTH_TIMEOUT)?,
+                start_timeout: self.duration(
+                    dep.start_timeout.as_ref(),
+                    &at("start_timeout"),
+                    DEFAULT_START_TIMEOUT,
+                )?,
+                stop_timeout: self.duration(
+                    dep.stop_timeout.as_ref(),
+                    &at("stop_timeout"),
+                    DEFAULT_STOP_TIMEOUT,
+                )?,
+                health_timeout: self.duration(
+                    dep.health_timeout.as_ref(),
+                    &at("health_timeout"),
+                    DEFAULT_HEALTH_TIMEOUT,
+                )?,
             });
         }
 
@@ -352,13 +406,17 @@ impl Resolver<'_> {
     ) -> Result<Service, ConfigError> {
         let at = |k: &str| format!("{section}.{k}");
         let opt = |v: Option<&S<String>>, k: &str| -> Result<Option<String>, ConfigError> {
-            v.map(|v| self.value(v, &at(k)).map(str::to_string)).transpose()
+            v.map(|v| self.value(v, &at(k)).map(str::to_string))
+                .transpose()
         };
         let exec_start = self.expand(s.exec_start, &at("exec_start"), &vars)?;
         if exec_start.trim().is_empty() {
             return Err(self.err(s.exec_start.span(), &at("exec_start"), "must not be empty"));
         }
-        let exec_reload = s.exec_reload.map(|v| self.expand(v, &at("exec_reload"), &vars)).transpose()?;
+        let exec_reload = s
+            .exec_reload
+            .map(|v| self.expand(v, &at("exec_reload"), &vars))
+            .transpose()?;
         let description = match s.description {
             Some(d) => self.expand(d, &at("description"), &vars)?,
             None => default_description,
@@ -368,7 +426,11 @@ impl Resolver<'_> {
         for (v, k) in [(s.user, "user"), (s.group, "group")] {
             if let Some(v) = v {
                 if !valid_account(v.get_ref()) {
-                    return Err(self.err(v.span(), &at(k), format!("`{}` is not a valid user or group name", v.get_ref())));
+                    return Err(self.err(
+                        v.span(),
+                        &at(k),
+                        format!("`{}` is not a valid user or group name", v.get_ref()),
+                    ));
                 }
             }
         }
@@ -378,10 +440,17 @@ impl Resolver<'_> {
         if let Some(env) = s.environment {
             for (k, v) in env.get_ref() {
                 let key = k.get_ref();
-                let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                let valid = key
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
-                    return Err(self.err(k.span(), &at("environment"), format!("`{key}` is not a valid environment variable name")));
+                    return Err(self.err(
+                        k.span(),
+                        &at("environment"),
+                        format!("`{key}` is not a valid environment variable name"),
+                    ));
                 }
                 let value = self.expand(v, &at(&format!("environment.{key}")), &vars)?;
                 environment.insert(key.clone(), value);
@@ -409,12 +478,28 @@ impl Resolver<'_> {
             environment_file,
             service_type,
             restart,
-            restart_sec: self.duration(s.restart_sec, &at("restart_sec"), Duration::from_secs(1))?,
+            restart_sec: self.duration(
+                s.restart_sec,
+                &at("restart_sec"),
+                Duration::from_secs(1),
+            )?,
             port: vars.port,
             health,
-            start_timeout: self.duration(s.start_timeout, &at("start_timeout"), DEFAULT_START_TIMEOUT)?,
-            stop_timeout: self.duration(s.stop_timeout, &at("stop_timeout"), DEFAULT_STOP_TIMEOUT)?,
-            health_timeout: self.duration(s.health_timeout, &at("health_timeout"), DEFAULT_HEALTH_TIMEOUT)?,
+            start_timeout: self.duration(
+                s.start_timeout,
+                &at("start_timeout"),
+                DEFAULT_START_TIMEOUT,
+            )?,
+            stop_timeout: self.duration(
+                s.stop_timeout,
+                &at("stop_timeout"),
+                DEFAULT_STOP_TIMEOUT,
+            )?,
+            health_timeout: self.duration(
+                s.health_timeout,
+                &at("health_timeout"),
+                DEFAULT_HEALTH_TIMEOUT,
+            )?,
         })
     }
 
@@ -434,17 +519,23 @@ impl Resolver<'_> {
         }
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        let out = env.render_str(text, minijinja::value::Serde(vars)).map_err(|e| {
-            let what = match e.kind() {
-                minijinja::ErrorKind::UndefinedError => format!(
+        let out = env
+            .render_str(text, minijinja::value::Serde(vars))
+            .map_err(|e| {
+                let what = match e.kind() {
+                    minijinja::ErrorKind::UndefinedError => format!(
                     "undefined variable in `{text}` (available: name, deployment, kind, index{})",
                     if vars.port.is_some() { ", port" } else { "; port needs port_base" }
                 ),
-                _ => format!("invalid template `{text}`: {}", e.detail().unwrap_or(&e.to_string())),
-            };
-            self.err(v.span(), key, what)
-        })?;
-        check_value(&out).map_err(|m| self.err(v.span(), key, format!("expands to a value that {m}")))?;
+                    _ => format!(
+                        "invalid template `{text}`: {}",
+                        e.detail().unwrap_or(&e.to_string())
+                    ),
+                };
+                self.err(v.span(), key, what)
+            })?;
+        check_value(&out)
+            .map_err(|m| self.err(v.span(), key, format!("expands to a value that {m}")))?;
         Ok(out)
     }
 
@@ -466,15 +557,32 @@ impl Resolver<'_> {
 
     fn external_unit(&self, v: &S<String>, key: &str) -> Result<String, ConfigError> {
         let s = v.get_ref();
-        let unit = if s.contains('.') { s.clone() } else { format!("{s}.service") };
+        let unit = if s.contains('.') {
+            s.clone()
+        } else {
+            format!("{s}.service")
+        };
         check_unit_name(&unit).map_err(|m| self.err(v.span(), key, m))?;
         Ok(unit)
     }
 
-    fn duration(&self, v: Option<&S<String>>, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        v: Option<&S<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         let Some(v) = v else { return Ok(default) };
-        let d = humantime::parse_duration(v.get_ref().trim())
-            .map_err(|e| self.err(v.span(), key, format!("`{}` is not a duration ({e}); write e.g. \"90s\" or \"2m\"", v.get_ref())))?;
+        let d = humantime::parse_duration(v.get_ref().trim()).map_err(|e| {
+            self.err(
+                v.span(),
+                key,
+                format!(
+                    "`{}` is not a duration ({e}); write e.g. \"90s\" or \"2m\"",
+                    v.get_ref()
+                ),
+            )
+        })?;
         if d.is_zero() {
             return Err(self.err(v.span(), key, "must be longer than zero"));
         }
@@ -488,17 +596,44 @@ impl Resolver<'_> {
             .ok_or_else(|| self.err(span, key, format!("port {p} is outside 1..=65535")))
     }
 
-    fn choice(&self, v: Option<&S<String>>, key: &str, allowed: &[&str], default: &str) -> Result<String, ConfigError> {
+    fn choice(
+        &self,
+        v: Option<&S<String>>,
+        key: &str,
+        allowed: &[&str],
+        default: &str,
+    ) -> Result<String, ConfigError> {
         match v {
             None => Ok(default.to_string()),
             Some(v) if allowed.contains(&v.get_ref().as_str()) => Ok(v.get_ref().clone()),
-            Some(v) => Err(self.err(v.span(), key, format!("`{}` is not one of: {}", v.get_ref(), allowed.join(", ")))),
+            Some(v) => Err(self.err(
+                v.span(),
+                key,
+                format!("`{}` is not one of: {}", v.get_ref(), allowed.join(", ")),
+            )),
         }
     }
 }
 
-const SERVICE_TYPES: &[&str] = &["simple", "exec", "forking", "oneshot", "dbus", "notify", "notify-reload", "idle"];
-const RESTART_POLICIES: &[&str] = &["no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always"];
+const SERVICE_TYPES: &[&str] = &[
+    "simple",
+    "exec",
+    "forking",
+    "oneshot",
+    "dbus",
+    "notify",
+    "notify-reload",
+    "idle",
+];
+const RESTART_POLICIES: &[&str] = &[
+    "no",
+    "on-success",
+    "on-failure",
+    "on-abnormal",
+    "on-watchdog",
+    "on-abort",
+    "always",
+];
 
 /// Variables a value such as `exec_start` may use.
 #[derive(Serialize)]
@@ -519,7 +654,10 @@ pub fn check_value(s: &str) -> Result<(), String> {
         ));
     }
     if s.ends_with('\\') {
-        return Err("ends with a backslash, which would continue onto the next line of the unit file".into());
+        return Err(
+            "ends with a backslash, which would continue onto the next line of the unit file"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -527,7 +665,9 @@ pub fn check_value(s: &str) -> Result<(), String> {
 /// A deployment name or worker kind: it becomes part of unit and file names.
 fn check_name_part(s: &str, what: &str) -> Result<(), String> {
     let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_rest = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let ok_rest = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if s.is_empty() || !ok_first || !ok_rest {
         return Err(format!(
             "`{}` is not a valid {what}: use letters, digits, `-`, `_` and `.`, starting with a letter or digit",
@@ -541,22 +681,43 @@ fn check_name_part(s: &str, what: &str) -> Result<(), String> {
 }
 
 const UNIT_SUFFIXES: &[&str] = &[
-    "service", "socket", "target", "device", "mount", "automount", "swap", "path", "timer", "slice", "scope",
+    "service",
+    "socket",
+    "target",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "path",
+    "timer",
+    "slice",
+    "scope",
 ];
 
 /// systemd's unit name rules: `[A-Za-z0-9:_.\\-@]`, at most 255 bytes, a known type suffix.
 pub fn check_unit_name(s: &str) -> Result<(), String> {
     let shown = s.escape_debug();
     if s.len() > 255 {
-        return Err(format!("`{shown}` is longer than systemd's limit of 255 characters"));
+        return Err(format!(
+            "`{shown}` is longer than systemd's limit of 255 characters"
+        ));
     }
     let Some((stem, suffix)) = s.rsplit_once('.') else {
-        return Err(format!("`{shown}` has no unit type suffix such as .service"));
+        return Err(format!(
+            "`{shown}` has no unit type suffix such as .service"
+        ));
     };
     if !UNIT_SUFFIXES.contains(&suffix) {
-        return Err(format!("`{shown}` does not end in a unit type ({})", UNIT_SUFFIXES.join(", ")));
+        return Err(format!(
+            "`{shown}` does not end in a unit type ({})",
+            UNIT_SUFFIXES.join(", ")
+        ));
     }
-    if stem.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-' | '@' | '\\')) {
+    if stem.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-' | '@' | '\\'))
+    {
         return Err(format!(
             "`{shown}` is not a valid unit name: systemd allows only letters, digits and `:_.-@\\`"
         ));
@@ -570,8 +731,11 @@ pub fn check_unit_name(s: &str) -> Result<(), String> {
 fn valid_account(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Parses `http://host[:port][/path]`, `tcp://host:port` or `exec:COMMAND`.
@@ -583,9 +747,11 @@ pub fn parse_probe(s: &str) -> Result<Probe, String> {
         }
         return Ok(Probe::Exec { command });
     }
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| format!("`{s}` is not a probe: write http://HOST:PORT/PATH, tcp://HOST:PORT or exec:COMMAND"))?;
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+        format!(
+            "`{s}` is not a probe: write http://HOST:PORT/PATH, tcp://HOST:PORT or exec:COMMAND"
+        )
+    })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -604,8 +770,12 @@ pub fn parse_probe(s: &str) -> Result<Probe, String> {
             let port = port.ok_or_else(|| format!("`{s}`: a tcp probe needs a port"))?;
             Ok(Probe::Tcp { host, port })
         }
-        "https" => Err(format!("`{s}`: https probes are not supported; probe the plain-HTTP listener or use tcp://")),
-        other => Err(format!("`{s}`: unknown probe scheme `{other}` (http, tcp, exec)")),
+        "https" => Err(format!(
+            "`{s}`: https probes are not supported; probe the plain-HTTP listener or use tcp://"
+        )),
+        other => Err(format!(
+            "`{s}`: unknown probe scheme `{other}` (http, tcp, exec)"
+        )),
     }
 }
 
@@ -623,7 +793,12 @@ fn split_host_port(a: &str) -> Result<(String, Option<u16>), String> {
         return Err("missing host".into());
     }
     let port = port
-        .map(|p| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or(format!("`{p}` is not a port")))
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or(format!("`{p}` is not a port"))
+        })
         .transpose()?;
     Ok((host.to_string(), port))
 }

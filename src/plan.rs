@@ -70,15 +70,25 @@ impl Plan {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("cannot read unit directory {}: {source}", path.display())]
-    ReadDir { path: PathBuf, source: std::io::Error },
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {}: {source}", path.display())]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Path(String),
 }
 
 /// Compares `rendered` with what is in `unit_dir`.
-pub fn plan(deployment: &str, unit_dir: &Path, rendered: &[RenderedUnit]) -> Result<Plan, PlanError> {
+pub fn plan(
+    deployment: &str,
+    unit_dir: &Path,
+    rendered: &[RenderedUnit],
+) -> Result<Plan, PlanError> {
     let mut units = Vec::with_capacity(rendered.len());
     for r in rendered {
         let path = unit_path(unit_dir, &r.unit).map_err(PlanError::Path)?;
@@ -89,10 +99,14 @@ pub fn plan(deployment: &str, unit_dir: &Path, rendered: &[RenderedUnit]) -> Res
                 let m = read_marker(&existing);
                 match (m.deployment.as_deref(), m.intact) {
                     (Some(d), Some(true)) if d == deployment => (Action::Update, None),
-                    (Some(d), _) if d != deployment => {
-                        (Action::Drift, Some(format!("belongs to orch deployment `{d}`")))
-                    }
-                    (Some(_), _) => (Action::Drift, Some("edited by hand since orch wrote it".to_string())),
+                    (Some(d), _) if d != deployment => (
+                        Action::Drift,
+                        Some(format!("belongs to orch deployment `{d}`")),
+                    ),
+                    (Some(_), _) => (
+                        Action::Drift,
+                        Some("edited by hand since orch wrote it".to_string()),
+                    ),
                     (None, _) => (Action::Drift, Some("not written by orch".to_string())),
                 }
             }
@@ -110,11 +124,19 @@ pub fn plan(deployment: &str, unit_dir: &Path, rendered: &[RenderedUnit]) -> Res
     let entries = match std::fs::read_dir(unit_dir) {
         Ok(e) => Some(e),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(PlanError::ReadDir { path: unit_dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(PlanError::ReadDir {
+                path: unit_dir.to_path_buf(),
+                source,
+            })
+        }
     };
     let mut stale = Vec::new();
     for entry in entries.into_iter().flatten() {
-        let entry = entry.map_err(|source| PlanError::ReadDir { path: unit_dir.to_path_buf(), source })?;
+        let entry = entry.map_err(|source| PlanError::ReadDir {
+            path: unit_dir.to_path_buf(),
+            source,
+        })?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // Only regular files: `*.wants/` folders and enablement symlinks are systemd's.
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
@@ -122,7 +144,9 @@ pub fn plan(deployment: &str, unit_dir: &Path, rendered: &[RenderedUnit]) -> Res
             continue;
         }
         let path = entry.path();
-        let Some(text) = read_optional(&path)? else { continue };
+        let Some(text) = read_optional(&path)? else {
+            continue;
+        };
         if read_marker(&text).deployment.as_deref() == Some(deployment) {
             stale.push(PlannedUnit {
                 unit: name,
@@ -146,6 +170,9 @@ fn read_optional(path: &Path) -> Result<Option<String>, PlanError> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PlanError::ReadFile { path: path.to_path_buf(), source }),
+        Err(source) => Err(PlanError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }

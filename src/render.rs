@@ -17,8 +17,14 @@ use crate::model::{check_value, Deployment, Role, Service};
 
 /// Built-in templates, embedded so the binary works without `templates/`.
 pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
-    ("master.service.j2", include_str!("../templates/master.service.j2")),
-    ("worker.service.j2", include_str!("../templates/worker.service.j2")),
+    (
+        "master.service.j2",
+        include_str!("../templates/master.service.j2"),
+    ),
+    (
+        "worker.service.j2",
+        include_str!("../templates/worker.service.j2"),
+    ),
 ];
 
 pub const MARKER_KEY: &str = "X-Orch-Deployment";
@@ -122,11 +128,30 @@ pub fn render<'a>(d: &'a Deployment) -> Result<Vec<RenderedUnit>, RenderError> {
 
     let mut out = Vec::with_capacity(1 + d.workers.len());
     let (tname, source) = templates.find(&["master.service.j2".into()])?;
-    out.push(render_one(&env, d, &d.master, Role::Master, &tname, &source, ctx(&d.master, "master", None))?);
+    out.push(render_one(
+        &env,
+        d,
+        &d.master,
+        Role::Master,
+        &tname,
+        &source,
+        ctx(&d.master, "master", None),
+    )?);
     for w in &d.workers {
-        let names = [format!("worker-{}.service.j2", w.kind), "worker.service.j2".to_string()];
+        let names = [
+            format!("worker-{}.service.j2", w.kind),
+            "worker.service.j2".to_string(),
+        ];
         let (tname, source) = templates.find(&names)?;
-        out.push(render_one(&env, d, &w.service, Role::Worker, &tname, &source, ctx(&w.service, &w.kind, Some(w.index)))?);
+        out.push(render_one(
+            &env,
+            d,
+            &w.service,
+            Role::Worker,
+            &tname,
+            &source,
+            ctx(&w.service, &w.kind, Some(w.index)),
+        )?);
     }
     Ok(out)
 }
@@ -160,8 +185,14 @@ fn render_one(
 
 fn template_error(tname: &str, e: &JinjaError) -> RenderError {
     let mut message = match e.kind() {
-        ErrorKind::UndefinedError => "undefined variable (see docs/configuration.md for the variables a template may use)".to_string(),
-        _ => e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string()),
+        ErrorKind::UndefinedError => {
+            "undefined variable (see docs/configuration.md for the variables a template may use)"
+                .to_string()
+        }
+        _ => e
+            .detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.kind().to_string()),
     };
     // Errors raised inside a filter carry their cause one level down.
     let mut cause = std::error::Error::source(e);
@@ -197,32 +228,53 @@ fn environment() -> Environment<'static> {
 /// reads it literally. Values marked safe (by `quote`) are already escaped.
 fn format_value(out: &mut Output, _state: &mut State, value: &Value) -> Result<(), JinjaError> {
     if value.is_none() || value.is_undefined() {
-        return Err(JinjaError::new(ErrorKind::UndefinedError, "a template printed a missing value; guard it with {% if … %}"));
+        return Err(JinjaError::new(
+            ErrorKind::UndefinedError,
+            "a template printed a missing value; guard it with {% if … %}",
+        ));
     }
     let text = value.to_string();
     if !value.is_safe() {
-        check_value(&text).map_err(|m| JinjaError::new(ErrorKind::InvalidOperation, format!("value {text:?} {m}")))?;
+        check_value(&text).map_err(|m| {
+            JinjaError::new(ErrorKind::InvalidOperation, format!("value {text:?} {m}"))
+        })?;
     }
-    let text = if value.is_safe() { text } else { text.replace('%', "%%") };
-    out.write_str(&text).map_err(|_| JinjaError::new(ErrorKind::WriteFailure, "write failed"))
+    let text = if value.is_safe() {
+        text
+    } else {
+        text.replace('%', "%%")
+    };
+    out.write_str(&text)
+        .map_err(|_| JinjaError::new(ErrorKind::WriteFailure, "write failed"))
 }
 
 /// `"…"` with systemd's C-style escapes, for `Environment=` and arguments
 /// with spaces.
 fn quote(value: &Value) -> Result<Value, JinjaError> {
     let text = value.to_string();
-    check_value(&text).map_err(|m| JinjaError::new(ErrorKind::InvalidOperation, format!("value {text:?} {m}")))?;
-    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%");
+    check_value(&text)
+        .map_err(|m| JinjaError::new(ErrorKind::InvalidOperation, format!("value {text:?} {m}")))?;
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%");
     Ok(Value::from_safe_string(format!("\"{escaped}\"")))
 }
 
 /// A number of seconds as systemd's time span (`90s`, `1500ms`).
 fn seconds(value: f64) -> Result<Value, JinjaError> {
     if !value.is_finite() || value < 0.0 {
-        return Err(JinjaError::new(ErrorKind::InvalidOperation, "not a duration"));
+        return Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            "not a duration",
+        ));
     }
     let ms = (value * 1000.0).round() as u64;
-    Ok(Value::from(if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }))
+    Ok(Value::from(if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }))
 }
 
 /// Checks that rendered text is plain unit-file syntax: sections, `Key=value`
@@ -240,12 +292,16 @@ pub fn check_unit_file(text: &str) -> Result<(), String> {
             continue;
         }
         if t.ends_with('\\') {
-            return Err(format!("line {n} ends with a backslash (line continuation)"));
+            return Err(format!(
+                "line {n} ends with a backslash (line continuation)"
+            ));
         }
         if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
             let known = matches!(name, "Unit" | "Service" | "Install") || name.starts_with("X-");
             if !known {
-                return Err(format!("line {n}: unexpected section [{name}] in a service unit"));
+                return Err(format!(
+                    "line {n}: unexpected section [{name}] in a service unit"
+                ));
             }
             if seen.contains(&name) {
                 return Err(format!("line {n}: section [{name}] appears twice"));
@@ -255,11 +311,15 @@ pub fn check_unit_file(text: &str) -> Result<(), String> {
             continue;
         }
         let Some((key, _)) = t.split_once('=') else {
-            return Err(format!("line {n} is neither a section, a comment nor Key=value: {t:?}"));
+            return Err(format!(
+                "line {n} is neither a section, a comment nor Key=value: {t:?}"
+            ));
         };
         let key = key.trim_end();
         let valid_key = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid_key {
             return Err(format!("line {n}: `{key}` is not a valid directive name"));
         }
@@ -279,11 +339,17 @@ pub fn check_unit_file(text: &str) -> Result<(), String> {
 /// keys), unless the template already wrote it.
 fn add_marker(body: &str, deployment: &str) -> Result<String, String> {
     let marker = format!("{MARKER_KEY}={deployment}");
-    if let Some(existing) = body.lines().find(|l| l.trim_start().starts_with(&format!("{MARKER_KEY}="))) {
+    if let Some(existing) = body
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{MARKER_KEY}=")))
+    {
         return if existing.trim() == marker {
             Ok(body.to_string())
         } else {
-            Err(format!("it sets `{}` but the deployment is `{deployment}`", existing.trim()))
+            Err(format!(
+                "it sets `{}` but the deployment is `{deployment}`",
+                existing.trim()
+            ))
         };
     }
     let mut out = String::with_capacity(body.len() + marker.len() + 1);
@@ -341,7 +407,9 @@ pub fn read_marker(text: &str) -> Marker {
             .map(|v| v.trim().to_string())
     });
     let intact = text.find(HASH_PREFIX).map(|start| {
-        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i + 1);
+        let line_end = text[start..]
+            .find('\n')
+            .map_or(text.len(), |i| start + i + 1);
         let recorded = text[start + HASH_PREFIX.len()..line_end].trim();
         recorded == hash(&text[line_end..])
     });
@@ -373,7 +441,10 @@ mod tests {
         let file = stamp("demo", "t", &body);
         assert_eq!(
             read_marker(&file),
-            Marker { deployment: Some("demo".into()), intact: Some(true) }
+            Marker {
+                deployment: Some("demo".into()),
+                intact: Some(true)
+            }
         );
         let edited = file.replace("/bin/true", "/bin/false");
         assert_eq!(read_marker(&edited).intact, Some(false));
@@ -393,9 +464,19 @@ mod tests {
     #[test]
     fn values_are_escaped_and_checked() {
         let env = environment();
-        let out = env.render_str("X={{ v }} Y={{ v|quote }}", minijinja::context! { v => "50% \"a\\b\"" }).unwrap();
+        let out = env
+            .render_str(
+                "X={{ v }} Y={{ v|quote }}",
+                minijinja::context! { v => "50% \"a\\b\"" },
+            )
+            .unwrap();
         assert_eq!(out, r#"X=50%% "a\b" Y="50%% \"a\\b\"""#);
-        let err = env.render_str("X={{ v }}", minijinja::context! { v => "a\nExecStartPre=/bin/evil" }).unwrap_err();
+        let err = env
+            .render_str(
+                "X={{ v }}",
+                minijinja::context! { v => "a\nExecStartPre=/bin/evil" },
+            )
+            .unwrap_err();
         assert!(err.to_string().contains("control character"), "{err}");
         assert!(env.render_str("X={{ nope }}", ()).is_err());
     }

@@ -15,7 +15,18 @@ use zbus::proxy::CacheProperties;
 use zbus::{Connection, OwnedObjectPath};
 
 /// `(name, description, load, active, sub, following, path, job id, job type, job path)`
-pub type UnitListEntry = (String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath);
+pub type UnitListEntry = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
 /// `(id, path, unit, type)` of a job systemd added to a transaction.
 pub type AffectedJob = (u32, OwnedObjectPath, String, OwnedObjectPath, String);
 /// `(type, file, destination)` of a change to unit files.
@@ -41,20 +52,52 @@ pub trait Manager {
         name: &str,
         job_type: &str,
         job_mode: &str,
-    ) -> zbus::Result<(u32, OwnedObjectPath, String, OwnedObjectPath, String, Vec<AffectedJob>)>;
+    ) -> zbus::Result<(
+        u32,
+        OwnedObjectPath,
+        String,
+        OwnedObjectPath,
+        String,
+        Vec<AffectedJob>,
+    )>;
     fn cancel_job(&self, id: u32) -> zbus::Result<()>;
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     fn get_unit_processes(&self, name: &str) -> zbus::Result<Vec<(String, u32, String)>>;
-    fn list_units_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<UnitListEntry>>;
-    fn enable_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<(bool, Vec<UnitFileChange>)>;
-    fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<UnitFileChange>>;
-    fn mask_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<Vec<UnitFileChange>>;
-    fn unmask_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<UnitFileChange>>;
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<Vec<UnitListEntry>>;
+    fn enable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<(bool, Vec<UnitFileChange>)>;
+    fn disable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+    ) -> zbus::Result<Vec<UnitFileChange>>;
+    fn mask_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<Vec<UnitFileChange>>;
+    fn unmask_unit_files(&self, files: &[&str], runtime: bool)
+        -> zbus::Result<Vec<UnitFileChange>>;
     fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
 
     #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
     #[zbus(signal)]
     fn reloading(&self, active: bool) -> zbus::Result<()>;
 
@@ -64,7 +107,10 @@ pub trait Manager {
     fn version(&self) -> zbus::Result<String>;
 }
 
-#[zbus::proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
 pub trait Unit {
     #[zbus(property)]
     fn id(&self) -> zbus::Result<String>;
@@ -123,7 +169,11 @@ pub enum SystemdError {
     #[error("permission denied by systemd while trying to {action}: {detail}\n  run orch as root, or grant polkit's org.freedesktop.systemd1.manage-units, manage-unit-files and reload-daemon to this user")]
     PermissionDenied { action: String, detail: String },
     #[error("cannot connect to {bus} within {timeout:?}: {detail}")]
-    Connect { bus: String, timeout: Duration, detail: String },
+    Connect {
+        bus: String,
+        timeout: Duration,
+        detail: String,
+    },
     #[error("timed out after {timeout:?} waiting for systemd to {action}")]
     Timeout { action: String, timeout: Duration },
     #[error("systemd failed to {action}: {source}")]
@@ -145,13 +195,19 @@ impl SystemdError {
                 || name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
         };
         match &e {
-            zbus::Error::MethodError(name, detail, _) if denied(name.as_str()) => SystemdError::PermissionDenied {
-                action,
-                detail: detail.clone().unwrap_or_else(|| name.to_string()),
-            },
+            zbus::Error::MethodError(name, detail, _) if denied(name.as_str()) => {
+                SystemdError::PermissionDenied {
+                    action,
+                    detail: detail.clone().unwrap_or_else(|| name.to_string()),
+                }
+            }
             zbus::Error::FDO(f) => match f.as_ref() {
-                zbus::fdo::Error::AccessDenied(d) | zbus::fdo::Error::InteractiveAuthorizationRequired(d) => {
-                    SystemdError::PermissionDenied { action, detail: d.clone() }
+                zbus::fdo::Error::AccessDenied(d)
+                | zbus::fdo::Error::InteractiveAuthorizationRequired(d) => {
+                    SystemdError::PermissionDenied {
+                        action,
+                        detail: d.clone(),
+                    }
                 }
                 _ => SystemdError::Call { action, source: e },
             },
@@ -165,7 +221,10 @@ impl SystemdError {
     /// The D-Bus error name, when systemd answered with an error.
     pub fn dbus_name(&self) -> Option<&str> {
         match self {
-            SystemdError::Call { source: zbus::Error::MethodError(name, _, _), .. } => Some(name.as_str()),
+            SystemdError::Call {
+                source: zbus::Error::MethodError(name, _, _),
+                ..
+            } => Some(name.as_str()),
             _ => None,
         }
     }
@@ -187,7 +246,11 @@ impl Systemd {
             Bus::User => zbus::conn::Builder::session(),
             Bus::Address(a) => zbus::conn::Builder::address(a.as_str()),
         };
-        let fail = |detail: String| SystemdError::Connect { bus: bus.to_string(), timeout, detail };
+        let fail = |detail: String| SystemdError::Connect {
+            bus: bus.to_string(),
+            timeout,
+            detail,
+        };
         let conn = tokio::time::timeout(timeout, builder.method_timeout(timeout).build())
             .await
             .map_err(|_| fail("no answer".into()))?
@@ -197,7 +260,11 @@ impl Systemd {
             .build()
             .await
             .map_err(|e| fail(e.to_string()))?;
-        Ok(Systemd { conn, manager, call_timeout: timeout })
+        Ok(Systemd {
+            conn,
+            manager,
+            call_timeout: timeout,
+        })
     }
 
     pub fn err(&self, action: impl Into<String>, e: zbus::Error) -> SystemdError {
@@ -206,7 +273,11 @@ impl Systemd {
 
     /// A property reader for one unit, loading it if needed.
     pub async fn unit(&self, name: &str) -> Result<UnitProxy<'static>, SystemdError> {
-        let path = self.manager.load_unit(name).await.map_err(|e| self.err(format!("load {name}"), e))?;
+        let path = self
+            .manager
+            .load_unit(name)
+            .await
+            .map_err(|e| self.err(format!("load {name}"), e))?;
         UnitProxy::builder(&self.conn)
             .path(path)
             .cache_properties(CacheProperties::No)
@@ -216,7 +287,10 @@ impl Systemd {
     }
 
     pub async fn reload(&self) -> Result<(), SystemdError> {
-        self.manager.reload().await.map_err(|e| self.err("reload its configuration", e))
+        self.manager
+            .reload()
+            .await
+            .map_err(|e| self.err("reload its configuration", e))
     }
 }
 
@@ -249,7 +323,10 @@ impl JobWatcher {
             .receive_job_removed()
             .await
             .map_err(|e| sd.err("watch jobs", e))?;
-        sd.manager.subscribe().await.map_err(|e| sd.err("subscribe to job signals", e))?;
+        sd.manager
+            .subscribe()
+            .await
+            .map_err(|e| sd.err("subscribe to job signals", e))?;
         let state = Arc::new(Mutex::new(JobState::default()));
         let notify = Arc::new(Notify::new());
         let (st, nt) = (state.clone(), notify.clone());
@@ -257,7 +334,10 @@ impl JobWatcher {
         let task = tokio::spawn(async move {
             while let Some(signal) = stream.next().await {
                 if let Ok(args) = signal.args() {
-                    let outcome = JobOutcome { unit: args.unit.clone(), result: args.result.clone() };
+                    let outcome = JobOutcome {
+                        unit: args.unit.clone(),
+                        result: args.result.clone(),
+                    };
                     st.lock().unwrap().done.insert(args.job.clone(), outcome);
                     nt.notify_waiters();
                 }
@@ -265,11 +345,19 @@ impl JobWatcher {
             st.lock().unwrap().closed = true;
             nt.notify_waiters();
         });
-        Ok(JobWatcher { state, notify, task })
+        Ok(JobWatcher {
+            state,
+            notify,
+            task,
+        })
     }
 
     /// Waits until `job` is removed, up to `timeout`. `None` on timeout.
-    pub async fn wait(&self, job: &OwnedObjectPath, timeout: Duration) -> Result<Option<JobOutcome>, SystemdError> {
+    pub async fn wait(
+        &self,
+        job: &OwnedObjectPath,
+        timeout: Duration,
+    ) -> Result<Option<JobOutcome>, SystemdError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Register before checking, so a signal between the two is not lost.

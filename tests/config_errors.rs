@@ -1,0 +1,348 @@
+//! Bad input: a clear error naming file, line, column and key; exit 2; and
+//! nothing changed on disk (checked against a populated unit folder).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const GOOD: &str = r#"[deployment]
+name = "app"
+
+[master]
+exec_start = "/bin/sleep infinity"
+
+[[workers]]
+kind = "generic"
+count = 2
+port_base = 9000
+exec_start = "/bin/sleep {{ port }}"
+"#;
+
+fn orch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(args)
+        .env_remove("ORCH_CONFIG")
+        .env_remove("ORCH_BUS")
+        .output()
+        .expect("run orch")
+}
+
+/// Every file under `dir` with its bytes and modification time.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+                m.modified().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Installs GOOD into a unit folder, then runs `install` with `bad` and checks
+/// the error and that the folder is byte-for-byte unchanged.
+fn refused(bad: &str, line: usize, key: &str, says: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    let o = orch(&[
+        "--config",
+        good.to_str().unwrap(),
+        "render",
+        "--out",
+        units.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = snapshot(&units);
+
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(&cfg, bad).unwrap();
+    // A bus that does not exist: a config error must come before any connection attempt.
+    for cmd in [&["install"][..], &["plan"], &["render"]] {
+        let mut args = vec![
+            "--config",
+            cfg.to_str().unwrap(),
+            "--unit-dir",
+            units.to_str().unwrap(),
+            "--bus",
+            "unix:path=/nonexistent",
+        ];
+        args.extend_from_slice(cmd);
+        let o = orch(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{cmd:?} should exit 2, stderr: {err}"
+        );
+        let prefix = format!("{}:{line}:", cfg.display());
+        assert!(
+            err.contains(&prefix),
+            "{cmd:?}: error should name {prefix}, got: {err}"
+        );
+        assert!(
+            err.contains(&format!("key `{key}`")),
+            "{cmd:?}: error should name key {key}, got: {err}"
+        );
+        assert!(
+            err.contains(says),
+            "{cmd:?}: error should say {says:?}, got: {err}"
+        );
+        assert!(
+            o.stdout.is_empty(),
+            "nothing printed on stdout for a refused config"
+        );
+    }
+    assert_eq!(before, snapshot(&units), "unit folder changed");
+}
+
+#[test]
+fn unknown_key() {
+    refused(
+        &GOOD.replace("count = 2", "count = 2\ncuont = 3"),
+        10,
+        "workers[0].cuont",
+        "unknown field",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    refused(
+        &GOOD.replace("count = 2", "count = \"two\""),
+        9,
+        "workers[0].count",
+        "invalid type",
+    );
+}
+
+#[test]
+fn zero_count() {
+    refused(
+        &GOOD.replace("count = 2", "count = 0"),
+        9,
+        "workers[0].count",
+        "between 1 and",
+    );
+}
+
+#[test]
+fn negative_count() {
+    refused(
+        &GOOD.replace("count = 2", "count = -3"),
+        9,
+        "workers[0].count",
+        "got -3",
+    );
+}
+
+#[test]
+fn duplicate_kind() {
+    let bad =
+        format!("{GOOD}\n[[workers]]\nkind = \"generic\"\ncount = 1\nexec_start = \"/bin/true\"\n");
+    refused(
+        &bad,
+        14,
+        "workers[1].kind",
+        "duplicate worker kind `generic` (first defined at line 8)",
+    );
+}
+
+#[test]
+fn invalid_unit_name() {
+    refused(
+        &GOOD.replace("name = \"app\"", "name = \"app/../../etc\""),
+        2,
+        "deployment.name",
+        "not a valid deployment name",
+    );
+    refused(
+        &GOOD.replace("kind = \"generic\"", "kind = \"gen eric\""),
+        8,
+        "workers[0].kind",
+        "not a valid worker kind",
+    );
+    let dep = format!("{GOOD}\n[[dependents]]\nunit = \"bridge;rm.service\"\n");
+    refused(&dep, 14, "dependents[0].unit", "not a valid unit name");
+}
+
+#[test]
+fn newline_in_exec_start() {
+    let bad = GOOD.replace(
+        r#""/bin/sleep infinity""#,
+        r#""/bin/sleep 1\nExecStartPre=/bin/rm -rf /""#,
+    );
+    refused(&bad, 5, "master.exec_start", "control character");
+}
+
+#[test]
+fn newline_injected_through_expansion() {
+    // A value that only becomes dangerous once expanded is refused too.
+    let bad = GOOD.replace(
+        "exec_start = \"/bin/sleep {{ port }}\"",
+        "exec_start = \"/bin/sleep {{ '\\n[Service]' }}\"",
+    );
+    refused(&bad, 11, "workers[0].exec_start", "control character");
+}
+
+#[test]
+fn undefined_variable_in_value() {
+    refused(
+        &GOOD.replace("{{ port }}", "{{ prot }}"),
+        11,
+        "workers[0].exec_start",
+        "undefined variable",
+    );
+}
+
+#[test]
+fn bad_duration_and_probe() {
+    refused(
+        &GOOD.replace("count = 2", "count = 2\nstop_timeout = \"soon\""),
+        10,
+        "workers[0].stop_timeout",
+        "not a duration",
+    );
+    refused(
+        &GOOD.replace("count = 2", "count = 2\nhealth = \"ftp://x\""),
+        10,
+        "workers[0].health",
+        "unknown probe scheme",
+    );
+}
+
+#[test]
+fn template_with_undefined_variable_names_template_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/worker.service.j2"),
+        "[Unit]\nDescription={{ nonsense }}\n[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        GOOD.replace(
+            "name = \"app\"",
+            "name = \"app\"\ntemplates = \"templates\"",
+        ),
+    )
+    .unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    let o = orch(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--bus",
+        "unix:path=/nonexistent",
+        "install",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("templates/worker.service.j2:2"),
+        "names template and line: {err}"
+    );
+    assert!(err.contains("undefined"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&units).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn template_that_renders_an_invalid_unit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/master.service.j2"),
+        "[Unit]\nthis is not a directive\n[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        GOOD.replace(
+            "name = \"app\"",
+            "name = \"app\"\ntemplates = \"templates\"",
+        ),
+    )
+    .unwrap();
+    let o = orch(&["--config", cfg.to_str().unwrap(), "render"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("app.service") && err.contains("line 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_missing_directory_and_non_utf8_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let missing = dir.path().join("missing.toml");
+    let o = orch(&["--config", missing.to_str().unwrap(), "plan"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.toml: cannot read"));
+
+    let o = orch(&["--config", dir.path().to_str().unwrap(), "plan"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a directory"));
+
+    let latin1 = dir.path().join("latin1.toml");
+    std::fs::write(&latin1, b"[deployment]\nname = \"caf\xe9\"\n").unwrap();
+    let o = orch(&["--config", latin1.to_str().unwrap(), "plan"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not valid UTF-8"));
+
+    let secret = dir.path().join("secret.toml");
+    std::fs::write(&secret, GOOD).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // root reads any file, so read it as an unprivileged user when we are root.
+    let o = if nix::unistd::Uid::effective().is_root() {
+        let bin = dir.path().join("orch");
+        std::fs::copy(env!("CARGO_BIN_EXE_orch"), &bin).unwrap();
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .args(["--config", secret.to_str().unwrap(), "plan"])
+            .output()
+            .expect("setpriv (util-linux)")
+    } else {
+        orch(&["--config", secret.to_str().unwrap(), "plan"])
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("secret.toml: cannot read") && err.contains("ermission denied"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_config_found_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("plan")
+        .current_dir(dir.path())
+        .env_remove("ORCH_CONFIG")
+        .output()
+        .unwrap();
+    if Path::new("/etc/orch/orch.toml").exists() {
+        return; // the machine has a real configuration; the fallback is then correct
+    }
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--config"));
+}
