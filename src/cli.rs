@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::config::ConfigError;
 use crate::exit;
 use crate::install::{self, InstallError};
+use crate::lifecycle::{self, Engine, Op, Summary};
 use crate::model::Deployment;
 use crate::output::{self, Format};
 use crate::plan::{self, Action};
@@ -85,6 +86,49 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Start units in parallel and wait until each is ready: database, then master, then workers and dependents.
+    Start(Lifecycle),
+    /// Stop units in parallel and wait for each: dependents, then workers, then master. The database is never stopped by --all.
+    Stop(Lifecycle),
+    /// Restart units: stop in reverse order, start in order, each gated on readiness; or --rolling.
+    Restart {
+        #[command(flatten)]
+        args: Lifecycle,
+        /// Restart the master, then workers a batch at a time, each batch gated on readiness
+        #[arg(long, requires = "all")]
+        rolling: bool,
+        /// Workers per batch with --rolling
+        #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling")]
+        batch: usize,
+    },
+    /// One row per unit: state, main PID, time since the last change, restarts, health.
+    Status {
+        /// Journal root for failure logs (see start --journal-root)
+        #[arg(long, hide = true)]
+        journal_root: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Lifecycle {
+    /// Every unit of the deployment: master, workers and dependents (the database is started if needed, never stopped)
+    #[arg(long, conflicts_with = "targets")]
+    pub all: bool,
+    /// Unit names, worker kinds, or master / workers / dependents / database
+    #[arg(value_name = "TARGET", required_unless_present = "all")]
+    pub targets: Vec<String>,
+    /// Cap on jobs in flight [default: unlimited]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallel: Option<u32>,
+    /// Bound on the whole operation (each unit is also bounded by its own timeouts)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// On Ctrl+C or SIGTERM, cancel the jobs orch enqueued that systemd has not finished
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
+    /// Read failure logs with `journalctl --root DIR` (e.g. a container's root)
+    #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
+    pub journal_root: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -161,6 +205,14 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Render { out } => cmd_render(g, &deployment, out.as_deref()),
         Command::Plan => cmd_plan(g, &deployment),
         Command::Install { dry_run, force } => cmd_install(g, &deployment, *dry_run, *force),
+        Command::Start(a) => cmd_lifecycle(g, &deployment, Op::Start, a, None),
+        Command::Stop(a) => cmd_lifecycle(g, &deployment, Op::Stop, a, None),
+        Command::Restart {
+            args,
+            rolling,
+            batch,
+        } => cmd_lifecycle(g, &deployment, Op::Restart, args, rolling.then_some(*batch)),
+        Command::Status { .. } => cmd_status(g, &deployment),
     }
 }
 
@@ -336,4 +388,220 @@ fn print_stdout(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+fn cmd_lifecycle(
+    g: &Global,
+    d: &Deployment,
+    op: Op,
+    a: &Lifecycle,
+    rolling: Option<usize>,
+) -> Result<i32> {
+    let members = if a.all {
+        lifecycle::members(d)
+            .into_iter()
+            .filter(|m| {
+                m.role != crate::model::Role::Database || op == Op::Start || op == Op::Restart
+            })
+            .collect()
+    } else {
+        lifecycle::select(d, &a.targets).map_err(UsageError)?
+    };
+    let opts = lifecycle::Options {
+        max_parallel: a.max_parallel.map(|n| n as usize),
+        timeout: a.timeout,
+        rolling,
+        journal_root: a.journal_root.clone(),
+        probe: Default::default(),
+    };
+    let observer = output::progress::observer(g.output, g.quiet);
+    let rt = runtime()?;
+    let summary = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Installed before anything else so an early Ctrl+C is ours, not the default kill.
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let connect = async {
+            let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
+            let engine = Engine::new(sd.clone(), opts, observer).await?;
+            Ok::<_, SystemdError>((sd, engine))
+        };
+        let (sd, engine) = tokio::select! {
+            r = connect => r.with_context(|| format!("cannot reach systemd on {}", g.bus))?,
+            _ = sigint.recv() => return Ok::<_, anyhow::Error>(None),
+            _ = sigterm.recv() => return Ok(None),
+        };
+        let interrupted = {
+            let run = engine.run(op, &members, a.all);
+            tokio::pin!(run);
+            tokio::select! {
+                s = &mut run => return Ok(Some(s)),
+                _ = sigint.recv() => true,
+                _ = sigterm.recv() => true,
+            }
+        };
+        debug_assert!(interrupted);
+        let mut s = engine.summary(op, &members, Vec::new(), true);
+        if a.cancel_on_interrupt {
+            let jobs = engine.inflight().jobs();
+            // Bounded so that orch still exits within a second of the signal.
+            let cancels = futures_util::future::join_all(
+                jobs.iter().map(|(id, _)| sd.manager.cancel_job(*id)),
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(500), cancels).await;
+            s.running_jobs = s
+                .running_jobs
+                .into_iter()
+                .map(|j| format!("{j}, canceled"))
+                .collect();
+        }
+        Ok(Some(s))
+    })?;
+    let Some(summary) = summary else {
+        eprintln!("orch: interrupted before any job was enqueued");
+        return Ok(exit::INTERRUPTED);
+    };
+    print_summary(g, &summary)?;
+    Ok(summary.exit_code())
+}
+
+fn print_summary(g: &Global, s: &Summary) -> Result<()> {
+    if g.output == Format::Json {
+        #[derive(Serialize)]
+        struct Final<'a> {
+            event: &'static str,
+            #[serde(flatten)]
+            summary: &'a Summary,
+        }
+        output::json(&Final {
+            event: "summary",
+            summary: s,
+        })?;
+        return Ok(());
+    }
+    let verb = match s.op {
+        Op::Start => "start",
+        Op::Stop => "stop",
+        Op::Restart => "restart",
+    };
+    let mut text = String::new();
+    for u in &s.units {
+        text.push_str(&format!(
+            "  {:<50} {:<8} {:>7.2}s",
+            u.unit,
+            u.phase.as_str(),
+            u.elapsed_ms as f64 / 1000.0
+        ));
+        if let Some(e) = &u.error {
+            text.push_str(&format!("  {e}"));
+        }
+        let mut facts = Vec::new();
+        if let Some(r) = &u.result {
+            facts.push(format!("result {r}"));
+        }
+        if let Some(x) = u.exit_status {
+            facts.push(format!("exit status {x}"));
+        }
+        if let Some(a) = &u.active_state {
+            if u.phase == lifecycle::Phase::Failed {
+                facts.push(format!("now {a}"));
+            }
+        }
+        if !facts.is_empty() {
+            text.push_str(&format!(" [{}]", facts.join(", ")));
+        }
+        text.push('\n');
+        for line in &u.journal {
+            text.push_str(&format!("      | {line}\n"));
+        }
+    }
+    let ok = s
+        .units
+        .iter()
+        .filter(|u| matches!(u.phase, lifecycle::Phase::Ready | lifecycle::Phase::Stopped))
+        .count();
+    let headline = if s.interrupted {
+        format!(
+            "{verb} interrupted after {:.2}s",
+            s.elapsed_ms as f64 / 1000.0
+        )
+    } else if s.ok {
+        format!(
+            "{verb}: {ok} of {} units {} in {:.2}s",
+            s.units.len(),
+            if s.op == Op::Stop { "stopped" } else { "ready" },
+            s.elapsed_ms as f64 / 1000.0
+        )
+    } else {
+        format!(
+            "{verb} FAILED: {} failed, {} timed out, {ok} ok, in {:.2}s",
+            s.failed,
+            s.timed_out,
+            s.elapsed_ms as f64 / 1000.0
+        )
+    };
+    text.push_str(&headline);
+    text.push('\n');
+    if !s.untouched.is_empty() {
+        text.push_str(&format!(
+            "not reached (left as they were): {}\n",
+            s.untouched.join(", ")
+        ));
+    }
+    if !s.running_jobs.is_empty() {
+        text.push_str(&format!(
+            "still running inside systemd: {}\n",
+            s.running_jobs.join("; ")
+        ));
+    } else if s.interrupted {
+        text.push_str("no job of orch's is still running inside systemd\n");
+    }
+    print_stdout(&text)
+}
+
+fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
+    let members = lifecycle::members(d);
+    let rows = runtime()?
+        .block_on(async {
+            let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
+            let limits = crate::health::Limits {
+                connect: Duration::from_millis(500),
+                attempt: Duration::from_secs(1),
+            };
+            crate::status::status(&sd, &members, limits).await
+        })
+        .with_context(|| format!("cannot read the status of {}", d.name))?;
+    if g.output == Format::Json {
+        output::json(&serde_json::json!({ "deployment": d.name, "units": rows }))?;
+        return Ok(exit::OK);
+    }
+    let mut text = format!(
+        "{:<50} {:<10} {:<10} {:<12} {:>8} {:>8} {:>8}  {}\n",
+        "UNIT", "ROLE", "ACTIVE", "SUB", "PID", "SINCE", "RESTARTS", "HEALTH"
+    );
+    for r in &rows {
+        let role = serde_json::to_value(r.role)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "{:<50} {:<10} {:<10} {:<12} {:>8} {:>8} {:>8}  {}\n",
+            r.unit,
+            role,
+            r.active_state,
+            r.sub_state,
+            r.main_pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.since_ms
+                .map(|ms| crate::status::short_duration(Duration::from_millis(ms)))
+                .unwrap_or_else(|| "-".into()),
+            r.restarts
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.health.as_deref().unwrap_or("-"),
+        ));
+    }
+    print_stdout(&text)?;
+    Ok(exit::OK)
 }

@@ -8,9 +8,12 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod health;
 pub mod install;
+pub mod lifecycle;
 pub mod model;
 pub mod output;
 pub mod plan;
 pub mod render;
+pub mod status;
 pub mod systemd;

@@ -270,7 +270,7 @@ fn seconds(value: f64) -> Result<Value, JinjaError> {
         ));
     }
     let ms = (value * 1000.0).round() as u64;
-    Ok(Value::from(if ms % 1000 == 0 {
+    Ok(Value::from(if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -383,3 +383,66 @@ impl Drop for JobWatcher {
         self.task.abort();
     }
 }
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Service {
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn exec_main_code(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn n_restarts(&self) -> zbus::Result<u32>;
+    #[zbus(property, name = "Type")]
+    fn service_type(&self) -> zbus::Result<String>;
+}
+
+impl Systemd {
+    /// The service interface of a loaded unit at `path`.
+    pub async fn service_at(
+        &self,
+        path: OwnedObjectPath,
+    ) -> Result<ServiceProxy<'static>, SystemdError> {
+        ServiceProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| self.err("open service", e))
+    }
+
+    /// A unit's interface at a known object path (no `LoadUnit` call).
+    pub async fn unit_at(&self, path: OwnedObjectPath) -> Result<UnitProxy<'static>, SystemdError> {
+        UnitProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| self.err("open unit", e))
+    }
+}
+
+/// `(id, unit, type, state, job path, unit path)` from `ListJobs`.
+pub type JobListEntry = (
+    u32,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    OwnedObjectPath,
+);
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub trait Jobs {
+    fn list_jobs(&self) -> zbus::Result<Vec<JobListEntry>>;
+}

@@ -1,0 +1,256 @@
+//! Readiness probes: `http://`, `tcp://`, `exec:`.
+//!
+//! A host name is resolved to every address it has, and all of them are tried
+//! at once, each with its own short connect timeout: an address that
+//! black-holes (IPv6 `localhost` with nobody listening, a dead route) never
+//! delays one that answers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::model::Probe;
+
+/// Bounds on one probe attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Per address, per attempt.
+    pub connect: Duration,
+    /// For the whole attempt (connect, request, answer; or the command).
+    pub attempt: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect: Duration::from_secs(1),
+            attempt: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Runs one probe attempt. `Ok(())` when ready, otherwise why not.
+pub async fn check(probe: &Probe, limits: Limits) -> Result<(), String> {
+    match tokio::time::timeout(limits.attempt, attempt(probe, limits)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("{probe}: no answer within {:?}", limits.attempt)),
+    }
+}
+
+async fn attempt(probe: &Probe, limits: Limits) -> Result<(), String> {
+    match probe {
+        Probe::Tcp { host, port } => connect_any(host, *port, limits.connect).await.map(drop),
+        Probe::Http { host, port, path } => {
+            let mut stream = connect_any(host, *port, limits.connect).await?;
+            let host_header = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let request = format!("GET {path} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: orch\r\nConnection: close\r\n\r\n");
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| format!("{probe}: {e}"))?;
+            // The status line is all we need; read just enough of it.
+            let mut buf = Vec::with_capacity(64);
+            let mut chunk = [0u8; 64];
+            while !buf.contains(&b'\n') && buf.len() < 1024 {
+                let n = stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| format!("{probe}: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.lines().next().unwrap_or("");
+            let status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok());
+            match status {
+                Some(s) if (200..300).contains(&s) => Ok(()),
+                Some(s) => Err(format!("{probe}: HTTP {s}")),
+                None => Err(format!("{probe}: not an HTTP answer: {line:?}")),
+            }
+        }
+        Probe::Exec { command } => {
+            let mut child = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(command)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                // The attempt's timeout drops the future; the command must not outlive it.
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("{probe}: cannot run: {e}"))?;
+            let status = child.wait().await.map_err(|e| format!("{probe}: {e}"))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("{probe}: {status}"))
+            }
+        }
+    }
+}
+
+/// Connects to the first of `host`'s addresses that accepts, trying them all
+/// concurrently.
+pub async fn connect_any(
+    host: &str,
+    port: u16,
+    connect_timeout: Duration,
+) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(connect_timeout, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| format!("resolving {host} took longer than {connect_timeout:?}"))?
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    let mut set = JoinSet::new();
+    for addr in addrs.iter().copied() {
+        set.spawn(async move {
+            match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(format!("{addr}: {e}")),
+                Err(_) => Err(format!("{addr}: no answer within {connect_timeout:?}")),
+            }
+        });
+    }
+    let mut errors = Vec::new();
+    // The first success wins; dropping the set aborts the other attempts.
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Probes until ready or `timeout`; calls `alive` between attempts so a unit
+/// that died is reported at once instead of after the timeout.
+pub async fn wait_ready<F, Fut>(
+    probe: &Probe,
+    timeout: Duration,
+    limits: Limits,
+    mut alive: F,
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    let mut last = String::from("never probed");
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(format!("not healthy within {timeout:?}: {last}"));
+        }
+        let l = Limits {
+            connect: limits.connect.min(remaining),
+            attempt: limits.attempt.min(remaining),
+        };
+        match check(probe, l).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        alive().await?;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(delay.min(remaining)).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn http_probe_reads_status() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            for status in ["503 Service Unavailable", "200 OK"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+        });
+        let probe = Probe::Http {
+            host: "127.0.0.1".into(),
+            port,
+            path: "/health".into(),
+        };
+        let first = check(&probe, Limits::default()).await;
+        assert!(first.unwrap_err().contains("HTTP 503"));
+        assert_eq!(check(&probe, Limits::default()).await, Ok(()));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn exec_probe_uses_exit_status() {
+        assert!(check(
+            &Probe::Exec {
+                command: "true".into()
+            },
+            Limits::default()
+        )
+        .await
+        .is_ok());
+        assert!(check(
+            &Probe::Exec {
+                command: "exit 3".into()
+            },
+            Limits::default()
+        )
+        .await
+        .is_err());
+        let slow = Limits {
+            connect: Duration::from_millis(100),
+            attempt: Duration::from_millis(200),
+        };
+        let t = std::time::Instant::now();
+        assert!(check(
+            &Probe::Exec {
+                command: "sleep 5".into()
+            },
+            slow
+        )
+        .await
+        .is_err());
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn refused_tcp_is_an_error_quickly() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let err = check(
+            &Probe::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            Limits::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("refused"), "{err}");
+    }
+}

@@ -1,0 +1,749 @@
+//! Start, stop and restart over D-Bus, in parallel, with every job awaited
+//! and every unit checked for readiness.
+//!
+//! An operation is a list of phases; a phase is a set of units that get the
+//! same job at once. `--all` orders them the way the deployment needs:
+//! database ready → master ready → workers and dependents; stop in reverse.
+//! Every wait is bounded by the unit's own timeout and by the global deadline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use zbus::OwnedObjectPath;
+
+use crate::health::{self, Limits};
+use crate::model::{Deployment, Probe, Role};
+use crate::systemd::{JobWatcher, Systemd, SystemdError};
+
+/// Slack added to systemd's own timeouts: systemd enforces them, orch only
+/// needs to outlast them to hear the result.
+const JOB_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// One unit orch acts on, with its bounds.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub unit: String,
+    pub role: Role,
+    pub kind: Option<String>,
+    pub health: Option<Probe>,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub health_timeout: Duration,
+}
+
+/// Every unit of the deployment, in start order.
+pub fn members(d: &Deployment) -> Vec<Member> {
+    let mut v = Vec::new();
+    let ext = |x: &crate::model::External, role| Member {
+        unit: x.unit.clone(),
+        role,
+        kind: None,
+        health: x.health.clone(),
+        start_timeout: x.start_timeout,
+        stop_timeout: x.stop_timeout,
+        health_timeout: x.health_timeout,
+    };
+    let svc = |s: &crate::model::Service, role, kind: Option<&str>| Member {
+        unit: s.unit.clone(),
+        role,
+        kind: kind.map(str::to_string),
+        health: s.health.clone(),
+        start_timeout: s.start_timeout,
+        stop_timeout: s.stop_timeout,
+        health_timeout: s.health_timeout,
+    };
+    if let Some(db) = &d.database {
+        v.push(ext(db, Role::Database));
+    }
+    v.push(svc(&d.master, Role::Master, None));
+    v.extend(
+        d.workers
+            .iter()
+            .map(|w| svc(&w.service, Role::Worker, Some(&w.kind))),
+    );
+    v.extend(d.dependents.iter().map(|x| ext(x, Role::Dependent)));
+    v
+}
+
+/// Resolves command-line targets: a unit name, a worker kind, `master`,
+/// `workers` or `dependents`. The database is only acted on when named.
+pub fn select(d: &Deployment, targets: &[String]) -> Result<Vec<Member>, String> {
+    let all = members(d);
+    let mut chosen: Vec<Member> = Vec::new();
+    for t in targets {
+        let unit = if t.contains('.') {
+            t.clone()
+        } else {
+            format!("{t}.service")
+        };
+        let matched: Vec<&Member> = match t.as_str() {
+            "master" => all.iter().filter(|m| m.role == Role::Master).collect(),
+            "workers" => all.iter().filter(|m| m.role == Role::Worker).collect(),
+            "dependents" => all.iter().filter(|m| m.role == Role::Dependent).collect(),
+            "database" => all.iter().filter(|m| m.role == Role::Database).collect(),
+            _ => {
+                let by_kind: Vec<&Member> = all
+                    .iter()
+                    .filter(|m| m.kind.as_deref() == Some(t.as_str()))
+                    .collect();
+                if by_kind.is_empty() {
+                    all.iter().filter(|m| m.unit == unit).collect()
+                } else {
+                    by_kind
+                }
+            }
+        };
+        if matched.is_empty() {
+            let kinds: Vec<&str> = d
+                .workers
+                .iter()
+                .map(|w| w.kind.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            return Err(format!(
+                "`{t}` is not a unit of deployment {} nor a target (master, workers, dependents, database, or a worker kind: {})",
+                d.name,
+                kinds.join(", ")
+            ));
+        }
+        for m in matched {
+            if !chosen.iter().any(|c| c.unit == m.unit) {
+                chosen.push(m.clone());
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// Where a unit is in the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Queued,
+    Stopping,
+    Starting,
+    Probing,
+    Ready,
+    Stopped,
+    Failed,
+    Timeout,
+    Skipped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Stopping => "stopping",
+            Phase::Starting => "starting",
+            Phase::Probing => "probing",
+            Phase::Ready => "ready",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::Timeout => "timeout",
+            Phase::Skipped => "skipped",
+        }
+    }
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Phase::Ready | Phase::Stopped | Phase::Failed | Phase::Timeout | Phase::Skipped
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub unit: String,
+    pub phase: Phase,
+    pub elapsed_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Receives progress; implemented by the human, plain and JSON reporters.
+pub trait Observer: Send + Sync {
+    fn event(&self, e: &Event);
+}
+
+/// What happened to one unit.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitReport {
+    pub unit: String,
+    pub role: Role,
+    pub phase: Phase,
+    /// systemd's job result: done, failed, timeout, dependency, canceled, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_state: Option<String>,
+    /// The service's `Result` (exit-code, signal, timeout, …) on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub op: Op,
+    pub ok: bool,
+    pub failed: usize,
+    pub timed_out: usize,
+    pub interrupted: bool,
+    pub elapsed_ms: u64,
+    pub units: Vec<UnitReport>,
+    /// Jobs still queued or running inside systemd when orch stopped waiting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub running_jobs: Vec<String>,
+    /// Units a failed rollout or phase did not reach.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untouched: Vec<String>,
+}
+
+impl Summary {
+    pub fn exit_code(&self) -> i32 {
+        if self.interrupted {
+            crate::exit::INTERRUPTED
+        } else if self.failed > 0 {
+            crate::exit::FAILURE
+        } else if self.timed_out > 0 {
+            crate::exit::TIMEOUT
+        } else {
+            crate::exit::OK
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Caps jobs in flight.
+    pub max_parallel: Option<usize>,
+    /// Bound on the whole operation.
+    pub timeout: Option<Duration>,
+    /// `--rolling --batch N`.
+    pub rolling: Option<usize>,
+    /// Passed to `journalctl --root` to read a container's journal.
+    pub journal_root: Option<PathBuf>,
+    pub probe: Limits,
+}
+
+/// One step of an operation.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Start what is not active, then await readiness (the database).
+    EnsureRunning(Vec<Member>),
+    /// The same job for every member, enqueued at once.
+    Phase {
+        members: Vec<Member>,
+        job: &'static str,
+        mode: &'static str,
+    },
+}
+
+impl Step {
+    pub fn members(&self) -> &[Member] {
+        match self {
+            Step::EnsureRunning(m) | Step::Phase { members: m, .. } => m,
+        }
+    }
+}
+
+/// Runs operations against one systemd.
+pub struct Engine {
+    sd: Systemd,
+    jobs: JobWatcher,
+    opts: Options,
+    observer: Arc<dyn Observer>,
+    started: Instant,
+    deadline: Option<tokio::time::Instant>,
+    permits: Option<Arc<Semaphore>>,
+    reports: Mutex<BTreeMap<String, UnitReport>>,
+    /// Jobs orch enqueued (and those systemd added) that have not finished.
+    inflight: Arc<Mutex<HashMap<OwnedObjectPath, (u32, String)>>>,
+}
+
+/// A handle to the jobs in flight, kept by the caller to report or cancel
+/// them when the operation is interrupted.
+#[derive(Clone)]
+pub struct Inflight(Arc<Mutex<HashMap<OwnedObjectPath, (u32, String)>>>);
+
+impl Inflight {
+    /// `(job id, unit)` of every job orch is still waiting for.
+    pub fn jobs(&self) -> Vec<(u32, String)> {
+        let mut v: Vec<_> = self.0.lock().unwrap().values().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+impl Engine {
+    /// Subscribes to job signals before anything is enqueued.
+    pub async fn new(
+        sd: Systemd,
+        opts: Options,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Engine, SystemdError> {
+        let jobs = JobWatcher::start(&sd).await?;
+        let started = Instant::now();
+        Ok(Engine {
+            sd,
+            jobs,
+            deadline: opts.timeout.map(|t| tokio::time::Instant::now() + t),
+            permits: opts
+                .max_parallel
+                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            opts,
+            observer,
+            started,
+            reports: Mutex::new(BTreeMap::new()),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    pub fn inflight(&self) -> Inflight {
+        Inflight(self.inflight.clone())
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn emit(&self, unit: &str, phase: Phase, detail: Option<String>) {
+        self.observer.event(&Event {
+            unit: unit.to_string(),
+            phase,
+            elapsed_ms: self.elapsed_ms(),
+            detail,
+        });
+    }
+
+    /// `bound`, shortened to what is left of the global deadline.
+    fn bounded(&self, bound: Duration) -> Duration {
+        match self.deadline {
+            Some(d) => bound.min(d.saturating_duration_since(tokio::time::Instant::now())),
+            None => bound,
+        }
+    }
+
+    fn record(&self, r: UnitReport) {
+        self.emit(&r.unit, r.phase, r.error.clone());
+        self.reports.lock().unwrap().insert(r.unit.clone(), r);
+    }
+
+    /// The phases of `op` on `members`, in order.
+    pub fn steps(&self, op: Op, members: &[Member], all: bool) -> Vec<Step> {
+        let by_role = |roles: &[Role]| -> Vec<Member> {
+            members
+                .iter()
+                .filter(|m| roles.contains(&m.role))
+                .cloned()
+                .collect()
+        };
+        let db = by_role(&[Role::Database]);
+        let master = by_role(&[Role::Master]);
+        let workers = by_role(&[Role::Worker]);
+        let dependents = by_role(&[Role::Dependent]);
+        // With --all the master is started alone ("ignore-requirements": its
+        // Wants= would pull the workers in at once, and PartOf= would restart
+        // them with it); orch starts the workers itself once it is ready.
+        let master_mode = if all {
+            "ignore-requirements"
+        } else {
+            "replace"
+        };
+        let phase = |members: Vec<Member>, job: &'static str, mode: &'static str| Step::Phase {
+            members,
+            job,
+            mode,
+        };
+        let mut steps = Vec::new();
+        match (op, self.opts.rolling) {
+            (Op::Restart, Some(batch)) => {
+                steps.push(Step::EnsureRunning(db));
+                steps.push(phase(master, "restart", "ignore-requirements"));
+                for group in workers.chunks(batch.max(1)) {
+                    steps.push(phase(group.to_vec(), "restart", "replace"));
+                }
+                steps.push(phase(dependents, "restart", "replace"));
+            }
+            _ => {
+                if matches!(op, Op::Stop | Op::Restart) {
+                    // Dependents, then workers, then the master: nothing loses
+                    // what it depends on while it still runs.
+                    steps.push(phase(dependents.clone(), "stop", "replace"));
+                    steps.push(phase(workers.clone(), "stop", "replace"));
+                    steps.push(phase(master.clone(), "stop", master_mode));
+                }
+                if matches!(op, Op::Start | Op::Restart) {
+                    // The database is started if needed and awaited, never restarted.
+                    steps.push(Step::EnsureRunning(db));
+                    steps.push(phase(master, "start", master_mode));
+                    steps.push(phase([workers, dependents].concat(), "start", "replace"));
+                }
+            }
+        }
+        steps.retain(|s| !s.members().is_empty());
+        steps
+    }
+
+    /// Runs `op` on `members` (in the deployment's phase order) and returns the summary.
+    pub async fn run(&self, op: Op, members: &[Member], all: bool) -> Summary {
+        for m in members {
+            self.emit(&m.unit, Phase::Queued, None);
+        }
+        let steps = self.steps(op, members, all);
+        let mut untouched: Vec<String> = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let ok = match step {
+                Step::EnsureRunning(db) => self.ensure_running(db).await,
+                Step::Phase { members, job, mode } => self.phase(members, job, mode).await,
+            };
+            if !ok {
+                // Stop at the first failure; say what is left as it was.
+                for later in &steps[i + 1..] {
+                    for m in later.members() {
+                        if !untouched.contains(&m.unit) {
+                            untouched.push(m.unit.clone());
+                        }
+                        if !self.reports.lock().unwrap().contains_key(&m.unit) {
+                            self.record(self.report(
+                                m,
+                                Phase::Skipped,
+                                None,
+                                Some("not reached: an earlier phase failed".into()),
+                            ));
+                        }
+                    }
+                }
+                break;
+            }
+        }
+        self.summary(op, members, untouched, false)
+    }
+
+    /// Builds the summary from what was recorded so far.
+    pub fn summary(
+        &self,
+        op: Op,
+        members: &[Member],
+        untouched: Vec<String>,
+        interrupted: bool,
+    ) -> Summary {
+        let reports = self.reports.lock().unwrap();
+        let units: Vec<UnitReport> = members
+            .iter()
+            .filter_map(|m| reports.get(&m.unit).cloned())
+            .collect();
+        let failed = units.iter().filter(|u| u.phase == Phase::Failed).count();
+        let timed_out = units.iter().filter(|u| u.phase == Phase::Timeout).count();
+        let running_jobs = self
+            .inflight()
+            .jobs()
+            .into_iter()
+            .map(|(id, unit)| format!("{unit} (job {id})"))
+            .collect();
+        Summary {
+            op,
+            ok: failed == 0 && timed_out == 0 && !interrupted,
+            failed,
+            timed_out,
+            interrupted,
+            elapsed_ms: self.elapsed_ms(),
+            units,
+            running_jobs,
+            untouched,
+        }
+    }
+
+    fn report(
+        &self,
+        m: &Member,
+        phase: Phase,
+        job: Option<String>,
+        error: Option<String>,
+    ) -> UnitReport {
+        UnitReport {
+            unit: m.unit.clone(),
+            role: m.role,
+            phase,
+            job,
+            error,
+            active_state: None,
+            result: None,
+            exit_status: None,
+            journal: Vec::new(),
+            elapsed_ms: self.elapsed_ms(),
+        }
+    }
+
+    /// Starts the database only if it is not active, then awaits readiness.
+    async fn ensure_running(&self, db: &[Member]) -> bool {
+        let mut to_start = Vec::new();
+        for m in db {
+            let active = match self.sd.unit(&m.unit).await {
+                Ok(u) => u.active_state().await.ok(),
+                Err(_) => None,
+            };
+            if active.as_deref() == Some("active") {
+                let r = self.readiness(m, None).await;
+                let ok = r.phase == Phase::Ready;
+                self.record(r);
+                if !ok {
+                    return false;
+                }
+            } else {
+                to_start.push(m.clone());
+            }
+        }
+        self.phase(&to_start, "start", "replace").await
+    }
+
+    /// Enqueues `job_type` for every member at once and waits for all of them.
+    /// True when every unit ended ready (start/restart) or stopped (stop).
+    async fn phase(&self, group: &[Member], job_type: &'static str, mode: &'static str) -> bool {
+        if group.is_empty() {
+            return true;
+        }
+        let results = join_all(group.iter().map(|m| self.one(m, job_type, mode))).await;
+        results.into_iter().all(|ok| ok)
+    }
+
+    async fn one(&self, m: &Member, job_type: &'static str, mode: &'static str) -> bool {
+        let _permit = match &self.permits {
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed"),
+            ),
+            None => None,
+        };
+        let stopping = job_type == "stop";
+        self.emit(
+            &m.unit,
+            if stopping {
+                Phase::Stopping
+            } else {
+                Phase::Starting
+            },
+            None,
+        );
+        let bound = match job_type {
+            "stop" => m.stop_timeout,
+            "start" => m.start_timeout,
+            _ => m.stop_timeout + m.start_timeout,
+        } + JOB_MARGIN;
+
+        let enqueued = self
+            .sd
+            .manager
+            .enqueue_unit_job(&m.unit, job_type, mode)
+            .await;
+        let (id, job, _, _, _, affected) = match enqueued {
+            Ok(v) => v,
+            Err(e) => {
+                let e = self.sd.err(format!("{job_type} {}", m.unit), e);
+                let timeout = matches!(e, SystemdError::Timeout { .. });
+                let mut r = self.report(
+                    m,
+                    if timeout {
+                        Phase::Timeout
+                    } else {
+                        Phase::Failed
+                    },
+                    None,
+                    Some(e.to_string()),
+                );
+                self.diagnose(&mut r).await;
+                self.record(r);
+                return false;
+            }
+        };
+        {
+            let mut inflight = self.inflight.lock().unwrap();
+            inflight.insert(job.clone(), (id, m.unit.clone()));
+            for (aid, apath, aunit, _, _) in &affected {
+                inflight.insert(apath.clone(), (*aid, aunit.clone()));
+            }
+        }
+        // Jobs systemd added to the transaction (the PartOf cascade, Wants=) are awaited too.
+        let waits = std::iter::once((job.clone(), m.unit.clone())).chain(
+            affected
+                .iter()
+                .map(|(_, p, u, _, _)| (p.clone(), u.clone())),
+        );
+        let outcomes = join_all(waits.map(|(path, unit)| async move {
+            let r = self.jobs.wait(&path, self.bounded(bound)).await;
+            if !matches!(r, Ok(None)) {
+                self.inflight.lock().unwrap().remove(&path);
+            }
+            (unit, r)
+        }))
+        .await;
+
+        let mut main = None;
+        for (unit, outcome) in outcomes {
+            if unit != m.unit {
+                tracing::debug!(%unit, ?outcome, "job added by systemd to the transaction");
+                continue;
+            }
+            main = Some(outcome);
+        }
+        let result = match main.expect("the unit's own job is awaited") {
+            Ok(Some(o)) => o.result,
+            Ok(None) => {
+                let r = self.report(
+                    m,
+                    Phase::Timeout,
+                    None,
+                    Some(format!(
+                        "{job_type} job still running in systemd after {:?}",
+                        self.bounded(bound).max(Duration::from_millis(1))
+                    )),
+                );
+                self.record(r);
+                return false;
+            }
+            Err(e) => {
+                self.record(self.report(m, Phase::Failed, None, Some(e.to_string())));
+                return false;
+            }
+        };
+        if result != "done" {
+            let mut r = self.report(
+                m,
+                Phase::Failed,
+                Some(result.clone()),
+                Some(format!("{job_type} job {result}")),
+            );
+            self.diagnose(&mut r).await;
+            self.record(r);
+            return false;
+        }
+        if stopping {
+            let mut r = self.report(m, Phase::Stopped, Some(result), None);
+            r.active_state = self.active_state(&m.unit).await;
+            self.record(r);
+            return true;
+        }
+        let r = self.readiness(m, Some(result)).await;
+        let ok = r.phase == Phase::Ready;
+        self.record(r);
+        ok
+    }
+
+    async fn active_state(&self, unit: &str) -> Option<String> {
+        self.sd.unit(unit).await.ok()?.active_state().await.ok()
+    }
+
+    /// After a successful start job: the unit must be active and its probe pass.
+    async fn readiness(&self, m: &Member, job: Option<String>) -> UnitReport {
+        let state = self.active_state(&m.unit).await;
+        if !matches!(state.as_deref(), Some("active") | Some("reloading")) {
+            let mut r = self.report(
+                m,
+                Phase::Failed,
+                job,
+                Some(format!(
+                    "unit is {} after its start job",
+                    state.as_deref().unwrap_or("unknown")
+                )),
+            );
+            self.diagnose(&mut r).await;
+            return r;
+        }
+        let Some(probe) = &m.health else {
+            let mut r = self.report(m, Phase::Ready, job, None);
+            r.active_state = state;
+            return r;
+        };
+        self.emit(&m.unit, Phase::Probing, Some(probe.to_string()));
+        let timeout = self.bounded(m.health_timeout);
+        let alive = || async {
+            match self.active_state(&m.unit).await.as_deref() {
+                Some("failed") | Some("inactive") => {
+                    Err("the unit stopped while being probed".to_string())
+                }
+                _ => Ok(()),
+            }
+        };
+        match health::wait_ready(probe, timeout, self.opts.probe, alive).await {
+            Ok(()) => {
+                let mut r = self.report(m, Phase::Ready, job, None);
+                r.active_state = Some("active".into());
+                r
+            }
+            Err(e) if e.starts_with("not healthy within") => {
+                self.report(m, Phase::Timeout, job, Some(e))
+            }
+            Err(e) => {
+                let mut r = self.report(m, Phase::Failed, job, Some(e));
+                self.diagnose(&mut r).await;
+                r
+            }
+        }
+    }
+
+    /// Adds the service's result, exit status and last journal lines.
+    async fn diagnose(&self, r: &mut UnitReport) {
+        if let Ok(path) = self.sd.manager.load_unit(&r.unit).await {
+            if let Ok(u) = self.sd.unit_at(path.clone()).await {
+                r.active_state = u.active_state().await.ok();
+            }
+            if let Ok(s) = self.sd.service_at(path).await {
+                r.result = s.result().await.ok();
+                r.exit_status = s.exec_main_status().await.ok();
+            }
+        }
+        r.journal = journal(&r.unit, self.opts.journal_root.as_deref(), 10).await;
+    }
+}
+
+/// The last `lines` journal lines of a unit (empty when journalctl is
+/// unavailable); bounded to a few seconds.
+pub async fn journal(unit: &str, root: Option<&std::path::Path>, lines: usize) -> Vec<String> {
+    let mut cmd = tokio::process::Command::new("journalctl");
+    if let Some(root) = root {
+        cmd.arg("--root").arg(root);
+    }
+    cmd.args([
+        "--no-pager",
+        "-q",
+        "-o",
+        "short-precise",
+        "-n",
+        &lines.to_string(),
+        "-u",
+        unit,
+    ])
+    .stdin(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(3), cmd.output()).await {
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests that drive orch against the
+//! harness's systemd.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use orch::systemd::{Bus, Systemd};
+
+use crate::support::Container;
+
+/// `orch --config CFG --bus <container> --unit-dir <container> ARGS…`
+pub fn orch_cmd(c: &Container, cfg: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+    cmd.arg("--config")
+        .arg(cfg)
+        .arg("--bus")
+        .arg(c.bus_address())
+        .arg("--unit-dir")
+        .arg(c.unit_dir())
+        .args(args)
+        .env("ORCH_JOURNAL_ROOT", format!("/proc/{}/root", c.leader()))
+        .env_remove("ORCH_CONFIG")
+        .env_remove("ORCH_BUS");
+    cmd
+}
+
+pub fn orch(c: &Container, cfg: &Path, args: &[&str]) -> Output {
+    orch_cmd(c, cfg, args).output().expect("run orch")
+}
+
+/// Runs orch and fails the test with its output unless it exits `code`.
+pub fn orch_ok(c: &Container, cfg: &Path, args: &[&str]) -> Output {
+    let o = orch(c, cfg, args);
+    assert!(o.status.success(), "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    })
+}
+
+/// The last line of NDJSON output: the summary of a lifecycle command.
+pub fn summary(o: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&o.stdout);
+    let last = text.lines().last().unwrap_or_else(|| panic!("no output; stderr: {}", String::from_utf8_lossy(&o.stderr)));
+    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"));
+    assert_eq!(v["event"], "summary", "{last}");
+    v
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+pub async fn connect(c: &Container) -> Systemd {
+    Systemd::connect(&Bus::Address(c.bus_address()), Duration::from_secs(10)).await.expect("connect to the container's systemd")
+}
