@@ -642,7 +642,7 @@ impl Engine {
         }
         if stopping {
             let mut r = self.report(m, Phase::Stopped, Some(result), None);
-            r.active_state = self.active_state(&m.unit).await;
+            self.stop_result(m, &mut r).await;
             self.record(r);
             return true;
         }
@@ -650,6 +650,31 @@ impl Engine {
         let ok = r.phase == Phase::Ready;
         self.record(r);
         ok
+    }
+
+    /// A stop that needed SIGKILL is reported as such: the process ignored
+    /// SIGTERM for the whole `TimeoutStopSec=`.
+    async fn stop_result(&self, m: &Member, r: &mut UnitReport) {
+        let Ok(path) = self.sd.manager.load_unit(&m.unit).await else {
+            return;
+        };
+        if let Ok(u) = self.sd.unit_at(path.clone()).await {
+            r.active_state = u.active_state().await.ok();
+        }
+        let Ok(svc) = self.sd.service_at(path).await else {
+            return;
+        };
+        match svc.result().await.ok().as_deref() {
+            Some("success") | None => {}
+            Some("timeout") => {
+                r.result = Some("timeout".into());
+                r.error = Some(format!(
+                    "did not stop within its stop_timeout ({:?}); systemd killed it with SIGKILL",
+                    m.stop_timeout
+                ));
+            }
+            Some(other) => r.result = Some(other.to_string()),
+        }
     }
 
     async fn active_state(&self, unit: &str) -> Option<String> {

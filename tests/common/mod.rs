@@ -33,29 +33,48 @@ pub fn orch(c: &Container, cfg: &Path, args: &[&str]) -> Output {
 /// Runs orch and fails the test with its output unless it exits `code`.
 pub fn orch_ok(c: &Container, cfg: &Path, args: &[&str]) -> Output {
     let o = orch(c, cfg, args);
-    assert!(o.status.success(), "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
 pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     })
 }
 
 /// The last line of NDJSON output: the summary of a lifecycle command.
 pub fn summary(o: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&o.stdout);
-    let last = text.lines().last().unwrap_or_else(|| panic!("no output; stderr: {}", String::from_utf8_lossy(&o.stderr)));
-    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"));
+    let last = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output; stderr: {}", String::from_utf8_lossy(&o.stderr)));
+    let v: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"));
     assert_eq!(v["event"], "summary", "{last}");
     v
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub async fn connect(c: &Container) -> Systemd {
-    Systemd::connect(&Bus::Address(c.bus_address()), Duration::from_secs(10)).await.expect("connect to the container's systemd")
+    Systemd::connect(&Bus::Address(c.bus_address()), Duration::from_secs(10))
+        .await
+        .expect("connect to the container's systemd")
 }

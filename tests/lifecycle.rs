@@ -1,0 +1,542 @@
+//! start / stop / restart / status against a real systemd, with fixture
+//! processes (tests/fixtures/worker.py) that turn healthy after a delay.
+
+mod common;
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use support::Container;
+
+const FIXTURE: &str =
+    "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
+
+struct Setup {
+    c: Container,
+    cfg: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Boots a container with the fixtures and a shared log folder, writes the
+/// configuration (`{FIXTURE}` is replaced) and installs it.
+fn setup(config: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let logdir = dir.path().join("log");
+    std::fs::create_dir(&logdir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&logdir, "/opt/log")
+        .boot();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(&cfg, config.replace("{FIXTURE}", FIXTURE)).unwrap();
+    orch_ok(&c, &cfg, &["install"]);
+    Setup {
+        c,
+        cfg,
+        log: logdir.join("events.log"),
+        _dir: dir,
+    }
+}
+
+fn units_by_phase(s: &serde_json::Value) -> HashMap<String, String> {
+    s["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["unit"].as_str().unwrap().to_string(),
+                u["phase"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `(event, name) -> wall-clock time` from the fixtures' log; the last of each.
+fn events(log: &Path) -> HashMap<(String, String), f64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some((
+                (p.next()?.to_string(), p.next()?.to_string()),
+                p.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn restart_all_brings_every_unit_up_master_first() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE} --port {{ port }} --ready-after 1"
+port = 21000
+health = "http://127.0.0.1:{{ port }}/health"
+stop_timeout = "5s"
+[[workers]]
+kind = "generic"
+count = 12
+port_base = 21100
+exec_start = "{FIXTURE} --port {{ port }} --ready-after 1"
+health = "http://localhost:{{ port }}/health"
+stop_timeout = "5s"
+[[workers]]
+kind = "pusher"
+count = 4
+port_base = 21200
+exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.5"
+health = "tcp://127.0.0.1:{{ port }}"
+stop_timeout = "5s"
+"#,
+    );
+    // Twice: from stopped, then from running (the stop phase then really stops).
+    for round in 0..2 {
+        std::fs::remove_file(&s.log).ok();
+        let o = orch_ok(&s.c, &s.cfg, &["restart", "--all", "--output", "json"]);
+        let sum = summary(&o);
+        assert_eq!(sum["ok"], true, "{sum}");
+        let phases = units_by_phase(&sum);
+        assert_eq!(phases.len(), 17, "{sum}");
+        assert!(
+            phases.values().all(|p| p == "ready"),
+            "round {round}: {phases:?}"
+        );
+
+        // No worker started before the master was ready.
+        let ev = events(&s.log);
+        let master_ready = ev[&("ready".to_string(), "fx".to_string())];
+        let first_worker = ev
+            .iter()
+            .filter(|((e, n), _)| e == "start" && n.starts_with("fx-worker-"))
+            .map(|(_, t)| *t)
+            .fold(f64::MAX, f64::min);
+        assert_eq!(
+            ev.keys()
+                .filter(|(e, n)| e == "start" && n.starts_with("fx-worker-"))
+                .count(),
+            16
+        );
+        assert!(
+            first_worker >= master_ready,
+            "round {round}: a worker started {:.3}s before the master was ready",
+            master_ready - first_worker
+        );
+
+        // NDJSON events come before the summary, one per line.
+        let text = String::from_utf8_lossy(&o.stdout);
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["event"], "unit");
+        assert!(text.lines().any(|l| l.contains("\"phase\":\"probing\"")));
+    }
+
+    let o = orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]);
+    let v = json(&o);
+    let rows = v["units"].as_array().unwrap();
+    assert_eq!(rows.len(), 17);
+    for r in rows {
+        assert_eq!(r["active_state"], "active", "{r}");
+        assert_eq!(r["health"], "ok", "{r}");
+        assert!(r["main_pid"].as_u64().unwrap() > 1, "{r}");
+        assert_eq!(r["restarts"], 0, "{r}");
+    }
+
+    // stop --all: everything inactive, reverse order.
+    let o = orch_ok(&s.c, &s.cfg, &["stop", "--all", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(
+        units_by_phase(&sum).values().all(|p| p == "stopped"),
+        "{sum}"
+    );
+    let v = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    assert!(
+        v["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["active_state"] == "inactive"),
+        "{v}"
+    );
+}
+
+#[test]
+fn failing_worker_is_reported_and_others_come_up() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE} --port 22000"
+health = "http://127.0.0.1:22000/health"
+[[workers]]
+kind = "generic"
+count = 3
+port_base = 22100
+exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.3"
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "broken"
+count = 1
+exec_start = "/nonexistent/worker --serve"
+restart = "no"
+"#,
+    );
+    let o = orch(&s.c, &s.cfg, &["start", "--all", "--output", "json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sum = summary(&o);
+    let phases = units_by_phase(&sum);
+    assert_eq!(phases["fx-worker-3-broken.service"], "failed", "{sum}");
+    for i in 0..3 {
+        assert_eq!(
+            phases[&format!("fx-worker-{i}-generic.service")],
+            "ready",
+            "{sum}"
+        );
+    }
+    let broken = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "fx-worker-3-broken.service")
+        .unwrap();
+    assert_eq!(broken["job"], "failed", "{broken}");
+    assert_eq!(broken["result"], "exit-code", "{broken}");
+    assert_eq!(broken["exit_status"], 203, "EXIT_EXEC: {broken}");
+    let journal = broken["journal"].as_array().unwrap();
+    assert!(!journal.is_empty(), "journal lines expected: {broken}");
+    assert!(
+        journal
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("fx-worker-3-broken")),
+        "{broken}"
+    );
+
+    // The human report says the same.
+    let o = orch(&s.c, &s.cfg, &["start", "broken"]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("fx-worker-3-broken.service")
+            && text.contains("failed")
+            && text.contains("exit status 203"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unhealthy_worker_times_out_with_exit_3() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = 23100
+exec_start = "{FIXTURE} --port {{ port }}"
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "stuck"
+count = 1
+port_base = 23200
+exec_start = "{FIXTURE} --port {{ port }} --never-ready"
+health = "http://127.0.0.1:{{ port }}/health"
+health_timeout = "3s"
+"#,
+    );
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["start", "--all", "--output", "json"]);
+    let took = t.elapsed();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let sum = summary(&o);
+    let phases = units_by_phase(&sum);
+    assert_eq!(phases["fx-worker-2-stuck.service"], "timeout", "{sum}");
+    assert_eq!(phases["fx-worker-0-generic.service"], "ready");
+    assert!(
+        took < Duration::from_secs(3 + 4),
+        "took {took:?} for a 3 s health_timeout"
+    );
+    let stuck = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "fx-worker-2-stuck.service")
+        .unwrap();
+    assert!(
+        stuck["error"].as_str().unwrap().contains("HTTP 503"),
+        "{stuck}"
+    );
+}
+
+#[test]
+fn stop_of_a_unit_ignoring_sigterm_is_bounded_and_reports_the_kill() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "stubborn"
+count = 1
+port_base = 24100
+# Healthy only once the fixture runs (and so ignores SIGTERM).
+exec_start = "{FIXTURE} --ignore-sigterm --port {{ port }}"
+health = "http://127.0.0.1:{{ port }}/health"
+stop_timeout = "2s"
+"#,
+    );
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["stop", "stubborn", "--output", "json"]);
+    let took = t.elapsed();
+    let sum = summary(&o);
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(2 + 3),
+        "took {took:?} for a 2 s stop_timeout: {sum}\n{}",
+        s.c.journal("fx-worker-0-stubborn.service")
+    );
+    let u = &sum["units"][0];
+    assert_eq!(u["unit"], "fx-worker-0-stubborn.service");
+    assert_eq!(u["phase"], "stopped", "{u}");
+    assert_eq!(u["result"], "timeout", "{u}");
+    assert!(u["error"].as_str().unwrap().contains("SIGKILL"), "{u}");
+    let rt = rt();
+    rt.block_on(async {
+        let sd = connect(&s.c).await;
+        let procs = sd
+            .manager
+            .get_unit_processes("fx-worker-0-stubborn.service")
+            .await
+            .unwrap_or_default();
+        assert!(procs.is_empty(), "{procs:?}");
+    });
+}
+
+fn list_jobs(c: &Container) -> Vec<String> {
+    rt().block_on(async {
+        let sd = connect(c).await;
+        let jobs = orch::systemd::JobsProxy::new(&sd.conn).await.unwrap();
+        jobs.list_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.1)
+            .filter(|u| u.starts_with("fx"))
+            .collect()
+    })
+}
+
+#[test]
+fn sigint_exits_130_within_a_second_and_can_cancel_jobs() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "slow"
+count = 2
+type = "notify"
+exec_start = "{FIXTURE} --no-notify"
+start_timeout = "60s"
+"#,
+    );
+    for cancel in [false, true] {
+        let mut args = vec!["restart", "--all", "--output", "json"];
+        if cancel {
+            args.push("--cancel-on-interrupt");
+        }
+        let mut child = orch_cmd(&s.c, &s.cfg, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read events until orch reports both slow units starting: their
+        // start jobs are then queued in systemd (Type=notify, never ready).
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        let mut line = String::new();
+        while seen.len() < 2 {
+            line.clear();
+            assert!(
+                std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+                "orch ended early: {line}"
+            );
+            let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if e["phase"] == "starting" && e["unit"].as_str().unwrap().contains("slow") {
+                seen.push(e["unit"].as_str().unwrap().to_string());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            list_jobs(&s.c)
+                .iter()
+                .filter(|u| u.contains("slow"))
+                .count(),
+            2,
+            "slow start jobs queued"
+        );
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        let took = t.elapsed();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut rest).unwrap();
+        let o = std::process::Output {
+            status,
+            stdout: rest,
+            stderr: Vec::new(),
+        };
+        assert_eq!(o.status.code(), Some(130));
+        assert!(
+            took < Duration::from_secs(1),
+            "exited {took:?} after SIGINT"
+        );
+        let sum = summary(&o);
+        assert_eq!(sum["interrupted"], true);
+        let running = sum["running_jobs"].as_array().unwrap();
+        assert!(
+            running
+                .iter()
+                .filter(|j| j.as_str().unwrap().contains("slow"))
+                .count()
+                == 2,
+            "{sum}"
+        );
+        let left: Vec<String> = list_jobs(&s.c)
+            .into_iter()
+            .filter(|u| u.contains("slow"))
+            .collect();
+        if cancel {
+            assert!(
+                left.is_empty(),
+                "jobs left after --cancel-on-interrupt: {left:?}"
+            );
+        } else {
+            assert_eq!(
+                left.len(),
+                2,
+                "without --cancel-on-interrupt the jobs keep running: {left:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rolling_restart_never_has_more_than_batch_workers_down() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE} --port 25000 --ready-after 0.3"
+health = "http://127.0.0.1:25000/health"
+[[workers]]
+kind = "generic"
+count = 8
+port_base = 25100
+exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.5"
+health = "http://127.0.0.1:{{ port }}/health"
+"#,
+    );
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let workers: Vec<String> = (0..8)
+        .map(|i| format!("fx-worker-{i}-generic.service"))
+        .collect();
+    let mut child = orch_cmd(
+        &s.c,
+        &s.cfg,
+        &[
+            "restart",
+            "--all",
+            "--rolling",
+            "--batch",
+            "2",
+            "--output",
+            "json",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let rt = rt();
+    let (max_down, samples, pids_changed) = rt.block_on(async {
+        let sd = connect(&s.c).await;
+        let pats: Vec<&str> = workers.iter().map(String::as_str).collect();
+        let before: Vec<u32> = orch::status::status(
+            &sd,
+            &orch::lifecycle::members(&orch::model::Deployment::load(&s.cfg, None).unwrap()),
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.main_pid)
+        .collect();
+        let (mut max_down, mut samples) = (0, 0);
+        loop {
+            let listed = sd.manager.list_units_by_patterns(&[], &pats).await.unwrap();
+            let active = listed
+                .iter()
+                .filter(|u| u.3 == "active" && u.4 == "running")
+                .count();
+            max_down = max_down.max(8 - active);
+            samples += 1;
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after: Vec<u32> = orch::status::status(
+            &sd,
+            &orch::lifecycle::members(&orch::model::Deployment::load(&s.cfg, None).unwrap()),
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.main_pid)
+        .collect();
+        (max_down, samples, before.iter().all(|p| !after.contains(p)))
+    });
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(pids_changed, "every unit was restarted");
+    assert!(samples > 20, "too few samples ({samples}) to judge");
+    assert!(
+        max_down >= 1,
+        "the sampler never saw a worker down: it cannot judge"
+    );
+    assert!(
+        max_down <= 2,
+        "{max_down} workers were down at once with --batch 2"
+    );
+}
