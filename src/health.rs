@@ -117,6 +117,15 @@ pub async fn connect_any(
     if addrs.is_empty() {
         return Err(format!("{host} has no address"));
     }
+    connect_addrs(&addrs, connect_timeout).await
+}
+
+/// Connects to every address at once, each bounded by `connect_timeout`; the
+/// first to accept wins and the others are abandoned.
+pub async fn connect_addrs(
+    addrs: &[SocketAddr],
+    connect_timeout: Duration,
+) -> Result<TcpStream, String> {
     let mut set = JoinSet::new();
     for addr in addrs.iter().copied() {
         set.spawn(async move {

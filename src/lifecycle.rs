@@ -629,7 +629,7 @@ impl Engine {
                 return false;
             }
         };
-        if result != "done" {
+        if result != "done" && result != "vanished" {
             let mut r = self.report(
                 m,
                 Phase::Failed,
@@ -643,6 +643,18 @@ impl Engine {
         if stopping {
             let mut r = self.report(m, Phase::Stopped, Some(result), None);
             self.stop_result(m, &mut r).await;
+            if matches!(
+                r.active_state.as_deref(),
+                Some("active" | "reloading" | "activating" | "deactivating")
+            ) {
+                r.phase = Phase::Failed;
+                r.error = Some(format!(
+                    "still {} after its stop job",
+                    r.active_state.as_deref().unwrap_or("")
+                ));
+                self.record(r);
+                return false;
+            }
             self.record(r);
             return true;
         }

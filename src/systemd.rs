@@ -311,6 +311,7 @@ struct JobState {
 /// stream is set up and `Subscribe` called before any job is enqueued, and a
 /// job that finishes before anyone waits for it is remembered.
 pub struct JobWatcher {
+    conn: Connection,
     state: Arc<Mutex<JobState>>,
     notify: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -346,6 +347,7 @@ impl JobWatcher {
             nt.notify_waiters();
         });
         Ok(JobWatcher {
+            conn: sd.conn.clone(),
             state,
             notify,
             task,
@@ -353,6 +355,11 @@ impl JobWatcher {
     }
 
     /// Waits until `job` is removed, up to `timeout`. `None` on timeout.
+    ///
+    /// A `JobRemoved` can be lost (systemd re-executing, a reconnect), so
+    /// every second without news the job object itself is asked for; if it
+    /// is gone, the result is reported as `vanished` and the caller judges the
+    /// unit by its state.
     pub async fn wait(
         &self,
         job: &OwnedObjectPath,
@@ -362,18 +369,61 @@ impl JobWatcher {
         loop {
             // Register before checking, so a signal between the two is not lost.
             let notified = self.notify.notified();
-            {
-                let st = self.state.lock().unwrap();
-                if let Some(o) = st.done.get(job) {
-                    return Ok(Some(o.clone()));
-                }
-                if st.closed {
-                    return Err(SystemdError::Closed(format!("job {}", job.as_str())));
+            if let Some(o) = self.finished(job)? {
+                return Ok(Some(o));
+            }
+            let tick = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+            match tokio::time::timeout_at(tick, notified).await {
+                Ok(()) => continue,
+                Err(_) if tick >= deadline => return Ok(None),
+                Err(_) => {
+                    if !self.job_exists(job).await {
+                        if let Some(o) = self.finished(job)? {
+                            return Ok(Some(o));
+                        }
+                        tracing::debug!(job = job.as_str(), "job gone without a JobRemoved signal");
+                        return Ok(Some(JobOutcome {
+                            unit: String::new(),
+                            result: "vanished".into(),
+                        }));
+                    }
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(None);
-            }
+        }
+    }
+
+    fn finished(&self, job: &OwnedObjectPath) -> Result<Option<JobOutcome>, SystemdError> {
+        let st = self.state.lock().unwrap();
+        if let Some(o) = st.done.get(job) {
+            return Ok(Some(o.clone()));
+        }
+        if st.closed {
+            return Err(SystemdError::Closed(format!("job {}", job.as_str())));
+        }
+        Ok(None)
+    }
+
+    async fn job_exists(&self, job: &OwnedObjectPath) -> bool {
+        let reply = self
+            .conn
+            .call_method(
+                Some("org.freedesktop.systemd1"),
+                job.as_str(),
+                Some("org.freedesktop.DBus.Properties"),
+                "Get",
+                &("org.freedesktop.systemd1.Job", "State"),
+            )
+            .await;
+        match reply {
+            Ok(_) => true,
+            // Only a definite "no such object" counts; any other error keeps waiting.
+            Err(zbus::Error::MethodError(name, _, _)) => !matches!(
+                name.as_str(),
+                "org.freedesktop.DBus.Error.UnknownObject"
+                    | "org.freedesktop.systemd1.NoSuchJob"
+                    | "org.freedesktop.DBus.Error.UnknownMethod"
+            ),
+            Err(_) => true,
         }
     }
 }
