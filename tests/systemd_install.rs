@@ -1,13 +1,15 @@
 //! `orch install` against a real systemd (PID 1 in a throwaway container).
 
+mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
+use common::{connect, json, orch, rt};
 use futures_util::StreamExt;
-use orch::systemd::{Bus, Systemd};
+use orch::systemd::Systemd;
 use support::Container;
 
 const WORKERS: usize = 6;
@@ -51,42 +53,6 @@ fn worker_units(count: usize) -> Vec<String> {
             format!("demo-worker-{i}-{kind}.service")
         })
         .collect()
-}
-
-fn orch(c: &Container, cfg: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orch"))
-        .arg("--config")
-        .arg(cfg)
-        .arg("--bus")
-        .arg(c.bus_address())
-        .arg("--unit-dir")
-        .arg(c.unit_dir())
-        .args(args)
-        .output()
-        .expect("run orch")
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn connect(c: &Container) -> Systemd {
-    Systemd::connect(&Bus::Address(c.bus_address()), Duration::from_secs(10))
-        .await
-        .expect("connect to the container's systemd")
 }
 
 /// Runs `f` while counting systemd's `Reloading(true)` signals.
