@@ -53,6 +53,9 @@ pub struct Global {
     /// Unit directory, overriding deployment.unit_dir
     #[arg(long, global = true, value_name = "DIR")]
     pub unit_dir: Option<PathBuf>,
+    /// Runtime mask directory, overriding deployment.runtime_dir
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
     /// Output format
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub output: Format,
@@ -101,6 +104,30 @@ pub enum Command {
         #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling")]
         batch: usize,
     },
+    /// Record what runs, mask every unit at runtime, stop dependents, workers and master, and prove no process is left.
+    StopForMaintenance {
+        /// Bound on the whole stop; units still running at its end are killed with SIGKILL [default: longest stop_timeout + 10s]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Why, recorded in the state file and shown by status
+        #[arg(long, value_name = "TEXT", default_value = "maintenance")]
+        reason: String,
+        /// Stop (and mask) the database unit too
+        #[arg(long)]
+        include_database: bool,
+    },
+    /// End maintenance: unmask, start exactly the units that ran before (readiness-gated), remove the state file.
+    Resume {
+        /// Bound on the whole start
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Cap on jobs in flight [default: unlimited]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_parallel: Option<u32>,
+        /// Read failure logs with `journalctl --root DIR`
+        #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
+        journal_root: Option<PathBuf>,
+    },
     /// One row per unit: state, main PID, time since the last change, restarts, health.
     Status {
         /// Journal root for failure logs (see start --journal-root)
@@ -129,6 +156,9 @@ pub struct Lifecycle {
     /// Read failure logs with `journalctl --root DIR` (e.g. a container's root)
     #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
     pub journal_root: Option<PathBuf>,
+    /// Act even though the deployment is in maintenance
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -212,6 +242,25 @@ fn run(cli: Cli) -> Result<i32> {
             rolling,
             batch,
         } => cmd_lifecycle(g, &deployment, Op::Restart, args, rolling.then_some(*batch)),
+        Command::StopForMaintenance {
+            timeout,
+            reason,
+            include_database,
+        } => cmd_stop_for_maintenance(g, &deployment, *timeout, reason, *include_database),
+        Command::Resume {
+            timeout,
+            max_parallel,
+            journal_root,
+        } => {
+            let opts = lifecycle::Options {
+                max_parallel: max_parallel.map(|n| n as usize),
+                timeout: *timeout,
+                rolling: None,
+                journal_root: journal_root.clone(),
+                probe: Default::default(),
+            };
+            cmd_resume(g, &deployment, opts)
+        }
         Command::Status { .. } => cmd_status(g, &deployment),
     }
 }
@@ -229,7 +278,11 @@ fn config_path(g: &Global) -> Result<PathBuf> {
 
 fn load(g: &Global) -> Result<Deployment> {
     let path = config_path(g)?;
-    Ok(Deployment::load(&path, g.unit_dir.as_deref())?)
+    let mut d = Deployment::load(&path, g.unit_dir.as_deref())?;
+    if let Some(dir) = &g.runtime_dir {
+        d.runtime_dir = dir.clone();
+    }
+    Ok(d)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -397,6 +450,9 @@ fn cmd_lifecycle(
     a: &Lifecycle,
     rolling: Option<usize>,
 ) -> Result<i32> {
+    if matches!(op, Op::Start | Op::Restart) && !a.force {
+        crate::maintenance::refuse_if_in_maintenance(d)?;
+    }
     let members = if a.all {
         lifecycle::members(d)
             .into_iter()
@@ -571,14 +627,27 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
             crate::status::status(&sd, &members, limits).await
         })
         .with_context(|| format!("cannot read the status of {}", d.name))?;
+    let maintenance = crate::maintenance::read_state(d)?;
     if g.output == Format::Json {
-        output::json(&serde_json::json!({ "deployment": d.name, "units": rows }))?;
+        output::json(
+            &serde_json::json!({ "deployment": d.name, "maintenance": maintenance, "units": rows }),
+        )?;
         return Ok(exit::OK);
     }
-    let mut text = format!(
+    let mut text = String::new();
+    if let Some(m) = &maintenance {
+        text.push_str(&format!(
+            "{} is IN MAINTENANCE since {} (reason: {}); {} units to bring back with `orch resume`\n\n",
+            d.name,
+            m.since_text,
+            m.reason,
+            m.active.len()
+        ));
+    }
+    text.push_str(&format!(
         "{:<50} {:<10} {:<10} {:<12} {:>8} {:>8} {:>8}  {}\n",
         "UNIT", "ROLE", "ACTIVE", "SUB", "PID", "SINCE", "RESTARTS", "HEALTH"
-    );
+    ));
     for r in &rows {
         let role = serde_json::to_value(r.role)
             .ok()
@@ -604,4 +673,136 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
     }
     print_stdout(&text)?;
     Ok(exit::OK)
+}
+
+/// Prints a maintenance step: a JSON line, or a line on stderr.
+fn step_printer(g: &Global) -> impl Fn(&str, &str) + Sync + '_ {
+    move |step: &str, detail: &str| match g.output {
+        Format::Json => {
+            let _ = output::json(
+                &serde_json::json!({ "event": "step", "step": step, "detail": detail }),
+            );
+        }
+        Format::Human if !g.quiet => eprintln!("{step}: {detail}"),
+        Format::Human => {}
+    }
+}
+
+fn cmd_stop_for_maintenance(
+    g: &Global,
+    d: &Deployment,
+    timeout: Option<Duration>,
+    reason: &str,
+    include_database: bool,
+) -> Result<i32> {
+    check_value_arg("--reason", reason)?;
+    let members = lifecycle::members(d);
+    let timeout = timeout.unwrap_or_else(|| {
+        members
+            .iter()
+            .map(|m| m.stop_timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(10)
+    });
+    let notify = step_printer(g);
+    let report = runtime()?.block_on(async {
+        let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
+        let opts = crate::maintenance::StopOptions {
+            reason,
+            timeout,
+            include_database,
+        };
+        Ok::<_, anyhow::Error>(
+            crate::maintenance::stop_for_maintenance(d, &sd, opts, &notify).await?,
+        )
+    })?;
+    if g.output == Format::Json {
+        output::json(&serde_json::json!({ "event": "summary", "report": report }))?;
+    } else {
+        let mut text = String::new();
+        for u in &report.units {
+            let killed = if u.killed {
+                "  KILLED with SIGKILL"
+            } else {
+                ""
+            };
+            text.push_str(&format!(
+                "  {:<50} {:<9} {} processes{killed}\n",
+                u.unit, u.active_state, u.processes
+            ));
+        }
+        let mut line = format!(
+            "{} units stopped, {} processes left",
+            report.units.len() - report.left.len(),
+            report
+                .units
+                .iter()
+                .filter(|u| u.processes != usize::MAX)
+                .map(|u| u.processes)
+                .sum::<usize>()
+        );
+        if !report.killed.is_empty() {
+            line.push_str(&format!("; killed {}", report.killed.join(", ")));
+        }
+        if let Some(db) = &report.database {
+            line.push_str(&format!(
+                "; {} {}",
+                db.unit,
+                if db.active_state == "active" {
+                    "still running".to_string()
+                } else {
+                    db.active_state.clone()
+                }
+            ));
+        }
+        text.push_str(&line);
+        text.push('\n');
+        if report.resumed_operation {
+            text.push_str(&format!(
+                "in maintenance since {} (reason: {}); state file {}\n",
+                report.since,
+                report.reason,
+                report.state_file.display()
+            ));
+        }
+        if !report.left.is_empty() {
+            text.push_str(&format!("NOT PROVEN STOPPED: {}\n", report.left.join(", ")));
+        }
+        print_stdout(&text)?;
+    }
+    Ok(if report.ok { exit::OK } else { exit::FAILURE })
+}
+
+fn cmd_resume(g: &Global, d: &Deployment, opts: lifecycle::Options) -> Result<i32> {
+    let notify = step_printer(g);
+    let observer = output::progress::observer(g.output, g.quiet);
+    let report = runtime()?.block_on(async {
+        let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
+        Ok::<_, anyhow::Error>(crate::maintenance::resume(d, &sd, opts, observer, &notify).await?)
+    })?;
+    match &report.summary {
+        Some(s) => {
+            print_summary(g, s)?;
+            Ok(s.exit_code())
+        }
+        None => {
+            if g.output == Format::Json {
+                output::json(&serde_json::json!({ "event": "summary", "report": report }))?;
+            } else {
+                print_stdout(&format!(
+                    "{} was not in maintenance; nothing to resume\n",
+                    d.name
+                ))?;
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn check_value_arg(flag: &str, value: &str) -> Result<()> {
+    if value.chars().any(char::is_control) {
+        return Err(UsageError(format!("{flag} must not contain control characters")).into());
+    }
+    Ok(())
 }

@@ -33,6 +33,7 @@ pub struct RawDeployment {
     pub unit_dir: Option<S<String>>,
     pub templates: Option<S<String>>,
     pub state_dir: Option<S<String>>,
+    pub runtime_dir: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod health;
 pub mod install;
 pub mod lifecycle;
+pub mod maintenance;
 pub mod model;
 pub mod output;
 pub mod plan;

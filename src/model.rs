@@ -13,6 +13,10 @@ use crate::config::{ConfigError, RawConfig, RawService, Source, S};
 
 pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/orch";
+/// Where runtime masks go. Not `/run/systemd/system`, which `MaskUnitFiles`
+/// with runtime=true uses: that folder ranks below `/etc/systemd/system`, so
+/// a mask there does not hide a unit file installed in /etc.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/systemd/system.control";
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,6 +30,8 @@ pub struct Deployment {
     pub unit_dir: PathBuf,
     pub templates_dir: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// Runtime masks for maintenance (forgotten at reboot).
+    pub runtime_dir: PathBuf,
     pub database: Option<External>,
     pub master: Service,
     pub workers: Vec<Worker>,
@@ -209,6 +215,11 @@ impl Resolver<'_> {
             None => PathBuf::from(DEFAULT_STATE_DIR),
         };
 
+        let runtime_dir = match &d.runtime_dir {
+            Some(s) => self.abs_dir(s, "deployment.runtime_dir")?,
+            None => PathBuf::from(DEFAULT_RUNTIME_DIR),
+        };
+
         let database = match &raw.database {
             Some(db) => {
                 let db = db.get_ref();
@@ -390,6 +401,7 @@ impl Resolver<'_> {
             unit_dir,
             templates_dir,
             state_dir,
+            runtime_dir,
             database,
             master,
             workers,

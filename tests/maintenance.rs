@@ -1,0 +1,443 @@
+//! stop-for-maintenance and resume against a real systemd.
+
+mod common;
+mod support;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::Container;
+
+const FIXTURE: &str = "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }}";
+
+struct Setup {
+    c: Container,
+    cfg: PathBuf,
+    masks: PathBuf,
+    state: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A container with a fake database and a bridge (units orch does not
+/// generate), the deployment installed and started.
+fn setup(port: u16, workers: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = dir.path().join("masks");
+    std::fs::create_dir(&masks).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&masks, "/run/systemd/system.control")
+        .boot();
+    let plain = |name: &str, args: &str| {
+        std::fs::write(
+            c.unit_dir().join(name),
+            format!("[Unit]\nDescription={name}\n[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name {name} {args}\n"),
+        )
+        .unwrap();
+    };
+    plain("fakedb.service", &format!("--port {port}"));
+    plain("bridge.service", "");
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("orch.toml");
+    let text = format!(
+        r#"[deployment]
+name = "fx"
+state_dir = "{state}"
+runtime_dir = "{masks}"
+
+[database]
+unit = "fakedb.service"
+health = "tcp://127.0.0.1:{port}"
+
+[master]
+exec_start = "{FIXTURE} --port {mport}"
+health = "http://127.0.0.1:{mport}/health"
+stop_timeout = "5s"
+{workers}
+
+[[dependents]]
+unit = "bridge.service"
+"#,
+        state = state.display(),
+        masks = masks.display(),
+        mport = port + 1,
+        workers = workers.replace("{FIXTURE}", FIXTURE),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    orch_ok(&c, &cfg, &["install"]);
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    Setup {
+        c,
+        cfg,
+        masks,
+        state,
+        _dir: dir,
+    }
+}
+
+fn generic(count: usize, port_base: u16) -> String {
+    format!(
+        r#"[[workers]]
+kind = "generic"
+count = {count}
+port_base = {port_base}
+exec_start = "{{FIXTURE}} --port {{{{ port }}}}"
+health = "http://127.0.0.1:{{{{ port }}}}/health"
+stop_timeout = "5s"
+"#
+    )
+}
+
+fn states(c: &Container, units: &[&str]) -> Vec<(String, String)> {
+    rt().block_on(async {
+        let sd = connect(c).await;
+        let listed = sd.manager.list_units_by_patterns(&[], units).await.unwrap();
+        units
+            .iter()
+            .map(|u| {
+                (
+                    u.to_string(),
+                    listed
+                        .iter()
+                        .find(|e| e.0 == *u)
+                        .map_or("inactive".into(), |e| e.3.clone()),
+                )
+            })
+            .collect()
+    })
+}
+
+fn state_of(c: &Container, unit: &str) -> String {
+    states(c, &[unit]).remove(0).1
+}
+
+fn processes(c: &Container, unit: &str) -> usize {
+    rt().block_on(async {
+        connect(c)
+            .await
+            .manager
+            .get_unit_processes(unit)
+            .await
+            .map(|p| p.len())
+            .unwrap_or(0)
+    })
+}
+
+fn all_units(workers: usize) -> Vec<String> {
+    let mut v = vec!["fx.service".to_string(), "bridge.service".to_string()];
+    v.extend((0..workers).map(|i| format!("fx-worker-{i}-generic.service")));
+    v
+}
+
+/// Spawns orch with JSON output and reads its step events until `step`.
+// The child is returned to the caller, which waits for it.
+#[allow(clippy::zombie_processes)]
+fn spawn_until_step(
+    s: &Setup,
+    args: &[&str],
+    step: &str,
+) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
+    let mut child = orch_cmd(&s.c, &s.cfg, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!("orch ended ({status}) before step {step}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "step" && v["step"] == step {
+            return (child, out);
+        }
+    }
+}
+
+#[test]
+fn maintenance_cycle_restores_exactly_what_ran() {
+    let s = setup(26000, &generic(4, 26100));
+    let units = all_units(4);
+    // Stopped before maintenance: must stay stopped after resume.
+    orch_ok(&s.c, &s.cfg, &["stop", "fx-worker-1-generic"]);
+
+    let o = orch_ok(
+        &s.c,
+        &s.cfg,
+        &[
+            "stop-for-maintenance",
+            "--reason",
+            "pg upgrade",
+            "--output",
+            "json",
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let report =
+        &serde_json::from_str::<serde_json::Value>(text.lines().last().unwrap()).unwrap()["report"];
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["database"]["active_state"], "active", "{report}");
+    for u in &units {
+        assert!(
+            matches!(state_of(&s.c, u).as_str(), "inactive" | "failed"),
+            "{u} still {}",
+            state_of(&s.c, u)
+        );
+        assert_eq!(processes(&s.c, u), 0, "{u} has processes");
+    }
+    assert_eq!(
+        state_of(&s.c, "fakedb.service"),
+        "active",
+        "the database must keep running"
+    );
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.state.join("fx/maintenance.json")).unwrap())
+            .unwrap();
+    let active: Vec<&str> = recorded["active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        !active.contains(&"fx-worker-1-generic.service")
+            && active.contains(&"fx-worker-0-generic.service"),
+        "{recorded}"
+    );
+    assert_eq!(recorded["reason"], "pg upgrade");
+
+    // While in maintenance: masked over D-Bus, start and restart refuse, status says so.
+    rt().block_on(async {
+        let sd = connect(&s.c).await;
+        let err = sd
+            .manager
+            .start_unit("fx-worker-0-generic.service", "replace")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("masked"), "{err}");
+    });
+    let o = orch(&s.c, &s.cfg, &["start", "--all"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("maintenance.json")
+            && err.contains("pg upgrade")
+            && err.contains("orch resume"),
+        "{err}"
+    );
+    assert_eq!(
+        orch(&s.c, &s.cfg, &["restart", "workers"]).status.code(),
+        Some(1)
+    );
+    let st = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    assert_eq!(st["maintenance"]["reason"], "pg upgrade", "{st}");
+    let human = String::from_utf8_lossy(&orch_ok(&s.c, &s.cfg, &["status"]).stdout).to_string();
+    assert!(
+        human.contains("IN MAINTENANCE") && human.contains("pg upgrade"),
+        "{human}"
+    );
+
+    // Again: succeeds and changes nothing.
+    let masks_before: Vec<_> = std::fs::read_dir(&s.masks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let o = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance", "--reason", "other"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("0 processes left") && text.contains("pg upgrade"),
+        "{text}"
+    );
+    assert_eq!(
+        masks_before.len(),
+        std::fs::read_dir(&s.masks).unwrap().count()
+    );
+
+    let o = orch_ok(&s.c, &s.cfg, &["resume", "--output", "json"]);
+    assert_eq!(summary(&o)["ok"], true);
+    for u in &units {
+        let want = if u == "fx-worker-1-generic.service" {
+            "inactive"
+        } else {
+            "active"
+        };
+        assert_eq!(state_of(&s.c, u), want, "{u}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&s.masks).unwrap().count(),
+        0,
+        "masks left after resume"
+    );
+    assert!(!s.state.join("fx/maintenance.json").exists());
+    let st = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    assert!(st["maintenance"].is_null());
+    for r in st["units"].as_array().unwrap() {
+        if r["active_state"] == "active" && r.get("health").is_some() {
+            assert_eq!(r["health"], "ok", "{r}");
+        }
+    }
+    assert_eq!(state_of(&s.c, "fakedb.service"), "active");
+}
+
+#[test]
+fn worker_ignoring_sigterm_is_killed_within_timeout() {
+    let workers = format!(
+        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = 27200\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"60s\"\n",
+        generic(2, 27100)
+    );
+    let s = setup(27000, &workers);
+    let t = Instant::now();
+    let o = orch(
+        &s.c,
+        &s.cfg,
+        &[
+            "stop-for-maintenance",
+            "--timeout",
+            "4s",
+            "--output",
+            "json",
+        ],
+    );
+    let took = t.elapsed();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        took < Duration::from_secs(4 + 3),
+        "took {took:?} with --timeout 4s"
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let report =
+        &serde_json::from_str::<serde_json::Value>(text.lines().last().unwrap()).unwrap()["report"];
+    assert_eq!(
+        report["killed"],
+        serde_json::json!(["fx-worker-2-stubborn.service"]),
+        "{report}"
+    );
+    assert_eq!(processes(&s.c, "fx-worker-2-stubborn.service"), 0);
+    let human = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("0 processes left"));
+}
+
+#[test]
+fn restart_always_worker_killed_while_masked_does_not_come_back() {
+    let workers = format!(
+        "{}[[workers]]\nkind = \"phoenix\"\ncount = 1\nexec_start = \"{{FIXTURE}}\"\nrestart = \"always\"\nrestart_sec = \"200ms\"\n",
+        generic(1, 28100)
+    );
+    let s = setup(28000, &workers);
+    let phoenix = "fx-worker-1-phoenix.service";
+    assert_eq!(state_of(&s.c, phoenix), "active");
+    // Freeze orch right after the masks took effect, before it stops anything.
+    let (child, mut out) =
+        spawn_until_step(&s, &["stop-for-maintenance", "--output", "json"], "masked");
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    rt().block_on(async {
+        let sd = connect(&s.c).await;
+        sd.manager.kill_unit(phoenix, "main", 9).await.unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2)); // ten times RestartSec
+    let st = state_of(&s.c, phoenix);
+    assert!(
+        matches!(st.as_str(), "inactive" | "failed"),
+        "Restart=always brought {phoenix} back: {st}"
+    );
+    assert_eq!(processes(&s.c, phoenix), 0);
+    kill(pid, Signal::SIGCONT).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "{rest}");
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    assert_eq!(
+        state_of(&s.c, phoenix),
+        "active",
+        "resume brings back what ran before maintenance"
+    );
+}
+
+#[test]
+fn sigkill_mid_operation_then_rerun_completes_and_resume_unmasks() {
+    let s = setup(29000, &generic(3, 29100));
+    let units = all_units(3);
+    let (mut child, _out) =
+        spawn_until_step(&s, &["stop-for-maintenance", "--output", "json"], "masked");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    assert!(
+        units.iter().any(|u| state_of(&s.c, u) == "active"),
+        "the kill should land before the stop"
+    );
+
+    let o = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 processes left"));
+    for u in &units {
+        assert!(
+            matches!(state_of(&s.c, u).as_str(), "inactive" | "failed"),
+            "{u}"
+        );
+        assert_eq!(processes(&s.c, u), 0);
+    }
+    // Killed in the middle of resume too: a rerun completes.
+    let (mut child, _out) = spawn_until_step(&s, &["resume", "--output", "json"], "starting");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    for u in &units {
+        assert_eq!(state_of(&s.c, u), "active", "{u}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&s.masks).unwrap().count(),
+        0,
+        "no unit may stay masked"
+    );
+    rt().block_on(async {
+        let sd = connect(&s.c).await;
+        for u in &units {
+            assert_eq!(
+                sd.unit(u).await.unwrap().load_state().await.unwrap(),
+                "loaded",
+                "{u}"
+            );
+        }
+    });
+}
+
+#[test]
+fn second_invocation_fails_at_once_with_the_lock_holder() {
+    let workers = format!(
+        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = 30200\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"60s\"\n",
+        generic(1, 30100)
+    );
+    let s = setup(30000, &workers);
+    let (mut first, _out) = spawn_until_step(
+        &s,
+        &[
+            "stop-for-maintenance",
+            "--timeout",
+            "6s",
+            "--output",
+            "json",
+        ],
+        "stopping",
+    );
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("another orch (PID {})", first.id())),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(first.wait().unwrap().success());
+}
