@@ -540,3 +540,168 @@ health = "http://127.0.0.1:{{ port }}/health"
         "{max_down} workers were down at once with --batch 2"
     );
 }
+
+/// The most units in flight at once, from a lifecycle command's NDJSON events.
+fn max_in_flight(stdout: &[u8], prefix: &str) -> usize {
+    let mut in_flight = std::collections::HashSet::new();
+    let mut max = 0;
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (Some(unit), Some(phase)) = (e["unit"].as_str(), e["phase"].as_str()) else {
+            continue;
+        };
+        if !unit.starts_with(prefix) {
+            continue;
+        }
+        match phase {
+            "starting" | "stopping" => {
+                in_flight.insert(unit.to_string());
+            }
+            "ready" | "stopped" | "failed" | "timeout" | "skipped" => {
+                in_flight.remove(unit);
+            }
+            _ => {}
+        }
+        max = max.max(in_flight.len());
+    }
+    max
+}
+
+#[test]
+fn max_parallel_caps_jobs_in_flight_and_timeout_bounds_everything() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "generic"
+count = 6
+port_base = 31100
+exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.4"
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "stuck"
+count = 1
+port_base = 31200
+exec_start = "{FIXTURE} --port {{ port }} --never-ready"
+health = "http://127.0.0.1:{{ port }}/health"
+health_timeout = "60s"
+"#,
+    );
+    let o = orch(
+        &s.c,
+        &s.cfg,
+        &[
+            "start",
+            "generic",
+            "--max-parallel",
+            "2",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        max_in_flight(&o.stdout, "fx-worker-"),
+        2,
+        "--max-parallel 2"
+    );
+    let o = orch(&s.c, &s.cfg, &["restart", "generic", "--output", "json"]);
+    assert!(o.status.success());
+    assert_eq!(
+        max_in_flight(&o.stdout, "fx-worker-"),
+        6,
+        "unlimited by default"
+    );
+
+    // The global --timeout cuts the 60 s health_timeout short: exit 3.
+    let t = Instant::now();
+    let o = orch(
+        &s.c,
+        &s.cfg,
+        &["start", "stuck", "--timeout", "2s", "--output", "json"],
+    );
+    let took = t.elapsed();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        took < Duration::from_secs(2 + 3),
+        "took {took:?} with --timeout 2s"
+    );
+    assert_eq!(
+        units_by_phase(&summary(&o))["fx-worker-6-stuck.service"],
+        "timeout"
+    );
+}
+
+#[test]
+fn rolling_restart_stops_at_the_first_failure_and_names_what_is_left() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "generic"
+count = 2
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "flaky"
+count = 2
+restart = "no"
+exec_start = "{FIXTURE} --port {{ port }} --fail-on-restart /opt/log/{{ name }}.started"
+port_base = 32100
+health = "http://127.0.0.1:{{ port }}/health"
+health_timeout = "10s"
+"#,
+    );
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let pid_of = |unit: &str| -> u64 {
+        let v = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+        v["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["unit"] == unit)
+            .unwrap()["main_pid"]
+            .as_u64()
+            .unwrap()
+    };
+    let last = "fx-worker-3-flaky.service";
+    let pid_before = pid_of(last);
+    let o = orch(
+        &s.c,
+        &s.cfg,
+        &["restart", "--all", "--rolling", "--output", "json"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let sum = summary(&o);
+    let phases = units_by_phase(&sum);
+    assert_eq!(phases["fx-worker-0-generic.service"], "ready");
+    assert_eq!(phases["fx-worker-2-flaky.service"], "failed", "{sum}");
+    assert_eq!(sum["untouched"], serde_json::json!([last]), "{sum}");
+    assert_eq!(
+        pid_of(last),
+        pid_before,
+        "{last} must be left running as it was"
+    );
+    let text =
+        String::from_utf8_lossy(&orch(&s.c, &s.cfg, &["restart", "--all", "--rolling"]).stdout)
+            .to_string();
+    assert!(
+        text.contains("not reached (left as they were): fx-worker-3-flaky.service"),
+        "{text}"
+    );
+}
