@@ -80,14 +80,17 @@ fn count_reloads(c: &Container, f: impl FnOnce() -> Output) -> (Output, usize) {
     (out, n)
 }
 
-fn mtimes(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
+/// Every regular file in `dir`: name, bytes and modification time.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().unwrap().is_file())
         .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
             (
-                e.file_name().to_string_lossy().into_owned(),
+                name,
+                std::fs::read(e.path()).unwrap(),
                 e.metadata().unwrap().modified().unwrap(),
             )
         })
@@ -152,7 +155,7 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
     });
 
     // Second install: nothing changes, no file is rewritten, no Reload is sent.
-    let before = mtimes(c.unit_dir());
+    let before = snapshot(c.unit_dir());
     let (o, reloads) = count_reloads(&c, || orch(&c, &cfg, &["install", "--output", "json"]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v = json(&o);
@@ -161,7 +164,7 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
     assert_eq!(reloads, 0, "a no-op install must not reload systemd");
     assert_eq!(
         before,
-        mtimes(c.unit_dir()),
+        snapshot(c.unit_dir()),
         "unchanged files were rewritten"
     );
 
@@ -278,7 +281,7 @@ fn hand_edit_is_drift_and_kept_unless_forced() {
     assert_eq!(u["action"], "drift", "{v}");
     assert!(u["reason"].as_str().unwrap().contains("by hand"));
 
-    let before = mtimes(c.unit_dir());
+    let before = snapshot(c.unit_dir());
     let o = orch(&c, &cfg, &["install"]);
     assert_eq!(o.status.code(), Some(1), "drift without --force must fail");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -293,7 +296,7 @@ fn hand_edit_is_drift_and_kept_unless_forced() {
     );
     assert_eq!(
         before,
-        mtimes(c.unit_dir()),
+        snapshot(c.unit_dir()),
         "nothing may change when install refuses"
     );
 
@@ -317,21 +320,7 @@ fn refused_config_changes_nothing_in_systemd_or_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 3);
     assert!(orch(&c, &cfg, &["install"]).status.success());
-    let before: Vec<(String, Vec<u8>)> = {
-        let mut v: Vec<_> = std::fs::read_dir(c.unit_dir())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().unwrap().is_file())
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let before = snapshot(c.unit_dir());
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("count = 1", "count = 0");
@@ -344,20 +333,6 @@ fn refused_config_changes_nothing_in_systemd_or_on_disk() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(reloads, 0);
-    let after: Vec<(String, Vec<u8>)> = {
-        let mut v: Vec<_> = std::fs::read_dir(c.unit_dir())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().unwrap().is_file())
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let after = snapshot(c.unit_dir());
     assert_eq!(before, after);
 }
