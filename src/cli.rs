@@ -23,7 +23,7 @@ const DEFAULT_CONFIGS: &[&str] = &["orch.toml", "/etc/orch/orch.toml"];
 #[derive(Debug, Parser)]
 #[command(
     name = "orch",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("ORCH_GIT_COMMIT"), ")"),
     about = "Run a master + workers service on systemd",
     long_about = "Run a master + workers service on systemd: render one unit per worker from a TOML file, \
 install them atomically, and drive systemd over D-Bus.",
@@ -128,6 +128,13 @@ pub enum Command {
         #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
         journal_root: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    Man,
     /// One row per unit: state, main PID, time since the last change, restarts, health.
     Status {
         /// Journal root for failure logs (see start --journal-root)
@@ -230,6 +237,27 @@ pub struct UsageError(pub String);
 
 fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
+    // These need no configuration.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "orch",
+                &mut buf,
+            );
+            print_stdout(&String::from_utf8_lossy(&buf))?;
+            return Ok(exit::OK);
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            man_page(&mut buf)?;
+            print_stdout(&String::from_utf8_lossy(&buf))?;
+            return Ok(exit::OK);
+        }
+        _ => {}
+    }
     let deployment = load(g)?;
     match &cli.command {
         Command::Render { out } => cmd_render(g, &deployment, out.as_deref()),
@@ -262,6 +290,7 @@ fn run(cli: Cli) -> Result<i32> {
             cmd_resume(g, &deployment, opts)
         }
         Command::Status { .. } => cmd_status(g, &deployment),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
 
@@ -804,5 +833,26 @@ fn check_value_arg(flag: &str, value: &str) -> Result<()> {
     if value.chars().any(char::is_control) {
         return Err(UsageError(format!("{flag} must not contain control characters")).into());
     }
+    Ok(())
+}
+
+/// The man page, from the same definition as `--help`, with the exit codes.
+pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    man.render_subcommands_section(out)?;
+    writeln!(out, ".SH \"EXIT STATUS\"")?;
+    for line in exit::HELP.lines().skip(1) {
+        let line = line.trim();
+        if let Some((code, text)) = line.split_once(char::is_whitespace) {
+            writeln!(out, ".TP\n\\fB{code}\\fR\n{}", text.trim())?;
+        }
+    }
+    man.render_version_section(out)?;
     Ok(())
 }

@@ -19,10 +19,17 @@ pub fn json<T: Serialize>(value: &T) -> std::io::Result<()> {
     if let serde_json::Value::Object(map) = &mut v {
         map.insert("schema".into(), SCHEMA.into());
     }
+    let mut line = serde_json::to_string(&v).map_err(std::io::Error::other)?;
+    line.push('\n');
     let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer(&mut stdout, &v).map_err(std::io::Error::other)?;
-    writeln!(stdout)?;
-    stdout.flush()
+    match stdout
+        .write_all(line.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        // A reader that went away (`orch … | head -1`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
 }
 
 /// Lifecycle progress reporters: the right one for where output goes.

@@ -1,0 +1,102 @@
+//! CLI conventions: version, completions, man page, closed pipes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn orch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
+    c.env_remove("ORCH_CONFIG").env_remove("ORCH_BUS");
+    c
+}
+
+#[test]
+fn version_names_the_commit() {
+    let o = orch().arg("--version").output().unwrap();
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        v.starts_with(&format!("orch {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = orch().args(["completions", shell]).output().unwrap();
+        assert!(o.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&o.stdout);
+        for sub in ["stop-for-maintenance", "resume", "install", "--rolling"] {
+            assert!(text.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    // The bash script must at least parse.
+    let o = orch().args(["completions", "bash"]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orch.bash");
+    std::fs::write(&path, &o.stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn man_page_renders_with_commands_and_exit_codes() {
+    let o = orch().arg("man").output().unwrap();
+    assert!(o.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orch.1");
+    std::fs::write(&path, &o.stdout).unwrap();
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(&path)
+        .env("MANWIDTH", "100")
+        .env("MANPAGER", "cat")
+        .output()
+        .expect("man (apt-get install -y man-db)");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    for needle in [
+        "EXIT STATUS",
+        "stop-for-maintenance",
+        "changes are pending",
+        "--config",
+    ] {
+        assert!(text.contains(needle), "man page lacks {needle:?}:\n{text}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    // Enough output (hundreds of KiB) to outlast the pipe buffer.
+    std::fs::write(&cfg, "[deployment]\nname = \"big\"\n[master]\nexec_start = \"/bin/true\"\n[[workers]]\nkind = \"w\"\ncount = 600\nexec_start = \"/bin/sleep infinity\"\n").unwrap();
+    for args in [&["render"][..], &["render", "--output", "json"], &["plan"]] {
+        let mut child = orch()
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader is dropped here: orch's next write meets a closed pipe.
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            matches!(o.status.code(), Some(0) | Some(4)),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+    }
+}
