@@ -554,6 +554,15 @@ impl Engine {
             _ => m.stop_timeout + m.start_timeout,
         } + JOB_MARGIN;
 
+        if !stopping {
+            // An operator's explicit start is not a crash loop: clear the
+            // failed state and systemd's start-rate counter (StartLimitBurst=),
+            // as `systemctl reset-failed` would, so back-to-back restarts of a
+            // healthy deployment are not refused with start-limit-hit.
+            if let Err(e) = self.sd.manager.reset_failed_unit(&m.unit).await {
+                tracing::debug!(unit = %m.unit, error = %e, "reset-failed");
+            }
+        }
         let enqueued = self
             .sd
             .manager
