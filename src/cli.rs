@@ -508,11 +508,16 @@ fn cmd_lifecycle(
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let connect = async {
             let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
+            sd.preflight(
+                &format!("{op:?} units of {}", d.name).to_lowercase(),
+                &[crate::systemd::actions::MANAGE_UNITS],
+            )
+            .await?;
             let engine = Engine::new(sd.clone(), opts, observer).await?;
             Ok::<_, SystemdError>((sd, engine))
         };
         let (sd, engine) = tokio::select! {
-            r = connect => r.with_context(|| format!("cannot reach systemd on {}", g.bus))?,
+            r = connect => r?,
             _ = sigint.recv() => return Ok::<_, anyhow::Error>(None),
             _ = sigterm.recv() => return Ok(None),
         };

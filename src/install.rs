@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::model::Deployment;
 use crate::plan::{Action, Plan};
-use crate::systemd::{JobWatcher, Systemd, SystemdError};
+use crate::systemd::{actions, JobWatcher, Systemd, SystemdError};
 
 const TMP_PREFIX: &str = ".orch-";
 const TMP_SUFFIX: &str = ".tmp";
@@ -51,15 +51,15 @@ pub enum InstallError {
         if .0.len() == 1 { "1 unit file was" } else { "unit files were" },
         .0.iter().map(|(u, r)| format!("  {u}: {r}")).collect::<Vec<_>>().join("\n"))]
     Drift(Vec<(String, String)>),
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot remove {}: {source}", path.display())]
+    #[error("cannot remove {}: {cause}", path.display())]
     Remove {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Systemd(#[from] SystemdError),
@@ -103,10 +103,16 @@ pub async fn install(
         return Ok(report);
     }
     let sd = sd.expect("install without --dry-run needs a systemd connection");
+    let mut needed = vec![actions::MANAGE_UNIT_FILES, actions::RELOAD_DAEMON];
+    if plan.count(Action::Remove) > 0 {
+        needed.push(actions::MANAGE_UNITS);
+    }
+    sd.preflight(&format!("install {}", d.name), &needed)
+        .await?;
 
-    std::fs::create_dir_all(&plan.unit_dir).map_err(|source| InstallError::Write {
+    std::fs::create_dir_all(&plan.unit_dir).map_err(|cause| InstallError::Write {
         path: plan.unit_dir.clone(),
-        source,
+        cause,
     })?;
     remove_leftover_temporaries(&plan.unit_dir);
 
@@ -146,15 +152,15 @@ pub async fn install(
             .await
             .map_err(|e| sd.err(format!("disable {}", names.join(", ")), e))?;
         for u in &stale {
-            std::fs::remove_file(&u.path).map_err(|source| InstallError::Remove {
+            std::fs::remove_file(&u.path).map_err(|cause| InstallError::Remove {
                 path: u.path.clone(),
-                source,
+                cause,
             })?;
             tracing::info!(unit = %u.unit, "removed stale unit");
         }
-        sync_dir(&plan.unit_dir).map_err(|source| InstallError::Write {
+        sync_dir(&plan.unit_dir).map_err(|cause| InstallError::Write {
             path: plan.unit_dir.clone(),
-            source,
+            cause,
         })?;
         report.changed = true;
     }
@@ -165,9 +171,9 @@ pub async fn install(
         .filter(|u| matches!(u.action, Action::Create | Action::Update | Action::Drift))
     {
         let content = u.content.as_deref().expect("rendered units have content");
-        write_atomic(&u.path, content.as_bytes()).map_err(|source| InstallError::Write {
+        write_atomic(&u.path, content.as_bytes()).map_err(|cause| InstallError::Write {
             path: u.path.clone(),
-            source,
+            cause,
         })?;
         tracing::info!(unit = %u.unit, action = u.action.as_str(), "wrote unit file");
         report.changed = true;

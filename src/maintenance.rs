@@ -21,12 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::install::write_atomic;
 use crate::lifecycle::{self, Member};
 use crate::model::{Deployment, Role};
-use crate::systemd::{JobWatcher, Systemd, SystemdError};
+use crate::systemd::{actions, JobWatcher, Systemd, SystemdError};
 
 pub const STATE_FILE: &str = "maintenance.json";
 const LOCK_FILE: &str = "lock";
-/// Left at the end of `--timeout` for SIGKILL and its proof.
-const KILL_RESERVE: Duration = Duration::from_secs(2);
 
 /// The journal of a maintenance operation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,15 +56,15 @@ pub enum MaintenanceError {
         reason: String,
         path: PathBuf,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("state file {} is damaged: {source}", path.display())]
+    #[error("state file {} is damaged: {cause}", path.display())]
     State {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("{} exists and is not orch's runtime mask; refusing to replace it", .0.display())]
     MaskConflict(PathBuf),
@@ -81,9 +79,9 @@ pub enum MaintenanceError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaintenanceError + '_ {
-    move |source| MaintenanceError::Io {
+    move |cause| MaintenanceError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -101,7 +99,7 @@ pub fn read_state(d: &Deployment) -> Result<Option<State>, MaintenanceError> {
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|source| MaintenanceError::State { path, source }),
+            .map_err(|cause| MaintenanceError::State { path, cause }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }
@@ -177,7 +175,7 @@ pub fn write_masks(dir: &Path, units: &[String]) -> Result<bool, MaintenanceErro
     for unit in units {
         let path = crate::render::unit_path(dir, unit).map_err(|m| MaintenanceError::Io {
             path: dir.join(unit),
-            source: std::io::Error::other(m),
+            cause: std::io::Error::other(m),
         })?;
         match std::fs::read_link(&path) {
             Ok(target) if target == Path::new("/dev/null") => continue,
@@ -268,10 +266,14 @@ pub async fn stop_for_maintenance(
     opts: StopOptions<'_>,
     notify: Notify<'_>,
 ) -> Result<StopReport, MaintenanceError> {
+    sd.preflight(
+        "stop for maintenance",
+        &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON],
+    )
+    .await?;
     let _lock = lock(d)?;
     let started = tokio::time::Instant::now();
     let deadline = started + opts.timeout;
-    let kill_at = deadline - KILL_RESERVE.min(opts.timeout / 4);
     let members = covered(d, opts.include_database);
     let names: Vec<String> = members.iter().map(|m| m.unit.clone()).collect();
 
@@ -352,11 +354,33 @@ pub async fn stop_for_maintenance(
     //    /dev/null), so PartOf= cannot carry the cascade: orch stops every
     //    worker itself, all in one phase, and awaits any job systemd adds.
     let jobs = JobWatcher::start(sd).await?;
-    for role in [Role::Dependent, Role::Worker, Role::Master, Role::Database] {
-        let group: Vec<&Member> = members.iter().filter(|m| m.role == role).collect();
-        if group.is_empty() {
-            continue;
-        }
+    let phases: Vec<Vec<&Member>> = [Role::Dependent, Role::Worker, Role::Master, Role::Database]
+        .iter()
+        .map(|role| {
+            members
+                .iter()
+                .filter(|m| m.role == *role)
+                .collect::<Vec<_>>()
+        })
+        .filter(|g| !g.is_empty())
+        .collect();
+    // Each phase drains within its units' stop_timeout, but must leave every
+    // later phase a share of --timeout: a stuck worker is killed in time for
+    // the master still to stop gracefully.
+    let share = (opts.timeout / (2 * phases.len().max(1) as u32)).min(Duration::from_secs(2));
+    let mut killed = Vec::new();
+    for (i, group) in phases.iter().enumerate() {
+        let later = (phases.len() - i - 1) as u32;
+        let longest = group
+            .iter()
+            .map(|m| m.stop_timeout)
+            .max()
+            .unwrap_or_default();
+        let drain_until = (tokio::time::Instant::now() + longest + Duration::from_secs(1)).min(
+            deadline
+                .checked_sub(share * later + share / 2)
+                .unwrap_or(started),
+        );
         notify(
             "stopping",
             &group
@@ -365,11 +389,13 @@ pub async fn stop_for_maintenance(
                 .collect::<Vec<_>>()
                 .join(" "),
         );
-        stop_all(sd, &jobs, &group, kill_at).await?;
+        killed.extend(stop_all(sd, &jobs, group, drain_until, share / 2).await?);
+    }
+    for unit in &killed {
+        notify("killed", unit);
     }
 
     // 4. Proof: inactive or failed, and no process in the control group.
-    let mut killed = Vec::new();
     let mut proofs = prove(sd, &members, &state).await?;
     let stragglers: Vec<String> = proofs
         .iter()
@@ -383,7 +409,8 @@ pub async fn stop_for_maintenance(
             .kill_unit(unit, "all", nix::sys::signal::Signal::SIGKILL as i32)
             .await
         {
-            Ok(()) => killed.push(unit.clone()),
+            Ok(()) if !killed.contains(unit) => killed.push(unit.clone()),
+            Ok(()) => {}
             Err(e) => tracing::warn!(%unit, error = %e, "SIGKILL failed"),
         }
     }
@@ -468,26 +495,30 @@ async fn active_states(sd: &Systemd, units: &[String]) -> Result<Vec<String>, Sy
 }
 
 /// Stops every unit of `group` that is not already stopped, all at once, and
-/// awaits every job (and any systemd adds) until `until`.
+/// awaits every job (and any systemd adds) until `drain_until`; then
+/// SIGKILLs the units still not stopped and gives them `settle` to go.
+/// Returns the units it killed.
 async fn stop_all(
     sd: &Systemd,
     jobs: &JobWatcher,
     group: &[&Member],
-    until: tokio::time::Instant,
-) -> Result<(), SystemdError> {
+    drain_until: tokio::time::Instant,
+    settle: Duration,
+) -> Result<Vec<String>, SystemdError> {
     let units: Vec<String> = group.iter().map(|m| m.unit.clone()).collect();
     let states = active_states(sd, &units).await?;
-    let enqueued =
-        join_all(
-            units
-                .iter()
-                .zip(&states)
-                .filter(|(_, s)| is_running(s))
-                .map(|(u, _)| async move {
-                    (u, sd.manager.enqueue_unit_job(u, "stop", "replace").await)
-                }),
-        )
-        .await;
+    let running: Vec<&String> = units
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| is_running(s))
+        .map(|(u, _)| u)
+        .collect();
+    let enqueued = join_all(
+        running
+            .iter()
+            .map(|u| async move { (*u, sd.manager.enqueue_unit_job(u, "stop", "replace").await) }),
+    )
+    .await;
     let mut waits = Vec::new();
     for (unit, r) in enqueued {
         match r {
@@ -500,11 +531,30 @@ async fn stop_all(
             }
         }
     }
-    let left = until.saturating_duration_since(tokio::time::Instant::now());
-    for r in join_all(waits.iter().map(|j| jobs.wait(j, left))).await {
-        r?;
+    let left = drain_until.saturating_duration_since(tokio::time::Instant::now());
+    let done = join_all(waits.iter().map(|j| jobs.wait(j, left))).await;
+    if done.iter().all(|r| matches!(r, Ok(Some(_)))) {
+        return Ok(Vec::new());
     }
-    Ok(())
+    // The grace period is over: a hard stop for what is still running.
+    let states = active_states(sd, &units).await?;
+    let mut killed = Vec::new();
+    for (unit, state) in units.iter().zip(&states) {
+        if is_running(state) {
+            match sd
+                .manager
+                .kill_unit(unit, "all", nix::sys::signal::Signal::SIGKILL as i32)
+                .await
+            {
+                Ok(()) => killed.push(unit.clone()),
+                Err(e) => {
+                    tracing::warn!(%unit, error = %e, "SIGKILL failed; the proof will catch it")
+                }
+            }
+        }
+    }
+    let _ = join_all(waits.iter().map(|j| jobs.wait(j, settle))).await;
+    Ok(killed)
 }
 
 async fn prove(
@@ -565,6 +615,8 @@ pub async fn resume(
     observer: std::sync::Arc<dyn lifecycle::Observer>,
     notify: Notify<'_>,
 ) -> Result<ResumeReport, MaintenanceError> {
+    sd.preflight("resume", &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON])
+        .await?;
     let _lock = lock(d)?;
     let state = read_state(d)?;
     let all_units: Vec<String> = covered(d, true).iter().map(|m| m.unit.clone()).collect();

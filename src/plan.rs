@@ -69,15 +69,15 @@ impl Plan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read unit directory {}: {source}", path.display())]
+    #[error("cannot read unit directory {}: {cause}", path.display())]
     ReadDir {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     ReadFile {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Path(String),
@@ -124,18 +124,18 @@ pub fn plan(
     let entries = match std::fs::read_dir(unit_dir) {
         Ok(e) => Some(e),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => {
+        Err(cause) => {
             return Err(PlanError::ReadDir {
                 path: unit_dir.to_path_buf(),
-                source,
+                cause,
             })
         }
     };
     let mut stale = Vec::new();
     for entry in entries.into_iter().flatten() {
-        let entry = entry.map_err(|source| PlanError::ReadDir {
+        let entry = entry.map_err(|cause| PlanError::ReadDir {
             path: unit_dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // Only regular files: `*.wants/` folders and enablement symlinks are systemd's.
@@ -170,9 +170,9 @@ fn read_optional(path: &Path) -> Result<Option<String>, PlanError> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PlanError::ReadFile {
+        Err(cause) => Err(PlanError::ReadFile {
             path: path.to_path_buf(),
-            source,
+            cause,
         }),
     }
 }

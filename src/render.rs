@@ -47,10 +47,10 @@ pub enum RenderError {
         line: Option<usize>,
         message: String,
     },
-    #[error("cannot read template override {}: {source}", path.display())]
+    #[error("cannot read template override {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{unit} rendered from {template} is not a valid unit file: {message}")]
     Invalid {
@@ -75,7 +75,7 @@ impl Templates {
                 match std::fs::read_to_string(&path) {
                     Ok(text) => return Ok((path.display().to_string(), text)),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(RenderError::Read { path, source }),
+                    Err(cause) => return Err(RenderError::Read { path, cause }),
                 }
             }
         }

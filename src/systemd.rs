@@ -176,12 +176,8 @@ pub enum SystemdError {
     },
     #[error("timed out after {timeout:?} waiting for systemd to {action}")]
     Timeout { action: String, timeout: Duration },
-    #[error("systemd failed to {action}: {source}")]
-    Call {
-        action: String,
-        #[source]
-        source: zbus::Error,
-    },
+    #[error("systemd failed to {action}: {cause}")]
+    Call { action: String, cause: zbus::Error },
     #[error("the bus connection closed while waiting for {0}")]
     Closed(String),
 }
@@ -209,12 +205,12 @@ impl SystemdError {
                         detail: d.clone(),
                     }
                 }
-                _ => SystemdError::Call { action, source: e },
+                _ => SystemdError::Call { action, cause: e },
             },
             zbus::Error::InputOutput(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 SystemdError::Timeout { action, timeout }
             }
-            _ => SystemdError::Call { action, source: e },
+            _ => SystemdError::Call { action, cause: e },
         }
     }
 
@@ -222,7 +218,7 @@ impl SystemdError {
     pub fn dbus_name(&self) -> Option<&str> {
         match self {
             SystemdError::Call {
-                source: zbus::Error::MethodError(name, _, _),
+                cause: zbus::Error::MethodError(name, _, _),
                 ..
             } => Some(name.as_str()),
             _ => None,
@@ -495,4 +491,78 @@ pub type JobListEntry = (
 )]
 pub trait Jobs {
     fn list_jobs(&self) -> zbus::Result<Vec<JobListEntry>>;
+}
+
+/// polkit actions orch needs, by what it does.
+pub mod actions {
+    pub const MANAGE_UNITS: &str = "org.freedesktop.systemd1.manage-units";
+    pub const MANAGE_UNIT_FILES: &str = "org.freedesktop.systemd1.manage-unit-files";
+    pub const RELOAD_DAEMON: &str = "org.freedesktop.systemd1.reload-daemon";
+}
+
+impl Systemd {
+    /// Fails before anything is changed when a non-root caller may not do
+    /// `actions`: systemd trusts root and asks polkit for everyone else, so
+    /// orch asks polkit first (without interaction) rather than finding out
+    /// half-way through an install.
+    pub async fn preflight(&self, what: &str, actions: &[&str]) -> Result<(), SystemdError> {
+        if nix::unistd::geteuid().is_root() {
+            return Ok(());
+        }
+        let Some(name) = self.conn.unique_name() else {
+            return Ok(());
+        };
+        for action in actions {
+            let mut subject = HashMap::new();
+            subject.insert("name", zbus::Variant::from(name.as_str()));
+            let details: HashMap<&str, &str> = HashMap::new();
+            let reply = self
+                .conn
+                .call_method(
+                    Some("org.freedesktop.PolicyKit1"),
+                    "/org/freedesktop/PolicyKit1/Authority",
+                    Some("org.freedesktop.PolicyKit1.Authority"),
+                    "CheckAuthorization",
+                    &(("system-bus-name", subject), *action, details, 0u32, ""),
+                )
+                .await;
+            let denied = |detail: String| SystemdError::PermissionDenied {
+                action: what.to_string(),
+                detail,
+            };
+            match reply {
+                Ok(msg) => {
+                    let (authorized, challenge, _): (bool, bool, HashMap<String, String>) = msg
+                        .body()
+                        .deserialize()
+                        .map_err(|e| self.err("read polkit's answer", e))?;
+                    if !authorized {
+                        return Err(denied(format!(
+                            "polkit does not grant {action} to uid {}{}",
+                            nix::unistd::geteuid(),
+                            if challenge {
+                                " without interactive authentication"
+                            } else {
+                                ""
+                            }
+                        )));
+                    }
+                }
+                Err(zbus::Error::MethodError(n, _, _))
+                    if matches!(
+                        n.as_str(),
+                        "org.freedesktop.DBus.Error.ServiceUnknown"
+                            | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                    ) =>
+                {
+                    return Err(denied(format!(
+                        "polkit is not running, so systemd lets only root {action}; uid {} is not root",
+                        nix::unistd::geteuid()
+                    )));
+                }
+                Err(e) => return Err(self.err(format!("ask polkit about {action}"), e)),
+            }
+        }
+        Ok(())
+    }
 }

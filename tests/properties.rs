@@ -8,7 +8,10 @@ use orch::render;
 use proptest::prelude::*;
 
 fn source(text: String) -> Source {
-    Source { path: "prop.toml".into(), text }
+    Source {
+        path: "prop.toml".into(),
+        text,
+    }
 }
 
 /// A configuration built as TOML data, so any string is a valid TOML value.
@@ -16,11 +19,17 @@ fn config(values: &[String; 6]) -> String {
     let mut env = toml::Table::new();
     env.insert("K".into(), values[4].clone().into());
     let mut master = toml::Table::new();
-    master.insert("exec_start".into(), format!("/bin/app {}", values[0]).into());
+    master.insert(
+        "exec_start".into(),
+        format!("/bin/app {}", values[0]).into(),
+    );
     master.insert("description".into(), values[1].clone().into());
     master.insert("environment".into(), env.into());
     // Non-empty: an empty optional value leaves its directive out, by design.
-    master.insert("working_directory".into(), format!("/srv/{}", values[5]).into());
+    master.insert(
+        "working_directory".into(),
+        format!("/srv/{}", values[5]).into(),
+    );
     let mut worker = toml::Table::new();
     worker.insert("kind".into(), "w".into());
     worker.insert("count".into(), 2.into());
@@ -39,7 +48,13 @@ fn config(values: &[String; 6]) -> String {
 fn skeleton(unit: &str) -> Vec<String> {
     unit.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| if l.starts_with('[') { l.to_string() } else { l.split('=').next().unwrap().to_string() })
+        .map(|l| {
+            if l.starts_with('[') {
+                l.to_string()
+            } else {
+                l.split('=').next().unwrap().to_string()
+            }
+        })
         .collect()
 }
 
@@ -59,10 +74,30 @@ fn value() -> impl Strategy<Value = String> {
         // Anything at all, control characters included.
         any::<String>(),
         // The characters that matter in a unit file, densely.
-        proptest::collection::vec(prop_oneof![
-            Just('\n'), Just('\r'), Just('\0'), Just('\\'), Just('%'), Just('$'), Just(';'), Just('['), Just(']'),
-            Just('='), Just('"'), Just('\''), Just(' '), Just('{'), Just('}'), Just('a'), Just('i'), Just('n'),
-        ], 0..24).prop_map(|v| v.into_iter().collect()),
+        proptest::collection::vec(
+            prop_oneof![
+                Just('\n'),
+                Just('\r'),
+                Just('\0'),
+                Just('\\'),
+                Just('%'),
+                Just('$'),
+                Just(';'),
+                Just('['),
+                Just(']'),
+                Just('='),
+                Just('"'),
+                Just('\''),
+                Just(' '),
+                Just('{'),
+                Just('}'),
+                Just('a'),
+                Just('i'),
+                Just('n'),
+            ],
+            0..24
+        )
+        .prop_map(|v| v.into_iter().collect()),
     ]
 }
 

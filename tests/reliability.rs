@@ -512,3 +512,66 @@ fn twenty_restarts_in_one_process_leak_no_descriptor() {
         "descriptors grew from {before} to {after} over 20 runs"
     );
 }
+
+#[test]
+fn non_root_caller_gets_the_permission_message_and_nothing_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(dir.path(), 0o755);
+    // The unprivileged user must reach the bus socket (the harness keeps its folder private).
+    let socket = PathBuf::from(c.bus_address().trim_start_matches("unix:path="));
+    let mut p = socket.parent().unwrap();
+    while p != Path::new("/tmp") && p != Path::new("/") {
+        open(p, 0o755);
+        p = p.parent().unwrap();
+    }
+    let cfg = write_config(dir.path(), "orch.toml", "[master]\nexec_start = \"/bin/sleep 1000\"\n[[workers]]\nkind = \"w\"\ncount = 2\nexec_start = \"/bin/sleep 1001\"\n");
+    open(&cfg, 0o644);
+    // A unit folder anyone may write: only systemd's (polkit's) answer stands in the way.
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    open(&units, 0o777);
+    let bin = dir.path().join("orch");
+    std::fs::copy(env!("CARGO_BIN_EXE_orch"), &bin).unwrap();
+    open(&bin, 0o755);
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--bus")
+            .arg(c.bus_address())
+            .arg("--unit-dir")
+            .arg(&units)
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux)")
+    };
+    for args in [
+        &["install"][..],
+        &["restart", "--all"],
+        &["stop-for-maintenance"],
+    ] {
+        let o = as_nobody(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("permission denied by systemd")
+                && err.contains("polkit")
+                && err.contains("run orch as root"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&units).unwrap().count(),
+            0,
+            "{args:?} wrote into the unit folder"
+        );
+    }
+    let listed = c.systemctl(&["list-unit-files", "fx*"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("fx.service"));
+}
