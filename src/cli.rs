@@ -535,9 +535,10 @@ fn cmd_lifecycle(
         if a.cancel_on_interrupt {
             let jobs = engine.inflight().jobs();
             // Bounded so that orch still exits within a second of the signal.
-            let cancels = futures_util::future::join_all(
-                jobs.iter().map(|(id, _)| sd.manager.cancel_job(*id)),
-            );
+            let cancels = futures_util::future::join_all(jobs.iter().map(|(id, _)| async {
+                let _call = sd.permit().await;
+                sd.manager.cancel_job(*id).await
+            }));
             let _ = tokio::time::timeout(Duration::from_millis(500), cancels).await;
             s.running_jobs = s
                 .running_jobs

@@ -248,9 +248,10 @@ mod tests {
 
     #[tokio::test]
     async fn refused_tcp_is_an_error_quickly() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        // Bound but not listening: the port stays ours, and a connect is refused.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
         let err = check(
             &Probe::Tcp {
                 host: "127.0.0.1".into(),

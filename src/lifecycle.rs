@@ -554,6 +554,7 @@ impl Engine {
             _ => m.stop_timeout + m.start_timeout,
         } + JOB_MARGIN;
 
+        let call = self.sd.permit().await;
         if !stopping {
             // An operator's explicit start is not a crash loop: clear the
             // failed state and systemd's start-rate counter (StartLimitBurst=),
@@ -568,6 +569,7 @@ impl Engine {
             .manager
             .enqueue_unit_job(&m.unit, job_type, mode)
             .await;
+        drop(call);
         let (id, job, _, _, _, affected) = match enqueued {
             Ok(v) => v,
             Err(e) => {
@@ -673,9 +675,17 @@ impl Engine {
         ok
     }
 
+    /// `NRestarts` of a service (None for other unit types or on error).
+    async fn restarts(&self, unit: &str) -> Option<u32> {
+        let _call = self.sd.permit().await;
+        let path = self.sd.manager.load_unit(unit).await.ok()?;
+        self.sd.service_at(path).await.ok()?.n_restarts().await.ok()
+    }
+
     /// A stop that needed SIGKILL is reported as such: the process ignored
     /// SIGTERM for the whole `TimeoutStopSec=`.
     async fn stop_result(&self, m: &Member, r: &mut UnitReport) {
+        let _call = self.sd.permit().await;
         let Ok(path) = self.sd.manager.load_unit(&m.unit).await else {
             return;
         };
@@ -699,6 +709,7 @@ impl Engine {
     }
 
     async fn active_state(&self, unit: &str) -> Option<String> {
+        let _call = self.sd.permit().await;
         self.sd.unit(unit).await.ok()?.active_state().await.ok()
     }
 
@@ -725,15 +736,30 @@ impl Engine {
         };
         self.emit(&m.unit, Phase::Probing, Some(probe.to_string()));
         let timeout = self.bounded(m.health_timeout);
+        // A unit that crashes and is restarted by Restart= while being probed
+        // is flapping, not starting: its restart count must not move.
+        let restarts = self.restarts(&m.unit).await;
         let alive = || async {
             match self.active_state(&m.unit).await.as_deref() {
                 Some("failed") | Some("inactive") => {
-                    Err("the unit stopped while being probed".to_string())
+                    return Err("the unit stopped while being probed".to_string())
                 }
+                _ => {}
+            }
+            match (restarts, self.restarts(&m.unit).await) {
+                (Some(a), Some(b)) if b > a => Err(format!(
+                    "the unit was restarted {} time(s) while being probed (crash loop)",
+                    b - a
+                )),
                 _ => Ok(()),
             }
         };
-        match health::wait_ready(probe, timeout, self.opts.probe, alive).await {
+        let outcome = match health::wait_ready(probe, timeout, self.opts.probe, &alive).await {
+            // Healthy, and still the same process that passed the probe.
+            Ok(()) => alive().await,
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(()) => {
                 let mut r = self.report(m, Phase::Ready, job, None);
                 r.active_state = Some("active".into());
@@ -752,6 +778,7 @@ impl Engine {
 
     /// Adds the service's result, exit status and last journal lines.
     async fn diagnose(&self, r: &mut UnitReport) {
+        let call = self.sd.permit().await;
         if let Ok(path) = self.sd.manager.load_unit(&r.unit).await {
             if let Ok(u) = self.sd.unit_at(path.clone()).await {
                 r.active_state = u.active_state().await.ok();
@@ -761,6 +788,7 @@ impl Engine {
                 r.exit_status = s.exec_main_status().await.ok();
             }
         }
+        drop(call);
         r.journal = journal(&r.unit, self.opts.journal_root.as_deref(), 10).await;
     }
 }

@@ -513,11 +513,10 @@ async fn stop_all(
         .filter(|(_, s)| is_running(s))
         .map(|(u, _)| u)
         .collect();
-    let enqueued = join_all(
-        running
-            .iter()
-            .map(|u| async move { (*u, sd.manager.enqueue_unit_job(u, "stop", "replace").await) }),
-    )
+    let enqueued = join_all(running.iter().map(|u| async move {
+        let _call = sd.permit().await;
+        (*u, sd.manager.enqueue_unit_job(u, "stop", "replace").await)
+    }))
     .await;
     let mut waits = Vec::new();
     for (unit, r) in enqueued {
@@ -565,6 +564,7 @@ async fn prove(
     let units: Vec<String> = members.iter().map(|m| m.unit.clone()).collect();
     let states = active_states(sd, &units).await?;
     let procs = join_all(units.iter().map(|u| async move {
+        let _call = sd.permit().await;
         match sd.manager.get_unit_processes(u).await {
             Ok(p) => p.len(),
             // A unit systemd has unloaded has no control group.

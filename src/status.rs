@@ -65,7 +65,9 @@ pub async fn status(
             row.load_state = e.2.clone();
             row.active_state = e.3.clone();
             row.sub_state = e.4.clone();
+            let call = sd.permit().await;
             let (pid, restarts, changed) = properties(sd, e.6.clone()).await;
+            drop(call);
             row.main_pid = pid.filter(|p| *p != 0);
             row.restarts = restarts;
             row.since_ms = changed

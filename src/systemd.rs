@@ -232,9 +232,26 @@ pub struct Systemd {
     pub conn: Connection,
     pub manager: ManagerProxy<'static>,
     pub call_timeout: Duration,
+    /// dbus-daemon refuses more than 128 pending replies per connection
+    /// (`LimitsExceeded`); calls made for many units at once take a permit.
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
+/// Permits for method calls in flight at once on one connection; a permit
+/// covers up to three calls (status reads three properties under one), which
+/// keeps orch well under dbus-daemon's 128.
+pub const MAX_PENDING_CALLS: usize = 32;
+
 impl Systemd {
+    /// A permit for one call among many made at once (see `calls`).
+    pub async fn permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
+    }
+
     /// Connects, bounded by `timeout`; every later call is bounded by it too.
     pub async fn connect(bus: &Bus, timeout: Duration) -> Result<Systemd, SystemdError> {
         let builder = match bus {
@@ -260,6 +277,7 @@ impl Systemd {
             conn,
             manager,
             call_timeout: timeout,
+            calls: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CALLS)),
         })
     }
 
@@ -308,6 +326,7 @@ struct JobState {
 /// job that finishes before anyone waits for it is remembered.
 pub struct JobWatcher {
     conn: Connection,
+    calls: Arc<tokio::sync::Semaphore>,
     state: Arc<Mutex<JobState>>,
     notify: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -344,6 +363,7 @@ impl JobWatcher {
         });
         Ok(JobWatcher {
             conn: sd.conn.clone(),
+            calls: sd.calls.clone(),
             state,
             notify,
             task,
@@ -400,6 +420,12 @@ impl JobWatcher {
     }
 
     async fn job_exists(&self, job: &OwnedObjectPath) -> bool {
+        let _permit = self
+            .calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let reply = self
             .conn
             .call_method(

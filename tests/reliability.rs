@@ -363,7 +363,7 @@ fn stuck_and_start_limited_units_end_within_their_bounds() {
         "orch.toml",
         "[master]\nexec_start = \"{FIXTURE}\"\n\
          [[workers]]\nkind = \"stuck\"\ncount = 1\ntype = \"notify\"\nexec_start = \"{FIXTURE} --no-notify\"\nstart_timeout = \"3s\"\nrestart = \"no\"\n\
-         [[workers]]\nkind = \"crashy\"\ncount = 1\nexec_start = \"/bin/false\"\nrestart = \"always\"\nrestart_sec = \"100ms\"\nhealth = \"exec:true\"\nhealth_timeout = \"30s\"\n",
+         [[workers]]\nkind = \"crashy\"\ncount = 1\nexec_start = \"/bin/false\"\nrestart = \"always\"\nrestart_sec = \"100ms\"\nhealth = \"tcp://127.0.0.1:1\"\nhealth_timeout = \"30s\"\n",
     );
     orch_ok(&c, &cfg, &["install"]);
     let t = Instant::now();
@@ -386,8 +386,17 @@ fn stuck_and_start_limited_units_end_within_their_bounds() {
     let stuck = by_unit["fx-worker-0-stuck.service"];
     assert_eq!(stuck["phase"], "failed", "{stuck}");
     assert_eq!(stuck["result"], "timeout", "{stuck}");
+    // A crash loop is failed, not healthy, and ends long before health_timeout.
     let crashy = by_unit["fx-worker-1-crashy.service"];
     assert_eq!(crashy["phase"], "failed", "{crashy}");
+    let why = crashy["error"].as_str().unwrap();
+    assert!(
+        why.contains("crash loop")
+            || why.contains("stopped while being probed")
+            || why.contains("after its start job")
+            || why.contains("start job failed"),
+        "{crashy}"
+    );
     assert!(
         matches!(
             crashy["result"].as_str(),
