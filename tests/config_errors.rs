@@ -346,3 +346,31 @@ fn no_config_found_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--config"));
 }
+
+#[test]
+fn malformed_template_is_refused_with_its_name_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/worker-generic.service.j2"),
+        "[Unit]\nDescription=x\n{% if %}\n[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(&cfg, GOOD.replace("name = \"app\"", "name = \"app\"\ntemplates = \"templates\"")).unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    let o = orch(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--bus",
+        "unix:path=/nonexistent",
+        "install",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("templates/worker-generic.service.j2:3"), "{err}");
+    assert_eq!(std::fs::read_dir(&units).unwrap().count(), 0);
+}
