@@ -161,7 +161,9 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
+    // Short and capped low: every gated phase waits for its slowest probe,
+    // so detection latency adds straight to a restart's duration.
+    let mut delay = Duration::from_millis(20);
     let mut last = String::from("never probed");
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -179,7 +181,7 @@ where
         alive().await?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         tokio::time::sleep(delay.min(remaining)).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        delay = (delay * 2).min(Duration::from_millis(150));
     }
 }
 
