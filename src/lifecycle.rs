@@ -640,6 +640,11 @@ impl Engine {
                 return false;
             }
         };
+        if result == "vanished" {
+            // The job object went without a JobRemoved (merged into another
+            // job, or systemd re-executed): judge by the unit once it settles.
+            self.settle(&m.unit, self.bounded(bound)).await;
+        }
         if result != "done" && result != "vanished" {
             let mut r = self.report(
                 m,
@@ -673,6 +678,32 @@ impl Engine {
         let ok = r.phase == Phase::Ready;
         self.record(r);
         ok
+    }
+
+    /// Waits (bounded) until `unit` has no pending job and is not between states.
+    async fn settle(&self, unit: &str, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while tokio::time::Instant::now() < deadline {
+            let settled = {
+                let _call = self.sd.permit().await;
+                match self.sd.unit(unit).await {
+                    Ok(u) => {
+                        let job = u.job().await.map(|j| j.0).unwrap_or(0);
+                        let state = u.active_state().await.unwrap_or_default();
+                        job == 0
+                            && !matches!(
+                                state.as_str(),
+                                "activating" | "deactivating" | "reloading"
+                            )
+                    }
+                    Err(_) => true,
+                }
+            };
+            if settled {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// `NRestarts` of a service (None for other unit types or on error).

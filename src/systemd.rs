@@ -132,6 +132,9 @@ pub trait Unit {
     fn after(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn need_daemon_reload(&self) -> zbus::Result<bool>;
+    /// `(id, path)` of the unit's pending job; id 0 when there is none.
+    #[zbus(property)]
+    fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
 }
 
 /// Which bus to talk to.
