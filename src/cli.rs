@@ -456,7 +456,9 @@ fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result
             };
             text.push_str(&summary);
             text.push('\n');
-            print_stdout(&text)?;
+            if !g.quiet {
+                print_stdout(&text)?;
+            }
         }
     }
     Ok(exit::OK)
@@ -575,8 +577,15 @@ fn print_summary(g: &Global, s: &Summary) -> Result<()> {
         Op::Stop => "stop",
         Op::Restart => "restart",
     };
+    // -q: nothing on success; on failure only what went wrong.
+    if g.quiet && s.ok {
+        return Ok(());
+    }
     let mut text = String::new();
-    for u in &s.units {
+    let shown = s.units.iter().filter(|u| {
+        !g.quiet || !matches!(u.phase, lifecycle::Phase::Ready | lifecycle::Phase::Stopped)
+    });
+    for u in shown {
         text.push_str(&format!(
             "  {:<50} {:<8} {:>7.2}s",
             u.unit,
@@ -804,7 +813,9 @@ fn cmd_stop_for_maintenance(
         if !report.left.is_empty() {
             text.push_str(&format!("NOT PROVEN STOPPED: {}\n", report.left.join(", ")));
         }
-        print_stdout(&text)?;
+        if !(g.quiet && report.ok) {
+            print_stdout(&text)?;
+        }
     }
     Ok(if report.ok { exit::OK } else { exit::FAILURE })
 }

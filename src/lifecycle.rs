@@ -278,6 +278,8 @@ pub struct Engine {
     deadline: Option<tokio::time::Instant>,
     permits: Option<Arc<Semaphore>>,
     reports: Mutex<BTreeMap<String, UnitReport>>,
+    /// The latest phase of every unit, for a summary cut short by a signal.
+    phases: Mutex<HashMap<String, Phase>>,
     /// Jobs orch enqueued (and those systemd added) that have not finished.
     inflight: Arc<Mutex<HashMap<OwnedObjectPath, (u32, String)>>>,
 }
@@ -316,6 +318,7 @@ impl Engine {
             observer,
             started,
             reports: Mutex::new(BTreeMap::new()),
+            phases: Mutex::new(HashMap::new()),
             inflight: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -329,6 +332,7 @@ impl Engine {
     }
 
     fn emit(&self, unit: &str, phase: Phase, detail: Option<String>) {
+        self.phases.lock().unwrap().insert(unit.to_string(), phase);
         self.observer.event(&Event {
             unit: unit.to_string(),
             phase,
@@ -450,9 +454,22 @@ impl Engine {
         interrupted: bool,
     ) -> Summary {
         let reports = self.reports.lock().unwrap();
+        let phases = self.phases.lock().unwrap();
         let units: Vec<UnitReport> = members
             .iter()
-            .filter_map(|m| reports.get(&m.unit).cloned())
+            .filter_map(|m| match (reports.get(&m.unit), phases.get(&m.unit)) {
+                // Cut short: say where the unit was (a restart's stop report is stale then).
+                (_, Some(p)) if interrupted && !p.is_final() && *p != Phase::Queued => {
+                    Some(self.report(
+                        m,
+                        *p,
+                        None,
+                        Some(format!("interrupted while {}", p.as_str())),
+                    ))
+                }
+                (Some(r), _) => Some(r.clone()),
+                (None, _) => None,
+            })
             .collect();
         let failed = units.iter().filter(|u| u.phase == Phase::Failed).count();
         let timed_out = units.iter().filter(|u| u.phase == Phase::Timeout).count();

@@ -61,7 +61,17 @@ pub async fn status(
                 restarts: None,
                 health: None,
             };
-            let Some(e) = entry else { return row };
+            let Some(e) = entry else {
+                // Not loaded (e.g. masked and stopped, so systemd let it go):
+                // ask for it, so a mask shows as "masked", not "not-found".
+                let _call = sd.permit().await;
+                if let Ok(u) = sd.unit(&m.unit).await {
+                    if let Ok(load) = u.load_state().await {
+                        row.load_state = load;
+                    }
+                }
+                return row;
+            };
             row.load_state = e.2.clone();
             row.active_state = e.3.clone();
             row.sub_state = e.4.clone();

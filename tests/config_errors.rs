@@ -357,7 +357,14 @@ fn malformed_template_is_refused_with_its_name_and_line() {
     )
     .unwrap();
     let cfg = dir.path().join("orch.toml");
-    std::fs::write(&cfg, GOOD.replace("name = \"app\"", "name = \"app\"\ntemplates = \"templates\"")).unwrap();
+    std::fs::write(
+        &cfg,
+        GOOD.replace(
+            "name = \"app\"",
+            "name = \"app\"\ntemplates = \"templates\"",
+        ),
+    )
+    .unwrap();
     let units = dir.path().join("units");
     std::fs::create_dir(&units).unwrap();
     let o = orch(&[
@@ -371,6 +378,9 @@ fn malformed_template_is_refused_with_its_name_and_line() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("templates/worker-generic.service.j2:3"), "{err}");
+    assert!(
+        err.contains("templates/worker-generic.service.j2:3"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_dir(&units).unwrap().count(), 0);
 }

@@ -151,6 +151,14 @@ stop_timeout = "5s"
         assert_eq!(r["restarts"], 0, "{r}");
     }
 
+    // -q: nothing on success.
+    let o = orch_ok(&s.c, &s.cfg, &["-q", "start", "--all"]);
+    assert!(
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
     // stop --all: everything inactive, reverse order.
     let o = orch_ok(&s.c, &s.cfg, &["stop", "--all", "--output", "json"]);
     let sum = summary(&o);
@@ -422,6 +430,22 @@ start_timeout = "60s"
         );
         let sum = summary(&o);
         assert_eq!(sum["interrupted"], true);
+        // Units cut short are in the summary, with where they were.
+        let slow: Vec<&serde_json::Value> = sum["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["unit"].as_str().unwrap().contains("slow"))
+            .collect();
+        assert_eq!(slow.len(), 2, "{sum}");
+        assert!(
+            slow.iter().all(|u| u["phase"] == "starting"
+                && u["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("interrupted while starting")),
+            "{sum}"
+        );
         let running = sum["running_jobs"].as_array().unwrap();
         assert!(
             running

@@ -240,6 +240,11 @@ fn maintenance_cycle_restores_exactly_what_ran() {
     );
     let st = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
     assert_eq!(st["maintenance"]["reason"], "pg upgrade", "{st}");
+    for r in st["units"].as_array().unwrap() {
+        if r["unit"] != "fakedb.service" {
+            assert_eq!(r["load_state"], "masked", "{r}");
+        }
+    }
     let human = String::from_utf8_lossy(&orch_ok(&s.c, &s.cfg, &["status"]).stdout).to_string();
     assert!(
         human.contains("IN MAINTENANCE") && human.contains("pg upgrade"),

@@ -158,8 +158,8 @@ fn restart_killed_at_random_points_then_start_brings_everything_up() {
     let cfg = write_config(
         dir.path(),
         "orch.toml",
-        "[master]\nexec_start = \"{FIXTURE} --port 33000 --ready-after 0.2\"\nhealth = \"http://127.0.0.1:33000/health\"\n\
-         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 33100\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 0.2\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
+        "[master]\nexec_start = \"{FIXTURE} --port 17000 --ready-after 0.2\"\nhealth = \"http://127.0.0.1:17000/health\"\n\
+         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 17100\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 0.2\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
     );
     orch_ok(&c, &cfg, &["install"]);
     orch_ok(&c, &cfg, &["start", "--all"]);
@@ -305,8 +305,8 @@ fn daemon_reexec_during_restart_is_survived() {
     let cfg = write_config(
         dir.path(),
         "orch.toml",
-        "[master]\nexec_start = \"{FIXTURE} --port 33500 --ready-after 0.5\"\nhealth = \"http://127.0.0.1:33500/health\"\n\
-         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 33600\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 1\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
+        "[master]\nexec_start = \"{FIXTURE} --port 17500 --ready-after 0.5\"\nhealth = \"http://127.0.0.1:17500/health\"\n\
+         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 17600\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 1\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
     );
     orch_ok(&c, &cfg, &["install"]);
     orch_ok(&c, &cfg, &["start", "--all"]);
@@ -478,8 +478,8 @@ fn twenty_restarts_in_one_process_leak_no_descriptor() {
     let cfg = write_config(
         dir.path(),
         "orch.toml",
-        "[master]\nexec_start = \"{FIXTURE} --port 33800\"\nhealth = \"http://127.0.0.1:33800/health\"\n\
-         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 33900\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 0.1\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
+        "[master]\nexec_start = \"{FIXTURE} --port 17800\"\nhealth = \"http://127.0.0.1:17800/health\"\n\
+         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 17900\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 0.1\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
     );
     orch_ok(&c, &cfg, &["install"]);
     let d = orch::model::Deployment::load(&cfg, Some(c.unit_dir())).unwrap();
