@@ -136,11 +136,7 @@ pub enum Command {
     /// Print the man page (roff) to standard output.
     Man,
     /// One row per unit: state, main PID, time since the last change, restarts, health.
-    Status {
-        /// Journal root for failure logs (see start --journal-root)
-        #[arg(long, hide = true)]
-        journal_root: Option<PathBuf>,
-    },
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -289,7 +285,7 @@ fn run(cli: Cli) -> Result<i32> {
             };
             cmd_resume(g, &deployment, opts)
         }
-        Command::Status { .. } => cmd_status(g, &deployment),
+        Command::Status => cmd_status(g, &deployment),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
@@ -523,16 +519,16 @@ fn cmd_lifecycle(
             _ = sigint.recv() => return Ok::<_, anyhow::Error>(None),
             _ = sigterm.recv() => return Ok(None),
         };
-        let interrupted = {
+        // The run future is dropped on a signal: every wait in it ends at once.
+        {
             let run = engine.run(op, &members, a.all);
             tokio::pin!(run);
             tokio::select! {
                 s = &mut run => return Ok(Some(s)),
-                _ = sigint.recv() => true,
-                _ = sigterm.recv() => true,
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
             }
-        };
-        debug_assert!(interrupted);
+        }
         let mut s = engine.summary(op, &members, Vec::new(), true);
         if a.cancel_on_interrupt {
             let jobs = engine.inflight().jobs();

@@ -156,26 +156,6 @@ impl Deployment {
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         std::iter::once(&self.master).chain(self.workers.iter().map(|w| &w.service))
     }
-
-    /// Every unit orch manages, with its role, in start order.
-    pub fn units(&self) -> Vec<(Role, &str)> {
-        let mut v = Vec::new();
-        if let Some(db) = &self.database {
-            v.push((Role::Database, db.unit.as_str()));
-        }
-        v.push((Role::Master, self.master.unit.as_str()));
-        v.extend(
-            self.workers
-                .iter()
-                .map(|w| (Role::Worker, w.service.unit.as_str())),
-        );
-        v.extend(
-            self.dependents
-                .iter()
-                .map(|d| (Role::Dependent, d.unit.as_str())),
-        );
-        v
-    }
 }
 
 struct Resolver<'a> {
