@@ -219,76 +219,6 @@ fn bad_duration_and_probe() {
 }
 
 #[test]
-fn template_with_undefined_variable_names_template_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    std::fs::write(
-        dir.path().join("templates/worker.service.j2"),
-        "[Unit]\nDescription={{ nonsense }}\n[Service]\nExecStart=/bin/true\n",
-    )
-    .unwrap();
-    let cfg = dir.path().join("orch.toml");
-    std::fs::write(
-        &cfg,
-        GOOD.replace(
-            "name = \"app\"",
-            "name = \"app\"\ntemplates = \"templates\"",
-        ),
-    )
-    .unwrap();
-    let units = dir.path().join("units");
-    std::fs::create_dir(&units).unwrap();
-    let o = orch(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "--unit-dir",
-        units.to_str().unwrap(),
-        "--bus",
-        "unix:path=/nonexistent",
-        "install",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("templates/worker.service.j2:2"),
-        "names template and line: {err}"
-    );
-    assert!(err.contains("undefined"), "{err}");
-    assert_eq!(
-        std::fs::read_dir(&units).unwrap().count(),
-        0,
-        "nothing written"
-    );
-}
-
-#[test]
-fn template_that_renders_an_invalid_unit_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    std::fs::write(
-        dir.path().join("templates/master.service.j2"),
-        "[Unit]\nthis is not a directive\n[Service]\nExecStart=/bin/true\n",
-    )
-    .unwrap();
-    let cfg = dir.path().join("orch.toml");
-    std::fs::write(
-        &cfg,
-        GOOD.replace(
-            "name = \"app\"",
-            "name = \"app\"\ntemplates = \"templates\"",
-        ),
-    )
-    .unwrap();
-    let o = orch(&["--config", cfg.to_str().unwrap(), "render"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("app.service") && err.contains("line 2"),
-        "{err}"
-    );
-}
-
-#[test]
 fn unreadable_missing_directory_and_non_utf8_configs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -347,40 +277,72 @@ fn no_config_found_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--config"));
 }
 
-#[test]
-fn malformed_template_is_refused_with_its_name_and_line() {
+/// Installs GOOD with one template override `name` = `body`; returns stderr
+/// after checking exit 2 and that nothing was written.
+fn template_refused(name: &str, body: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("templates")).unwrap();
-    std::fs::write(
-        dir.path().join("templates/worker-generic.service.j2"),
-        "[Unit]\nDescription=x\n{% if %}\n[Service]\nExecStart=/bin/true\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("templates").join(name), body).unwrap();
     let cfg = dir.path().join("orch.toml");
-    std::fs::write(
-        &cfg,
-        GOOD.replace(
-            "name = \"app\"",
-            "name = \"app\"\ntemplates = \"templates\"",
-        ),
-    )
-    .unwrap();
+    let text = GOOD.replace(
+        "name = \"app\"",
+        "name = \"app\"\ntemplates = \"templates\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
     let units = dir.path().join("units");
     std::fs::create_dir(&units).unwrap();
+    let (c, u) = (cfg.to_str().unwrap(), units.to_str().unwrap());
     let o = orch(&[
         "--config",
-        cfg.to_str().unwrap(),
+        c,
         "--unit-dir",
-        units.to_str().unwrap(),
+        u,
         "--bus",
         "unix:path=/nonexistent",
         "install",
     ]);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&units).unwrap().count(),
+        0,
+        "nothing written: {err}"
+    );
+    err
+}
+
+#[test]
+fn template_with_undefined_variable_names_template_and_line() {
+    let err = template_refused(
+        "worker.service.j2",
+        "[Unit]\nDescription={{ nonsense }}\n[Service]\nExecStart=/bin/true\n",
+    );
+    assert!(
+        err.contains("templates/worker.service.j2:2") && err.contains("undefined"),
+        "{err}"
+    );
+}
+
+#[test]
+fn template_that_renders_an_invalid_unit_is_refused() {
+    let err = template_refused(
+        "master.service.j2",
+        "[Unit]\nthis is not a directive\n[Service]\nExecStart=/bin/true\n",
+    );
+    assert!(
+        err.contains("app.service") && err.contains("line 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_template_is_refused_with_its_name_and_line() {
+    let err = template_refused(
+        "worker-generic.service.j2",
+        "[Unit]\nDescription=x\n{% if %}\n[Service]\nExecStart=/bin/true\n",
+    );
     assert!(
         err.contains("templates/worker-generic.service.j2:3"),
         "{err}"
     );
-    assert_eq!(std::fs::read_dir(&units).unwrap().count(), 0);
 }
