@@ -18,7 +18,9 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().and_then(|v| v.parse::<u16>().ok()),
-            "--ready-after" => ready_after = args.next().and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            "--ready-after" => {
+                ready_after = args.next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            }
             // Accepted for compatibility with worker.py; unused here.
             "--name" | "--log" => {
                 args.next();
@@ -61,8 +63,15 @@ fn main() {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let n = s.read(&mut buf).unwrap_or(0);
             let ok = buf[..n].starts_with(b"GET /health ") && Instant::now() >= ready_at;
-            let status = if ok { "200 OK" } else { "503 Service Unavailable" };
-            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let status = if ok {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
         });
     }
 }
