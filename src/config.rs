@@ -172,6 +172,10 @@ impl Source {
         if meta.is_dir() {
             return Err(fail("is a directory, not a configuration file".into()));
         }
+        // A FIFO or a device could block the read forever.
+        if !meta.is_file() {
+            return Err(fail("is not a regular file".into()));
+        }
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|e| {
             fail(format!(

@@ -231,6 +231,13 @@ fn unreadable_missing_directory_and_non_utf8_configs() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is a directory"));
 
+    // A FIFO would block a read forever: refused at once.
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let o = orch(&["--config", fifo.to_str().unwrap(), "plan"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
+
     let latin1 = dir.path().join("latin1.toml");
     std::fs::write(&latin1, b"[deployment]\nname = \"caf\xe9\"\n").unwrap();
     let o = orch(&["--config", latin1.to_str().unwrap(), "plan"]);
