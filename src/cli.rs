@@ -50,6 +50,18 @@ pub struct Global {
         value_name = "ADDRESS"
     )]
     pub bus: Bus,
+    /// Drive a remote host's systemd through SSH and systemd-stdio-bridge, as `systemctl -H` does: [USER@]HOST[:PORT]
+    #[arg(long, global = true, env = "ORCH_HOST", value_name = "HOST")]
+    pub host: Option<String>,
+    /// The SSH program and its options (words separated by spaces), for --host
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_SSH",
+        default_value = "ssh",
+        value_name = "COMMAND"
+    )]
+    pub ssh_command: String,
     /// Unit directory, overriding deployment.unit_dir
     #[arg(long, global = true, value_name = "DIR")]
     pub unit_dir: Option<PathBuf>,
@@ -231,7 +243,25 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-fn run(cli: Cli) -> Result<i32> {
+fn run(mut cli: Cli) -> Result<i32> {
+    if let Some(host) = &cli.global.host {
+        let remote = crate::systemd::Remote::parse(host, &cli.global.ssh_command)
+            .map_err(|m| UsageError(format!("--host {m}")))?;
+        // Unit files, masks and the state journal are still local-only.
+        if matches!(
+            cli.command,
+            Command::Plan
+                | Command::Install { .. }
+                | Command::StopForMaintenance { .. }
+                | Command::Resume { .. }
+        ) {
+            return Err(UsageError(
+                "--host works with start, stop, restart and status; plan, install and maintenance on a remote host are not supported yet".into(),
+            )
+            .into());
+        }
+        cli.global.bus = Bus::Remote(remote);
+    }
     let g = &cli.global;
     // These need no configuration.
     match &cli.command {

@@ -143,6 +143,91 @@ pub enum Bus {
     System,
     User,
     Address(String),
+    /// A remote host's system bus through SSH and `systemd-stdio-bridge`,
+    /// the way `systemctl -H` does.
+    Remote(Remote),
+}
+
+/// `[USER@]HOST[:PORT]` reached with an SSH command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// `USER@HOST` or `HOST`, passed to ssh as one argument.
+    pub destination: String,
+    pub host: String,
+    pub port: Option<u16>,
+    /// The SSH program and the options the operator gave it.
+    pub ssh: Vec<String>,
+}
+
+impl Remote {
+    /// Parses `[USER@]HOST[:PORT]`; the user part may itself contain `@`
+    /// (the host is what follows the last one).
+    pub fn parse(spec: &str, ssh_command: &str) -> Result<Remote, String> {
+        let (user, rest) = match spec.rsplit_once('@') {
+            Some((u, r)) if !u.is_empty() => (Some(u), r),
+            Some(_) => return Err(format!("`{spec}`: empty user before `@`")),
+            None => (None, spec),
+        };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or(format!("`{spec}`: unclosed `[`"))?;
+            (h, after.strip_prefix(':'))
+        } else if rest.matches(':').count() == 1 {
+            let (h, p) = rest.split_once(':').expect("one colon");
+            (h, Some(p))
+        } else {
+            (rest, None)
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+        if host.is_empty() || !host.chars().all(valid) || host.starts_with('-') {
+            return Err(format!("`{spec}`: `{host}` is not a host name or address"));
+        }
+        if user.is_some_and(|u| {
+            u.starts_with('-') || u.chars().any(|c| c.is_control() || c.is_whitespace())
+        }) {
+            return Err(format!("`{spec}`: the user name is not valid"));
+        }
+        let port = port
+            .map(|p| {
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or(format!("`{spec}`: `{p}` is not a port"))
+            })
+            .transpose()?;
+        let ssh: Vec<String> = ssh_command.split_whitespace().map(str::to_string).collect();
+        if ssh.is_empty() {
+            return Err("the SSH command is empty".into());
+        }
+        let destination = match user {
+            Some(u) => format!("{u}@{host}"),
+            None => host.to_string(),
+        };
+        Ok(Remote {
+            destination,
+            host: host.to_string(),
+            port,
+            ssh,
+        })
+    }
+
+    /// The program and its arguments: `ssh -xT [-p PORT] -- DEST systemd-stdio-bridge`.
+    /// BatchMode makes a password or host-key prompt fail at once instead of
+    /// waiting for a terminal that is not there.
+    pub fn command(&self) -> (String, Vec<String>) {
+        let mut args: Vec<String> = self.ssh[1..].to_vec();
+        args.extend(["-xT".into(), "-o".into(), "BatchMode=yes".into()]);
+        if let Some(p) = self.port {
+            args.extend(["-p".into(), p.to_string()]);
+        }
+        args.extend([
+            "--".into(),
+            self.destination.clone(),
+            "systemd-stdio-bridge".into(),
+        ]);
+        (self.ssh[0].clone(), args)
+    }
 }
 
 impl std::str::FromStr for Bus {
@@ -163,6 +248,7 @@ impl std::fmt::Display for Bus {
             Bus::System => f.write_str("the system bus"),
             Bus::User => f.write_str("the user bus"),
             Bus::Address(a) => write!(f, "bus {a}"),
+            Bus::Remote(r) => write!(f, "host {} (through {})", r.destination, r.ssh[0]),
         }
     }
 }
@@ -261,6 +347,18 @@ impl Systemd {
             Bus::System => zbus::conn::Builder::system(),
             Bus::User => zbus::conn::Builder::session(),
             Bus::Address(a) => zbus::conn::Builder::address(a.as_str()),
+            Bus::Remote(r) => {
+                // Built as a transport, not an address string: nothing in
+                // the user or host part needs escaping.
+                use zbus::address::transport::{Transport, Unixexec};
+                let (program, args) = r.command();
+                let exec = Unixexec::new(
+                    program.into(),
+                    None,
+                    args.into_iter().map(Into::into).collect(),
+                );
+                zbus::conn::Builder::address(zbus::Address::from(Transport::Unixexec(exec)))
+            }
         };
         let fail = |detail: String| SystemdError::Connect {
             bus: bus.to_string(),

@@ -1,0 +1,153 @@
+//! `--host`: D-Bus to a "remote" systemd through the SSH command and
+//! `systemd-stdio-bridge`. The SSH command is a wrapper that records its
+//! arguments and runs the bridge inside the harness container, so the whole
+//! unixexec path is real except the network hop.
+
+mod common;
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use support::Container;
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn remote(cfg: &Path, host: &str, ssh: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("--config")
+        .arg(cfg)
+        .args(["--host", host, "--ssh-command", ssh, "--call-timeout", "5s"])
+        .args(args)
+        .env_remove("ORCH_BUS")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn lifecycle_and_status_over_the_ssh_bridge() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        "[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/sleep infinity\"\n[[workers]]\nkind = \"w\"\ncount = 3\nexec_start = \"/bin/sleep infinity\"\n",
+    )
+    .unwrap();
+    orch_ok(&c, &cfg, &["install"]);
+    let argv = dir.path().join("argv");
+    let ssh = script(
+        dir.path(),
+        "fake-ssh",
+        &format!(
+            "printf '%s\\n' \"$@\" > {}\nexec nsenter -t {} -m -u -i -p -- systemd-stdio-bridge",
+            argv.display(),
+            c.leader()
+        ),
+    );
+    let ssh_cmd = format!("{} -o ConnectTimeout=5", ssh.display());
+    let o = remote(
+        &cfg,
+        "ad@min@box.example:2222",
+        &ssh_cmd,
+        &["start", "--all", "--output", "json"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(summary(&o)["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|u| u["phase"] == "ready"));
+    // The SSH command got the operator's options, then orch's, then the destination intact.
+    let args: Vec<String> = std::fs::read_to_string(&argv)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "-o",
+            "ConnectTimeout=5",
+            "-xT",
+            "-o",
+            "BatchMode=yes",
+            "-p",
+            "2222",
+            "--",
+            "ad@min@box.example",
+            "systemd-stdio-bridge"
+        ],
+    );
+    assert!(!args.iter().any(|a| a.contains("StrictHostKeyChecking")));
+
+    let v = json(&{
+        let o = remote(
+            &cfg,
+            "box.example",
+            &ssh_cmd,
+            &["status", "--output", "json"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    });
+    assert!(
+        v["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["active_state"] == "active"),
+        "{v}"
+    );
+
+    // Local-only commands are refused with --host rather than acting on the wrong machine.
+    let o = remote(&cfg, "box.example", &ssh_cmd, &["install"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported yet"));
+}
+
+#[test]
+fn a_bridge_that_exits_at_once_is_a_bounded_error_naming_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        "[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/true\"\n",
+    )
+    .unwrap();
+    let ssh = script(
+        dir.path(),
+        "dead-ssh",
+        "echo 'ssh: connect to host box.example port 22: Connection refused' >&2\nexit 255",
+    );
+    let t = Instant::now();
+    let o = remote(
+        &cfg,
+        "admin@box.example",
+        ssh.to_str().unwrap(),
+        &["status"],
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5 + 2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("host admin@box.example"), "{err}");
+
+    let o = remote(&cfg, "admin@", ssh.to_str().unwrap(), &["status"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a malformed --host is a usage error"
+    );
+}
