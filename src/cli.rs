@@ -311,6 +311,7 @@ fn run(mut cli: Cli) -> Result<i32> {
                 timeout: *timeout,
                 rolling: None,
                 journal_root: journal_root.clone(),
+                remote: remote_of(g),
                 probe: Default::default(),
             };
             cmd_resume(g, &deployment, opts)
@@ -525,6 +526,7 @@ fn cmd_lifecycle(
         timeout: a.timeout,
         rolling,
         journal_root: a.journal_root.clone(),
+        remote: remote_of(g),
         probe: Default::default(),
     };
     let observer = output::progress::observer(g.output, g.quiet);
@@ -898,4 +900,11 @@ pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     }
     man.render_version_section(out)?;
     Ok(())
+}
+
+fn remote_of(g: &Global) -> Option<crate::systemd::Remote> {
+    match &g.bus {
+        Bus::Remote(r) => Some(r.clone()),
+        _ => None,
+    }
 }

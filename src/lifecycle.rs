@@ -244,6 +244,8 @@ pub struct Options {
     pub rolling: Option<usize>,
     /// Passed to `journalctl --root` to read a container's journal.
     pub journal_root: Option<PathBuf>,
+    /// With `--host`: read the journal on that host, through the same SSH command.
+    pub remote: Option<crate::systemd::Remote>,
     pub probe: Limits,
 }
 
@@ -837,17 +839,46 @@ impl Engine {
             }
         }
         drop(call);
-        r.journal = journal(&r.unit, self.opts.journal_root.as_deref(), 10).await;
+        r.journal = journal(
+            &r.unit,
+            self.opts.journal_root.as_deref(),
+            self.opts.remote.as_ref(),
+            10,
+        )
+        .await;
     }
 }
 
 /// The last `lines` journal lines of a unit (empty when journalctl is
 /// unavailable); bounded to a few seconds.
-pub async fn journal(unit: &str, root: Option<&std::path::Path>, lines: usize) -> Vec<String> {
-    let mut cmd = tokio::process::Command::new("journalctl");
-    if let Some(root) = root {
+pub async fn journal(
+    unit: &str,
+    root: Option<&std::path::Path>,
+    remote: Option<&crate::systemd::Remote>,
+    lines: usize,
+) -> Vec<String> {
+    let mut cmd = match remote {
+        // `ssh … DEST journalctl …`: the remote shell joins the words, and
+        // every word here is a fixed option or a validated unit name.
+        Some(r) => {
+            let (program, mut args) = r.command();
+            args.pop(); // systemd-stdio-bridge
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg("journalctl");
+            c
+        }
+        None => tokio::process::Command::new("journalctl"),
+    };
+    if let Some(root) = root.filter(|_| remote.is_none()) {
         cmd.arg("--root").arg(root);
     }
+    // Over SSH the remote shell parses the words: quote the unit name (unit
+    // names never contain a single quote) so a `\` escape in it survives.
+    let unit = if remote.is_some() {
+        format!("'{unit}'")
+    } else {
+        unit.to_string()
+    };
     cmd.args([
         "--no-pager",
         "-q",
@@ -856,7 +887,7 @@ pub async fn journal(unit: &str, root: Option<&std::path::Path>, lines: usize) -
         "-n",
         &lines.to_string(),
         "-u",
-        unit,
+        &unit,
     ])
     .stdin(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())

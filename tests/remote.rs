@@ -39,16 +39,22 @@ fn lifecycle_and_status_over_the_ssh_bridge() {
     let cfg = dir.path().join("orch.toml");
     std::fs::write(
         &cfg,
-        "[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/sleep infinity\"\n[[workers]]\nkind = \"w\"\ncount = 3\nexec_start = \"/bin/sleep infinity\"\n",
+        "[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/sleep infinity\"\n\
+         [[workers]]\nkind = \"w\"\ncount = 3\nexec_start = \"/bin/sleep infinity\"\n\
+         [[workers]]\nkind = \"broken\"\ncount = 1\nexec_start = \"/nonexistent/worker\"\nrestart = \"no\"\n",
     )
     .unwrap();
     orch_ok(&c, &cfg, &["install"]);
     let argv = dir.path().join("argv");
+    // Like ssh: drop the options and the destination, and let the "remote
+    // shell" (inside the container) run the rest as one command line.
     let ssh = script(
         dir.path(),
         "fake-ssh",
         &format!(
-            "printf '%s\\n' \"$@\" > {}\nexec nsenter -t {} -m -u -i -p -- systemd-stdio-bridge",
+            "case \"$*\" in *systemd-stdio-bridge) printf '%s\\n' \"$@\" > {} ;; esac\n\
+             while [ \"$1\" != -- ]; do shift; done; shift 2\n\
+             exec nsenter -t {} -m -u -i -p -- sh -c \"$*\"",
             argv.display(),
             c.leader()
         ),
@@ -58,14 +64,19 @@ fn lifecycle_and_status_over_the_ssh_bridge() {
         &cfg,
         "ad@min@box.example:2222",
         &ssh_cmd,
-        &["start", "--all", "--output", "json"],
+        &["start", "master", "w", "--output", "json"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(summary(&o)["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|u| u["phase"] == "ready"));
+    let sum = summary(&o);
+    assert_eq!(sum["units"].as_array().unwrap().len(), 4, "{sum}");
+    assert!(
+        sum["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["phase"] == "ready"),
+        "{sum}"
+    );
     // The SSH command got the operator's options, then orch's, then the destination intact.
     let args: Vec<String> = std::fs::read_to_string(&argv)
         .unwrap()
@@ -89,24 +100,39 @@ fn lifecycle_and_status_over_the_ssh_bridge() {
     );
     assert!(!args.iter().any(|a| a.contains("StrictHostKeyChecking")));
 
-    let v = json(&{
-        let o = remote(
-            &cfg,
-            "box.example",
-            &ssh_cmd,
-            &["status", "--output", "json"],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        o
-    });
-    assert!(
-        v["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["active_state"] == "active"),
-        "{v}"
+    // A failure on the remote host is reported with that host's journal.
+    let o = remote(
+        &cfg,
+        "box.example",
+        &ssh_cmd,
+        &["start", "broken", "--output", "json"],
     );
+    assert_eq!(o.status.code(), Some(1));
+    let u = &summary(&o)["units"][0];
+    assert_eq!(u["phase"], "failed", "{u}");
+    let journal = u["journal"].as_array().unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("fx-worker-3-broken")),
+        "{u}"
+    );
+
+    let o = remote(
+        &cfg,
+        "box.example",
+        &ssh_cmd,
+        &["status", "--output", "json"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&o);
+    let active = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["active_state"] == "active")
+        .count();
+    assert_eq!(active, 4, "master and the three w workers: {v}");
 
     // Local-only commands are refused with --host rather than acting on the wrong machine.
     let o = remote(&cfg, "box.example", &ssh_cmd, &["install"]);
