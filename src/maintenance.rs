@@ -322,23 +322,21 @@ pub async fn stop_for_maintenance(
         .iter()
         .map(|m| m.unit.clone())
         .collect();
-    if write_masks(&d.runtime_dir, &mask_units)? {
+    // Reload when a mask was written, and also when systemd does not yet
+    // report one that is on disk: a run killed between writing and Reload
+    // leaves exactly that, and the rerun must finish the job.
+    let wrote = write_masks(&d.runtime_dir, &mask_units)?;
+    let mut pending = load_states(sd, &mask_units, |s| s != "masked").await?;
+    if wrote || !pending.is_empty() {
         sd.reload().await?;
+        pending = load_states(sd, &mask_units, |s| s != "masked").await?;
     }
-    for unit in &mask_units {
-        let load = sd
-            .unit(unit)
-            .await?
-            .load_state()
-            .await
-            .map_err(|e| sd.err(format!("read {unit}"), e))?;
-        if load != "masked" {
-            return Err(MaintenanceError::MaskIneffective {
-                unit: unit.clone(),
-                state: load,
-                dir: d.runtime_dir.clone(),
-            });
-        }
+    if let Some((unit, state)) = pending.into_iter().next() {
+        return Err(MaintenanceError::MaskIneffective {
+            unit,
+            state,
+            dir: d.runtime_dir.clone(),
+        });
     }
     notify(
         "masked",
@@ -467,6 +465,27 @@ impl UnitProof {
     fn is_proven(&self) -> bool {
         matches!(self.active_state.as_str(), "inactive" | "failed") && self.processes == 0
     }
+}
+
+/// `(unit, LoadState)` of the `units` whose LoadState matches `pick`.
+async fn load_states(
+    sd: &Systemd,
+    units: &[String],
+    pick: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, SystemdError> {
+    let mut out = Vec::new();
+    for unit in units {
+        let load = sd
+            .unit(unit)
+            .await?
+            .load_state()
+            .await
+            .map_err(|e| sd.err(format!("read {unit}"), e))?;
+        if pick(&load) {
+            out.push((unit.clone(), load));
+        }
+    }
+    Ok(out)
 }
 
 fn is_running(state: &str) -> bool {
@@ -622,7 +641,11 @@ pub async fn resume(
     let all_units: Vec<String> = covered(d, true).iter().map(|m| m.unit.clone()).collect();
     // Every mask orch may have made goes, whatever the state file says: none
     // may outlive a successful resume.
-    let unmasked = remove_masks(&d.runtime_dir, &all_units)?;
+    // As above: a run killed between removing the masks and Reload leaves
+    // systemd still seeing them; reload whenever it does.
+    let removed = remove_masks(&d.runtime_dir, &all_units)?;
+    let still = load_states(sd, &all_units, |s| s == "masked").await?;
+    let unmasked = removed || !still.is_empty();
     if unmasked {
         sd.reload().await?;
         notify("unmasked", &format!("{} units unmasked", all_units.len()));

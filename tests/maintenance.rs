@@ -446,3 +446,27 @@ fn second_invocation_fails_at_once_with_the_lock_holder() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert!(first.wait().unwrap().success());
 }
+
+#[test]
+fn killed_between_mask_files_and_reload_is_completed_by_a_rerun() {
+    let s = setup(31500, &generic(2, 31600));
+    let units = all_units(2);
+    // What a run killed right after writing its masks leaves: files, no Reload.
+    for u in &units {
+        std::os::unix::fs::symlink("/dev/null", s.masks.join(u)).unwrap();
+    }
+    let o = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("0 processes left"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // And a resume killed right after removing them: files gone, no Reload.
+    for u in &units {
+        std::fs::remove_file(s.masks.join(u)).unwrap();
+    }
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    for u in &units {
+        assert_eq!(state_of(&s.c, u), "active", "{u}");
+    }
+}
