@@ -113,8 +113,8 @@ pub enum Command {
         #[arg(long, requires = "all")]
         rolling: bool,
         /// Workers per batch with --rolling
-        #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling")]
-        batch: usize,
+        #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
     },
     /// Record what runs, mask every unit at runtime, stop dependents, workers and master, and prove no process is left.
     StopForMaintenance {
@@ -177,8 +177,13 @@ pub struct Lifecycle {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m"))?;
+    // A zero bound would fail every wait at once: surely a typo.
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
 }
 
 /// Parses arguments, runs the command and returns the process exit code.
@@ -295,7 +300,13 @@ fn run(mut cli: Cli) -> Result<i32> {
             args,
             rolling,
             batch,
-        } => cmd_lifecycle(g, &deployment, Op::Restart, args, rolling.then_some(*batch)),
+        } => cmd_lifecycle(
+            g,
+            &deployment,
+            Op::Restart,
+            args,
+            rolling.then_some(*batch as usize),
+        ),
         Command::StopForMaintenance {
             timeout,
             reason,

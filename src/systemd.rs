@@ -29,6 +29,15 @@ pub type UnitListEntry = (
 );
 /// `(id, path, unit, type)` of a job systemd added to a transaction.
 pub type AffectedJob = (u32, OwnedObjectPath, String, OwnedObjectPath, String);
+/// `(id, unit, type, state, job path, unit path)` from `ListJobs`.
+pub type JobListEntry = (
+    u32,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    OwnedObjectPath,
+);
 /// `(type, file, destination)` of a change to unit files.
 pub type UnitFileChange = (String, String, String);
 
@@ -61,6 +70,7 @@ pub trait Manager {
         Vec<AffectedJob>,
     )>;
     fn cancel_job(&self, id: u32) -> zbus::Result<()>;
+    fn list_jobs(&self) -> zbus::Result<Vec<JobListEntry>>;
     fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     fn get_unit_processes(&self, name: &str) -> zbus::Result<Vec<(String, u32, String)>>;
@@ -599,25 +609,6 @@ impl Systemd {
             .await
             .map_err(|e| self.err("open unit", e))
     }
-}
-
-/// `(id, unit, type, state, job path, unit path)` from `ListJobs`.
-pub type JobListEntry = (
-    u32,
-    String,
-    String,
-    String,
-    OwnedObjectPath,
-    OwnedObjectPath,
-);
-
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Manager",
-    default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1"
-)]
-pub trait Jobs {
-    fn list_jobs(&self) -> zbus::Result<Vec<JobListEntry>>;
 }
 
 /// polkit actions orch needs, by what it does.

@@ -100,3 +100,44 @@ fn a_closed_pipe_ends_quietly() {
         );
     }
 }
+
+#[test]
+fn bad_lifecycle_arguments_are_usage_errors_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        "[deployment]\nname = \"app\"\n[master]\nexec_start = \"/bin/true\"\n[[workers]]\nkind = \"generic\"\ncount = 1\nexec_start = \"/bin/true\"\n",
+    )
+    .unwrap();
+    for (args, says) in [
+        (
+            &["start", "genric"][..],
+            "`genric` is not a unit of deployment app",
+        ),
+        (
+            &["restart", "--all", "--rolling", "--batch", "0"],
+            "--batch",
+        ),
+        (&["stop", "--all", "--timeout", "0s"], "longer than zero"),
+        (
+            &["stop-for-maintenance", "--timeout", "soon"],
+            "not a duration",
+        ),
+        (&["start"], "TARGET"),
+        (&["--host", "@box", "status"], "--host"),
+    ] {
+        // A bus that does not exist: the error must come before any connection.
+        let o = orch()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--bus", "unix:path=/nonexistent"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("connect"), "{args:?} tried to connect: {err}");
+    }
+}

@@ -346,8 +346,8 @@ stop_timeout = "2s"
 fn list_jobs(c: &Container) -> Vec<String> {
     rt().block_on(async {
         let sd = connect(c).await;
-        let jobs = orch::systemd::JobsProxy::new(&sd.conn).await.unwrap();
-        jobs.list_jobs()
+        sd.manager
+            .list_jobs()
             .await
             .unwrap()
             .into_iter()
