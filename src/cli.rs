@@ -439,7 +439,12 @@ fn cmd_plan(g: &Global, d: &Deployment) -> Result<i32> {
 fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32> {
     let units = render::render(d)?;
     let plan = plan::plan(&d.name, &d.unit_dir, &units)?;
-    let opts = install::Options { dry_run, force };
+    let in_maintenance = crate::maintenance::read_state(d)?.is_some();
+    let opts = install::Options {
+        dry_run,
+        force,
+        in_maintenance,
+    };
     let report = runtime()?.block_on(async {
         let sd = if dry_run {
             None
@@ -492,6 +497,9 @@ fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result
                     d.name
                 ),
             };
+            if let Some(why) = &report.enable_skipped {
+                text.push_str(&format!("  note: {why}\n"));
+            }
             text.push_str(&summary);
             text.push('\n');
             if !g.quiet {

@@ -23,6 +23,9 @@ const TMP_SUFFIX: &str = ".tmp";
 pub struct Options {
     pub dry_run: bool,
     pub force: bool,
+    /// The deployment is stopped for maintenance: its units are masked, so
+    /// systemd refuses to enable the master; enabling waits for a later install.
+    pub in_maintenance: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +45,9 @@ pub struct Report {
     pub reloaded: bool,
     /// Whether enabling the master changed anything.
     pub enabled: bool,
+    /// Why the master was not enabled (in maintenance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_skipped: Option<String>,
     pub units: Vec<InstalledUnit>,
 }
 
@@ -87,6 +93,7 @@ pub async fn install(
         changed: false,
         reloaded: false,
         enabled: false,
+        enable_skipped: None,
         units: plan
             .units
             .iter()
@@ -183,6 +190,13 @@ pub async fn install(
     if report.changed {
         sd.reload().await?;
         report.reloaded = true;
+    }
+    if opts.in_maintenance {
+        report.enable_skipped = Some(format!(
+            "{} is masked for maintenance; it is enabled by the first install after `orch resume`",
+            d.master.unit
+        ));
+        return Ok(report);
     }
     let (_, changes) = sd
         .manager

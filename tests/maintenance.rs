@@ -251,6 +251,32 @@ fn maintenance_cycle_restores_exactly_what_ran() {
         "{human}"
     );
 
+    // A config change installed during maintenance (an upgrade often brings
+    // one) is written, and takes effect when resume starts the units.
+    let text = std::fs::read_to_string(&s.cfg).unwrap().replace(
+        "stop_timeout = \"5s\"\n[[workers]]",
+        "stop_timeout = \"6s\"\n[[workers]]",
+    );
+    std::fs::write(&s.cfg, &text).unwrap();
+    let o = orch(&s.c, &s.cfg, &["install", "--output", "json"]);
+    assert!(
+        o.status.success(),
+        "install during maintenance: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(v["changed"], true);
+    assert!(
+        v["enable_skipped"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance"),
+        "{v}"
+    );
+    assert!(std::fs::read_to_string(s.c.unit_dir().join("fx.service"))
+        .unwrap()
+        .contains("TimeoutStopSec=6s"));
+
     // Again: succeeds and changes nothing.
     let masks_before: Vec<_> = std::fs::read_dir(&s.masks)
         .unwrap()
