@@ -178,7 +178,11 @@ where
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
-        alive().await?;
+        // The liveness check talks to systemd: it may not outlast the probe's own bound.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Ok(r) = tokio::time::timeout(remaining, alive()).await {
+            r?;
+        }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         tokio::time::sleep(delay.min(remaining)).await;
         delay = (delay * 2).min(Duration::from_millis(150));
@@ -264,5 +268,22 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.contains("refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_liveness_check_cannot_stretch_the_bound() {
+        let probe = Probe::Exec {
+            command: "exit 1".into(),
+        };
+        let t = std::time::Instant::now();
+        let r = wait_ready(
+            &probe,
+            Duration::from_millis(500),
+            Limits::default(),
+            || std::future::pending::<Result<(), String>>(),
+        )
+        .await;
+        assert!(r.unwrap_err().starts_with("not healthy within"));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 }
