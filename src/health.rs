@@ -280,7 +280,7 @@ mod tests {
             &probe,
             Duration::from_millis(500),
             Limits::default(),
-            || std::future::pending::<Result<(), String>>(),
+            std::future::pending::<Result<(), String>>,
         )
         .await;
         assert!(r.unwrap_err().starts_with("not healthy within"));
