@@ -10,13 +10,15 @@ use serde::Serialize;
 
 use crate::config::ConfigError;
 use crate::exit;
+use crate::fleet::{Fleet, Target};
 use crate::install::{self, InstallError};
 use crate::lifecycle::{self, Engine, Op, Summary};
 use crate::model::Deployment;
 use crate::output::{self, Format};
 use crate::plan::{self, Action};
 use crate::render;
-use crate::systemd::{Bus, Systemd, SystemdError};
+use crate::store::Store;
+use crate::systemd::{Bus, SystemdError};
 
 const DEFAULT_CONFIGS: &[&str] = &["orch.toml", "/etc/orch/orch.toml"];
 
@@ -248,24 +250,10 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-fn run(mut cli: Cli) -> Result<i32> {
+fn run(cli: Cli) -> Result<i32> {
     if let Some(host) = &cli.global.host {
-        let remote = crate::systemd::Remote::parse(host, &cli.global.ssh_command)
+        crate::systemd::Remote::parse(host, &cli.global.ssh_command)
             .map_err(|m| UsageError(format!("--host {m}")))?;
-        // Unit files, masks and the state journal are still local-only.
-        if matches!(
-            cli.command,
-            Command::Plan
-                | Command::Install { .. }
-                | Command::StopForMaintenance { .. }
-                | Command::Resume { .. }
-        ) {
-            return Err(UsageError(
-                "--host works with start, stop, restart and status; plan, install and maintenance on a remote host are not supported yet".into(),
-            )
-            .into());
-        }
-        cli.global.bus = Bus::Remote(remote);
     }
     let g = &cli.global;
     // These need no configuration.
@@ -322,7 +310,6 @@ fn run(mut cli: Cli) -> Result<i32> {
                 timeout: *timeout,
                 rolling: None,
                 journal_root: journal_root.clone(),
-                remote: remote_of(g),
                 probe: Default::default(),
             };
             cmd_resume(g, &deployment, opts)
@@ -345,11 +332,47 @@ fn config_path(g: &Global) -> Result<PathBuf> {
 
 fn load(g: &Global) -> Result<Deployment> {
     let path = config_path(g)?;
-    let mut d = Deployment::load(&path, g.unit_dir.as_deref())?;
+    let overrides = crate::model::Overrides {
+        unit_dir: g.unit_dir.clone(),
+        local_address: g.host.clone(),
+    };
+    let mut d = Deployment::load_with(&path, &overrides)?;
     if let Some(dir) = &g.runtime_dir {
         d.runtime_dir = dir.clone();
     }
     Ok(d)
+}
+
+/// How to reach every host a unit of the deployment lives on.
+fn targets(g: &Global, d: &Deployment) -> Result<Vec<Target>> {
+    Ok(
+        crate::fleet::targets(&d.used_hosts(), &g.bus, &g.ssh_command, g.call_timeout)
+            .map_err(UsageError)?,
+    )
+}
+
+/// The hosts `plan` and `install` visit (see [`Deployment::install_hosts`]).
+fn install_targets(g: &Global, d: &Deployment) -> Result<Vec<Target>> {
+    Ok(
+        crate::fleet::targets(&d.install_hosts(), &g.bus, &g.ssh_command, g.call_timeout)
+            .map_err(UsageError)?,
+    )
+}
+
+/// The targets of the hosts `members` live on.
+fn targets_of(g: &Global, d: &Deployment, members: &[lifecycle::Member]) -> Result<Vec<Target>> {
+    Ok(targets(g, d)?
+        .into_iter()
+        .filter(|t| members.iter().any(|m| m.host == t.name))
+        .collect())
+}
+
+/// Where the master lives: its file system holds the maintenance journal.
+fn home_store(g: &Global, d: &Deployment) -> Result<Store> {
+    let host = d.host(&d.master.host);
+    Ok(Target::new(host, &g.bus, &g.ssh_command, g.call_timeout)
+        .map_err(UsageError)?
+        .store)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -400,66 +423,85 @@ fn cmd_render(g: &Global, d: &Deployment, out: Option<&Path>) -> Result<i32> {
 
 fn cmd_plan(g: &Global, d: &Deployment) -> Result<i32> {
     let units = render::render(d)?;
-    let plan = plan::plan(&d.name, &d.unit_dir, &units)?;
+    let targets = install_targets(g, d)?;
+    let plans = runtime()?.block_on(plan::plan_all(d, &units, &targets))?;
+    let changes = plans.iter().any(plan::Plan::has_changes);
     match g.output {
         Format::Json => output::json(&serde_json::json!({
-            "deployment": plan.deployment,
-            "unit_dir": plan.unit_dir,
-            "changes": plan.has_changes(),
-            "units": plan.units,
+            "deployment": d.name,
+            "unit_dir": d.unit_dir,
+            "changes": changes,
+            "units": plans.iter().flat_map(|p| &p.units).collect::<Vec<_>>(),
         }))?,
         Format::Human => {
-            let mut text = format!(
-                "plan for {} in {}: {} to create, {} to update, {} to remove, {} drifted, {} unchanged\n",
-                plan.deployment,
-                plan.unit_dir.display(),
-                plan.count(Action::Create),
-                plan.count(Action::Update),
-                plan.count(Action::Remove),
-                plan.count(Action::Drift),
-                plan.count(Action::Unchanged),
-            );
-            for u in &plan.units {
-                text.push_str(&format!("  {:<10} {}", u.action.as_str(), u.unit));
-                if let Some(r) = &u.reason {
-                    text.push_str(&format!("  ({r})"));
+            let mut text = String::new();
+            for plan in &plans {
+                text.push_str(&format!(
+                    "plan for {} in {}{}: {} to create, {} to update, {} to remove, {} drifted, {} unchanged\n",
+                    plan.deployment,
+                    plan.unit_dir.display(),
+                    host_suffix(d, &plan.host),
+                    plan.count(Action::Create),
+                    plan.count(Action::Update),
+                    plan.count(Action::Remove),
+                    plan.count(Action::Drift),
+                    plan.count(Action::Unchanged),
+                ));
+                for u in &plan.units {
+                    text.push_str(&format!("  {:<10} {}", u.action.as_str(), u.unit));
+                    if let Some(r) = &u.reason {
+                        text.push_str(&format!("  ({r})"));
+                    }
+                    text.push('\n');
                 }
-                text.push('\n');
             }
             print_stdout(&text)?;
         }
     }
-    Ok(if plan.has_changes() {
+    Ok(if changes {
         exit::CHANGES_PENDING
     } else {
         exit::OK
     })
 }
 
+/// ` on host NAME (ADDRESS)` when the deployment is not only this machine.
+fn host_suffix(d: &Deployment, host: &str) -> String {
+    let h = d.host(host);
+    match &h.address {
+        Some(a) if d.is_multi_host() => format!(" on host {host} ({a})"),
+        Some(a) => format!(" on {a}"),
+        None if d.is_multi_host() => format!(" on host {host} (this machine)"),
+        None => String::new(),
+    }
+}
+
 fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32> {
     let units = render::render(d)?;
-    let plan = plan::plan(&d.name, &d.unit_dir, &units)?;
-    let in_maintenance = crate::maintenance::read_state(d)?.is_some();
-    let opts = install::Options {
-        dry_run,
-        force,
-        in_maintenance,
-    };
+    let targets = install_targets(g, d)?;
+    let home = home_store(g, d)?;
     let report = runtime()?.block_on(async {
-        let sd = if dry_run {
+        let plans = plan::plan_all(d, &units, &targets).await?;
+        let in_maintenance = crate::maintenance::read_state(d, &home).await?.is_some();
+        let opts = install::Options {
+            dry_run,
+            force,
+            in_maintenance,
+        };
+        let fleet = if dry_run {
             None
         } else {
-            Some(Systemd::connect(&g.bus, g.call_timeout).await?)
+            Some(Fleet::connect(&targets, g.call_timeout).await?)
         };
-        install::install(d, &plan, sd.as_ref(), opts).await
-    });
-    let report = match report {
-        Ok(r) => r,
-        Err(InstallError::Systemd(e)) => {
-            return Err(anyhow::Error::new(e).context(format!("install of {} failed", d.name)))
+        match install::install(d, &plans, &targets, fleet.as_ref(), opts).await {
+            Ok(r) => Ok(r),
+            Err(InstallError::Systemd(e)) => {
+                Err(anyhow::Error::new(e).context(format!("install of {} failed", d.name)))
+            }
+            Err(e) => Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
-    };
+    })?;
+    let multi = d.is_multi_host();
     match g.output {
         Format::Json => output::json(&report)?,
         Format::Human => {
@@ -473,23 +515,33 @@ fn cmd_install(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result
                     (Action::Drift, false) => "overwritten",
                     (a, true) => a.as_str(),
                 };
-                text.push_str(&format!("  {verb:<11} {}\n", u.unit));
+                if multi {
+                    text.push_str(&format!("  {verb:<11} {:<12} {}\n", u.host, u.unit));
+                } else {
+                    text.push_str(&format!("  {verb:<11} {}\n", u.unit));
+                }
             }
+            let reloaded: Vec<&str> = report
+                .hosts
+                .iter()
+                .filter(|h| h.reloaded)
+                .map(|h| h.host.as_str())
+                .collect();
             let summary = match (dry_run, report.changed) {
                 (true, true) => "dry run: changes pending, nothing written".to_string(),
                 (true, false) => "dry run: nothing to do".to_string(),
                 (false, true) => format!(
                     "installed {}: changed{}{}",
                     d.name,
-                    if report.reloaded {
-                        ", systemd reloaded"
-                    } else {
-                        ""
+                    match (report.reloaded, multi) {
+                        (false, _) => String::new(),
+                        (true, false) => ", systemd reloaded".to_string(),
+                        (true, true) => format!(", systemd reloaded on {}", reloaded.join(", ")),
                     },
                     if report.enabled {
-                        &", master enabled"
+                        ", master enabled"
                     } else {
-                        &""
+                        ""
                     },
                 ),
                 (false, false) => format!(
@@ -527,9 +579,6 @@ fn cmd_lifecycle(
     a: &Lifecycle,
     rolling: Option<usize>,
 ) -> Result<i32> {
-    if matches!(op, Op::Start | Op::Restart) && !a.force {
-        crate::maintenance::refuse_if_in_maintenance(d)?;
-    }
     let members = if a.all {
         lifecycle::members(d)
             .into_iter()
@@ -545,9 +594,10 @@ fn cmd_lifecycle(
         timeout: a.timeout,
         rolling,
         journal_root: a.journal_root.clone(),
-        remote: remote_of(g),
         probe: Default::default(),
     };
+    let targets = targets_of(g, d, &members)?;
+    let home = home_store(g, d)?;
     let observer = output::progress::observer(g.output, g.quiet);
     let rt = runtime()?;
     let summary = rt.block_on(async {
@@ -556,16 +606,20 @@ fn cmd_lifecycle(
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let connect = async {
-            let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
-            sd.preflight(
-                &format!("{op:?} units of {}", d.name).to_lowercase(),
-                &[crate::systemd::actions::MANAGE_UNITS],
-            )
-            .await?;
-            let engine = Engine::new(sd.clone(), opts, observer).await?;
-            Ok::<_, SystemdError>((sd, engine))
+            if matches!(op, Op::Start | Op::Restart) && !a.force {
+                crate::maintenance::refuse_if_in_maintenance(d, &home).await?;
+            }
+            let fleet = Fleet::connect(&targets, g.call_timeout).await?;
+            fleet
+                .preflight(
+                    &format!("{op:?} units of {}", d.name).to_lowercase(),
+                    &[crate::systemd::actions::MANAGE_UNITS],
+                )
+                .await?;
+            let engine = Engine::new(&fleet, opts, observer).await?;
+            Ok::<_, anyhow::Error>((fleet, engine))
         };
-        let (sd, engine) = tokio::select! {
+        let (fleet, engine) = tokio::select! {
             r = connect => r?,
             _ = sigint.recv() => return Ok::<_, anyhow::Error>(None),
             _ = sigterm.recv() => return Ok(None),
@@ -584,9 +638,12 @@ fn cmd_lifecycle(
         if a.cancel_on_interrupt {
             let jobs = engine.inflight().jobs();
             // Bounded so that orch still exits within a second of the signal.
-            let cancels = futures_util::future::join_all(jobs.iter().map(|(id, _)| async {
-                let _call = sd.permit().await;
-                sd.manager.cancel_job(*id).await
+            let cancels = futures_util::future::join_all(jobs.iter().map(|(host, id, _)| {
+                let sd = fleet.get(host);
+                async move {
+                    let _call = sd.permit().await;
+                    sd.manager.cancel_job(*id).await
+                }
             }));
             let _ = tokio::time::timeout(Duration::from_millis(500), cancels).await;
             s.running_jobs = s
@@ -708,22 +765,74 @@ fn print_summary(g: &Global, s: &Summary) -> Result<()> {
 
 fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
     let members = lifecycle::members(d);
-    let rows = runtime()?
-        .block_on(async {
-            let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
-            let limits = crate::health::Limits {
-                connect: Duration::from_millis(500),
-                attempt: Duration::from_secs(1),
-            };
-            crate::status::status(&sd, &members, limits).await
-        })
-        .with_context(|| format!("cannot read the status of {}", d.name))?;
-    let maintenance = crate::maintenance::read_state(d)?;
+    let targets = targets(g, d)?;
+    let home = home_store(g, d)?;
+    let limits = crate::health::Limits {
+        connect: Duration::from_millis(500),
+        attempt: Duration::from_secs(1),
+    };
+    // Every host is asked at once; one out of reach does not hide the others.
+    let (rows, unreachable, maintenance) = runtime()?.block_on(async {
+        let conns = Fleet::connect_each(&targets, g.call_timeout).await;
+        let mut unreachable = Vec::new();
+        let reads = targets.iter().zip(conns).map(|(t, conn)| {
+            let mine: Vec<lifecycle::Member> = members
+                .iter()
+                .filter(|m| m.host == t.name)
+                .cloned()
+                .collect();
+            async move {
+                match conn {
+                    Ok(sd) => crate::status::status(&sd, &mine, limits)
+                        .await
+                        .map_err(|e| (t.name.clone(), anyhow::Error::new(e), mine.clone())),
+                    Err(e) => Err((t.name.clone(), anyhow::Error::new(e), mine)),
+                }
+            }
+        });
+        let mut rows = Vec::new();
+        for r in futures_util::future::join_all(reads).await {
+            match r {
+                Ok(v) => rows.extend(v),
+                Err((host, e, mine)) => {
+                    rows.extend(crate::status::unreachable(&mine));
+                    unreachable.push((host, e));
+                }
+            }
+        }
+        rows.sort_by_key(|r| members.iter().position(|m| m.unit == r.unit));
+        let maintenance = if unreachable.iter().any(|(h, _)| *h == d.master.host) {
+            None
+        } else {
+            crate::maintenance::read_state(d, &home).await?
+        };
+        Ok::<_, anyhow::Error>((rows, unreachable, maintenance))
+    })?;
+    // With every host out of reach there is nothing to show: a plain error.
+    if !unreachable.is_empty() && unreachable.len() == targets.len() {
+        let (_, e) = unreachable.into_iter().next().expect("not empty");
+        return Err(e.context(format!("cannot read the status of {}", d.name)));
+    }
+    let code = if unreachable.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    };
+    for (host, e) in &unreachable {
+        eprintln!("orch: host {host} is unreachable; its units show as unreachable: {e:#}");
+    }
     if g.output == Format::Json {
-        output::json(
-            &serde_json::json!({ "deployment": d.name, "maintenance": maintenance, "units": rows }),
-        )?;
-        return Ok(exit::OK);
+        let unreachable: Vec<serde_json::Value> = unreachable
+            .iter()
+            .map(|(h, e)| serde_json::json!({ "host": h, "error": format!("{e:#}") }))
+            .collect();
+        output::json(&serde_json::json!({
+            "deployment": d.name,
+            "maintenance": maintenance,
+            "unreachable": unreachable,
+            "units": rows,
+        }))?;
+        return Ok(code);
     }
     let mut text = String::new();
     if let Some(m) = &maintenance {
@@ -735,9 +844,26 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
             m.active.len()
         ));
     }
+    // The host column appears when there is more than one host to tell apart.
+    let hosts = d.is_multi_host();
+    let host_col = |h: &str| {
+        if hosts {
+            format!("{h:<12} ")
+        } else {
+            String::new()
+        }
+    };
     text.push_str(&format!(
-        "{:<50} {:<10} {:<10} {:<12} {:>8} {:>8} {:>8}  {}\n",
-        "UNIT", "ROLE", "ACTIVE", "SUB", "PID", "SINCE", "RESTARTS", "HEALTH"
+        "{}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8}  {}\n",
+        host_col("HOST"),
+        "UNIT",
+        "ROLE",
+        "ACTIVE",
+        "SUB",
+        "PID",
+        "SINCE",
+        "RESTARTS",
+        "HEALTH"
     ));
     for r in &rows {
         let role = serde_json::to_value(r.role)
@@ -745,7 +871,8 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         text.push_str(&format!(
-            "{:<50} {:<10} {:<10} {:<12} {:>8} {:>8} {:>8}  {}\n",
+            "{}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8}  {}\n",
+            host_col(&r.host),
             r.unit,
             role,
             r.active_state,
@@ -763,7 +890,7 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
         ));
     }
     print_stdout(&text)?;
-    Ok(exit::OK)
+    Ok(code)
 }
 
 /// Prints a maintenance step: a JSON line, or a line on stderr.
@@ -797,15 +924,16 @@ fn cmd_stop_for_maintenance(
             + Duration::from_secs(10)
     });
     let notify = step_printer(g);
+    let targets = targets(g, d)?;
     let report = runtime()?.block_on(async {
-        let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
+        let fleet = Fleet::connect(&targets, g.call_timeout).await?;
         let opts = crate::maintenance::StopOptions {
             reason,
             timeout,
             include_database,
         };
         Ok::<_, anyhow::Error>(
-            crate::maintenance::stop_for_maintenance(d, &sd, opts, &notify).await?,
+            crate::maintenance::stop_for_maintenance(d, &fleet, &targets, opts, &notify).await?,
         )
     })?;
     if g.output == Format::Json {
@@ -818,8 +946,13 @@ fn cmd_stop_for_maintenance(
             } else {
                 ""
             };
+            let host = if d.is_multi_host() {
+                format!("{:<12} ", u.host)
+            } else {
+                String::new()
+            };
             text.push_str(&format!(
-                "  {:<50} {:<9} {} processes{killed}\n",
+                "  {host}{:<50} {:<9} {} processes{killed}\n",
                 u.unit, u.active_state, u.processes
             ));
         }
@@ -870,9 +1003,12 @@ fn cmd_stop_for_maintenance(
 fn cmd_resume(g: &Global, d: &Deployment, opts: lifecycle::Options) -> Result<i32> {
     let notify = step_printer(g);
     let observer = output::progress::observer(g.output, g.quiet);
+    let targets = targets(g, d)?;
     let report = runtime()?.block_on(async {
-        let sd = Systemd::connect(&g.bus, g.call_timeout).await?;
-        Ok::<_, anyhow::Error>(crate::maintenance::resume(d, &sd, opts, observer, &notify).await?)
+        let fleet = Fleet::connect(&targets, g.call_timeout).await?;
+        Ok::<_, anyhow::Error>(
+            crate::maintenance::resume(d, &fleet, &targets, opts, observer, &notify).await?,
+        )
     })?;
     match &report.summary {
         Some(s) => {
@@ -919,11 +1055,4 @@ pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     }
     man.render_version_section(out)?;
     Ok(())
-}
-
-fn remote_of(g: &Global) -> Option<crate::systemd::Remote> {
-    match &g.bus {
-        Bus::Remote(r) => Some(r.clone()),
-        _ => None,
-    }
 }

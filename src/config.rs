@@ -24,6 +24,17 @@ pub struct RawConfig {
     pub workers: Vec<S<RawWorker>>,
     #[serde(default)]
     pub dependents: Vec<S<RawDependent>>,
+    #[serde(default)]
+    pub hosts: Vec<S<RawHost>>,
+}
+
+/// A machine units can live on, reached over SSH.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    pub name: S<String>,
+    /// `[USER@]HOST[:PORT]`
+    pub address: S<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +51,7 @@ pub struct RawDeployment {
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
     pub unit: S<String>,
+    pub host: Option<S<String>>,
     pub health: Option<S<String>>,
     pub start_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
@@ -51,6 +63,7 @@ pub struct RawDatabase {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMaster {
+    pub host: Option<S<String>>,
     pub description: Option<S<String>>,
     pub exec_start: S<String>,
     pub exec_reload: Option<S<String>>,
@@ -76,6 +89,7 @@ pub struct RawWorker {
     pub kind: S<String>,
     pub count: S<i64>,
     pub port_base: Option<S<i64>>,
+    pub host: Option<S<String>>,
     pub description: Option<S<String>>,
     pub exec_start: S<String>,
     pub exec_reload: Option<S<String>>,
@@ -98,6 +112,7 @@ pub struct RawWorker {
 #[serde(deny_unknown_fields)]
 pub struct RawDependent {
     pub unit: S<String>,
+    pub host: Option<S<String>>,
     pub health: Option<S<String>>,
     pub start_timeout: Option<S<String>>,
     pub stop_timeout: Option<S<String>>,

@@ -5,19 +5,19 @@
 //! rename, fsync of the folder); unchanged files are never touched; systemd is
 //! reloaded only when something changed.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde::Serialize;
 
+use crate::fleet::{Fleet, Target};
 use crate::model::Deployment;
 use crate::plan::{Action, Plan};
+use crate::store::StoreError;
 use crate::systemd::{actions, JobWatcher, Systemd, SystemdError};
 
-const TMP_PREFIX: &str = ".orch-";
-const TMP_SUFFIX: &str = ".tmp";
+pub use crate::store::write_atomic;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -31,6 +31,7 @@ pub struct Options {
 #[derive(Debug, Clone, Serialize)]
 pub struct InstalledUnit {
     pub unit: String,
+    pub host: String,
     pub action: Action,
     pub changed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +50,16 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enable_skipped: Option<String>,
     pub units: Vec<InstalledUnit>,
+    /// What happened on each host.
+    pub hosts: Vec<HostReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub changed: bool,
+    pub reloaded: bool,
+    pub enabled: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,32 +68,35 @@ pub enum InstallError {
         if .0.len() == 1 { "1 unit file was" } else { "unit files were" },
         .0.iter().map(|(u, r)| format!("  {u}: {r}")).collect::<Vec<_>>().join("\n"))]
     Drift(Vec<(String, String)>),
-    #[error("cannot write {}: {cause}", path.display())]
-    Write {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("cannot remove {}: {cause}", path.display())]
-    Remove {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    #[error("host {host}: {cause}")]
+    Store { host: String, cause: StoreError },
     #[error(transparent)]
     Systemd(#[from] SystemdError),
 }
 
-/// Carries out `plan`. With `dry_run`, reports what would change and touches nothing.
+/// Carries out the plans of every host. With `dry_run`, reports what would
+/// change and touches nothing. Drift anywhere refuses the whole install
+/// before any host is touched.
 pub async fn install(
     d: &Deployment,
-    plan: &Plan,
-    sd: Option<&Systemd>,
+    plans: &[Plan],
+    targets: &[Target],
+    fleet: Option<&Fleet>,
     opts: Options,
 ) -> Result<Report, InstallError> {
-    let drift: Vec<_> = plan
-        .units
+    let multi = plans.len() > 1;
+    let drift: Vec<_> = plans
         .iter()
+        .flat_map(|p| &p.units)
         .filter(|u| u.action == Action::Drift)
-        .map(|u| (u.unit.clone(), u.reason.clone().unwrap_or_default()))
+        .map(|u| {
+            let name = if multi {
+                format!("{} on host {}", u.unit, u.host)
+            } else {
+                u.unit.clone()
+            };
+            (name, u.reason.clone().unwrap_or_default())
+        })
         .collect();
     if !drift.is_empty() && !opts.force {
         return Err(InstallError::Drift(drift));
@@ -94,34 +108,76 @@ pub async fn install(
         reloaded: false,
         enabled: false,
         enable_skipped: None,
-        units: plan
-            .units
+        units: plans
             .iter()
+            .flat_map(|p| &p.units)
             .map(|u| InstalledUnit {
                 unit: u.unit.clone(),
+                host: u.host.clone(),
                 action: u.action,
                 changed: u.action.is_change(),
                 reason: u.reason.clone(),
             })
             .collect(),
+        hosts: Vec::new(),
     };
     if opts.dry_run {
-        report.changed = plan.has_changes();
+        report.changed = plans.iter().any(Plan::has_changes);
         return Ok(report);
     }
-    let sd = sd.expect("install without --dry-run needs a systemd connection");
+    let fleet = fleet.expect("install without --dry-run needs systemd connections");
     let mut needed = vec![actions::MANAGE_UNIT_FILES, actions::RELOAD_DAEMON];
-    if plan.count(Action::Remove) > 0 {
+    if plans.iter().any(|p| p.count(Action::Remove) > 0) {
         needed.push(actions::MANAGE_UNITS);
     }
-    sd.preflight(&format!("install {}", d.name), &needed)
+    fleet
+        .preflight(&format!("install {}", d.name), &needed)
         .await?;
+    let results = join_all(plans.iter().map(|p| {
+        let target = targets
+            .iter()
+            .find(|t| t.name == p.host)
+            .expect("a target for every planned host");
+        install_host(d, p, target, fleet.get(&p.host), opts)
+    }))
+    .await;
+    for r in results {
+        let h = r?;
+        report.changed |= h.changed;
+        report.reloaded |= h.reloaded;
+        report.enabled |= h.enabled;
+        report.hosts.push(h);
+    }
+    if opts.in_maintenance {
+        report.enable_skipped = Some(format!(
+            "{} is masked for maintenance; it is enabled by the first install after `orch resume`",
+            d.master.unit
+        ));
+    }
+    Ok(report)
+}
 
-    std::fs::create_dir_all(&plan.unit_dir).map_err(|cause| InstallError::Write {
-        path: plan.unit_dir.clone(),
+/// One host's part: stale units stopped, disabled and removed; changed
+/// files written; one Reload if anything changed; the master enabled on its host.
+async fn install_host(
+    d: &Deployment,
+    plan: &Plan,
+    target: &Target,
+    sd: &Systemd,
+    opts: Options,
+) -> Result<HostReport, InstallError> {
+    let store = &target.store;
+    let store_err = |cause| InstallError::Store {
+        host: plan.host.clone(),
         cause,
-    })?;
-    remove_leftover_temporaries(&plan.unit_dir);
+    };
+    let mut report = HostReport {
+        host: plan.host.clone(),
+        changed: false,
+        reloaded: false,
+        enabled: false,
+    };
+    store.remove_leftovers(&plan.unit_dir).await;
 
     // Stale units first: stopped and disabled while systemd still knows their file.
     let stale: Vec<_> = plan
@@ -158,31 +214,41 @@ pub async fn install(
             .disable_unit_files(&names, false)
             .await
             .map_err(|e| sd.err(format!("disable {}", names.join(", ")), e))?;
+        let paths: Vec<PathBuf> = stale.iter().map(|u| u.path.clone()).collect();
+        store
+            .remove_files(&plan.unit_dir, &paths)
+            .await
+            .map_err(store_err)?;
         for u in &stale {
-            std::fs::remove_file(&u.path).map_err(|cause| InstallError::Remove {
-                path: u.path.clone(),
-                cause,
-            })?;
-            tracing::info!(unit = %u.unit, "removed stale unit");
+            tracing::info!(unit = %u.unit, host = %plan.host, "removed stale unit");
         }
-        sync_dir(&plan.unit_dir).map_err(|cause| InstallError::Write {
-            path: plan.unit_dir.clone(),
-            cause,
-        })?;
         report.changed = true;
     }
 
-    for u in plan
+    let writes: Vec<(PathBuf, Vec<u8>)> = plan
         .units
         .iter()
         .filter(|u| matches!(u.action, Action::Create | Action::Update | Action::Drift))
-    {
-        let content = u.content.as_deref().expect("rendered units have content");
-        write_atomic(&u.path, content.as_bytes()).map_err(|cause| InstallError::Write {
-            path: u.path.clone(),
-            cause,
-        })?;
-        tracing::info!(unit = %u.unit, action = u.action.as_str(), "wrote unit file");
+        .map(|u| {
+            let content = u.content.as_deref().expect("rendered units have content");
+            (u.path.clone(), content.as_bytes().to_vec())
+        })
+        .collect();
+    if !writes.is_empty() {
+        store
+            .write_files(&plan.unit_dir, &writes)
+            .await
+            .map_err(|cause| InstallError::Store {
+                host: plan.host.clone(),
+                cause,
+            })?;
+        for u in plan
+            .units
+            .iter()
+            .filter(|u| matches!(u.action, Action::Create | Action::Update | Action::Drift))
+        {
+            tracing::info!(unit = %u.unit, host = %plan.host, action = u.action.as_str(), "wrote unit file");
+        }
         report.changed = true;
     }
 
@@ -191,11 +257,7 @@ pub async fn install(
         sd.reload().await?;
         report.reloaded = true;
     }
-    if opts.in_maintenance {
-        report.enable_skipped = Some(format!(
-            "{} is masked for maintenance; it is enabled by the first install after `orch resume`",
-            d.master.unit
-        ));
+    if opts.in_maintenance || plan.host != d.master.host {
         return Ok(report);
     }
     let (_, changes) = sd
@@ -214,42 +276,4 @@ pub async fn install(
         report.reloaded = true;
     }
     Ok(report)
-}
-
-/// Writes `bytes` to `path` so that a reader (or a crash) sees either the old
-/// file or the new one, never a part.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("no parent folder"))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .suffix(TMP_SUFFIX)
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Temporary files left by an orch killed mid-write; systemd ignores them
-/// (no unit suffix) but they should not pile up.
-fn remove_leftover_temporaries(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(TMP_PREFIX) && name.ends_with(TMP_SUFFIX) {
-            if let Err(err) = std::fs::remove_file(e.path()) {
-                tracing::warn!(file = %name, %err, "cannot remove leftover temporary file");
-            }
-        }
-    }
 }

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod fleet;
 pub mod health;
 pub mod install;
 pub mod lifecycle;
@@ -17,4 +18,5 @@ pub mod output;
 pub mod plan;
 pub mod render;
 pub mod status;
+pub mod store;
 pub mod systemd;

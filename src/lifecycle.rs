@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use zbus::OwnedObjectPath;
 
+use crate::fleet::Fleet;
 use crate::health::{self, Limits};
 use crate::model::{Deployment, Probe, Role};
 use crate::systemd::{JobWatcher, Systemd, SystemdError};
@@ -36,6 +37,8 @@ pub enum Op {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub unit: String,
+    /// The host it lives on.
+    pub host: String,
     pub role: Role,
     pub kind: Option<String>,
     pub health: Option<Probe>,
@@ -49,6 +52,7 @@ pub fn members(d: &Deployment) -> Vec<Member> {
     let mut v = Vec::new();
     let ext = |x: &crate::model::External, role| Member {
         unit: x.unit.clone(),
+        host: x.host.clone(),
         role,
         kind: None,
         health: x.health.clone(),
@@ -58,6 +62,7 @@ pub fn members(d: &Deployment) -> Vec<Member> {
     };
     let svc = |s: &crate::model::Service, role, kind: Option<&str>| Member {
         unit: s.unit.clone(),
+        host: s.host.clone(),
         role,
         kind: kind.map(str::to_string),
         health: s.health.clone(),
@@ -184,6 +189,7 @@ pub trait Observer: Send + Sync {
 #[derive(Debug, Clone, Serialize)]
 pub struct UnitReport {
     pub unit: String,
+    pub host: String,
     pub role: Role,
     pub phase: Phase,
     /// systemd's job result: done, failed, timeout, dependency, canceled, …
@@ -244,8 +250,6 @@ pub struct Options {
     pub rolling: Option<usize>,
     /// Passed to `journalctl --root` to read a container's journal.
     pub journal_root: Option<PathBuf>,
-    /// With `--host`: read the journal on that host, through the same SSH command.
-    pub remote: Option<crate::systemd::Remote>,
     pub probe: Limits,
 }
 
@@ -270,10 +274,15 @@ impl Step {
     }
 }
 
-/// Runs operations against one systemd.
+/// A job orch waits for: the host's name and the job's object path (paths
+/// repeat across hosts).
+type JobKey = (String, OwnedObjectPath);
+
+/// Runs operations against the systemd of every host of the deployment.
+/// Steps run one after another across all hosts, which is the ordering
+/// systemd cannot give between machines.
 pub struct Engine {
-    sd: Systemd,
-    jobs: JobWatcher,
+    hosts: Vec<(Systemd, JobWatcher)>,
     opts: Options,
     observer: Arc<dyn Observer>,
     started: Instant,
@@ -283,18 +292,24 @@ pub struct Engine {
     /// The latest phase of every unit, for a summary cut short by a signal.
     phases: Mutex<HashMap<String, Phase>>,
     /// Jobs orch enqueued (and those systemd added) that have not finished.
-    inflight: Arc<Mutex<HashMap<OwnedObjectPath, (u32, String)>>>,
+    inflight: Arc<Mutex<HashMap<JobKey, (u32, String)>>>,
 }
 
 /// A handle to the jobs in flight, kept by the caller to report or cancel
 /// them when the operation is interrupted.
 #[derive(Clone)]
-pub struct Inflight(Arc<Mutex<HashMap<OwnedObjectPath, (u32, String)>>>);
+pub struct Inflight(Arc<Mutex<HashMap<JobKey, (u32, String)>>>);
 
 impl Inflight {
-    /// `(job id, unit)` of every job orch is still waiting for.
-    pub fn jobs(&self) -> Vec<(u32, String)> {
-        let mut v: Vec<_> = self.0.lock().unwrap().values().cloned().collect();
+    /// `(host, job id, unit)` of every job orch is still waiting for.
+    pub fn jobs(&self) -> Vec<(String, u32, String)> {
+        let mut v: Vec<_> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|((host, _), (id, unit))| (host.clone(), *id, unit.clone()))
+            .collect();
         v.sort();
         v
     }
@@ -303,15 +318,18 @@ impl Inflight {
 impl Engine {
     /// Subscribes to job signals before anything is enqueued.
     pub async fn new(
-        sd: Systemd,
+        fleet: &Fleet,
         opts: Options,
         observer: Arc<dyn Observer>,
     ) -> Result<Engine, SystemdError> {
-        let jobs = JobWatcher::start(&sd).await?;
+        let watchers = join_all(fleet.all().iter().map(JobWatcher::start)).await;
+        let mut hosts = Vec::new();
+        for (sd, w) in fleet.all().iter().zip(watchers) {
+            hosts.push((sd.clone(), w?));
+        }
         let started = Instant::now();
         Ok(Engine {
-            sd,
-            jobs,
+            hosts,
             deadline: opts.timeout.map(|t| tokio::time::Instant::now() + t),
             permits: opts
                 .max_parallel
@@ -327,6 +345,18 @@ impl Engine {
 
     pub fn inflight(&self) -> Inflight {
         Inflight(self.inflight.clone())
+    }
+
+    /// The connection to a unit's host.
+    fn sd(&self, host: &str) -> &Systemd {
+        &self.host(host).0
+    }
+
+    fn host(&self, host: &str) -> &(Systemd, JobWatcher) {
+        self.hosts
+            .iter()
+            .find(|(sd, _)| sd.host == host)
+            .unwrap_or_else(|| panic!("no connection to host {host}"))
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -479,7 +509,13 @@ impl Engine {
             .inflight()
             .jobs()
             .into_iter()
-            .map(|(id, unit)| format!("{unit} (job {id})"))
+            .map(|(host, id, unit)| {
+                if self.hosts.len() > 1 {
+                    format!("{unit} (job {id} on host {host})")
+                } else {
+                    format!("{unit} (job {id})")
+                }
+            })
             .collect();
         Summary {
             op,
@@ -503,6 +539,7 @@ impl Engine {
     ) -> UnitReport {
         UnitReport {
             unit: m.unit.clone(),
+            host: m.host.clone(),
             role: m.role,
             phase,
             job,
@@ -519,7 +556,7 @@ impl Engine {
     async fn ensure_running(&self, db: &[Member]) -> bool {
         let mut to_start = Vec::new();
         for m in db {
-            let active = match self.sd.unit(&m.unit).await {
+            let active = match self.sd(&m.host).unit(&m.unit).await {
                 Ok(u) => u.active_state().await.ok(),
                 Err(_) => None,
             };
@@ -573,26 +610,23 @@ impl Engine {
             _ => m.stop_timeout + m.start_timeout,
         } + JOB_MARGIN;
 
-        let call = self.sd.permit().await;
+        let sd = self.sd(&m.host);
+        let call = sd.permit().await;
         if !stopping {
             // An operator's explicit start is not a crash loop: clear the
             // failed state and systemd's start-rate counter (StartLimitBurst=),
             // as `systemctl reset-failed` would, so back-to-back restarts of a
             // healthy deployment are not refused with start-limit-hit.
-            if let Err(e) = self.sd.manager.reset_failed_unit(&m.unit).await {
+            if let Err(e) = sd.manager.reset_failed_unit(&m.unit).await {
                 tracing::debug!(unit = %m.unit, error = %e, "reset-failed");
             }
         }
-        let enqueued = self
-            .sd
-            .manager
-            .enqueue_unit_job(&m.unit, job_type, mode)
-            .await;
+        let enqueued = sd.manager.enqueue_unit_job(&m.unit, job_type, mode).await;
         drop(call);
         let (id, job, _, _, _, affected) = match enqueued {
             Ok(v) => v,
             Err(e) => {
-                let e = self.sd.err(format!("{job_type} {}", m.unit), e);
+                let e = sd.err(format!("{job_type} {}", m.unit), e);
                 let timeout = matches!(e, SystemdError::Timeout { .. });
                 let mut r = self.report(
                     m,
@@ -611,9 +645,9 @@ impl Engine {
         };
         {
             let mut inflight = self.inflight.lock().unwrap();
-            inflight.insert(job.clone(), (id, m.unit.clone()));
+            inflight.insert((m.host.clone(), job.clone()), (id, m.unit.clone()));
             for (aid, apath, aunit, _, _) in &affected {
-                inflight.insert(apath.clone(), (*aid, aunit.clone()));
+                inflight.insert((m.host.clone(), apath.clone()), (*aid, aunit.clone()));
             }
         }
         // Jobs systemd added to the transaction (the PartOf cascade, Wants=) are awaited too.
@@ -623,9 +657,12 @@ impl Engine {
                 .map(|(_, p, u, _, _)| (p.clone(), u.clone())),
         );
         let outcomes = join_all(waits.map(|(path, unit)| async move {
-            let r = self.jobs.wait(&path, self.bounded(bound)).await;
+            let r = self.host(&m.host).1.wait(&path, self.bounded(bound)).await;
             if !matches!(r, Ok(None)) {
-                self.inflight.lock().unwrap().remove(&path);
+                self.inflight
+                    .lock()
+                    .unwrap()
+                    .remove(&(m.host.clone(), path));
             }
             (unit, r)
         }))
@@ -662,7 +699,7 @@ impl Engine {
         if result == "vanished" {
             // The job object went without a JobRemoved (merged into another
             // job, or systemd re-executed): judge by the unit once it settles.
-            self.settle(&m.unit, self.bounded(bound)).await;
+            self.settle(m, self.bounded(bound)).await;
         }
         if result != "done" && result != "vanished" {
             let mut r = self.report(
@@ -700,12 +737,13 @@ impl Engine {
     }
 
     /// Waits (bounded) until `unit` has no pending job and is not between states.
-    async fn settle(&self, unit: &str, bound: Duration) {
+    async fn settle(&self, m: &Member, bound: Duration) {
         let deadline = tokio::time::Instant::now() + bound;
+        let sd = self.sd(&m.host);
         while tokio::time::Instant::now() < deadline {
             let settled = {
-                let _call = self.sd.permit().await;
-                match self.sd.unit(unit).await {
+                let _call = sd.permit().await;
+                match sd.unit(&m.unit).await {
                     Ok(u) => {
                         let job = u.job().await.map(|j| j.0).unwrap_or(0);
                         let state = u.active_state().await.unwrap_or_default();
@@ -726,23 +764,25 @@ impl Engine {
     }
 
     /// `NRestarts` of a service (None for other unit types or on error).
-    async fn restarts(&self, unit: &str) -> Option<u32> {
-        let _call = self.sd.permit().await;
-        let path = self.sd.manager.load_unit(unit).await.ok()?;
-        self.sd.service_at(path).await.ok()?.n_restarts().await.ok()
+    async fn restarts(&self, m: &Member) -> Option<u32> {
+        let sd = self.sd(&m.host);
+        let _call = sd.permit().await;
+        let path = sd.manager.load_unit(&m.unit).await.ok()?;
+        sd.service_at(path).await.ok()?.n_restarts().await.ok()
     }
 
     /// A stop that needed SIGKILL is reported as such: the process ignored
     /// SIGTERM for the whole `TimeoutStopSec=`.
     async fn stop_result(&self, m: &Member, r: &mut UnitReport) {
-        let _call = self.sd.permit().await;
-        let Ok(path) = self.sd.manager.load_unit(&m.unit).await else {
+        let sd = self.sd(&m.host);
+        let _call = sd.permit().await;
+        let Ok(path) = sd.manager.load_unit(&m.unit).await else {
             return;
         };
-        if let Ok(u) = self.sd.unit_at(path.clone()).await {
+        if let Ok(u) = sd.unit_at(path.clone()).await {
             r.active_state = u.active_state().await.ok();
         }
-        let Ok(svc) = self.sd.service_at(path).await else {
+        let Ok(svc) = sd.service_at(path).await else {
             return;
         };
         match svc.result().await.ok().as_deref() {
@@ -758,14 +798,15 @@ impl Engine {
         }
     }
 
-    async fn active_state(&self, unit: &str) -> Option<String> {
-        let _call = self.sd.permit().await;
-        self.sd.unit(unit).await.ok()?.active_state().await.ok()
+    async fn active_state(&self, m: &Member) -> Option<String> {
+        let sd = self.sd(&m.host);
+        let _call = sd.permit().await;
+        sd.unit(&m.unit).await.ok()?.active_state().await.ok()
     }
 
     /// After a successful start job: the unit must be active and its probe pass.
     async fn readiness(&self, m: &Member, job: Option<String>) -> UnitReport {
-        let state = self.active_state(&m.unit).await;
+        let state = self.active_state(m).await;
         if !matches!(state.as_deref(), Some("active") | Some("reloading")) {
             let mut r = self.report(
                 m,
@@ -788,15 +829,15 @@ impl Engine {
         let timeout = self.bounded(m.health_timeout);
         // A unit that crashes and is restarted by Restart= while being probed
         // is flapping, not starting: its restart count must not move.
-        let restarts = self.restarts(&m.unit).await;
+        let restarts = self.restarts(m).await;
         let alive = || async {
-            match self.active_state(&m.unit).await.as_deref() {
+            match self.active_state(m).await.as_deref() {
                 Some("failed") | Some("inactive") => {
                     return Err("the unit stopped while being probed".to_string())
                 }
                 _ => {}
             }
-            match (restarts, self.restarts(&m.unit).await) {
+            match (restarts, self.restarts(m).await) {
                 (Some(a), Some(b)) if b > a => Err(format!(
                     "the unit was restarted {} time(s) while being probed (crash loop)",
                     b - a
@@ -828,24 +869,19 @@ impl Engine {
 
     /// Adds the service's result, exit status and last journal lines.
     async fn diagnose(&self, r: &mut UnitReport) {
-        let call = self.sd.permit().await;
-        if let Ok(path) = self.sd.manager.load_unit(&r.unit).await {
-            if let Ok(u) = self.sd.unit_at(path.clone()).await {
+        let sd = self.sd(&r.host);
+        let call = sd.permit().await;
+        if let Ok(path) = sd.manager.load_unit(&r.unit).await {
+            if let Ok(u) = sd.unit_at(path.clone()).await {
                 r.active_state = u.active_state().await.ok();
             }
-            if let Ok(s) = self.sd.service_at(path).await {
+            if let Ok(s) = sd.service_at(path).await {
                 r.result = s.result().await.ok();
                 r.exit_status = s.exec_main_status().await.ok();
             }
         }
         drop(call);
-        r.journal = journal(
-            &r.unit,
-            self.opts.journal_root.as_deref(),
-            self.opts.remote.as_ref(),
-            10,
-        )
-        .await;
+        r.journal = journal(&r.unit, self.opts.journal_root.as_deref(), sd.remote(), 10).await;
     }
 }
 

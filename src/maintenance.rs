@@ -8,19 +8,16 @@
 //! recorded set. The state file is the journal of the operation: a rerun of
 //! either command after a crash completes it.
 
-use std::fs::File;
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::install::write_atomic;
+use crate::fleet::{Fleet, Target};
 use crate::lifecycle::{self, Member};
 use crate::model::{Deployment, Role};
+use crate::store::{Store, StoreError};
 use crate::systemd::{actions, JobWatcher, Systemd, SystemdError};
 
 pub const STATE_FILE: &str = "maintenance.json";
@@ -43,10 +40,10 @@ pub struct State {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
-    #[error("another orch (PID {pid}) is working on deployment {deployment}; it holds {}", path.display())]
+    #[error("another orch ({holder}) is working on deployment {deployment}; it holds {}", path.display())]
     Locked {
         deployment: String,
-        pid: String,
+        holder: String,
         path: PathBuf,
     },
     #[error("deployment {deployment} is in maintenance since {since} (reason: {reason}); state file {}.\n  run `orch resume` to end it, or pass --force to act anyway", path.display())]
@@ -56,18 +53,13 @@ pub enum MaintenanceError {
         reason: String,
         path: PathBuf,
     },
-    #[error("{}: {cause}", path.display())]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("state file {} is damaged: {cause}", path.display())]
     State {
         path: PathBuf,
         cause: serde_json::Error,
     },
-    #[error("{} exists and is not orch's runtime mask; refusing to replace it", .0.display())]
-    MaskConflict(PathBuf),
     #[error("{unit} is still not masked after Reload (LoadState={state}); is {} one of systemd's unit folders?", dir.display())]
     MaskIneffective {
         unit: String,
@@ -78,36 +70,33 @@ pub enum MaintenanceError {
     Systemd(#[from] SystemdError),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MaintenanceError + '_ {
-    move |cause| MaintenanceError::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
-}
-
 pub fn dir(d: &Deployment) -> PathBuf {
     d.state_dir.join(&d.name)
 }
 
+/// The journal lives on the master's host, so that any operator (or a later
+/// CI job on another runner) sees the maintenance and can resume it.
 pub fn state_path(d: &Deployment) -> PathBuf {
     dir(d).join(STATE_FILE)
 }
 
 /// The maintenance state, if the deployment is in maintenance.
-pub fn read_state(d: &Deployment) -> Result<Option<State>, MaintenanceError> {
+pub async fn read_state(d: &Deployment, store: &Store) -> Result<Option<State>, MaintenanceError> {
     let path = state_path(d);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+    match store.read(&path).await? {
+        Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|cause| MaintenanceError::State { path, cause }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&path)(e)),
+        None => Ok(None),
     }
 }
 
 /// Refuses when the deployment is in maintenance (for `start`, `restart`).
-pub fn refuse_if_in_maintenance(d: &Deployment) -> Result<(), MaintenanceError> {
-    match read_state(d)? {
+pub async fn refuse_if_in_maintenance(
+    d: &Deployment,
+    store: &Store,
+) -> Result<(), MaintenanceError> {
+    match read_state(d, store).await? {
         Some(s) => Err(MaintenanceError::InMaintenance {
             deployment: d.name.clone(),
             since: s.since_text,
@@ -118,45 +107,17 @@ pub fn refuse_if_in_maintenance(d: &Deployment) -> Result<(), MaintenanceError> 
     }
 }
 
-/// An exclusive lock on the deployment, held until dropped.
-pub struct Lock {
-    _file: Flock<File>,
-}
-
-/// Takes the deployment's lock at once or fails naming the holder's PID.
-pub fn lock(d: &Deployment) -> Result<Lock, MaintenanceError> {
-    let dir = dir(d);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io(&path))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(mut f) => {
-            // The holder's PID, for the message a second orch prints.
-            f.set_len(0).map_err(io(&path))?;
-            f.rewind().map_err(io(&path))?;
-            write!(f, "{}", std::process::id()).map_err(io(&path))?;
-            f.flush().map_err(io(&path))?;
-            Ok(Lock { _file: f })
-        }
-        Err((mut f, _)) => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
-            Err(MaintenanceError::Locked {
-                deployment: d.name.clone(),
-                pid: if pid.trim().is_empty() {
-                    "unknown".into()
-                } else {
-                    pid.trim().to_string()
-                },
-                path,
-            })
-        }
+/// Takes the deployment's lock (next to the journal, on the master's host)
+/// at once, or fails naming the holder.
+pub async fn lock(d: &Deployment, store: &Store) -> Result<crate::store::Lock, MaintenanceError> {
+    let path = dir(d).join(LOCK_FILE);
+    match store.lock(&path).await? {
+        Ok(l) => Ok(l),
+        Err(holder) => Err(MaintenanceError::Locked {
+            deployment: d.name.clone(),
+            holder,
+            path,
+        }),
     }
 }
 
@@ -168,51 +129,81 @@ fn covered(d: &Deployment, include_database: bool) -> Vec<Member> {
         .collect()
 }
 
-/// Writes `/dev/null` symlinks for `units` into the runtime folder. True when any was added.
-pub fn write_masks(dir: &Path, units: &[String]) -> Result<bool, MaintenanceError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut changed = false;
-    for unit in units {
-        let path = crate::render::unit_path(dir, unit).map_err(|m| MaintenanceError::Io {
-            path: dir.join(unit),
-            cause: std::io::Error::other(m),
-        })?;
-        match std::fs::read_link(&path) {
-            Ok(target) if target == Path::new("/dev/null") => continue,
-            Ok(_) => return Err(MaintenanceError::MaskConflict(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => return Err(MaintenanceError::MaskConflict(path)),
-        }
-        // Created under a temporary name and renamed: never a half-made mask.
-        let tmp = dir.join(format!(".orch-mask-{}-{unit}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        symlink("/dev/null", &tmp).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        changed = true;
-    }
-    if changed {
-        File::open(dir)
-            .and_then(|f| f.sync_all())
-            .map_err(io(dir))?;
-    }
-    Ok(changed)
+/// `members` grouped by host, in the order of `fleet`'s hosts.
+fn by_host<'a, M: std::borrow::Borrow<Member>>(
+    fleet: &'a Fleet,
+    members: &'a [M],
+) -> Vec<(&'a Systemd, Vec<&'a Member>)> {
+    fleet
+        .all()
+        .iter()
+        .map(|sd| {
+            let mine: Vec<&Member> = members
+                .iter()
+                .map(|m| m.borrow())
+                .filter(|m| m.host == sd.host)
+                .collect();
+            (sd, mine)
+        })
+        .filter(|(_, m)| !m.is_empty())
+        .collect()
 }
 
-/// Removes orch's `/dev/null` symlinks for `units`. True when any was removed.
-pub fn remove_masks(dir: &Path, units: &[String]) -> Result<bool, MaintenanceError> {
-    let mut changed = false;
-    for unit in units {
-        let Ok(path) = crate::render::unit_path(dir, unit) else {
-            continue;
-        };
-        if let Ok(target) = std::fs::read_link(&path) {
-            if target == Path::new("/dev/null") {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-                changed = true;
-            }
-        }
+fn store_of<'a>(targets: &'a [Target], host: &str) -> &'a Store {
+    &targets
+        .iter()
+        .find(|t| t.name == host)
+        .expect("a target for every host")
+        .store
+}
+
+/// Masks (or unmasks) every unit on its host, then reloads each host where
+/// systemd's LoadState does not yet agree with the files, and checks it.
+/// Reloading on disagreement, not only on a change, finishes the job of a
+/// run killed between writing the files and Reload.
+async fn set_masks(
+    d: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+    members: &[Member],
+    mask: bool,
+) -> Result<bool, MaintenanceError> {
+    let results = join_all(
+        by_host(fleet, members)
+            .into_iter()
+            .map(|(sd, mine)| async move {
+                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+                let store = store_of(targets, &sd.host);
+                let changed = if mask {
+                    store.mask(&d.runtime_dir, &units).await?
+                } else {
+                    store.unmask(&d.runtime_dir, &units).await?
+                };
+                let wrong = |s: &str| (s == "masked") != mask;
+                let mut pending = load_states(sd, &units, wrong).await?;
+                let reload = changed || !pending.is_empty();
+                if reload {
+                    sd.reload().await?;
+                    pending = load_states(sd, &units, wrong).await?;
+                }
+                if mask {
+                    if let Some((unit, state)) = pending.into_iter().next() {
+                        return Err(MaintenanceError::MaskIneffective {
+                            unit,
+                            state,
+                            dir: d.runtime_dir.clone(),
+                        });
+                    }
+                }
+                Ok::<bool, MaintenanceError>(reload)
+            }),
+    )
+    .await;
+    let mut any = false;
+    for r in results {
+        any |= r?;
     }
-    Ok(changed)
+    Ok(any)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -226,6 +217,7 @@ pub struct StopOptions<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct UnitProof {
     pub unit: String,
+    pub host: String,
     pub role: Role,
     pub was_active: bool,
     pub active_state: String,
@@ -262,32 +254,41 @@ pub type Notify<'a> = &'a (dyn Fn(&str, &str) + Sync);
 
 pub async fn stop_for_maintenance(
     d: &Deployment,
-    sd: &Systemd,
+    fleet: &Fleet,
+    targets: &[Target],
     opts: StopOptions<'_>,
     notify: Notify<'_>,
 ) -> Result<StopReport, MaintenanceError> {
-    sd.preflight(
-        "stop for maintenance",
-        &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON],
-    )
-    .await?;
-    let _lock = lock(d)?;
+    fleet
+        .preflight(
+            "stop for maintenance",
+            &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON],
+        )
+        .await?;
+    let home = store_of(targets, &d.master.host);
+    let _lock = lock(d, home).await?;
     let started = tokio::time::Instant::now();
     let deadline = started + opts.timeout;
     let members = covered(d, opts.include_database);
-    let names: Vec<String> = members.iter().map(|m| m.unit.clone()).collect();
 
     // 1. The journal: what runs now, written before anything changes.
-    let (state, resumed) = match read_state(d)? {
+    let (state, resumed) = match read_state(d, home).await? {
         Some(s) => (s, true),
         None => {
-            let states = active_states(sd, &names).await?;
-            let active = names
-                .iter()
-                .zip(&states)
-                .filter(|(_, s)| is_running(s))
-                .map(|(u, _)| u.clone())
-                .collect();
+            let mut active = Vec::new();
+            for (sd, mine) in by_host(fleet, &members) {
+                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+                let states = active_states(sd, &units).await?;
+                active.extend(
+                    units
+                        .into_iter()
+                        .zip(&states)
+                        .filter(|(_, s)| is_running(s))
+                        .map(|(u, _)| u),
+                );
+            }
+            // In deployment order, whatever the hosts.
+            active.sort_by_key(|u| members.iter().position(|m| &m.unit == u));
             let now = SystemTime::now();
             let s = State {
                 version: 1,
@@ -299,65 +300,57 @@ pub async fn stop_for_maintenance(
                 include_database: opts.include_database,
             };
             let path = state_path(d);
-            write_atomic(
-                &path,
-                &serde_json::to_vec_pretty(&s).expect("state serializes"),
+            home.write_files(
+                &dir(d),
+                &[(
+                    path,
+                    serde_json::to_vec_pretty(&s).expect("state serializes"),
+                )],
             )
-            .map_err(io(&path))?;
+            .await?;
             (s, false)
         }
     };
     notify(
         "recorded",
         &format!(
-            "{} active units recorded in {}",
+            "{} active units recorded in {}{}",
             state.active.len(),
-            state_path(d).display()
+            state_path(d).display(),
+            on_host(d, &d.master.host)
         ),
     );
 
     // 2. Runtime masks, effective after Reload: from here nothing (Restart=,
     //    a timer, a socket, a stray start) can bring a unit back.
-    let mask_units: Vec<String> = covered(d, state.include_database)
-        .iter()
-        .map(|m| m.unit.clone())
-        .collect();
-    // Reload when a mask was written, and also when systemd does not yet
-    // report one that is on disk: a run killed between writing and Reload
-    // leaves exactly that, and the rerun must finish the job.
-    let wrote = write_masks(&d.runtime_dir, &mask_units)?;
-    let mut pending = load_states(sd, &mask_units, |s| s != "masked").await?;
-    if wrote || !pending.is_empty() {
-        sd.reload().await?;
-        pending = load_states(sd, &mask_units, |s| s != "masked").await?;
-    }
-    if let Some((unit, state)) = pending.into_iter().next() {
-        return Err(MaintenanceError::MaskIneffective {
-            unit,
-            state,
-            dir: d.runtime_dir.clone(),
-        });
-    }
+    let masked = covered(d, state.include_database);
+    set_masks(d, fleet, targets, &masked, true).await?;
     notify(
         "masked",
         &format!(
             "{} units masked in {}",
-            mask_units.len(),
+            masked.len(),
             d.runtime_dir.display()
         ),
     );
 
-    // 3. Stop: dependents, then workers, then the master (then the database).
+    // 3. Stop: dependents, then workers, then the master (then the database),
+    //    each phase on every host at once before the next begins.
     //    A masked unit has no dependencies left in systemd (its unit file is
     //    /dev/null), so PartOf= cannot carry the cascade: orch stops every
     //    worker itself, all in one phase, and awaits any job systemd adds.
-    let jobs = JobWatcher::start(sd).await?;
-    let phases: Vec<Vec<&Member>> = [Role::Dependent, Role::Worker, Role::Master, Role::Database]
+    let watchers = join_all(fleet.all().iter().map(JobWatcher::start)).await;
+    let mut jobs = Vec::new();
+    for w in watchers {
+        jobs.push(w?);
+    }
+    let phases: Vec<Vec<Member>> = [Role::Dependent, Role::Worker, Role::Master, Role::Database]
         .iter()
         .map(|role| {
             members
                 .iter()
                 .filter(|m| m.role == *role)
+                .cloned()
                 .collect::<Vec<_>>()
         })
         .filter(|g| !g.is_empty())
@@ -387,35 +380,43 @@ pub async fn stop_for_maintenance(
                 .collect::<Vec<_>>()
                 .join(" "),
         );
-        killed.extend(stop_all(sd, &jobs, group, drain_until, share / 2).await?);
+        let per_host = join_all(by_host(fleet, group).into_iter().map(|(sd, mine)| {
+            let w = &jobs[fleet
+                .all()
+                .iter()
+                .position(|x| x.host == sd.host)
+                .expect("own host")];
+            async move { stop_all(sd, w, &mine, drain_until, share / 2).await }
+        }))
+        .await;
+        for r in per_host {
+            killed.extend(r?);
+        }
     }
     for unit in &killed {
         notify("killed", unit);
     }
 
-    // 4. Proof: inactive or failed, and no process in the control group.
-    let mut proofs = prove(sd, &members, &state).await?;
-    let stragglers: Vec<String> = proofs
-        .iter()
-        .filter(|p| !p.is_proven())
-        .map(|p| p.unit.clone())
-        .collect();
-    for unit in &stragglers {
-        notify("killing", unit);
-        match sd
+    // 4. Proof: inactive or failed, and no process in the control group, on every host.
+    let mut proofs = prove(fleet, &members, &state).await?;
+    let stragglers: Vec<&UnitProof> = proofs.iter().filter(|p| !p.is_proven()).collect();
+    for p in &stragglers {
+        notify("killing", &p.unit);
+        match fleet
+            .get(&p.host)
             .manager
-            .kill_unit(unit, "all", nix::sys::signal::Signal::SIGKILL as i32)
+            .kill_unit(&p.unit, "all", nix::sys::signal::Signal::SIGKILL as i32)
             .await
         {
-            Ok(()) if !killed.contains(unit) => killed.push(unit.clone()),
+            Ok(()) if !killed.contains(&p.unit) => killed.push(p.unit.clone()),
             Ok(()) => {}
-            Err(e) => tracing::warn!(%unit, error = %e, "SIGKILL failed"),
+            Err(e) => tracing::warn!(unit = %p.unit, error = %e, "SIGKILL failed"),
         }
     }
     if !stragglers.is_empty() {
         // Processes die at once from SIGKILL; the unit settles right after.
         loop {
-            proofs = prove(sd, &members, &state).await?;
+            proofs = prove(fleet, &members, &state).await?;
             if proofs.iter().all(UnitProof::is_proven) || tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -433,7 +434,7 @@ pub async fn stop_for_maintenance(
     let database = match (&d.database, state.include_database) {
         (Some(db), false) => Some(DatabaseState {
             unit: db.unit.clone(),
-            active_state: active_states(sd, std::slice::from_ref(&db.unit))
+            active_state: active_states(fleet.get(&db.host), std::slice::from_ref(&db.unit))
                 .await?
                 .remove(0),
         }),
@@ -459,6 +460,15 @@ pub async fn stop_for_maintenance(
         database,
         state_file: state_path(d),
     })
+}
+
+/// ` on host NAME`, when the deployment spans hosts or the host is remote.
+fn on_host(d: &Deployment, host: &str) -> String {
+    if d.is_multi_host() || d.host(host).address.is_some() {
+        format!(" on host {host}")
+    } else {
+        String::new()
+    }
 }
 
 impl UnitProof {
@@ -576,42 +586,58 @@ async fn stop_all(
 }
 
 async fn prove(
-    sd: &Systemd,
+    fleet: &Fleet,
     members: &[Member],
     state: &State,
 ) -> Result<Vec<UnitProof>, SystemdError> {
-    let units: Vec<String> = members.iter().map(|m| m.unit.clone()).collect();
-    let states = active_states(sd, &units).await?;
-    let procs = join_all(units.iter().map(|u| async move {
-        let _call = sd.permit().await;
-        match sd.manager.get_unit_processes(u).await {
-            Ok(p) => p.len(),
-            // A unit systemd has unloaded has no control group.
-            Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
-            {
-                0
+    let mut proofs = Vec::with_capacity(members.len());
+    let per_host = join_all(
+        by_host(fleet, members)
+            .into_iter()
+            .map(|(sd, mine)| async move {
+                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+                let states = active_states(sd, &units).await?;
+                let procs = join_all(units.iter().map(|u| async move {
+            let _call = sd.permit().await;
+            match sd.manager.get_unit_processes(u).await {
+                Ok(p) => p.len(),
+                // A unit systemd has unloaded has no control group.
+                Err(zbus::Error::MethodError(name, _, _))
+                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+                {
+                    0
+                }
+                Err(e) => {
+                    tracing::warn!(unit = %u, host = %sd.host, error = %e, "cannot list processes");
+                    usize::MAX
+                }
             }
-            Err(e) => {
-                tracing::warn!(unit = %u, error = %e, "cannot list processes");
-                usize::MAX
-            }
-        }
-    }))
+        }))
+        .await;
+                Ok::<_, SystemdError>(
+                    mine.iter()
+                        .zip(states)
+                        .zip(procs)
+                        .map(|((m, active_state), processes)| UnitProof {
+                            unit: m.unit.clone(),
+                            host: m.host.clone(),
+                            role: m.role,
+                            was_active: state.active.contains(&m.unit),
+                            active_state,
+                            processes,
+                            killed: false,
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            }),
+    )
     .await;
-    Ok(members
-        .iter()
-        .zip(states)
-        .zip(procs)
-        .map(|((m, active_state), processes)| UnitProof {
-            unit: m.unit.clone(),
-            role: m.role,
-            was_active: state.active.contains(&m.unit),
-            active_state,
-            processes,
-            killed: false,
-        })
-        .collect())
+    for r in per_host {
+        proofs.extend(r?);
+    }
+    // In deployment order, whatever the hosts.
+    proofs.sort_by_key(|p| members.iter().position(|m| m.unit == p.unit));
+    Ok(proofs)
 }
 
 /// What `resume` did.
@@ -629,26 +655,24 @@ pub struct ResumeReport {
 /// dependents, readiness-gated), then removes the state file.
 pub async fn resume(
     d: &Deployment,
-    sd: &Systemd,
+    fleet: &Fleet,
+    targets: &[Target],
     opts: lifecycle::Options,
     observer: std::sync::Arc<dyn lifecycle::Observer>,
     notify: Notify<'_>,
 ) -> Result<ResumeReport, MaintenanceError> {
-    sd.preflight("resume", &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON])
+    fleet
+        .preflight("resume", &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON])
         .await?;
-    let _lock = lock(d)?;
-    let state = read_state(d)?;
-    let all_units: Vec<String> = covered(d, true).iter().map(|m| m.unit.clone()).collect();
+    let home = store_of(targets, &d.master.host);
+    let _lock = lock(d, home).await?;
+    let state = read_state(d, home).await?;
     // Every mask orch may have made goes, whatever the state file says: none
     // may outlive a successful resume.
-    // As above: a run killed between removing the masks and Reload leaves
-    // systemd still seeing them; reload whenever it does.
-    let removed = remove_masks(&d.runtime_dir, &all_units)?;
-    let still = load_states(sd, &all_units, |s| s == "masked").await?;
-    let unmasked = removed || !still.is_empty();
+    let all = covered(d, true);
+    let unmasked = set_masks(d, fleet, targets, &all, false).await?;
     if unmasked {
-        sd.reload().await?;
-        notify("unmasked", &format!("{} units unmasked", all_units.len()));
+        notify("unmasked", &format!("{} units unmasked", all.len()));
     }
     let Some(state) = state else {
         return Ok(ResumeReport {
@@ -667,14 +691,18 @@ pub async fn resume(
         "starting",
         &format!("{} recorded units", state.active.len()),
     );
-    let engine = lifecycle::Engine::new(sd.clone(), opts, observer).await?;
+    let engine = lifecycle::Engine::new(fleet, opts, observer).await?;
     // `all`: the master starts alone, so its Wants= does not pull in workers
     // that were stopped before maintenance.
     let summary = engine.run(lifecycle::Op::Start, &members, true).await;
     if summary.ok {
         let path = state_path(d);
-        std::fs::remove_file(&path).map_err(io(&path))?;
-        notify("resumed", &format!("removed {}", path.display()));
+        home.remove_files(&dir(d), std::slice::from_ref(&path))
+            .await?;
+        notify(
+            "resumed",
+            &format!("removed {}{}", path.display(), on_host(d, &d.master.host)),
+        );
     }
     Ok(ResumeReport {
         deployment: d.name.clone(),

@@ -22,6 +22,110 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// More workers than this in one block is almost certainly a typo.
 pub const MAX_COUNT: i64 = 4096;
+/// The host a unit lives on when nothing says otherwise: the machine orch
+/// runs on (over `--bus`), or the one `--host` names.
+pub const LOCAL_HOST: &str = "local";
+
+/// What the command line changes about a deployment before it is validated.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--unit-dir`
+    pub unit_dir: Option<PathBuf>,
+    /// `--host`: the address of the `local` host.
+    pub local_address: Option<String>,
+}
+
+/// A machine units live on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    pub name: String,
+    /// `[USER@]HOST[:PORT]` reached over SSH; `None` for this machine.
+    pub address: Option<String>,
+}
+
+impl Host {
+    /// The network name of the host, as probes reach it.
+    pub fn network_name(&self) -> String {
+        match &self.address {
+            Some(a) => Address::parse(a)
+                .map(|a| a.host)
+                .unwrap_or_else(|_| a.clone()),
+            None => "localhost".to_string(),
+        }
+    }
+
+    /// Whether the host is this machine as far as the network goes.
+    pub fn is_this_machine(&self) -> bool {
+        is_loopback(&self.network_name())
+    }
+}
+
+/// `[USER@]HOST[:PORT]`, as ssh takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// `USER@HOST` or `HOST`, passed to ssh as one argument.
+    pub destination: String,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl Address {
+    /// Parses `[USER@]HOST[:PORT]`; the user part may itself contain `@`
+    /// (the host is what follows the last one).
+    pub fn parse(spec: &str) -> Result<Address, String> {
+        let (user, rest) = match spec.rsplit_once('@') {
+            Some((u, r)) if !u.is_empty() => (Some(u), r),
+            Some(_) => return Err(format!("`{spec}`: empty user before `@`")),
+            None => (None, spec),
+        };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or(format!("`{spec}`: unclosed `[`"))?;
+            (h, after.strip_prefix(':'))
+        } else if rest.matches(':').count() == 1 {
+            let (h, p) = rest.split_once(':').expect("one colon");
+            (h, Some(p))
+        } else {
+            (rest, None)
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+        if host.is_empty() || !host.chars().all(valid) || host.starts_with('-') {
+            return Err(format!("`{spec}`: `{host}` is not a host name or address"));
+        }
+        // ssh takes a leading `-` as an option; whitespace would split the word remotely.
+        if user.is_some_and(|u| {
+            u.starts_with('-') || u.chars().any(|c| c.is_control() || c.is_whitespace())
+        }) {
+            return Err(format!("`{spec}`: the user name is not valid"));
+        }
+        let port = port
+            .map(|p| {
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or(format!("`{spec}`: `{p}` is not a port"))
+            })
+            .transpose()?;
+        Ok(Address {
+            destination: match user {
+                Some(u) => format!("{u}@{host}"),
+                None => host.to_string(),
+            },
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// `localhost`, `127.0.0.0/8`, `::1`.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Deployment {
@@ -32,6 +136,8 @@ pub struct Deployment {
     pub state_dir: PathBuf,
     /// Runtime masks for maintenance (forgotten at reboot).
     pub runtime_dir: PathBuf,
+    /// Every host, `local` first; units name theirs by `host`.
+    pub hosts: Vec<Host>,
     pub database: Option<External>,
     pub master: Service,
     pub workers: Vec<Worker>,
@@ -45,6 +151,8 @@ pub struct Service {
     pub unit: String,
     /// Unit name without the `.service` suffix.
     pub name: String,
+    /// The name of the host it lives on.
+    pub host: String,
     pub description: String,
     pub exec_start: String,
     pub exec_reload: Option<String>,
@@ -82,6 +190,7 @@ pub struct Worker {
 #[derive(Debug, Clone, Serialize)]
 pub struct External {
     pub unit: String,
+    pub host: String,
     pub health: Option<Probe>,
     #[serde(with = "secs")]
     pub start_timeout: Duration,
@@ -138,9 +247,20 @@ pub enum Role {
 impl Deployment {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path, unit_dir_override: Option<&Path>) -> Result<Deployment, ConfigError> {
+        Self::load_with(
+            path,
+            &Overrides {
+                unit_dir: unit_dir_override.map(Path::to_path_buf),
+                local_address: None,
+            },
+        )
+    }
+
+    /// Reads, parses and validates a configuration file, with the command line's overrides.
+    pub fn load_with(path: &Path, o: &Overrides) -> Result<Deployment, ConfigError> {
         let source = Source::read(path)?;
         let raw = source.parse()?;
-        Resolver { src: &source }.deployment(&raw, unit_dir_override)
+        Resolver { src: &source }.deployment(&raw, o)
     }
 
     /// Validates already-read configuration text (used by tests and fuzzing).
@@ -149,12 +269,50 @@ impl Deployment {
         unit_dir_override: Option<&Path>,
     ) -> Result<Deployment, ConfigError> {
         let raw = source.parse()?;
-        Resolver { src: source }.deployment(&raw, unit_dir_override)
+        let o = Overrides {
+            unit_dir: unit_dir_override.map(Path::to_path_buf),
+            local_address: None,
+        };
+        Resolver { src: source }.deployment(&raw, &o)
     }
 
     /// Every generated unit: the master, then the workers in order.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         std::iter::once(&self.master).chain(self.workers.iter().map(|w| &w.service))
+    }
+
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .expect("units name only hosts the model resolved")
+    }
+
+    /// The hosts at least one unit lives on, `local` first if used.
+    pub fn used_hosts(&self) -> Vec<&Host> {
+        let mut used: Vec<&str> = self.services().map(|s| s.host.as_str()).collect();
+        used.extend(self.database.iter().map(|x| x.host.as_str()));
+        used.extend(self.dependents.iter().map(|x| x.host.as_str()));
+        self.hosts
+            .iter()
+            .filter(|h| used.contains(&h.name.as_str()))
+            .collect()
+    }
+
+    /// The hosts `install` and `plan` visit: every declared host, whether or
+    /// not a unit still lives there (units moved away are pruned from it),
+    /// and this machine when a unit lives on it.
+    pub fn install_hosts(&self) -> Vec<&Host> {
+        let used = self.used_hosts();
+        self.hosts
+            .iter()
+            .filter(|h| h.name != LOCAL_HOST || used.contains(h))
+            .collect()
+    }
+
+    /// Whether units live on more than one host.
+    pub fn is_multi_host(&self) -> bool {
+        self.used_hosts().len() > 1
     }
 }
 
@@ -167,11 +325,8 @@ impl Resolver<'_> {
         self.src.error(span, Some(key.to_string()), msg)
     }
 
-    fn deployment(
-        &self,
-        raw: &RawConfig,
-        unit_dir_override: Option<&Path>,
-    ) -> Result<Deployment, ConfigError> {
+    fn deployment(&self, raw: &RawConfig, o: &Overrides) -> Result<Deployment, ConfigError> {
+        let unit_dir_override = o.unit_dir.as_deref();
         let d = raw.deployment.get_ref();
         let name = d.name.get_ref();
         check_name_part(name, "deployment name")
@@ -200,12 +355,75 @@ impl Resolver<'_> {
             None => PathBuf::from(DEFAULT_RUNTIME_DIR),
         };
 
+        let mut hosts = vec![Host {
+            name: LOCAL_HOST.to_string(),
+            address: o.local_address.clone(),
+        }];
+        for (i, h) in raw.hosts.iter().enumerate() {
+            let h = h.get_ref();
+            let at = |k: &str| format!("hosts[{i}].{k}");
+            let hname = h.name.get_ref();
+            check_name_part(hname, "host name")
+                .map_err(|m| self.err(h.name.span(), &at("name"), m))?;
+            if hname == LOCAL_HOST {
+                return Err(self.err(
+                    h.name.span(),
+                    &at("name"),
+                    format!("`{LOCAL_HOST}` is the name of the machine orch runs on (or the one --host names); pick another"),
+                ));
+            }
+            if hosts.iter().any(|x| &x.name == hname) {
+                return Err(self.err(
+                    h.name.span(),
+                    &at("name"),
+                    format!("host `{hname}` is defined twice"),
+                ));
+            }
+            let address = self.value(&h.address, &at("address"))?;
+            Address::parse(address).map_err(|m| self.err(h.address.span(), &at("address"), m))?;
+            hosts.push(Host {
+                name: hname.clone(),
+                address: Some(address.to_string()),
+            });
+        }
+        let host_of =
+            |v: Option<&S<String>>, key: &str, default: &str| -> Result<Host, ConfigError> {
+                let Some(v) = v else {
+                    return Ok(hosts
+                        .iter()
+                        .find(|h| h.name == default)
+                        .expect("default host exists")
+                        .clone());
+                };
+                hosts
+                    .iter()
+                    .find(|h| &h.name == v.get_ref())
+                    .cloned()
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+                        self.err(
+                            v.span(),
+                            key,
+                            format!(
+                                "`{}` is not a host; define it in a [[hosts]] block (hosts: {})",
+                                v.get_ref(),
+                                known.join(", ")
+                            ),
+                        )
+                    })
+            };
+        let m = raw.master.get_ref();
+        let master_host = host_of(m.host.as_ref(), "master.host", LOCAL_HOST)?;
+
         let database = match &raw.database {
             Some(db) => {
                 let db = db.get_ref();
+                let host = host_of(db.host.as_ref(), "database.host", &master_host.name)?;
+                let health = self.probe(db.health.as_ref(), "database.health", &host)?;
                 Some(External {
                     unit: self.external_unit(&db.unit, "database.unit")?,
-                    health: self.probe(db.health.as_ref(), "database.health")?,
+                    host: host.name,
+                    health,
                     start_timeout: self.duration(
                         db.start_timeout.as_ref(),
                         "database.start_timeout",
@@ -222,7 +440,6 @@ impl Resolver<'_> {
             None => None,
         };
 
-        let m = raw.master.get_ref();
         let master_port = match &m.port {
             Some(p) => Some(self.port(p.span(), *p.get_ref(), "master.port")?),
             None => None,
@@ -236,7 +453,9 @@ impl Resolver<'_> {
                 kind: "master".into(),
                 index: None,
                 port: master_port,
+                host: master_host.network_name(),
             },
+            &master_host,
             format!("{name} master"),
         )?;
 
@@ -272,6 +491,7 @@ impl Resolver<'_> {
                     format!("duplicate worker kind `{kind}` (first defined at line {line}); raise its `count` instead"),
                 ));
             }
+            let whost = host_of(wr.host.as_ref(), &at("host"), &master_host.name)?;
             let count = *wr.count.get_ref();
             if !(1..=MAX_COUNT).contains(&count) {
                 return Err(self.err(
@@ -308,7 +528,9 @@ impl Resolver<'_> {
                         kind: kind.clone(),
                         index: Some(index),
                         port,
+                        host: whost.network_name(),
                     },
+                    &whost,
                     format!("{name} worker {index} ({kind})"),
                 )?;
                 workers.push(Worker {
@@ -347,6 +569,7 @@ impl Resolver<'_> {
             let dep = dep.get_ref();
             let at = |k: &str| format!("dependents[{i}].{k}");
             let unit = self.external_unit(&dep.unit, &at("unit"))?;
+            let host = host_of(dep.host.as_ref(), &at("host"), &master_host.name)?;
             if seen.insert(unit.clone(), ()).is_some() {
                 return Err(self.err(
                     dep.unit.span(),
@@ -356,7 +579,8 @@ impl Resolver<'_> {
             }
             dependents.push(External {
                 unit,
-                health: self.probe(dep.health.as_ref(), &at("health"))?,
+                health: self.probe(dep.health.as_ref(), &at("health"), &host)?,
+                host: host.name.clone(),
                 start_timeout: self.duration(
                     dep.start_timeout.as_ref(),
                     &at("start_timeout"),
@@ -382,6 +606,7 @@ impl Resolver<'_> {
             templates_dir,
             state_dir,
             runtime_dir,
+            hosts,
             database,
             master,
             workers,
@@ -394,6 +619,7 @@ impl Resolver<'_> {
         s: &RawService<'_>,
         section: &str,
         vars: UnitVars,
+        host: &Host,
         default_description: String,
     ) -> Result<Service, ConfigError> {
         let at = |k: &str| format!("{section}.{k}");
@@ -453,13 +679,16 @@ impl Resolver<'_> {
         let health = match s.health {
             Some(h) => {
                 let text = self.expand(h, &at("health"), &vars)?;
-                Some(parse_probe(&text).map_err(|m| self.err(h.span(), &at("health"), m))?)
+                let p = parse_probe(&text).map_err(|m| self.err(h.span(), &at("health"), m))?;
+                self.probe_reaches(&p, host, h, &at("health"))?;
+                Some(p)
             }
             None => None,
         };
         Ok(Service {
             unit: format!("{}.service", vars.name),
             name: vars.name,
+            host: host.name.clone(),
             description,
             exec_start,
             exec_reload,
@@ -516,7 +745,7 @@ impl Resolver<'_> {
             .map_err(|e| {
                 let what = match e.kind() {
                     minijinja::ErrorKind::UndefinedError => format!(
-                    "undefined variable in `{text}` (available: name, deployment, kind, index{})",
+                    "undefined variable in `{text}` (available: name, deployment, kind, index, host{})",
                     if vars.port.is_some() { ", port" } else { "; port needs port_base" }
                 ),
                     _ => format!(
@@ -531,12 +760,46 @@ impl Resolver<'_> {
         Ok(out)
     }
 
-    fn probe(&self, v: Option<&S<String>>, key: &str) -> Result<Option<Probe>, ConfigError> {
+    fn probe(
+        &self,
+        v: Option<&S<String>>,
+        key: &str,
+        host: &Host,
+    ) -> Result<Option<Probe>, ConfigError> {
         v.map(|v| {
             let text = self.value(v, key)?;
-            parse_probe(text).map_err(|m| self.err(v.span(), key, m))
+            let p = parse_probe(text).map_err(|m| self.err(v.span(), key, m))?;
+            self.probe_reaches(&p, host, v, key)?;
+            Ok(p)
         })
         .transpose()
+    }
+
+    /// Probes connect from the machine orch runs on: a loopback address in
+    /// the probe of a unit on another machine would test this one instead.
+    fn probe_reaches(
+        &self,
+        p: &Probe,
+        host: &Host,
+        v: &S<String>,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        let target = match p {
+            Probe::Http { host, .. } | Probe::Tcp { host, .. } => host,
+            Probe::Exec { .. } => return Ok(()),
+        };
+        if is_loopback(target) && !host.is_this_machine() {
+            return Err(self.err(
+                v.span(),
+                key,
+                format!(
+                    "probes connect from the machine orch runs on, so `{target}` would reach this machine, not host `{}` ({}); write an address of that host, e.g. {{{{ host }}}}",
+                    host.name,
+                    host.address.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn abs_dir(&self, v: &S<String>, key: &str) -> Result<PathBuf, ConfigError> {
@@ -636,6 +899,8 @@ struct UnitVars {
     index: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
+    /// The network name of the unit's host (`localhost` for this machine).
+    host: String,
 }
 
 /// Refuses what could change the structure of a unit file.

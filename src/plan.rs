@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::render::{read_marker, unit_path, RenderedUnit};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +43,7 @@ impl Action {
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedUnit {
     pub unit: String,
+    pub host: String,
     pub path: PathBuf,
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +56,7 @@ pub struct PlannedUnit {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub deployment: String,
+    pub host: String,
     pub unit_dir: PathBuf,
     pub units: Vec<PlannedUnit>,
 }
@@ -69,30 +72,42 @@ impl Plan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read unit directory {}: {cause}", path.display())]
-    ReadDir {
+    #[error("cannot read unit directory {} on host {host}: {cause}", path.display())]
+    Read {
+        host: String,
         path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("cannot read {}: {cause}", path.display())]
-    ReadFile {
-        path: PathBuf,
-        cause: std::io::Error,
+        cause: StoreError,
     },
     #[error("{0}")]
     Path(String),
 }
 
-/// Compares `rendered` with what is in `unit_dir`.
-pub fn plan(
+/// Compares the units rendered for `host` with what is in `unit_dir` there.
+pub async fn plan(
     deployment: &str,
+    host: &str,
+    store: &Store,
     unit_dir: &Path,
-    rendered: &[RenderedUnit],
+    rendered: &[&RenderedUnit],
 ) -> Result<Plan, PlanError> {
+    let entries = store
+        .list_services(unit_dir)
+        .await
+        .map_err(|cause| PlanError::Read {
+            host: host.to_string(),
+            path: unit_dir.to_path_buf(),
+            cause,
+        })?;
+    let text = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
     let mut units = Vec::with_capacity(rendered.len());
     for r in rendered {
         let path = unit_path(unit_dir, &r.unit).map_err(PlanError::Path)?;
-        let (action, reason) = match read_optional(&path)? {
+        let existing = entries
+            .iter()
+            .find(|e| e.name == r.unit)
+            .and_then(|e| e.content.as_ref())
+            .map(text);
+        let (action, reason) = match existing {
             None => (Action::Create, None),
             Some(existing) if existing == r.content => (Action::Unchanged, None),
             Some(existing) => {
@@ -113,6 +128,7 @@ pub fn plan(
         };
         units.push(PlannedUnit {
             unit: r.unit.clone(),
+            host: host.to_string(),
             path,
             action,
             reason,
@@ -120,39 +136,24 @@ pub fn plan(
         });
     }
 
-    // Stale units: files that carry this deployment's marker but are no longer rendered.
-    let entries = match std::fs::read_dir(unit_dir) {
-        Ok(e) => Some(e),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(cause) => {
-            return Err(PlanError::ReadDir {
-                path: unit_dir.to_path_buf(),
-                cause,
-            })
-        }
-    };
+    // Stale units: files that carry this deployment's marker but are no
+    // longer rendered for this host (removed, or moved to another host).
+    // Only regular files: `*.wants/` folders and enablement symlinks are systemd's.
     let mut stale = Vec::new();
-    for entry in entries.into_iter().flatten() {
-        let entry = entry.map_err(|cause| PlanError::ReadDir {
-            path: unit_dir.to_path_buf(),
-            cause,
-        })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Only regular files: `*.wants/` folders and enablement symlinks are systemd's.
-        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        if !is_file || !name.ends_with(".service") || rendered.iter().any(|r| r.unit == name) {
+    for e in &entries {
+        if !e.regular || rendered.iter().any(|r| r.unit == e.name) {
             continue;
         }
-        let path = entry.path();
-        let Some(text) = read_optional(&path)? else {
+        let Some(content) = e.content.as_ref().map(text) else {
             continue;
         };
-        if read_marker(&text).deployment.as_deref() == Some(deployment) {
+        if read_marker(&content).deployment.as_deref() == Some(deployment) {
             stale.push(PlannedUnit {
-                unit: name,
-                path,
+                unit: e.name.clone(),
+                host: host.to_string(),
+                path: unit_path(unit_dir, &e.name).map_err(PlanError::Path)?,
                 action: Action::Remove,
-                reason: Some("no longer in the configuration".into()),
+                reason: Some("no longer in the configuration for this host".into()),
                 content: None,
             });
         }
@@ -161,18 +162,22 @@ pub fn plan(
     units.extend(stale);
     Ok(Plan {
         deployment: deployment.to_string(),
+        host: host.to_string(),
         unit_dir: unit_dir.to_path_buf(),
         units,
     })
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>, PlanError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(cause) => Err(PlanError::ReadFile {
-            path: path.to_path_buf(),
-            cause,
-        }),
-    }
+/// The plan of every target host, read at once.
+pub async fn plan_all(
+    d: &crate::model::Deployment,
+    rendered: &[RenderedUnit],
+    targets: &[crate::fleet::Target],
+) -> Result<Vec<Plan>, PlanError> {
+    let plans = futures_util::future::join_all(targets.iter().map(|t| {
+        let mine: Vec<&RenderedUnit> = rendered.iter().filter(|r| r.host == t.name).collect();
+        async move { plan(&d.name, &t.name, &t.store, &d.unit_dir, &mine).await }
+    }))
+    .await;
+    plans.into_iter().collect()
 }

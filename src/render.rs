@@ -33,6 +33,8 @@ const HASH_PREFIX: &str = "# orch-hash: sha256:";
 #[derive(Debug, Clone, Serialize)]
 pub struct RenderedUnit {
     pub unit: String,
+    /// The host it is installed on.
+    pub host: String,
     pub role: Role,
     /// Which template produced it (a built-in name or an override path).
     pub template: String,
@@ -96,7 +98,12 @@ struct Context<'a> {
     index: Option<usize>,
     port: Option<u16>,
     deployment: &'a str,
-    master: &'a str,
+    /// The host the unit lives on.
+    host: &'a str,
+    /// The units below are only those on the same host: systemd orders and
+    /// pulls in units of its own machine only; across hosts orch's own
+    /// ordering holds. `none` (or empty) when they live elsewhere.
+    master: Option<&'a str>,
     database: Option<&'a str>,
     workers: Vec<&'a str>,
     dependents: Vec<&'a str>,
@@ -110,20 +117,36 @@ pub fn render<'a>(d: &'a Deployment) -> Result<Vec<RenderedUnit>, RenderError> {
         overrides: d.templates_dir.clone(),
     };
     let env = environment();
-    let workers: Vec<&str> = d.workers.iter().map(|w| w.service.unit.as_str()).collect();
-    let dependents: Vec<&str> = d.dependents.iter().map(|x| x.unit.as_str()).collect();
-    let ctx = |s: &'a Service, kind: &'a str, index| Context {
-        name: &s.name,
-        unit: &s.unit,
-        kind,
-        index,
-        port: s.port,
-        deployment: &d.name,
-        master: &d.master.unit,
-        database: d.database.as_ref().map(|x| x.unit.as_str()),
-        workers: workers.clone(),
-        dependents: dependents.clone(),
-        service: s,
+    let ctx = |s: &'a Service, kind: &'a str, index| {
+        let here = |host: &str| host == s.host;
+        Context {
+            name: &s.name,
+            unit: &s.unit,
+            kind,
+            index,
+            port: s.port,
+            deployment: &d.name,
+            host: &s.host,
+            master: here(&d.master.host).then_some(d.master.unit.as_str()),
+            database: d
+                .database
+                .as_ref()
+                .filter(|x| here(&x.host))
+                .map(|x| x.unit.as_str()),
+            workers: d
+                .workers
+                .iter()
+                .filter(|w| here(&w.service.host))
+                .map(|w| w.service.unit.as_str())
+                .collect(),
+            dependents: d
+                .dependents
+                .iter()
+                .filter(|x| here(&x.host))
+                .map(|x| x.unit.as_str())
+                .collect(),
+            service: s,
+        }
     };
 
     let mut out = Vec::with_capacity(1 + d.workers.len());
@@ -177,6 +200,7 @@ fn render_one(
     let body = add_marker(&body, &d.name).map_err(invalid)?;
     Ok(RenderedUnit {
         unit: s.unit.clone(),
+        host: s.host.clone(),
         role,
         template: tname.to_string(),
         content: stamp(&d.name, tname, &body),
@@ -384,7 +408,11 @@ fn stamp(deployment: &str, template: &str, body: &str) -> String {
 }
 
 pub fn hash(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
+    hash_bytes(text.as_bytes())
+}
+
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

@@ -18,6 +18,7 @@ use crate::systemd::{Systemd, SystemdError};
 #[derive(Debug, Clone, Serialize)]
 pub struct UnitStatus {
     pub unit: String,
+    pub host: String,
     pub role: Role,
     pub load_state: String,
     pub active_state: String,
@@ -52,6 +53,7 @@ pub async fn status(
         async move {
             let mut row = UnitStatus {
                 unit: m.unit.clone(),
+                host: m.host.clone(),
                 role: m.role,
                 load_state: "not-found".into(),
                 active_state: "inactive".into(),
@@ -93,6 +95,26 @@ pub async fn status(
         }
     });
     Ok(join_all(rows).await)
+}
+
+/// The rows of units on a host orch could not reach: what is known is
+/// that nothing is known.
+pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
+    members
+        .iter()
+        .map(|m| UnitStatus {
+            unit: m.unit.clone(),
+            host: m.host.clone(),
+            role: m.role,
+            load_state: "unknown".into(),
+            active_state: "unreachable".into(),
+            sub_state: "unknown".into(),
+            main_pid: None,
+            since_ms: None,
+            restarts: None,
+            health: None,
+        })
+        .collect()
 }
 
 /// MainPID, NRestarts and StateChangeTimestamp, read concurrently.

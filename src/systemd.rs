@@ -170,72 +170,36 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Parses `[USER@]HOST[:PORT]`; the user part may itself contain `@`
-    /// (the host is what follows the last one).
+    /// Parses `[USER@]HOST[:PORT]` (see [`crate::model::Address`]).
     pub fn parse(spec: &str, ssh_command: &str) -> Result<Remote, String> {
-        let (user, rest) = match spec.rsplit_once('@') {
-            Some((u, r)) if !u.is_empty() => (Some(u), r),
-            Some(_) => return Err(format!("`{spec}`: empty user before `@`")),
-            None => (None, spec),
-        };
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or(format!("`{spec}`: unclosed `[`"))?;
-            (h, after.strip_prefix(':'))
-        } else if rest.matches(':').count() == 1 {
-            let (h, p) = rest.split_once(':').expect("one colon");
-            (h, Some(p))
-        } else {
-            (rest, None)
-        };
-        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
-        if host.is_empty() || !host.chars().all(valid) || host.starts_with('-') {
-            return Err(format!("`{spec}`: `{host}` is not a host name or address"));
-        }
-        if user.is_some_and(|u| {
-            u.starts_with('-') || u.chars().any(|c| c.is_control() || c.is_whitespace())
-        }) {
-            return Err(format!("`{spec}`: the user name is not valid"));
-        }
-        let port = port
-            .map(|p| {
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or(format!("`{spec}`: `{p}` is not a port"))
-            })
-            .transpose()?;
+        let a = crate::model::Address::parse(spec)?;
         let ssh: Vec<String> = ssh_command.split_whitespace().map(str::to_string).collect();
         if ssh.is_empty() {
             return Err("the SSH command is empty".into());
         }
-        let destination = match user {
-            Some(u) => format!("{u}@{host}"),
-            None => host.to_string(),
-        };
         Ok(Remote {
-            destination,
-            host: host.to_string(),
-            port,
+            destination: a.destination,
+            host: a.host,
+            port: a.port,
             ssh,
         })
     }
 
     /// The program and its arguments: `ssh -xT [-p PORT] -- DEST systemd-stdio-bridge`.
-    /// BatchMode makes a password or host-key prompt fail at once instead of
-    /// waiting for a terminal that is not there.
     pub fn command(&self) -> (String, Vec<String>) {
+        self.run("systemd-stdio-bridge")
+    }
+
+    /// `ssh … -- DEST REMOTE_COMMAND`. BatchMode makes a password or
+    /// host-key prompt fail at once instead of waiting for a terminal that
+    /// is not there. The remote shell parses `remote_command`.
+    pub fn run(&self, remote_command: &str) -> (String, Vec<String>) {
         let mut args: Vec<String> = self.ssh[1..].to_vec();
         args.extend(["-xT".into(), "-o".into(), "BatchMode=yes".into()]);
         if let Some(p) = self.port {
             args.extend(["-p".into(), p.to_string()]);
         }
-        args.extend([
-            "--".into(),
-            self.destination.clone(),
-            "systemd-stdio-bridge".into(),
-        ]);
+        args.extend(["--".into(), self.destination.clone(), remote_command.into()]);
         (self.ssh[0].clone(), args)
     }
 }
@@ -328,6 +292,9 @@ impl SystemdError {
 /// A connection to systemd's manager.
 #[derive(Clone)]
 pub struct Systemd {
+    /// The deployment's name for the host (`local` unless `[[hosts]]` says otherwise).
+    pub host: String,
+    pub bus: Bus,
     pub conn: Connection,
     pub manager: ManagerProxy<'static>,
     pub call_timeout: Duration,
@@ -353,6 +320,15 @@ impl Systemd {
 
     /// Connects, bounded by `timeout`; every later call is bounded by it too.
     pub async fn connect(bus: &Bus, timeout: Duration) -> Result<Systemd, SystemdError> {
+        Self::connect_host(crate::model::LOCAL_HOST, bus, timeout).await
+    }
+
+    /// Connects to the systemd of the deployment's host `host`.
+    pub async fn connect_host(
+        host: &str,
+        bus: &Bus,
+        timeout: Duration,
+    ) -> Result<Systemd, SystemdError> {
         let builder = match bus {
             Bus::System => zbus::conn::Builder::system(),
             Bus::User => zbus::conn::Builder::session(),
@@ -371,7 +347,11 @@ impl Systemd {
             }
         };
         let fail = |detail: String| SystemdError::Connect {
-            bus: bus.to_string(),
+            bus: if host == crate::model::LOCAL_HOST {
+                bus.to_string()
+            } else {
+                format!("host {host}: {bus}")
+            },
             timeout,
             detail,
         };
@@ -385,6 +365,8 @@ impl Systemd {
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(Systemd {
+            host: host.to_string(),
+            bus: bus.clone(),
             conn,
             manager,
             call_timeout: timeout,
@@ -392,8 +374,23 @@ impl Systemd {
         })
     }
 
+    /// Wraps a failed call; the action names the host when it is not this machine.
     pub fn err(&self, action: impl Into<String>, e: zbus::Error) -> SystemdError {
+        let action = action.into();
+        let action = match (&self.bus, self.host.as_str()) {
+            (Bus::Remote(r), crate::model::LOCAL_HOST) => format!("{action} on {}", r.destination),
+            (_, crate::model::LOCAL_HOST) => action,
+            (_, host) => format!("{action} on host {host}"),
+        };
         SystemdError::from_zbus(action, e, self.call_timeout)
+    }
+
+    /// The remote host, when this connection goes over SSH.
+    pub fn remote(&self) -> Option<&Remote> {
+        match &self.bus {
+            Bus::Remote(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// A property reader for one unit, loading it if needed.
@@ -624,12 +621,33 @@ impl Systemd {
     /// orch asks polkit first (without interaction) rather than finding out
     /// half-way through an install.
     pub async fn preflight(&self, what: &str, actions: &[&str]) -> Result<(), SystemdError> {
-        if nix::unistd::geteuid().is_root() {
-            return Ok(());
-        }
         let Some(name) = self.conn.unique_name() else {
             return Ok(());
         };
+        // Over SSH the caller systemd sees is the remote login, not this process.
+        let uid = match self.remote() {
+            None => nix::unistd::geteuid().as_raw(),
+            Some(_) => {
+                let reply = self
+                    .conn
+                    .call_method(
+                        Some("org.freedesktop.DBus"),
+                        "/org/freedesktop/DBus",
+                        Some("org.freedesktop.DBus"),
+                        "GetConnectionUnixUser",
+                        &(name.as_str(),),
+                    )
+                    .await
+                    .map_err(|e| self.err("ask the bus who orch is", e))?;
+                reply
+                    .body()
+                    .deserialize::<u32>()
+                    .map_err(|e| self.err("read the bus's answer", e))?
+            }
+        };
+        if uid == 0 {
+            return Ok(());
+        }
         for action in actions {
             let mut subject = HashMap::new();
             subject.insert("name", zbus::Variant::from(name.as_str()));
@@ -656,8 +674,7 @@ impl Systemd {
                         .map_err(|e| self.err("read polkit's answer", e))?;
                     if !authorized {
                         return Err(denied(format!(
-                            "polkit does not grant {action} to uid {}{}",
-                            nix::unistd::geteuid(),
+                            "polkit does not grant {action} to uid {uid}{}",
                             if challenge {
                                 " without interactive authentication"
                             } else {
@@ -674,8 +691,7 @@ impl Systemd {
                     ) =>
                 {
                     return Err(denied(format!(
-                        "polkit is not running, so systemd lets only root {action}; uid {} is not root",
-                        nix::unistd::geteuid()
+                        "polkit is not running, so systemd lets only root {action}; uid {uid} is not root"
                     )));
                 }
                 Err(e) => return Err(self.err(format!("ask polkit about {action}"), e)),

@@ -492,11 +492,14 @@ fn twenty_restarts_in_one_process_leak_no_descriptor() {
     let rt = rt();
     let run = || {
         rt.block_on(async {
-            let sd = connect(&c).await;
-            let engine =
-                orch::lifecycle::Engine::new(sd, Default::default(), std::sync::Arc::new(Quiet))
-                    .await
-                    .unwrap();
+            let fleet = orch::fleet::Fleet::from_connections(vec![connect(&c).await]);
+            let engine = orch::lifecycle::Engine::new(
+                &fleet,
+                Default::default(),
+                std::sync::Arc::new(Quiet),
+            )
+            .await
+            .unwrap();
             engine
                 .run(orch::lifecycle::Op::Restart, &members, true)
                 .await

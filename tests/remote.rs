@@ -44,7 +44,6 @@ fn lifecycle_and_status_over_the_ssh_bridge() {
          [[workers]]\nkind = \"broken\"\ncount = 1\nexec_start = \"/nonexistent/worker\"\nrestart = \"no\"\n",
     )
     .unwrap();
-    orch_ok(&c, &cfg, &["install"]);
     let argv = dir.path().join("argv");
     // Like ssh: drop the options and the destination, and let the "remote
     // shell" (inside the container) run the rest as one command line.
@@ -60,6 +59,47 @@ fn lifecycle_and_status_over_the_ssh_bridge() {
         ),
     );
     let ssh_cmd = format!("{} -o ConnectTimeout=5", ssh.display());
+
+    // Install writes the unit files on the remote host (the container's
+    // /etc/systemd/system, which the harness binds to c.unit_dir()).
+    let o = remote(
+        &cfg,
+        "box.example",
+        &ssh_cmd,
+        &["install", "--output", "json"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&o);
+    assert_eq!(r["changed"], true, "{r}");
+    assert_eq!(r["reloaded"], true, "{r}");
+    assert_eq!(r["enabled"], true, "{r}");
+    let rendered = json(&orch_ok(&c, &cfg, &["render", "--output", "json"]));
+    for u in rendered["units"].as_array().unwrap() {
+        let on_disk =
+            std::fs::read_to_string(c.unit_dir().join(u["unit"].as_str().unwrap())).unwrap();
+        assert_eq!(on_disk, u["content"].as_str().unwrap(), "{}", u["unit"]);
+    }
+    let o = c.systemctl(&["is-enabled", "fx.service"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "enabled");
+    // Idempotent over SSH too: nothing written, no reload; plan agrees.
+    let r = json(&remote(
+        &cfg,
+        "box.example",
+        &ssh_cmd,
+        &["install", "--output", "json"],
+    ));
+    assert_eq!(
+        (r["changed"].clone(), r["reloaded"].clone()),
+        (false.into(), false.into()),
+        "{r}"
+    );
+    let o = remote(&cfg, "box.example", &ssh_cmd, &["plan"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let o = remote(
         &cfg,
         "ad@min@box.example:2222",
@@ -134,10 +174,52 @@ fn lifecycle_and_status_over_the_ssh_bridge() {
         .count();
     assert_eq!(active, 4, "master and the three w workers: {v}");
 
-    // Local-only commands are refused with --host rather than acting on the wrong machine.
+    // A hand edit on the remote host is drift there too: refused, nothing changed.
+    let edited = c.unit_dir().join("fx-worker-0-w.service");
+    let text = std::fs::read_to_string(&edited).unwrap() + "Nice=5\n";
+    std::fs::write(&edited, &text).unwrap();
     let o = remote(&cfg, "box.example", &ssh_cmd, &["install"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not supported yet"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("edited by hand"));
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), text);
+
+    // What the remote host wrote is checked before it is renamed into place:
+    // a transport that changes one byte of a file fails the install and
+    // leaves every unit file as it was.
+    let before: Vec<_> = std::fs::read_dir(c.unit_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name(), std::fs::read(e.path()).ok()))
+        .collect();
+    let corrupt = script(
+        dir.path(),
+        "corrupt-ssh",
+        &format!(
+            "while [ \"$1\" != -- ]; do shift; done; shift 2\n\
+             [ \"$*\" = \"sh -s\" ] || exec nsenter -t {0} -m -u -i -p -- sh -c \"$*\"\n\
+             awk 'f {{ $0 = (substr($0,1,1) == \"A\" ? \"B\" : \"A\") substr($0,2); f = 0 }} /^base64 -d/ {{ f = 1 }} {{ print }}' |\n\
+             nsenter -t {0} -m -u -i -p -- sh -c \"$*\"",
+            c.leader()
+        ),
+    );
+    let o = remote(
+        &cfg,
+        "box.example",
+        corrupt.to_str().unwrap(),
+        &["install", "--force"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sha256") && err.contains("box.example"),
+        "{err}"
+    );
+    let after: Vec<_> = std::fs::read_dir(c.unit_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name(), std::fs::read(e.path()).ok()))
+        .collect();
+    assert_eq!(before, after, "nothing changed, no temporary file left");
 }
 
 #[test]

@@ -1,0 +1,439 @@
+//! A deployment over two hosts: two harness containers play hosts `a` and
+//! `b`. The SSH command is a wrapper that, like ssh, drops its options and
+//! the destination and hands the rest to a shell on the "remote" host (the
+//! container named by the destination, entered with nsenter). So D-Bus goes
+//! over zbus's unixexec transport and `systemd-stdio-bridge`, and unit files,
+//! masks, the lock and the maintenance journal go through a remote `sh`, end
+//! to end; only the network hop is missing.
+
+mod common;
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{json, summary};
+use support::Container;
+
+const FIXTURE: &str =
+    "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
+
+struct Hosts {
+    a: Container,
+    b: Container,
+    dir: tempfile::TempDir,
+    ssh: PathBuf,
+    log: PathBuf,
+}
+
+fn boot() -> Hosts {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    std::fs::create_dir(&log).unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let host = || {
+        Container::builder()
+            .bind_ro(&fixtures, "/opt/fixtures")
+            .bind(&log, "/opt/log")
+            .boot()
+    };
+    let (a, b) = (host(), host());
+    // Destinations: 127.0.0.2 is host a, 127.0.0.3 host b; anything else
+    // fails the way ssh does when it cannot connect.
+    let ssh = dir.path().join("fake-ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\n\
+             while [ \"$1\" != -- ]; do shift; done; shift\n\
+             case \"$1\" in\n\
+             *@127.0.0.2|127.0.0.2) pid={a} ;;\n\
+             *@127.0.0.3|127.0.0.3) pid={b} ;;\n\
+             *) echo \"ssh: connect to host $1 port 22: Connection refused\" >&2; exit 255 ;;\n\
+             esac\n\
+             shift\n\
+             exec nsenter -t $pid -m -u -i -p -- sh -c \"$*\"\n",
+            a = a.leader(),
+            b = b.leader()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Hosts {
+        a,
+        b,
+        log: log.join("events.log"),
+        dir,
+        ssh,
+    }
+}
+
+impl Hosts {
+    fn config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn orch(&self, cfg: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_orch"))
+            .arg("--config")
+            .arg(cfg)
+            .arg("--ssh-command")
+            .arg(&self.ssh)
+            .args(["--call-timeout", "10s"])
+            .args(args)
+            .env_remove("ORCH_BUS")
+            .env_remove("ORCH_HOST")
+            .env_remove("ORCH_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, cfg: &Path, args: &[&str]) -> Output {
+        let o = self.orch(cfg, args);
+        assert!(
+            o.status.success(),
+            "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    /// `(event, name, time)` lines the fixtures wrote.
+    fn events(&self) -> Vec<(String, String, f64)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((
+                    w.next()?.to_string(),
+                    w.next()?.to_string(),
+                    w.next()?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The deployment, with its ports from `port` up (one range per test: the
+/// containers share the host's network).
+fn config(generic_host: &str, port: u16) -> String {
+    format!(
+        r#"[deployment]
+name = "mh"
+
+[[hosts]]
+name = "a"
+address = "root@127.0.0.2"
+
+[[hosts]]
+name = "b"
+address = "admin@127.0.0.3:2222"
+
+[master]
+host = "a"
+exec_start = "{FIXTURE} --port {{{{ port }}}} --ready-after 0.5"
+port = {port}
+health = "http://127.0.0.1:{{{{ port }}}}/health"
+
+[[workers]]
+kind = "generic"
+count = 3
+host = "{generic_host}"
+port_base = {wport}
+exec_start = "{FIXTURE} --port {{{{ port }}}} --ready-after 0.2"
+health = "http://127.0.0.1:{{{{ port }}}}/health"
+
+[[workers]]
+kind = "pusher"
+count = 1
+exec_start = "{FIXTURE}"
+"#,
+        wport = port + 1
+    )
+}
+
+fn units(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".service"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn install_restart_maintenance_and_resume_across_two_hosts() {
+    let h = boot();
+    let cfg = h.config("orch.toml", &config("b", 18400));
+
+    // Plan reads both hosts' unit folders.
+    let o = h.orch(&cfg, &["plan", "--output", "json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let plan = json(&o);
+    let on = |host: &str| {
+        plan["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["host"] == host && u["action"] == "create")
+            .count()
+    };
+    assert_eq!((on("a"), on("b")), (2, 3), "{plan}");
+
+    // Install writes each unit on its own host, through the remote shell.
+    let o = h.ok(&cfg, &["install", "--output", "json"]);
+    let r = json(&o);
+    assert_eq!(r["changed"], true, "{r}");
+    assert_eq!(
+        units(h.a.unit_dir()),
+        ["mh-worker-3-pusher.service", "mh.service"],
+        "host a"
+    );
+    assert_eq!(
+        units(h.b.unit_dir()),
+        [
+            "mh-worker-0-generic.service",
+            "mh-worker-1-generic.service",
+            "mh-worker-2-generic.service"
+        ],
+        "host b"
+    );
+    // What landed is exactly what orch renders (the hash line checks out).
+    for (dir, unit) in [
+        (h.a.unit_dir(), "mh.service"),
+        (h.b.unit_dir(), "mh-worker-1-generic.service"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(unit)).unwrap();
+        assert_eq!(
+            orch::render::read_marker(&text).intact,
+            Some(true),
+            "{unit}: {text}"
+        );
+    }
+    // systemd relations only within a host: the master wants its local
+    // worker only; a worker on b has no PartOf= to a unit b does not have.
+    let master = std::fs::read_to_string(h.a.unit_dir().join("mh.service")).unwrap();
+    assert!(
+        master.contains("Wants=mh-worker-3-pusher.service"),
+        "{master}"
+    );
+    assert!(!master.contains("generic"), "{master}");
+    let pusher =
+        std::fs::read_to_string(h.a.unit_dir().join("mh-worker-3-pusher.service")).unwrap();
+    assert!(pusher.contains("PartOf=mh.service"), "{pusher}");
+    let generic =
+        std::fs::read_to_string(h.b.unit_dir().join("mh-worker-0-generic.service")).unwrap();
+    assert!(!generic.contains("PartOf="), "{generic}");
+    assert!(!generic.contains("After="), "{generic}");
+    let wants =
+        h.a.systemctl(&["show", "-p", "Wants", "--value", "mh.service"]);
+    assert!(
+        String::from_utf8_lossy(&wants.stdout).contains("mh-worker-3-pusher.service"),
+        "systemd on a loaded the new master: {wants:?}"
+    );
+
+    // Idempotent: nothing rewritten, no host reloaded.
+    let r = json(&h.ok(&cfg, &["install", "--output", "json"]));
+    assert_eq!(r["changed"], false, "{r}");
+    assert!(
+        r["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["reloaded"] == false),
+        "{r}"
+    );
+    assert_eq!(h.orch(&cfg, &["plan"]).status.code(), Some(0));
+
+    // Restart everything: the master (host a) is ready before any worker on
+    // host b starts, which systemd alone could not order across machines.
+    let o = h.ok(&cfg, &["restart", "--all", "--output", "json"]);
+    let s = summary(&o);
+    let units_ = s["units"].as_array().unwrap();
+    assert_eq!(units_.len(), 5, "{s}");
+    assert!(units_.iter().all(|u| u["phase"] == "ready"), "{s}");
+    let ev = h.events();
+    let master_ready = ev
+        .iter()
+        .find(|(e, n, _)| e == "ready" && n == "mh")
+        .unwrap_or_else(|| panic!("no master ready event: {ev:?}"))
+        .2;
+    let b_starts: Vec<f64> = ev
+        .iter()
+        .filter(|(e, n, _)| e == "start" && n.contains("generic"))
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(b_starts.len(), 3, "{ev:?}");
+    assert!(
+        b_starts.iter().all(|t| *t >= master_ready),
+        "workers on b started before the master on a was ready: {ev:?}"
+    );
+
+    // Status: one row per unit, with its host.
+    let v = json(&h.ok(&cfg, &["status", "--output", "json"]));
+    for u in v["units"].as_array().unwrap() {
+        assert_eq!(u["active_state"], "active", "{v}");
+        let expected = if u["unit"].as_str().unwrap().contains("generic") {
+            "b"
+        } else {
+            "a"
+        };
+        assert_eq!(u["host"], expected, "{u}");
+    }
+    let text = String::from_utf8_lossy(&h.ok(&cfg, &["status"]).stdout).into_owned();
+    assert!(text.starts_with("HOST"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("b ") && l.contains("mh-worker-0-generic")),
+        "{text}"
+    );
+
+    // Maintenance: every host proved empty.
+    let o = h.ok(
+        &cfg,
+        &[
+            "stop-for-maintenance",
+            "--reason",
+            "pg upgrade",
+            "--output",
+            "json",
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let report =
+        &serde_json::from_str::<serde_json::Value>(text.lines().last().unwrap()).unwrap()["report"];
+    assert_eq!(report["ok"], true, "{report}");
+    for u in report["units"].as_array().unwrap() {
+        assert_eq!(u["processes"], 0, "{u}");
+        assert!(
+            matches!(u["active_state"].as_str(), Some("inactive" | "failed")),
+            "{u}"
+        );
+    }
+    for (c, unit) in [(&h.b, "mh-worker-2-generic.service"), (&h.a, "mh.service")] {
+        let o = c.systemctl(&["show", "-p", "LoadState", "--value", unit]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "masked",
+            "{unit}"
+        );
+        let o = c.exec(&[
+            "sh",
+            "-c",
+            &format!("systemd-cgls --no-pager -u {unit} | tail -n +2"),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "",
+            "{unit} has processes"
+        );
+    }
+    // The journal is on the master's host, where any operator finds it.
+    assert!(h
+        .a
+        .exec(&["test", "-f", "/var/lib/orch/mh/maintenance.json"])
+        .status
+        .success());
+    let o = h.orch(&cfg, &["start", "--all"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("in maintenance"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Resume brings back exactly what ran, on both hosts.
+    let s = summary(&h.ok(&cfg, &["resume", "--output", "json"]));
+    assert_eq!(s["units"].as_array().unwrap().len(), 5, "{s}");
+    assert!(!h
+        .a
+        .exec(&["test", "-e", "/var/lib/orch/mh/maintenance.json"])
+        .status
+        .success());
+    for (c, unit) in [(&h.b, "mh-worker-2-generic.service"), (&h.a, "mh.service")] {
+        let o = c.systemctl(&["is-active", unit]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "active",
+            "{unit}"
+        );
+    }
+
+    // Moving a worker kind to the other host: installed on a, stopped and
+    // removed from b.
+    let moved = h.config("moved.toml", &config("a", 18400));
+    let r = json(&h.ok(&moved, &["install", "--output", "json"]));
+    assert_eq!(r["changed"], true, "{r}");
+    assert!(
+        units(h.b.unit_dir()).is_empty(),
+        "{:?}",
+        units(h.b.unit_dir())
+    );
+    assert_eq!(units(h.a.unit_dir()).len(), 5);
+    let o = h.b.systemctl(&["is-active", "mh-worker-0-generic.service"]);
+    assert_ne!(String::from_utf8_lossy(&o.stdout).trim(), "active");
+}
+
+#[test]
+fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
+    let h = boot();
+    let cfg = h.config("orch.toml", &config("b", 18500));
+    h.ok(&cfg, &["install"]);
+    h.ok(&cfg, &["start", "--all"]);
+    // Host b moves to an address nobody answers at.
+    let text = config("b", 18500).replace("admin@127.0.0.3:2222", "admin@127.0.0.9");
+    let down = h.config("down.toml", &text);
+
+    let t = Instant::now();
+    let o = h.orch(&down, &["status", "--output", "json"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(10 + 3),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("host b"), "{err}");
+    let v = json(&o);
+    let rows = v["units"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{v}");
+    for r in rows {
+        let expected = if r["host"] == "b" {
+            "unreachable"
+        } else {
+            "active"
+        };
+        assert_eq!(r["active_state"], expected, "{r}");
+    }
+    assert_eq!(v["unreachable"][0]["host"], "b", "{v}");
+
+    // A lifecycle command refuses to act on half the deployment, and says why.
+    let t = Instant::now();
+    let o = h.orch(&down, &["stop", "--all"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(10 + 3),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("host b"), "{err}");
+    // Nothing was stopped on the reachable host.
+    let o = h.a.systemctl(&["is-active", "mh.service"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "active");
+}
