@@ -188,6 +188,7 @@ impl Store {
                     d = sq_path(dir)
                 );
                 let mut renames = String::new();
+                let mine = format!("{TMP_PREFIX}{}-*{TMP_SUFFIX}", std::process::id());
                 for (i, (path, bytes)) in files.iter().enumerate() {
                     let tmp = format!("{TMP_PREFIX}{}-{i}{TMP_SUFFIX}", std::process::id());
                     let expected = crate::render::hash_bytes(bytes);
@@ -197,7 +198,6 @@ impl Store {
                          h=$(sha256sum < {t}); h=${{h%% *}}\n\
                          if [ \"$h\" != {expected} ]; then rm -f -- {mine}; echo \"orch: {name}: the written copy has sha256 $h, expected {expected}\" >&2; exit 3; fi\n",
                         t = sq(&tmp),
-                        mine = format!("{TMP_PREFIX}{}-*{TMP_SUFFIX}", std::process::id()),
                         data = base64_encode(bytes),
                         name = path.display(),
                     ));
