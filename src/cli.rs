@@ -52,10 +52,10 @@ pub struct Global {
         value_name = "ADDRESS"
     )]
     pub bus: Bus,
-    /// Drive a remote host's systemd through SSH and systemd-stdio-bridge, as `systemctl -H` does: [USER@]HOST[:PORT]
+    /// Run against a remote host (the deployment's `local` host) through SSH and systemd-stdio-bridge, as `systemctl -H` does: [USER@]HOST[:PORT]
     #[arg(long, global = true, env = "ORCH_HOST", value_name = "HOST")]
     pub host: Option<String>,
-    /// The SSH program and its options (words separated by spaces), for --host
+    /// The SSH program and its options (words separated by spaces), for --host and [[hosts]]
     #[arg(
         long,
         global = true,
@@ -606,10 +606,12 @@ fn cmd_lifecycle(
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let connect = async {
+            // Connected first: an unreachable host is named as such, not as
+            // a failure to read the maintenance journal on it.
+            let fleet = Fleet::connect(&targets, g.call_timeout).await?;
             if matches!(op, Op::Start | Op::Restart) && !a.force {
                 crate::maintenance::refuse_if_in_maintenance(d, &home).await?;
             }
-            let fleet = Fleet::connect(&targets, g.call_timeout).await?;
             fleet
                 .preflight(
                     &format!("{op:?} units of {}", d.name).to_lowercase(),

@@ -231,7 +231,7 @@ impl std::fmt::Display for Bus {
 pub enum SystemdError {
     #[error("permission denied by systemd while trying to {action}: {detail}\n  run orch as root, or grant polkit's org.freedesktop.systemd1.manage-units, manage-unit-files and reload-daemon to this user")]
     PermissionDenied { action: String, detail: String },
-    #[error("cannot connect to {bus} within {timeout:?}: {detail}")]
+    #[error("cannot connect to {bus} (bound {timeout:?}): {detail}")]
     Connect {
         bus: String,
         timeout: Duration,
@@ -347,17 +347,17 @@ impl Systemd {
             }
         };
         let fail = |detail: String| SystemdError::Connect {
-            bus: if host == crate::model::LOCAL_HOST {
-                bus.to_string()
-            } else {
-                format!("host {host}: {bus}")
+            bus: match bus {
+                _ if host == crate::model::LOCAL_HOST => bus.to_string(),
+                Bus::Remote(r) => format!("host {host} ({} through {})", r.destination, r.ssh[0]),
+                _ => format!("host {host} ({bus})"),
             },
             timeout,
             detail,
         };
         let conn = tokio::time::timeout(timeout, builder.method_timeout(timeout).build())
             .await
-            .map_err(|_| fail("no answer".into()))?
+            .map_err(|_| fail(format!("no answer within {timeout:?}")))?
             .map_err(|e| fail(e.to_string()))?;
         let manager = ManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
@@ -433,6 +433,7 @@ struct JobState {
 /// stream is set up and `Subscribe` called before any job is enqueued, and a
 /// job that finishes before anyone waits for it is remembered.
 pub struct JobWatcher {
+    host: String,
     conn: Connection,
     calls: Arc<tokio::sync::Semaphore>,
     state: Arc<Mutex<JobState>>,
@@ -470,6 +471,7 @@ impl JobWatcher {
             nt.notify_waiters();
         });
         Ok(JobWatcher {
+            host: sd.host.clone(),
             conn: sd.conn.clone(),
             calls: sd.calls.clone(),
             state,
@@ -522,7 +524,13 @@ impl JobWatcher {
             return Ok(Some(o.clone()));
         }
         if st.closed {
-            return Err(SystemdError::Closed(format!("job {}", job.as_str())));
+            return Err(SystemdError::Closed(
+                if self.host == crate::model::LOCAL_HOST {
+                    format!("job {}", job.as_str())
+                } else {
+                    format!("job {} on host {}", job.as_str(), self.host)
+                },
+            ));
         }
         Ok(None)
     }

@@ -353,3 +353,49 @@ fn malformed_template_is_refused_with_its_name_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn host_errors() {
+    let hosts = |blocks: &str| format!("{GOOD}\n{blocks}");
+    refused(
+        &GOOD.replace("count = 2", "count = 2\nhost = \"w9\""),
+        10,
+        "workers[0].host",
+        "`w9` is not a host; define it in a [[hosts]] block",
+    );
+    refused(
+        &hosts("[[hosts]]\nname = \"a\"\naddress = \"x@h1\"\n[[hosts]]\nname = \"a\"\naddress = \"h2\"\n"),
+        17,
+        "hosts[1].name",
+        "defined twice",
+    );
+    refused(
+        &hosts("[[hosts]]\nname = \"local\"\naddress = \"h\"\n"),
+        14,
+        "hosts[0].name",
+        "`local` is the name of the machine orch runs on",
+    );
+    // An address ssh would read as an option never reaches ssh.
+    refused(
+        &hosts("[[hosts]]\nname = \"a\"\naddress = \"-oProxyCommand=evil\"\n"),
+        15,
+        "hosts[0].address",
+        "is not a host name or address",
+    );
+    refused(
+        &hosts("[[hosts]]\nname = \"a\"\naddress = \"admin@a\\nevil\"\n"),
+        15,
+        "hosts[0].address",
+        "control character",
+    );
+    // A loopback probe for a unit on another machine would test this one.
+    refused(
+        &hosts("[[hosts]]\nname = \"a\"\naddress = \"admin@a.example.org\"\n").replace(
+            "exec_start = \"/bin/sleep infinity\"",
+            "exec_start = \"/bin/sleep infinity\"\nhost = \"a\"\nhealth = \"http://localhost:8008/health\"",
+        ),
+        7,
+        "master.health",
+        "would reach this machine, not host `a`",
+    );
+}

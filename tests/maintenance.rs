@@ -466,7 +466,7 @@ fn second_invocation_fails_at_once_with_the_lock_holder() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains(&format!("another orch (PID {})", first.id())),
+        err.contains(&format!("another orch (PID {} on ", first.id())),
         "{err}"
     );
     assert!(took < Duration::from_secs(1), "{took:?}");

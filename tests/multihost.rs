@@ -303,6 +303,65 @@ fn install_restart_maintenance_and_resume_across_two_hosts() {
         "{text}"
     );
 
+    // The lock lives on the master's host: another orch holding it there
+    // (from any machine) is named, and nothing is stopped.
+    let mut holder = Command::new("nsenter")
+        .args([
+            "-t",
+            &h.a.leader().to_string(),
+            "-m",
+            "-u",
+            "-i",
+            "-p",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "mkdir -p /var/lib/orch/mh && exec 9>>/var/lib/orch/mh/lock && flock 9 && \
+             echo PID 4242 on elsewhere > /var/lib/orch/mh/lock && echo held $$ && exec sleep 60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pid = line
+        .trim()
+        .strip_prefix("held ")
+        .expect("held PID")
+        .to_string();
+    let o = h.orch(&cfg, &["stop-for-maintenance"]);
+    // The holder runs inside the container's PID namespace: killed there.
+    h.a.exec(&["kill", &pid]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let t = Instant::now();
+    while !h
+        .a
+        .exec(&["flock", "-n", "/var/lib/orch/mh/lock", "true"])
+        .status
+        .success()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the holder never let go"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another orch (PID 4242 on elsewhere) is working on deployment mh"),
+        "{err}"
+    );
+    let o = h.a.systemctl(&["is-active", "mh.service"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "active");
+
     // Maintenance: every host proved empty.
     let o = h.ok(
         &cfg,

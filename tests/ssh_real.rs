@@ -1,0 +1,481 @@
+//! `--host` over a real OpenSSH connection: an `sshd` runs inside the harness
+//! container (as a transient unit of the container's systemd, so it dies with
+//! the container), and orch reaches the container's system bus through
+//! `ssh … systemd-stdio-bridge` with strict host-key checking, exactly as it
+//! would reach a remote machine. tests/remote.rs covers the same path with a
+//! fake ssh; this file covers what only the real client and server do:
+//! authentication, host-key verification and the remote shell.
+//!
+//! Needs `/usr/sbin/sshd`, `ssh` and `ssh-keygen` on the host
+//! (`apt-get install -y openssh-server openssh-client`); the container sees
+//! the host's `/usr`, so the same sshd runs inside it.
+
+mod common;
+mod support;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use support::Container;
+
+/// Where the host dir holding sshd's key, config and authorized_keys is bound
+/// (read-only) inside the container. Under /run, whose parents are root-owned
+/// and not group/world-writable, so sshd's StrictModes accepts it.
+const SSHD_DIR: &str = "/run/orch-test-sshd";
+/// sshd ports are picked from here: below the kernel's ephemeral range (32768+)
+/// and clear of the fixed ports other tests use, then checked free.
+const PORTS: std::ops::Range<u16> = 19000..19900;
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const INSTALL_HINT: &str = "apt-get install -y openssh-server openssh-client";
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+const CONFIG: &str = "[deployment]\nname = \"fx\"\n\
+    [master]\nexec_start = \"/bin/sleep infinity\"\n\
+    [[workers]]\nkind = \"w\"\ncount = 3\nexec_start = \"/bin/sleep infinity\"\n";
+
+/// A booted container running sshd on 127.0.0.1:`port`, that accepts
+/// `client_key` for root, and a deployment's configuration (not installed).
+struct Remote {
+    // Dropped first: stopping the container kills sshd and every ssh session.
+    c: Container,
+    port: u16,
+    client_key: PathBuf,
+    host_pub: String,
+    cfg: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn preflight() {
+    let missing: Vec<&str> = [
+        ("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").is_file()),
+        ("ssh", which("ssh")),
+        ("ssh-keygen", which("ssh-keygen")),
+    ]
+    .into_iter()
+    .filter(|(_, found)| !found)
+    .map(|(name, _)| name)
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "{} not found: the real-SSH tests need OpenSSH; install it with `{INSTALL_HINT}`",
+        missing.join(", ")
+    );
+}
+
+fn which(prog: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/bin".into()])
+        .any(|d| d.join(prog).is_file())
+}
+
+fn keygen(path: &Path, comment: &str) {
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run ssh-keygen ({e}); install it with `{INSTALL_HINT}`")
+        });
+    assert!(
+        o.status.success(),
+        "ssh-keygen failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(path.as_ref())
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.as_ref().display()))
+}
+
+fn exec_ok(c: &Container, args: &[&str]) -> Output {
+    let o = c.exec(args);
+    assert!(
+        o.status.success(),
+        "{args:?} in the container failed ({:?}):\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+impl Remote {
+    fn start() -> Remote {
+        preflight();
+        let dir = tempfile::tempdir().unwrap();
+        // Server side, bound into the container; the client key stays outside.
+        let server = dir.path().join("sshd");
+        std::fs::create_dir(&server).unwrap();
+        keygen(&server.join("host_key"), "orch-test-host");
+        let client_key = dir.path().join("client_key");
+        keygen(&client_key, "orch-test-client");
+        std::fs::write(
+            server.join("authorized_keys"),
+            read(client_key.with_extension("pub")),
+        )
+        .unwrap();
+        // The volatile container has no /etc/ssh, no PAM configuration and no
+        // sshd user: everything sshd reads is named here, and PAM is off.
+        std::fs::write(
+            server.join("sshd_config"),
+            format!(
+                "HostKey {SSHD_DIR}/host_key\n\
+                 AuthorizedKeysFile {SSHD_DIR}/authorized_keys\n\
+                 PermitRootLogin prohibit-password\n\
+                 PubkeyAuthentication yes\n\
+                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\n\
+                 UsePAM no\n\
+                 UseDNS no\n\
+                 X11Forwarding no\n\
+                 PidFile none\n\
+                 LogLevel INFO\n"
+            ),
+        )
+        .unwrap();
+        // sshd's privilege-separation user, created by the container's own sysusers.
+        std::fs::write(
+            server.join("sysusers.conf"),
+            "u sshd - \"sshd privilege separation\" /run/sshd /usr/sbin/nologin\n",
+        )
+        .unwrap();
+
+        let c = Container::builder().bind_ro(&server, SSHD_DIR).boot();
+        exec_ok(
+            &c,
+            &["systemd-sysusers", &format!("{SSHD_DIR}/sysusers.conf")],
+        );
+        // sysusers creates root locked ("!*"), and without PAM sshd refuses a
+        // locked account even for public-key logins: "*" is no password, not locked.
+        exec_ok(&c, &["usermod", "-p", "*", "root"]);
+        let port = start_sshd(&c);
+
+        let cfg = dir.path().join("orch.toml");
+        std::fs::write(&cfg, CONFIG).unwrap();
+        Remote {
+            c,
+            port,
+            client_key,
+            host_pub: read(server.join("host_key.pub")),
+            cfg,
+            dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("root@127.0.0.1:{}", self.port)
+    }
+
+    /// A known_hosts file that pins `key` (an OpenSSH public key line) for our sshd.
+    fn known_hosts(&self, name: &str, key: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, format!("[127.0.0.1]:{} {}", self.port, key)).unwrap();
+        path
+    }
+
+    /// The operator's ssh command: no config files, only our key, only our
+    /// known_hosts, strict host-key checking. orch adds `-xT -o BatchMode=yes -p PORT`.
+    fn ssh_command(&self, known_hosts: &Path) -> String {
+        format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} \
+             -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o ConnectTimeout=5",
+            self.client_key.display(),
+            known_hosts.display()
+        )
+    }
+
+    /// orch over ssh; the test fails if it does not exit within `limit`.
+    fn orch(&self, known_hosts: &Path, args: &[&str], limit: Duration) -> (Output, Duration) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+        cmd.arg("--config")
+            .arg(&self.cfg)
+            .args(["--host", &self.host()])
+            .args(["--ssh-command", &self.ssh_command(known_hosts)])
+            .args(["--call-timeout", &format!("{}s", CALL_TIMEOUT.as_secs())])
+            .args(args)
+            .env_remove("ORCH_BUS")
+            .env_remove("ORCH_CONFIG")
+            .env_remove("ORCH_HOST")
+            .env_remove("ORCH_SSH");
+        run_bounded(cmd, limit)
+    }
+
+    fn sshd_journal(&self) -> String {
+        self.c.journal(&sshd_unit(self.port))
+    }
+}
+
+fn sshd_unit(port: u16) -> String {
+    format!("orch-test-sshd-{port}.service")
+}
+
+/// Starts sshd on a free port as a transient unit inside the container.
+/// `Type=notify` (Debian's sshd notifies) makes `systemd-run` return once sshd
+/// listens. The port is checked free from the host (the container shares its
+/// network namespace); if another process takes it before sshd binds, the
+/// unit fails and the next port is tried.
+fn start_sshd(c: &Container) -> u16 {
+    // Spread concurrent test processes and the tests within one over the range.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let offset = (std::process::id() as u16)
+        .wrapping_mul(31)
+        .wrapping_add(NEXT.fetch_add(97, Ordering::SeqCst))
+        % PORTS.len() as u16;
+    let candidates = PORTS
+        .clone()
+        .cycle()
+        .skip(offset as usize)
+        .take(PORTS.len())
+        .filter(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+    let mut last = String::from("no free port");
+    for port in candidates.take(10) {
+        let unit = sshd_unit(port);
+        let listen = format!("ListenAddress=127.0.0.1:{port}");
+        let config = format!("{SSHD_DIR}/sshd_config");
+        let o = c.exec(&[
+            "systemd-run",
+            "--quiet",
+            &format!("--unit={unit}"),
+            "--property=Type=notify",
+            "--property=RuntimeDirectory=sshd",
+            "--property=RuntimeDirectoryMode=0755",
+            "--property=TimeoutStartSec=20s",
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-f",
+            &config,
+            "-o",
+            &listen,
+        ]);
+        if o.status.success() {
+            return port;
+        }
+        let journal = c.journal(&unit);
+        last = format!(
+            "{}{}\n{journal}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if !journal.contains("Address already in use") {
+            break;
+        }
+    }
+    panic!("cannot start sshd in the container: {last}");
+}
+
+/// Runs `cmd` in its own process group and SIGKILLs the group (orch and its
+/// ssh) if it outlives `limit`, failing the test: a hang is a bug.
+fn run_bounded(mut cmd: Command, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("run orch");
+    let reader = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().unwrap()));
+    let err = reader(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for orch") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            // SAFETY: plain syscall; the group is our unreaped child's, so it is ours.
+            unsafe { kill(-(child.id() as i32), 9) };
+            let _ = child.wait();
+            panic!(
+                "orch still running after {limit:?}, killed\nstderr: {}",
+                String::from_utf8_lossy(&err.join().unwrap_or_default())
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    let output = Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    (output, elapsed)
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} over ssh failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `active_state` of every unit in `orch status --output json`.
+fn states(o: &Output) -> Vec<(String, String)> {
+    json(o)["units"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no units: {}", String::from_utf8_lossy(&o.stdout)))
+        .iter()
+        .map(|u| {
+            (
+                u["unit"].as_str().unwrap().to_string(),
+                u["active_state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn install_lifecycle_and_maintenance_over_real_ssh() {
+    let r = Remote::start();
+    let kh = r.known_hosts("known_hosts", &r.host_pub);
+
+    // Install writes through the remote shell (the container's
+    // /etc/systemd/system, bound to c.unit_dir() on this side).
+    let (o, _) = r.orch(&kh, &["install", "--output", "json"], LIMIT);
+    assert_ok(&o, "install");
+    assert_eq!(json(&o)["changed"], true);
+    let rendered = json(&orch_ok(&r.c, &r.cfg, &["render", "--output", "json"]));
+    for u in rendered["units"].as_array().unwrap() {
+        let unit = u["unit"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(r.c.unit_dir().join(unit)).unwrap(),
+            u["content"].as_str().unwrap(),
+            "{unit}"
+        );
+    }
+    let (o, _) = r.orch(&kh, &["install", "--output", "json"], LIMIT);
+    assert_ok(&o, "second install");
+    assert_eq!(json(&o)["reloaded"], false, "nothing changed, no reload");
+
+    let (o, _) = r.orch(&kh, &["start", "--all", "--output", "json"], LIMIT);
+    assert_ok(&o, "start --all");
+    let sum = summary(&o);
+    let units = sum["units"].as_array().unwrap();
+    assert_eq!(units.len(), 4, "master and three workers: {sum}");
+    assert!(units.iter().all(|u| u["phase"] == "ready"), "{sum}");
+
+    // It went through sshd, as root, with our key: not some other path to the bus.
+    let journal = r.sshd_journal();
+    assert!(
+        journal.contains("Accepted publickey for root from 127.0.0.1"),
+        "{journal}"
+    );
+
+    let (o, _) = r.orch(&kh, &["status", "--output", "json"], LIMIT);
+    assert_ok(&o, "status");
+    let s = states(&o);
+    assert_eq!(s.len(), 4, "{s:?}");
+    assert!(s.iter().all(|(_, state)| state == "active"), "{s:?}");
+    // The container's systemd agrees (read locally, not over ssh).
+    let out =
+        r.c.systemctl(&["is-active", "fx.service", "fx-worker-0-w.service"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "active\nactive\n");
+
+    let (o, _) = r.orch(&kh, &["stop", "--all", "--output", "json"], LIMIT);
+    assert_ok(&o, "stop --all");
+    let sum = summary(&o);
+    assert!(
+        sum["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["phase"] == "stopped"),
+        "{sum}"
+    );
+
+    let (o, _) = r.orch(&kh, &["status", "--output", "json"], LIMIT);
+    assert_ok(&o, "status");
+    let s = states(&o);
+    assert_eq!(s.len(), 4, "{s:?}");
+    assert!(s.iter().all(|(_, state)| state == "inactive"), "{s:?}");
+
+    // Maintenance over ssh: the lock is an ssh session holding flock on the
+    // remote host, the journal and the masks are written there.
+    let (o, _) = r.orch(&kh, &["start", "--all"], LIMIT);
+    assert_ok(&o, "start again");
+    let (o, _) = r.orch(
+        &kh,
+        &[
+            "stop-for-maintenance",
+            "--reason",
+            "upgrade",
+            "--output",
+            "json",
+        ],
+        LIMIT,
+    );
+    assert_ok(&o, "stop-for-maintenance");
+    let out = r.c.systemctl(&[
+        "show",
+        "-p",
+        "LoadState",
+        "--value",
+        "fx-worker-1-w.service",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "masked");
+    let journal = exec_ok(&r.c, &["cat", "/var/lib/orch/fx/maintenance.json"]);
+    assert!(String::from_utf8_lossy(&journal.stdout).contains("upgrade"));
+    // The lock was released when that orch ended (its ssh session closed).
+    let (o, _) = r.orch(&kh, &["resume", "--output", "json"], LIMIT);
+    assert_ok(&o, "resume");
+    assert_eq!(summary(&o)["units"].as_array().unwrap().len(), 4);
+    let out = r.c.systemctl(&["is-active", "fx-worker-1-w.service"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "active");
+}
+
+#[test]
+fn a_wrong_host_key_is_a_bounded_failure_naming_the_host() {
+    let r = Remote::start();
+    orch_ok(&r.c, &r.cfg, &["install"]);
+    // known_hosts pins another key for [127.0.0.1]:PORT: a man in the middle,
+    // as far as ssh can tell.
+    let other = r.dir.path().join("other_key");
+    keygen(&other, "orch-test-impostor");
+    let kh = r.known_hosts("wrong_known_hosts", &read(other.with_extension("pub")));
+
+    let bound = CALL_TIMEOUT + Duration::from_secs(3);
+    let (o, took) = r.orch(&kh, &["start", "--all", "--output", "json"], bound * 2);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(took < bound, "took {took:?}: {err}");
+    assert!(err.contains("root@127.0.0.1"), "names the host: {err}");
+    // ssh's own reason reaches the operator.
+    assert!(err.contains("Host key verification failed"), "{err}");
+
+    // ssh gave up before authenticating, and nothing was started.
+    let journal = r.sshd_journal();
+    assert!(!journal.contains("Accepted publickey"), "{journal}");
+    let o = orch(&r.c, &r.cfg, &["status", "--output", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = states(&o);
+    assert!(s.iter().all(|(_, state)| state == "inactive"), "{s:?}");
+
+    // The same command with the right key works: the failure was the key.
+    let good = r.known_hosts("known_hosts", &r.host_pub);
+    let (o, _) = r.orch(&good, &["status", "--output", "json"], LIMIT);
+    assert_ok(&o, "status");
+}
