@@ -203,11 +203,44 @@ pub fn main() -> i32 {
         }
     };
     init_logging(&cli.global);
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("orch: {e:#}");
             exit_code(&e)
+        }
+    };
+    end_children();
+    code
+}
+
+/// Ends orch's own child processes still running: the SSH commands zbus
+/// started for `unixexec` (it neither kills nor waits for them). An ssh
+/// still connecting to a host that does not answer would otherwise outlive
+/// orch and hold its stderr open, so whoever reads orch's output (Ansible,
+/// CI) would wait for ssh's own TCP timeout instead of orch's bound.
+fn end_children() {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let name = p.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may contain spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
 }

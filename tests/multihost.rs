@@ -52,6 +52,7 @@ fn boot() -> Hosts {
              case \"$1\" in\n\
              *@127.0.0.2|127.0.0.2) pid={a} ;;\n\
              *@127.0.0.3|127.0.0.3) pid={b} ;;\n\
+             *@127.0.0.8) exec sleep 300 ;;\n\
              *) echo \"ssh: connect to host $1 port 22: Connection refused\" >&2; exit 255 ;;\n\
              esac\n\
              shift\n\
@@ -480,6 +481,27 @@ fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
         assert_eq!(r["active_state"], expected, "{r}");
     }
     assert_eq!(v["unreachable"][0]["host"], "b", "{v}");
+
+    // A host that never answers (ssh hangs connecting): named after the
+    // bound, and no ssh left behind holding orch's output open.
+    let text = config("b", 18500).replace("admin@127.0.0.3:2222", "admin@127.0.0.8");
+    let hung = h.config("hung.toml", &text);
+    let t = Instant::now();
+    let o = h.orch(
+        &hung,
+        &["status", "--call-timeout", "2s", "--output", "json"],
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(2 + 3),
+        "{took:?}"
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("host b (admin@127.0.0.8 through") && err.contains("no answer within 2s"),
+        "{err}"
+    );
 
     // A lifecycle command refuses to act on half the deployment, and says why.
     let t = Instant::now();
