@@ -100,12 +100,7 @@ impl Address {
             return Err(format!("`{spec}`: the user name is not valid"));
         }
         let port = port
-            .map(|p| {
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or(format!("`{spec}`: `{p}` is not a port"))
-            })
+            .map(|p| parse_port(p).ok_or(format!("`{spec}`: `{p}` is not a port")))
             .transpose()?;
         Ok(Address {
             destination: match user {
@@ -1050,14 +1045,14 @@ fn split_host_port(a: &str) -> Result<(String, Option<u16>), String> {
         return Err("missing host".into());
     }
     let port = port
-        .map(|p| {
-            p.parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or(format!("`{p}` is not a port"))
-        })
+        .map(|p| parse_port(p).ok_or(format!("`{p}` is not a port")))
         .transpose()?;
     Ok((host.to_string(), port))
+}
+
+/// A TCP port: 1 to 65535.
+fn parse_port(p: &str) -> Option<u16> {
+    p.parse::<u16>().ok().filter(|p| *p > 0)
 }
 
 mod secs {

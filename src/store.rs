@@ -417,16 +417,8 @@ impl Store {
                     p = sq_path(path),
                     me = sq(&me),
                 );
-                let (program, args) = remote.run("sh -s");
                 let what = format!("lock {}", path.display());
-                let mut child = tokio::process::Command::new(&program)
-                    .args(&args)
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(|e| self.fail(&what, format!("cannot run {program}: {e}")))?;
+                let mut child = self.session(remote, &what)?;
                 let mut stdin = child.stdin.take().expect("piped");
                 let mut lines =
                     tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -488,6 +480,19 @@ impl Store {
         }
     }
 
+    /// `ssh … DEST sh -s` with every standard stream piped; killed when dropped.
+    fn session(&self, remote: &Remote, action: &str) -> Result<tokio::process::Child, StoreError> {
+        let (program, args) = remote.run("sh -s");
+        tokio::process::Command::new(&program)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| self.fail(action, format!("cannot run {program}: {e}")))
+    }
+
     async fn run(&self, action: &str, script: &str) -> Result<String, StoreError> {
         self.run_allowing(action, script, 0).await
     }
@@ -504,15 +509,8 @@ impl Store {
             unreachable!("only remote stores run scripts");
         };
         use tokio::io::AsyncWriteExt;
-        let (program, args) = remote.run("sh -s");
-        let mut child = tokio::process::Command::new(&program)
-            .args(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| self.fail(action, format!("cannot run {program}: {e}")))?;
+        let program = &remote.ssh[0];
+        let mut child = self.session(remote, action)?;
         let mut stdin = child.stdin.take().expect("piped");
         let script = script.as_bytes().to_vec();
         let session = async move {

@@ -13,13 +13,10 @@
 mod common;
 mod support;
 
-use std::io::Read;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -34,10 +31,6 @@ const SSHD_DIR: &str = "/run/orch-test-sshd";
 const PORTS: std::ops::Range<u16> = 19000..19900;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const INSTALL_HINT: &str = "apt-get install -y openssh-server openssh-client";
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
 
 const CONFIG: &str = "[deployment]\nname = \"fx\"\n\
     [master]\nexec_start = \"/bin/sleep infinity\"\n\
@@ -277,48 +270,18 @@ fn start_sshd(c: &Container) -> u16 {
     panic!("cannot start sshd in the container: {last}");
 }
 
-/// Runs `cmd` in its own process group and SIGKILLs the group (orch and its
-/// ssh) if it outlives `limit`, failing the test: a hang is a bug.
-fn run_bounded(mut cmd: Command, limit: Duration) -> (Output, Duration) {
+/// Runs `cmd` in its own process group, SIGKILLing the group (orch and its
+/// ssh) if it outlives `limit`, and fails the test then: a hang is a bug.
+fn run_bounded(cmd: Command, limit: Duration) -> (Output, Duration) {
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("run orch");
-    let reader = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().unwrap()));
-    let err = reader(Box::new(child.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for orch") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            // SAFETY: plain syscall; the group is our unreaped child's, so it is ours.
-            unsafe { kill(-(child.id() as i32), 9) };
-            let _ = child.wait();
-            panic!(
-                "orch still running after {limit:?}, killed\nstderr: {}",
-                String::from_utf8_lossy(&err.join().unwrap_or_default())
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    let output = Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
-    (output, elapsed)
+    let o = support::run_bounded(cmd, limit);
+    let took = start.elapsed();
+    assert!(
+        took < limit,
+        "orch still running after {limit:?}, killed\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o, took)
 }
 
 fn assert_ok(o: &Output, what: &str) {

@@ -496,7 +496,7 @@ fn wait_child(child: &mut Child, timeout: Duration) -> bool {
 
 /// Runs `cmd` in its own process group, SIGKILLing the whole group after `timeout`
 /// (nsenter -p forks, so killing nsenter alone would leave the real command running).
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
     let desc = format!("{:?}", cmd.get_program());
     let mut child = cmd
         .stdin(Stdio::null())
