@@ -181,9 +181,7 @@ fn maintenance_cycle_restores_exactly_what_ran() {
             "json",
         ],
     );
-    let text = String::from_utf8_lossy(&o.stdout);
-    let report =
-        &serde_json::from_str::<serde_json::Value>(text.lines().last().unwrap()).unwrap()["report"];
+    let report = &maintenance_report(&o);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["database"]["active_state"], "active", "{report}");
     for u in &units {
@@ -344,9 +342,7 @@ fn worker_ignoring_sigterm_is_killed_within_timeout() {
         took < Duration::from_secs(6 + 2),
         "took {took:?} with --timeout 6s"
     );
-    let text = String::from_utf8_lossy(&o.stdout);
-    let report =
-        &serde_json::from_str::<serde_json::Value>(text.lines().last().unwrap()).unwrap()["report"];
+    let report = &maintenance_report(&o);
     assert_eq!(
         report["killed"],
         serde_json::json!(["fx-worker-2-stubborn.service"]),

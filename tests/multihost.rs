@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{json, summary};
+use common::{json, maintenance_report, summary};
 use support::Container;
 
 const FIXTURE: &str =
@@ -374,9 +374,7 @@ fn install_restart_maintenance_and_resume_across_two_hosts() {
             "json",
         ],
     );
-    let text = String::from_utf8_lossy(&o.stdout);
-    let report =
-        &serde_json::from_str::<serde_json::Value>(text.lines().last().unwrap()).unwrap()["report"];
+    let report = &maintenance_report(&o);
     assert_eq!(report["ok"], true, "{report}");
     for u in report["units"].as_array().unwrap() {
         assert_eq!(u["processes"], 0, "{u}");
@@ -517,4 +515,67 @@ fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
     // Nothing was stopped on the reachable host.
     let o = h.a.systemctl(&["is-active", "mh.service"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "active");
+}
+
+#[test]
+fn a_connection_that_dies_mid_operation_fails_bounded_naming_the_host() {
+    let h = boot();
+    // The workers on b are Type=notify and take 3 s to say READY=1, so their
+    // start jobs are still running inside b's systemd when its bridge dies.
+    let text = config("b", 18600).replace(
+        "--ready-after 0.2\"",
+        "--ready-after 3\"\ntype = \"notify\"",
+    );
+    let cfg = h.config("orch.toml", &text);
+    h.ok(&cfg, &["install"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--ssh-command")
+        .arg(&h.ssh)
+        .args([
+            "--call-timeout",
+            "10s",
+            "start",
+            "--all",
+            "--output",
+            "json",
+        ])
+        .env_remove("ORCH_BUS")
+        .env_remove("ORCH_HOST")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !h
+        .events()
+        .iter()
+        .any(|(e, n, _)| e == "start" && n.contains("generic"))
+    {
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", h.events());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The "connection" to b drops: its bridge process ends.
+    let killed = h.b.exec(&["pkill", "-KILL", "-x", "systemd-stdio-b"]);
+    assert!(killed.status.success(), "{killed:?}");
+    let t = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s = summary(&o);
+    for u in s["units"].as_array().unwrap() {
+        if u["host"] == "b" {
+            assert_eq!(u["phase"], "failed", "{u}");
+            let e = u["error"].as_str().unwrap_or_default();
+            assert!(e.contains("closed") && e.contains("on host b"), "{u}");
+        } else {
+            assert_eq!(u["phase"], "ready", "{u}");
+        }
+    }
 }

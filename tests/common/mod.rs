@@ -66,6 +66,15 @@ pub fn summary(o: &Output) -> serde_json::Value {
     v
 }
 
+/// The `report` of `stop-for-maintenance --output json` (its last line).
+pub fn maintenance_report(o: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&o.stdout);
+    let last = text.lines().last().expect("output");
+    serde_json::from_str::<serde_json::Value>(last)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))["report"]
+        .clone()
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
