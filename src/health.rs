@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::model::Probe;
+use crate::systemd::Remote;
 
 /// Bounds on one probe attempt.
 #[derive(Debug, Clone, Copy)]
@@ -32,15 +33,17 @@ impl Default for Limits {
     }
 }
 
-/// Runs one probe attempt. `Ok(())` when ready, otherwise why not.
-pub async fn check(probe: &Probe, limits: Limits) -> Result<(), String> {
-    match tokio::time::timeout(limits.attempt, attempt(probe, limits)).await {
+/// Runs one probe attempt. `Ok(())` when ready, otherwise why not. `on` is
+/// the unit's host when it is reached over SSH: an `exec:` probe runs there,
+/// where the unit runs; `http://` and `tcp://` connect from here.
+pub async fn check(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), String> {
+    match tokio::time::timeout(limits.attempt, attempt(probe, limits, on)).await {
         Ok(r) => r,
         Err(_) => Err(format!("{probe}: no answer within {:?}", limits.attempt)),
     }
 }
 
-async fn attempt(probe: &Probe, limits: Limits) -> Result<(), String> {
+async fn attempt(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), String> {
     match probe {
         Probe::Tcp { host, port } => connect_any(host, *port, limits.connect).await.map(drop),
         Probe::Http { host, port, path } => {
@@ -81,9 +84,21 @@ async fn attempt(probe: &Probe, limits: Limits) -> Result<(), String> {
             }
         }
         Probe::Exec { command } => {
-            let mut child = tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(command)
+            let mut cmd = match on {
+                // The remote shell runs the command line, as `sh -c` does here.
+                Some(r) => {
+                    let (program, args) = r.run(command);
+                    let mut c = tokio::process::Command::new(program);
+                    c.args(args);
+                    c
+                }
+                None => {
+                    let mut c = tokio::process::Command::new("/bin/sh");
+                    c.arg("-c").arg(command);
+                    c
+                }
+            };
+            let mut child = cmd
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -92,10 +107,10 @@ async fn attempt(probe: &Probe, limits: Limits) -> Result<(), String> {
                 .spawn()
                 .map_err(|e| format!("{probe}: cannot run: {e}"))?;
             let status = child.wait().await.map_err(|e| format!("{probe}: {e}"))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("{probe}: {status}"))
+            match (status.code(), on) {
+                (Some(0), _) => Ok(()),
+                (Some(255), Some(r)) => Err(format!("{probe}: ssh to {} failed", r.destination)),
+                _ => Err(format!("{probe}: {status}")),
             }
         }
     }
@@ -154,6 +169,7 @@ pub async fn wait_ready<F, Fut>(
     probe: &Probe,
     timeout: Duration,
     limits: Limits,
+    on: Option<&Remote>,
     mut alive: F,
 ) -> Result<(), String>
 where
@@ -174,7 +190,7 @@ where
             connect: limits.connect.min(remaining),
             attempt: limits.attempt.min(remaining),
         };
-        match check(probe, l).await {
+        match check(probe, l, on).await {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
@@ -212,9 +228,9 @@ mod tests {
             port,
             path: "/health".into(),
         };
-        let first = check(&probe, Limits::default()).await;
+        let first = check(&probe, Limits::default(), None).await;
         assert!(first.unwrap_err().contains("HTTP 503"));
-        assert_eq!(check(&probe, Limits::default()).await, Ok(()));
+        assert_eq!(check(&probe, Limits::default(), None).await, Ok(()));
         server.await.unwrap();
     }
 
@@ -224,7 +240,8 @@ mod tests {
             &Probe::Exec {
                 command: "true".into()
             },
-            Limits::default()
+            Limits::default(),
+            None
         )
         .await
         .is_ok());
@@ -232,7 +249,8 @@ mod tests {
             &Probe::Exec {
                 command: "exit 3".into()
             },
-            Limits::default()
+            Limits::default(),
+            None
         )
         .await
         .is_err());
@@ -245,7 +263,8 @@ mod tests {
             &Probe::Exec {
                 command: "sleep 5".into()
             },
-            slow
+            slow,
+            None
         )
         .await
         .is_err());
@@ -264,6 +283,7 @@ mod tests {
                 port,
             },
             Limits::default(),
+            None,
         )
         .await
         .unwrap_err();
@@ -280,6 +300,7 @@ mod tests {
             &probe,
             Duration::from_millis(500),
             Limits::default(),
+            None,
             std::future::pending::<Result<(), String>>,
         )
         .await;

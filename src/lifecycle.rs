@@ -845,7 +845,15 @@ impl Engine {
                 _ => Ok(()),
             }
         };
-        let outcome = match health::wait_ready(probe, timeout, self.opts.probe, &alive).await {
+        let outcome = match health::wait_ready(
+            probe,
+            timeout,
+            self.opts.probe,
+            self.sd(&m.host).remote(),
+            &alive,
+        )
+        .await
+        {
             // Healthy, and still the same process that passed the probe.
             Ok(()) => alive().await,
             Err(e) => Err(e),

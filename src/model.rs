@@ -788,7 +788,7 @@ impl Resolver<'_> {
                 v.span(),
                 key,
                 format!(
-                    "probes connect from the machine orch runs on, so `{target}` would reach this machine, not host `{}` ({}); write an address of that host, e.g. {{{{ host }}}}",
+                    "http and tcp probes connect from the machine orch runs on, so `{target}` would reach this machine, not host `{}` ({}); write an address of that host (e.g. {{{{ host }}}}), or use an exec: probe, which runs on the unit's host",
                     host.name,
                     host.address.as_deref().unwrap_or("")
                 ),

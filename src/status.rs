@@ -86,7 +86,7 @@ pub async fn status(
                 .filter(|t| *t > 0 && *t <= now_us)
                 .map(|t| (now_us - t) / 1000);
             if let (Some(probe), "active") = (&m.health, row.active_state.as_str()) {
-                row.health = Some(match health::check(probe, limits).await {
+                row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
                     Err(e) => e,
                 });

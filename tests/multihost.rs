@@ -156,6 +156,9 @@ health = "http://127.0.0.1:{{{{ port }}}}/health"
 kind = "pusher"
 count = 1
 exec_start = "{FIXTURE}"
+# Passes only where the unit runs: this machine has no systemd as PID 1.
+health = "exec:systemctl is-active --quiet {{{{ name }}}}.service"
+health_timeout = "5s"
 "#,
         wport = port + 1
     )
@@ -296,6 +299,16 @@ fn install_restart_maintenance_and_resume_across_two_hosts() {
         };
         assert_eq!(u["host"], expected, "{u}");
     }
+    let pusher = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "mh-worker-3-pusher.service")
+        .unwrap();
+    assert_eq!(
+        pusher["health"], "ok",
+        "exec: probes run on the unit's host: {pusher}"
+    );
     let text = String::from_utf8_lossy(&h.ok(&cfg, &["status"]).stdout).into_owned();
     assert!(text.starts_with("HOST"), "{text}");
     assert!(

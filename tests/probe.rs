@@ -74,7 +74,7 @@ async fn http_probe_on_localhost_answers_over_any_address() {
     });
     let probe = orch::model::parse_probe(&format!("http://localhost:{port}/health")).unwrap();
     let t = Instant::now();
-    orch::health::check(&probe, Default::default())
+    orch::health::check(&probe, Default::default(), None)
         .await
         .unwrap();
     assert!(
