@@ -174,6 +174,7 @@ impl Phase {
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub unit: String,
+    pub host: String,
     pub phase: Phase,
     pub elapsed_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -363,10 +364,11 @@ impl Engine {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn emit(&self, unit: &str, phase: Phase, detail: Option<String>) {
+    fn emit(&self, unit: &str, host: &str, phase: Phase, detail: Option<String>) {
         self.phases.lock().unwrap().insert(unit.to_string(), phase);
         self.observer.event(&Event {
             unit: unit.to_string(),
+            host: host.to_string(),
             phase,
             elapsed_ms: self.elapsed_ms(),
             detail,
@@ -382,7 +384,7 @@ impl Engine {
     }
 
     fn record(&self, r: UnitReport) {
-        self.emit(&r.unit, r.phase, r.error.clone());
+        self.emit(&r.unit, &r.host, r.phase, r.error.clone());
         self.reports.lock().unwrap().insert(r.unit.clone(), r);
     }
 
@@ -445,7 +447,7 @@ impl Engine {
     /// Runs `op` on `members` (in the deployment's phase order) and returns the summary.
     pub async fn run(&self, op: Op, members: &[Member], all: bool) -> Summary {
         for m in members {
-            self.emit(&m.unit, Phase::Queued, None);
+            self.emit(&m.unit, &m.host, Phase::Queued, None);
         }
         let steps = self.steps(op, members, all);
         let mut untouched: Vec<String> = Vec::new();
@@ -597,6 +599,7 @@ impl Engine {
         let stopping = job_type == "stop";
         self.emit(
             &m.unit,
+            &m.host,
             if stopping {
                 Phase::Stopping
             } else {
@@ -825,7 +828,7 @@ impl Engine {
             r.active_state = state;
             return r;
         };
-        self.emit(&m.unit, Phase::Probing, Some(probe.to_string()));
+        self.emit(&m.unit, &m.host, Phase::Probing, Some(probe.to_string()));
         let timeout = self.bounded(m.health_timeout);
         // A unit that crashes and is restarted by Restart= while being probed
         // is flapping, not starting: its restart count must not move.
