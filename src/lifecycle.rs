@@ -834,6 +834,14 @@ impl Engine {
         // is flapping, not starting: its restart count must not move.
         let restarts = self.restarts(m).await;
         let alive = || async {
+            // Without its connection orch cannot see the unit crash: the probe
+            // passing alone would not prove it ready.
+            if self.host(&m.host).1.is_closed() {
+                return Err(format!(
+                    "the connection to host {} closed while the unit was being probed",
+                    m.host
+                ));
+            }
             match self.active_state(m).await.as_deref() {
                 Some("failed") | Some("inactive") => {
                     return Err("the unit stopped while being probed".to_string())

@@ -518,6 +518,11 @@ impl JobWatcher {
         }
     }
 
+    /// Whether the connection's signal stream has ended (the bus is gone).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().unwrap().closed
+    }
+
     fn finished(&self, job: &OwnedObjectPath) -> Result<Option<JobOutcome>, SystemdError> {
         let st = self.state.lock().unwrap();
         if let Some(o) = st.done.get(job) {

@@ -531,14 +531,23 @@ fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
 }
 
 #[test]
-fn a_connection_that_dies_mid_operation_fails_bounded_naming_the_host() {
-    let h = boot();
+fn a_connection_that_dies_while_jobs_run_fails_bounded_naming_the_host() {
     // The workers on b are Type=notify and take 3 s to say READY=1, so their
     // start jobs are still running inside b's systemd when its bridge dies.
-    let text = config("b", 18600).replace(
-        "--ready-after 0.2\"",
-        "--ready-after 3\"\ntype = \"notify\"",
-    );
+    connection_dies(18600, "\ntype = \"notify\"", "while waiting for job");
+}
+
+#[test]
+fn a_connection_that_dies_while_probing_fails_bounded_naming_the_host() {
+    // Type=exec: the jobs are done at once, and the workers' probes fail for
+    // 3 s; orch must not call them ready once it can no longer watch them.
+    connection_dies(18700, "", "while the unit was being probed");
+}
+
+fn connection_dies(port: u16, extra: &str, says: &str) {
+    let h = boot();
+    let text =
+        config("b", port).replace("--ready-after 0.2\"", &format!("--ready-after 3\"{extra}"));
     let cfg = h.config("orch.toml", &text);
     h.ok(&cfg, &["install"]);
     let child = Command::new(env!("CARGO_BIN_EXE_orch"))
@@ -586,7 +595,10 @@ fn a_connection_that_dies_mid_operation_fails_bounded_naming_the_host() {
         if u["host"] == "b" {
             assert_eq!(u["phase"], "failed", "{u}");
             let e = u["error"].as_str().unwrap_or_default();
-            assert!(e.contains("closed") && e.contains("on host b"), "{u}");
+            assert!(
+                e.contains("closed") && e.contains("host b") && e.contains(says),
+                "{u}"
+            );
         } else {
             assert_eq!(u["phase"], "ready", "{u}");
         }
