@@ -263,3 +263,51 @@ fn help_lists_commands_and_exit_codes() {
     let o = orch(&["--version"]);
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("orch "));
 }
+
+#[test]
+fn multihost_example_renders_relations_only_within_a_host() {
+    let cfg = root().join("examples/multihost.toml");
+    let o = orch(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "render",
+        "--output",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let units = v["units"].as_array().unwrap();
+    assert_eq!(units.len(), 9);
+    let master = &units[0];
+    assert_eq!(
+        (master["unit"].as_str(), master["host"].as_str()),
+        (Some("matrix-synapse.service"), Some("local"))
+    );
+    let text = master["content"].as_str().unwrap();
+    // The database (db1) and the workers (w1) live elsewhere: systemd on
+    // this machine could not honour Requires=/Wants= on them.
+    assert!(
+        !text.contains("Requires=") && !text.contains("Wants="),
+        "{text}"
+    );
+    for w in &units[1..] {
+        assert_eq!(w["host"], "w1");
+        let text = w["content"].as_str().unwrap();
+        assert!(
+            !text.contains("PartOf=") && !text.contains("After="),
+            "{text}"
+        );
+    }
+    // The example is the one docs/hosts.md shows.
+    let example = std::fs::read_to_string(&cfg).unwrap();
+    let body: String = example
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let docs = std::fs::read_to_string(root().join("docs/hosts.md")).unwrap();
+    assert!(
+        docs.contains(&body),
+        "docs/hosts.md and examples/multihost.toml differ"
+    );
+}
