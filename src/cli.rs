@@ -856,6 +856,7 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
     for (host, e) in &unreachable {
         eprintln!("orch: host {host} is unreachable; its units show as unreachable: {e:#}");
     }
+    let master_unreachable = unreachable.iter().any(|(h, _)| *h == d.master.host);
     if g.output == Format::Json {
         let unreachable: Vec<serde_json::Value> = unreachable
             .iter()
@@ -864,6 +865,8 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
         output::json(&serde_json::json!({
             "deployment": d.name,
             "maintenance": maintenance,
+            // null above means "not in maintenance" only when this is true.
+            "maintenance_known": !master_unreachable,
             "unreachable": unreachable,
             "units": rows,
         }))?;
@@ -877,6 +880,13 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
             m.since_text,
             m.reason,
             m.active.len()
+        ));
+    } else if master_unreachable {
+        // The journal lives on the master's host: without it, say so rather
+        // than let "no maintenance line" read as "not in maintenance".
+        text.push_str(&format!(
+            "maintenance state UNKNOWN: the master's host {} is unreachable\n\n",
+            d.master.host
         ));
     }
     // The host column appears when there is more than one host to tell apart.

@@ -68,16 +68,10 @@ impl Fleet {
     /// unreachable host fails the whole: orch cannot keep the deployment's
     /// order with part of it out of reach. The error names the host.
     pub async fn connect(targets: &[Target], timeout: Duration) -> Result<Fleet, SystemdError> {
-        let results = join_all(
-            targets
-                .iter()
-                .map(|t| Systemd::connect_host(&t.name, &t.bus, timeout)),
-        )
-        .await;
-        let mut hosts = Vec::with_capacity(results.len());
-        for r in results {
-            hosts.push(r?);
-        }
+        let hosts = Self::connect_each(targets, timeout)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Fleet { hosts })
     }
 

@@ -916,10 +916,9 @@ pub async fn journal(
         // `ssh … DEST journalctl …`: the remote shell joins the words, and
         // every word here is a fixed option or a validated unit name.
         Some(r) => {
-            let (program, mut args) = r.command();
-            args.pop(); // systemd-stdio-bridge
+            let (program, args) = r.run("journalctl");
             let mut c = tokio::process::Command::new(program);
-            c.args(args).arg("journalctl");
+            c.args(args);
             c
         }
         None => tokio::process::Command::new("journalctl"),

@@ -399,3 +399,39 @@ fn host_errors() {
         "would reach this machine, not host `a`",
     );
 }
+
+#[test]
+fn a_loopback_probe_is_refused_when_host_moves_everything_elsewhere() {
+    // --host moves the `local` host (and every unit) to that machine, so a
+    // probe of 127.0.0.1 would test the machine orch runs on instead.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        GOOD.replace(
+            "exec_start = \"/bin/sleep infinity\"",
+            "exec_start = \"/bin/sleep infinity\"\nhealth = \"http://127.0.0.1:8008/health\"",
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let o = orch(&[
+        "--config",
+        c,
+        "--host",
+        "admin@synapse1.example.org",
+        "status",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{c}:6:")), "{err}");
+    assert!(err.contains("key `master.health`"), "{err}");
+    assert!(
+        err.contains("not host `local` (admin@synapse1.example.org)"),
+        "{err}"
+    );
+    // The same file is fine on this machine, and on a host reached as localhost.
+    assert!(orch(&["--config", c, "render"]).status.success());
+    let o = orch(&["--config", c, "--host", "admin@localhost", "render"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

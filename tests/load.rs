@@ -46,14 +46,7 @@ fn two_hundred_fifty_six_workers() {
     assert_eq!(summary(&o)["units"].as_array().unwrap().len(), 1 + WORKERS);
     let (restart, o) = timed(&["restart", "--all", "--output", "json"]);
     let sum = summary(&o);
-    assert!(
-        sum["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["phase"] == "ready"),
-        "{sum}"
-    );
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
     let mut status_times = Vec::new();
     for _ in 0..5 {
         let (t, o) = timed(&["status", "--output", "json"]);

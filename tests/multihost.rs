@@ -492,6 +492,24 @@ fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
         assert_eq!(r["active_state"], expected, "{r}");
     }
     assert_eq!(v["unreachable"][0]["host"], "b", "{v}");
+    assert_eq!(v["maintenance_known"], true, "{v}");
+
+    // The master's host out of reach: its journal cannot be read, and status
+    // says so instead of implying the deployment is not in maintenance.
+    let text = config("b", 18500).replace("root@127.0.0.2", "root@127.0.0.9");
+    let no_master = h.config("no-master.toml", &text);
+    let o = h.orch(&no_master, &["status", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["maintenance_known"], false, "{v}");
+    assert!(v["maintenance"].is_null(), "{v}");
+    let o = h.orch(&no_master, &["status"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("maintenance state UNKNOWN: the master's host a is unreachable"),
+        "{out}"
+    );
 
     // A host that never answers (ssh hangs connecting): named after the
     // bound, and no ssh left behind holding orch's output open.

@@ -177,14 +177,7 @@ fn restart_killed_at_random_points_then_start_brings_everything_up() {
             &["start", "--all", "--timeout", "60s", "--output", "json"],
         );
         let sum = summary(&o);
-        assert!(
-            sum["units"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|u| u["phase"] == "ready"),
-            "{sum}"
-        );
+        assert!(all_in_phase(&sum, "ready"), "{sum}");
         assert_eq!(sum["units"].as_array().unwrap().len(), 7);
     }
 }
@@ -334,14 +327,7 @@ fn daemon_reexec_during_restart_is_survived() {
         // Either it completed correctly, or it failed clearly; never a hang.
         if o.status.success() {
             let sum = summary(&o);
-            assert!(
-                sum["units"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|u| u["phase"] == "ready"),
-                "{sum}"
-            );
+            assert!(all_in_phase(&sum, "ready"), "{sum}");
         } else {
             let all = format!(
                 "{}{}",

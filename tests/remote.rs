@@ -109,14 +109,7 @@ fn lifecycle_and_status_over_the_ssh_bridge() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let sum = summary(&o);
     assert_eq!(sum["units"].as_array().unwrap().len(), 4, "{sum}");
-    assert!(
-        sum["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["phase"] == "ready"),
-        "{sum}"
-    );
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
     // The SSH command got the operator's options, then orch's, then the destination intact.
     let args: Vec<String> = std::fs::read_to_string(&argv)
         .unwrap()

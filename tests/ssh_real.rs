@@ -361,14 +361,7 @@ fn install_lifecycle_and_maintenance_over_real_ssh() {
     let (o, _) = r.orch(&kh, &["stop", "--all", "--output", "json"], LIMIT);
     assert_ok(&o, "stop --all");
     let sum = summary(&o);
-    assert!(
-        sum["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["phase"] == "stopped"),
-        "{sum}"
-    );
+    assert!(all_in_phase(&sum, "stopped"), "{sum}");
 
     let (o, _) = r.orch(&kh, &["status", "--output", "json"], LIMIT);
     assert_ok(&o, "status");

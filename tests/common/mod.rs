@@ -66,6 +66,15 @@ pub fn summary(o: &Output) -> serde_json::Value {
     v
 }
 
+/// Whether every unit of a lifecycle summary ended in `phase`.
+pub fn all_in_phase(summary: &serde_json::Value, phase: &str) -> bool {
+    summary["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .all(|u| u["phase"] == phase)
+}
+
 /// The `report` of `stop-for-maintenance --output json` (its last line).
 pub fn maintenance_report(o: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&o.stdout);
