@@ -1,10 +1,9 @@
 //! Tests of the container harness itself (tests/support): boot, unit loading, teardown.
-mod support;
 
 use std::path::Path;
 use std::time::Instant;
 
-use support::Container;
+use crate::support::Container;
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()

@@ -498,13 +498,52 @@ fn wait_child(child: &mut Child, timeout: Duration) -> bool {
 /// (nsenter -p forks, so killing nsenter alone would leave the real command running).
 pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
     let desc = format!("{:?}", cmd.get_program());
+    run_bounded_mut(&mut cmd, timeout)
+        .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"))
+        .0
+}
+
+/// How long any one orch invocation in the tests may take: a hang becomes a
+/// failed assertion with orch's output, never a stuck CI run.
+pub const ORCH_BOUND: Duration = Duration::from_secs(300);
+
+/// `Command::output`, bounded: the tests run every orch invocation through
+/// this so that an unbounded wait in orch fails the test that found it.
+pub trait OutputBounded {
+    /// Runs under [`ORCH_BOUND`].
+    fn output_bounded(&mut self) -> std::io::Result<Output>;
+    /// Runs under `limit`; panics with the command's output when it is hit.
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<Output>;
+}
+
+impl OutputBounded for Command {
+    fn output_bounded(&mut self) -> std::io::Result<Output> {
+        self.output_within(ORCH_BOUND)
+    }
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<Output> {
+        let (out, timed_out) = run_bounded_mut(self, limit)?;
+        if timed_out {
+            panic!(
+                "{:?} {:?} did not end within {limit:?} (killed):\nstdout: {}\nstderr: {}",
+                self.get_program(),
+                self.get_args().collect::<Vec<_>>(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Runs `cmd` with a bound; the flag says whether it had to be killed.
+pub fn run_bounded_mut(cmd: &mut Command, timeout: Duration) -> std::io::Result<(Output, bool)> {
+    let desc = format!("{:?}", cmd.get_program());
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
+        .spawn()?;
     let reader = |mut r: Box<dyn Read + Send>| {
         thread::spawn(move || {
             let mut buf = Vec::new();
@@ -523,9 +562,10 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
     if timed_out {
         stderr.extend_from_slice(format!("\n[{desc} killed after {timeout:?}]").as_bytes());
     }
-    Output {
+    let out = Output {
         status,
         stdout: out.join().unwrap_or_default(),
         stderr,
-    }
+    };
+    Ok((out, timed_out))
 }

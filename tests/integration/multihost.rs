@@ -6,16 +6,14 @@
 //! masks, the lock and the maintenance journal go through a remote `sh`, end
 //! to end; only the network hop is missing.
 
-mod common;
-mod support;
-
+use crate::support::OutputBounded;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{json, maintenance_report, summary};
-use support::Container;
+use crate::common::{json, maintenance_report, summary};
+use crate::support::Container;
 
 const FIXTURE: &str =
     "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
@@ -90,7 +88,7 @@ impl Hosts {
             .env_remove("ORCH_BUS")
             .env_remove("ORCH_HOST")
             .env_remove("ORCH_CONFIG")
-            .output()
+            .output_bounded()
             .unwrap()
     }
 

@@ -1,5 +1,6 @@
 //! Rendering and planning through the `orch` binary; no systemd needed.
 
+use crate::support::OutputBounded;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -8,7 +9,7 @@ fn orch(args: &[&str]) -> Output {
         .args(args)
         .env_remove("ORCH_CONFIG")
         .env_remove("ORCH_BUS")
-        .output()
+        .output_bounded()
         .expect("run orch")
 }
 
@@ -72,7 +73,7 @@ fn systemd_analyze_verify_accepts_example_units() {
         .arg("verify")
         .arg("--man=no")
         .args(&units)
-        .output()
+        .output_bounded()
         .expect("systemd-analyze is part of systemd: apt-get install -y systemd");
     let stderr = String::from_utf8_lossy(&v.stderr);
     assert!(

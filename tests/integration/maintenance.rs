@@ -1,17 +1,14 @@
 //! stop-for-maintenance and resume against a real systemd.
 
-mod common;
-mod support;
-
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::support::Container;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::Container;
 
 const FIXTURE: &str = "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }}";
 

@@ -1,16 +1,13 @@
 //! start / stop / restart / status against a real systemd, with fixture
 //! processes (tests/fixtures/worker.py) that turn healthy after a delay.
 
-mod common;
-mod support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::Container;
+use crate::common::*;
+use crate::support::Container;
 
 const FIXTURE: &str =
     "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";

@@ -1,6 +1,7 @@
 //! docs/ansible/orch.yml must stay a valid playbook. Fails (never skips) when
 //! ansible-playbook is missing, so CI cannot pass without checking it.
 
+use crate::support::OutputBounded;
 use std::path::Path;
 use std::process::Command;
 
@@ -16,7 +17,7 @@ fn playbook_passes_syntax_check() {
         .env("ANSIBLE_NOCOWS", "1")
         .env("ANSIBLE_NOCOLOR", "1")
         .current_dir(root)
-        .output()
+        .output_bounded()
     {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(

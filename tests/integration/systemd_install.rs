@@ -1,16 +1,13 @@
 //! `orch install` against a real systemd (PID 1 in a throwaway container).
 
-mod common;
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use common::{connect, json, orch, rt};
+use crate::common::{connect, json, orch, rt};
+use crate::support::Container;
 use futures_util::StreamExt;
 use orch::systemd::Systemd;
-use support::Container;
 
 const WORKERS: usize = 6;
 

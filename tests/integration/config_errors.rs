@@ -1,6 +1,7 @@
 //! Bad input: a clear error naming file, line, column and key; exit 2; and
 //! nothing changed on disk (checked against a populated unit folder).
 
+use crate::support::OutputBounded;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -23,7 +24,7 @@ fn orch(args: &[&str]) -> Output {
         .args(args)
         .env_remove("ORCH_CONFIG")
         .env_remove("ORCH_BUS")
-        .output()
+        .output_bounded()
         .expect("run orch")
 }
 
@@ -255,7 +256,7 @@ fn unreadable_missing_directory_and_non_utf8_configs() {
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(&bin)
             .args(["--config", secret.to_str().unwrap(), "plan"])
-            .output()
+            .output_bounded()
             .expect("setpriv (util-linux)")
     } else {
         orch(&["--config", secret.to_str().unwrap(), "plan"])
@@ -275,7 +276,7 @@ fn no_config_found_is_a_usage_error() {
         .arg("plan")
         .current_dir(dir.path())
         .env_remove("ORCH_CONFIG")
-        .output()
+        .output_bounded()
         .unwrap();
     if Path::new("/etc/orch/orch.toml").exists() {
         return; // the machine has a real configuration; the fallback is then correct

@@ -3,18 +3,16 @@
 //! ready or hit their start limit, a full or read-only unit folder. Nothing
 //! may be lost, nothing may hang.
 
-mod common;
-mod support;
-
+use crate::support::OutputBounded;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::support::Container;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::Container;
 
 const FIXTURE: &str = "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }}";
 
@@ -74,7 +72,7 @@ fn rendered(cfg: &Path) -> HashMap<String, String> {
         .arg("render")
         .arg("--out")
         .arg(out.path())
-        .output()
+        .output_bounded()
         .unwrap();
     assert!(o.status.success());
     std::fs::read_dir(out.path())
@@ -400,7 +398,7 @@ impl Tmpfs {
         let o = Command::new("mount")
             .args(["-t", "tmpfs", "-o", opts, "orch-test"])
             .arg(path)
-            .output()
+            .output_bounded()
             .unwrap();
         assert!(
             o.status.success(),
@@ -436,7 +434,7 @@ fn full_or_read_only_unit_folder_fails_cleanly_without_reload() {
             .arg("--unit-dir")
             .arg(&units)
             .arg("install")
-            .output()
+            .output_bounded()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{err}");
@@ -547,7 +545,7 @@ fn non_root_caller_gets_the_permission_message_and_nothing_changes() {
             .arg("--unit-dir")
             .arg(&units)
             .args(args)
-            .output()
+            .output_bounded()
             .expect("setpriv (util-linux)")
     };
     for args in [

@@ -2,6 +2,7 @@
 //! harness's systemd.
 #![allow(dead_code)]
 
+use crate::support::OutputBounded;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -27,7 +28,7 @@ pub fn orch_cmd(c: &Container, cfg: &Path, args: &[&str]) -> Command {
 }
 
 pub fn orch(c: &Container, cfg: &Path, args: &[&str]) -> Output {
-    orch_cmd(c, cfg, args).output().expect("run orch")
+    orch_cmd(c, cfg, args).output_bounded().expect("run orch")
 }
 
 /// Runs orch and fails the test with its output unless it exits `code`.

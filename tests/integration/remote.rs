@@ -3,16 +3,14 @@
 //! arguments and runs the bridge inside the harness container, so the whole
 //! unixexec path is real except the network hop.
 
-mod common;
-mod support;
-
+use crate::support::OutputBounded;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::Container;
+use crate::common::*;
+use crate::support::Container;
 
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
@@ -28,7 +26,7 @@ fn remote(cfg: &Path, host: &str, ssh: &str, args: &[&str]) -> std::process::Out
         .args(["--host", host, "--ssh-command", ssh, "--call-timeout", "5s"])
         .args(args)
         .env_remove("ORCH_BUS")
-        .output()
+        .output_bounded()
         .unwrap()
 }
 

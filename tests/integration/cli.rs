@@ -1,5 +1,6 @@
 //! CLI conventions: version, completions, man page, closed pipes.
 
+use crate::support::OutputBounded;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -11,7 +12,7 @@ fn orch() -> Command {
 
 #[test]
 fn version_names_the_commit() {
-    let o = orch().arg("--version").output().unwrap();
+    let o = orch().arg("--version").output_bounded().unwrap();
     let v = String::from_utf8_lossy(&o.stdout);
     assert!(
         v.starts_with(&format!("orch {} (commit ", env!("CARGO_PKG_VERSION"))),
@@ -22,7 +23,10 @@ fn version_names_the_commit() {
 #[test]
 fn completions_are_generated_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
-        let o = orch().args(["completions", shell]).output().unwrap();
+        let o = orch()
+            .args(["completions", shell])
+            .output_bounded()
+            .unwrap();
         assert!(o.status.success(), "{shell}");
         let text = String::from_utf8_lossy(&o.stdout);
         for sub in ["stop-for-maintenance", "resume", "install", "--rolling"] {
@@ -30,11 +34,18 @@ fn completions_are_generated_for_each_shell() {
         }
     }
     // The bash script must at least parse.
-    let o = orch().args(["completions", "bash"]).output().unwrap();
+    let o = orch()
+        .args(["completions", "bash"])
+        .output_bounded()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orch.bash");
     std::fs::write(&path, &o.stdout).unwrap();
-    let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output_bounded()
+        .unwrap();
     assert!(
         check.status.success(),
         "{}",
@@ -44,7 +55,7 @@ fn completions_are_generated_for_each_shell() {
 
 #[test]
 fn man_page_renders_with_commands_and_exit_codes() {
-    let o = orch().arg("man").output().unwrap();
+    let o = orch().arg("man").output_bounded().unwrap();
     assert!(o.status.success());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orch.1");
@@ -54,7 +65,7 @@ fn man_page_renders_with_commands_and_exit_codes() {
         .arg(&path)
         .env("MANWIDTH", "100")
         .env("MANPAGER", "cat")
-        .output()
+        .output_bounded()
         .expect("man (apt-get install -y man-db)");
     let text = String::from_utf8_lossy(&rendered.stdout);
     for needle in [
@@ -133,7 +144,7 @@ fn bad_lifecycle_arguments_are_usage_errors_before_any_connection() {
             .arg(&cfg)
             .args(["--bus", "unix:path=/nonexistent"])
             .args(args)
-            .output()
+            .output_bounded()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");

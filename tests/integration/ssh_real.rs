@@ -10,17 +10,15 @@
 //! (`apt-get install -y openssh-server openssh-client`); the container sees
 //! the host's `/usr`, so the same sshd runs inside it.
 
-mod common;
-mod support;
-
+use crate::support::OutputBounded;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::Container;
+use crate::common::*;
+use crate::support::Container;
 
 /// Where the host dir holding sshd's key, config and authorized_keys is bound
 /// (read-only) inside the container. Under /run, whose parents are root-owned
@@ -77,7 +75,7 @@ fn keygen(path: &Path, comment: &str) {
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)
         .stdin(Stdio::null())
-        .output()
+        .output_bounded()
         .unwrap_or_else(|e| {
             panic!("cannot run ssh-keygen ({e}); install it with `{INSTALL_HINT}`")
         });
@@ -274,7 +272,7 @@ fn start_sshd(c: &Container) -> u16 {
 /// ssh) if it outlives `limit`, and fails the test then: a hang is a bug.
 fn run_bounded(cmd: Command, limit: Duration) -> (Output, Duration) {
     let start = Instant::now();
-    let o = support::run_bounded(cmd, limit);
+    let o = crate::support::run_bounded(cmd, limit);
     let took = start.elapsed();
     assert!(
         took < limit,

@@ -1,0 +1,21 @@
+//! One integration-test binary: one harness, one link of zbus and tokio, a module
+//! per area (the layout of cargo's tests/testsuite).
+
+mod ansible;
+mod cli;
+mod common;
+mod config_errors;
+mod demo;
+mod harness;
+mod lifecycle;
+mod load;
+mod maintenance;
+mod multihost;
+mod probe;
+mod properties;
+mod reliability;
+mod remote;
+mod render;
+mod ssh_real;
+mod support;
+mod systemd_install;
