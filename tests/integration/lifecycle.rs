@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::support::Container;
+use crate::support::{Container, OutputBounded};
 
 const FIXTURE: &str =
     "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
@@ -267,7 +267,11 @@ health_timeout = "3s"
 "#,
     );
     let t = Instant::now();
-    let o = orch(&s.c, &s.cfg, &["start", "--all", "--output", "json"]);
+    // Its own bound: an unbounded probe wait fails here within 30 s, with
+    // orch's output, instead of hanging the suite.
+    let o = orch_cmd(&s.c, &s.cfg, &["start", "--all", "--output", "json"])
+        .output_within(Duration::from_secs(30))
+        .unwrap();
     let took = t.elapsed();
     assert_eq!(
         o.status.code(),

@@ -12,6 +12,7 @@ mod load;
 mod maintenance;
 mod multihost;
 mod probe;
+mod promises;
 mod properties;
 mod reliability;
 mod remote;
