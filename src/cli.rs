@@ -149,8 +149,12 @@ pub enum Command {
     },
     /// Print the man page (roff) to standard output.
     Man,
-    /// One row per unit: state, main PID, time since the last change, restarts, health.
-    Status,
+    /// One row per unit: state, main PID, time since the last change, restarts, health. On a terminal too short for every row, workers are grouped by kind.
+    Status {
+        /// Every unit on its own row, even when the table does not fit the terminal
+        #[arg(short = 'a', long)]
+        all_units: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -347,7 +351,7 @@ fn run(cli: Cli) -> Result<i32> {
             };
             cmd_resume(g, &deployment, opts)
         }
-        Command::Status => cmd_status(g, &deployment),
+        Command::Status { all_units } => cmd_status(g, &deployment, *all_units),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
@@ -631,7 +635,7 @@ fn cmd_lifecycle(
     };
     let targets = targets_of(g, d, &members)?;
     let home = home_store(g, d)?;
-    let observer = output::progress::observer(g.output, g.quiet);
+    let observer = output::progress::observer(g.output, g.quiet, title(op, rolling, &members));
     let rt = runtime()?;
     let summary = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -651,7 +655,7 @@ fn cmd_lifecycle(
                     &[crate::systemd::actions::MANAGE_UNITS],
                 )
                 .await?;
-            let engine = Engine::new(&fleet, opts, observer).await?;
+            let engine = Engine::new(&fleet, opts, observer.clone()).await?;
             Ok::<_, anyhow::Error>((fleet, engine))
         };
         let (fleet, engine) = tokio::select! {
@@ -688,13 +692,27 @@ fn cmd_lifecycle(
                 .collect();
         }
         Ok(Some(s))
-    })?;
+    });
+    observer.finish();
+    let summary = summary?;
     let Some(summary) = summary else {
         eprintln!("orch: interrupted before any job was enqueued");
         return Ok(exit::INTERRUPTED);
     };
     print_summary(g, &summary)?;
     Ok(summary.exit_code())
+}
+
+/// What the live display needs to know up front.
+fn title(op: Op, rolling: Option<usize>, members: &[lifecycle::Member]) -> output::progress::Title {
+    output::progress::Title {
+        op: format!("{op:?}").to_lowercase(),
+        rolling,
+        kinds: members
+            .iter()
+            .filter_map(|m| Some((m.unit.clone(), m.kind.clone()?)))
+            .collect(),
+    }
 }
 
 fn print_summary(g: &Global, s: &Summary) -> Result<()> {
@@ -720,9 +738,12 @@ fn print_summary(g: &Global, s: &Summary) -> Result<()> {
     if g.quiet && s.ok {
         return Ok(());
     }
+    // After a live display (which showed every unit), the result once: the
+    // headline and only what went wrong; -v for every unit, as in a log.
+    let only_problems = g.quiet || (output::progress::is_live() && g.verbose == 0);
     let mut text = String::new();
     let shown = s.units.iter().filter(|u| {
-        !g.quiet || !matches!(u.phase, lifecycle::Phase::Ready | lifecycle::Phase::Stopped)
+        !only_problems || !matches!(u.phase, lifecycle::Phase::Ready | lifecycle::Phase::Stopped)
     });
     for u in shown {
         text.push_str(&format!(
@@ -798,7 +819,7 @@ fn print_summary(g: &Global, s: &Summary) -> Result<()> {
     print_stdout(&text)
 }
 
-fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
+fn cmd_status(g: &Global, d: &Deployment, all_units: bool) -> Result<i32> {
     let members = lifecycle::members(d);
     let targets = targets(g, d)?;
     let home = home_store(g, d)?;
@@ -891,48 +912,19 @@ fn cmd_status(g: &Global, d: &Deployment) -> Result<i32> {
     }
     // The host column appears when there is more than one host to tell apart.
     let hosts = d.is_multi_host();
-    let host_col = |h: &str| {
-        if hosts {
-            format!("{h:<12} ")
-        } else {
-            String::new()
-        }
+    // A terminal too short for a row per unit gets a row per worker kind.
+    let kinds: std::collections::HashMap<String, String> = members
+        .iter()
+        .filter_map(|m| Some((m.unit.clone(), m.kind.clone()?)))
+        .collect();
+    let lines = text.lines().count() + rows.len() + 2;
+    let group = !all_units && std::io::IsTerminal::is_terminal(&std::io::stdout()) && {
+        let (height, _) = console::Term::stdout().size();
+        lines > height as usize
     };
-    text.push_str(&format!(
-        "{}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8}  {}\n",
-        host_col("HOST"),
-        "UNIT",
-        "ROLE",
-        "ACTIVE",
-        "SUB",
-        "PID",
-        "SINCE",
-        "RESTARTS",
-        "HEALTH"
-    ));
-    for r in &rows {
-        let role = serde_json::to_value(r.role)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        text.push_str(&format!(
-            "{}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8}  {}\n",
-            host_col(&r.host),
-            r.unit,
-            role,
-            r.active_state,
-            r.sub_state,
-            r.main_pid
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into()),
-            r.since_ms
-                .map(|ms| crate::status::short_duration(Duration::from_millis(ms)))
-                .unwrap_or_else(|| "-".into()),
-            r.restarts
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "-".into()),
-            r.health.as_deref().unwrap_or("-"),
-        ));
+    text.push_str(&crate::status::table(&rows, hosts, group.then_some(&kinds)));
+    if group {
+        text.push_str("(workers grouped by kind to fit the terminal; --all-units for every row)\n");
     }
     print_stdout(&text)?;
     Ok(code)
@@ -1047,14 +1039,21 @@ fn cmd_stop_for_maintenance(
 
 fn cmd_resume(g: &Global, d: &Deployment, opts: lifecycle::Options) -> Result<i32> {
     let notify = step_printer(g);
-    let observer = output::progress::observer(g.output, g.quiet);
+    let title = output::progress::Title {
+        op: "resume".into(),
+        ..title(Op::Start, None, &lifecycle::members(d))
+    };
+    let observer = output::progress::observer(g.output, g.quiet, title);
     let targets = targets(g, d)?;
     let report = runtime()?.block_on(async {
         let fleet = Fleet::connect(&targets, g.call_timeout).await?;
         Ok::<_, anyhow::Error>(
-            crate::maintenance::resume(d, &fleet, &targets, opts, observer, &notify).await?,
+            crate::maintenance::resume(d, &fleet, &targets, opts, observer.clone(), &notify)
+                .await?,
         )
-    })?;
+    });
+    observer.finish();
+    let report = report?;
     match &report.summary {
         Some(s) => {
             print_summary(g, s)?;

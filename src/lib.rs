@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod health;
 pub mod install;
 pub mod lifecycle;
+pub mod live;
 pub mod maintenance;
 pub mod model;
 pub mod output;

@@ -184,6 +184,9 @@ pub struct Event {
 /// Receives progress; implemented by the human, plain and JSON reporters.
 pub trait Observer: Send + Sync {
     fn event(&self, e: &Event);
+    /// The operation is over: a live display clears itself here, before the
+    /// summary is printed.
+    fn finish(&self) {}
 }
 
 /// What happened to one unit.

@@ -34,26 +34,30 @@ pub fn json<T: Serialize>(value: &T) -> std::io::Result<()> {
 
 /// Lifecycle progress reporters: the right one for where output goes.
 pub mod progress {
-    use std::collections::HashMap;
     use std::io::{IsTerminal, Write};
-    use std::sync::Mutex;
-    use std::time::Duration;
 
-    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
     use serde::Serialize;
 
     use super::Format;
-    use crate::lifecycle::{Event, Observer, Phase};
+    use crate::lifecycle::{Event, Observer};
+    use crate::live::Live;
+    pub use crate::live::Title;
 
-    /// indicatif bars when stderr is a terminal, a plain line per event
-    /// otherwise (CI logs), NDJSON on stdout with `--output json`.
-    pub fn observer(format: Format, quiet: bool) -> std::sync::Arc<dyn Observer> {
+    /// The live display ([`crate::live`]) when stderr is a terminal, a plain
+    /// line per event otherwise (CI logs), NDJSON on stdout with `--output json`.
+    pub fn observer(format: Format, quiet: bool, title: Title) -> std::sync::Arc<dyn Observer> {
         match format {
             Format::Json => std::sync::Arc::new(Json),
             Format::Human if quiet => std::sync::Arc::new(Silent),
-            Format::Human if std::io::stderr().is_terminal() => std::sync::Arc::new(Bars::new()),
+            Format::Human if is_live() => std::sync::Arc::new(Live::new(title)),
             Format::Human => std::sync::Arc::new(Plain),
         }
+    }
+
+    /// Whether human progress is drawn live (stderr is a terminal); the
+    /// summary is then short, since the live area showed every unit.
+    pub fn is_live() -> bool {
+        std::io::stderr().is_terminal()
     }
 
     struct Silent;
@@ -98,48 +102,6 @@ pub mod progress {
             let mut out = std::io::stdout().lock();
             // A closed pipe must not panic; the summary reports what matters.
             let _ = writeln!(out, "{line}").and_then(|_| out.flush());
-        }
-    }
-
-    struct Bars {
-        multi: MultiProgress,
-        bars: Mutex<HashMap<String, ProgressBar>>,
-        style: ProgressStyle,
-    }
-
-    impl Bars {
-        fn new() -> Bars {
-            Bars {
-                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-                bars: Mutex::new(HashMap::new()),
-                style: ProgressStyle::with_template("{spinner} {prefix:<50} {msg} [{elapsed}]")
-                    .expect("valid template"),
-            }
-        }
-    }
-
-    impl Observer for Bars {
-        fn event(&self, e: &Event) {
-            let mut bars = self.bars.lock().unwrap();
-            let bar = bars.entry(e.unit.clone()).or_insert_with(|| {
-                let b = self.multi.add(ProgressBar::new_spinner());
-                b.set_style(self.style.clone());
-                b.set_prefix(e.unit.clone());
-                b.enable_steady_tick(Duration::from_millis(120));
-                b
-            });
-            let msg = match &e.detail {
-                Some(d) => format!("{} ({d})", e.phase.as_str()),
-                None => e.phase.as_str().to_string(),
-            };
-            if e.phase.is_final() {
-                bar.finish_with_message(msg);
-            } else {
-                bar.set_message(msg);
-            }
-            if e.phase == Phase::Queued {
-                bar.reset_elapsed();
-            }
         }
     }
 }

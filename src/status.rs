@@ -158,3 +158,193 @@ pub fn short_duration(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     }
 }
+
+/// One row of the human table: a unit, or every worker of one kind.
+struct Row {
+    host: String,
+    unit: String,
+    role: String,
+    active: String,
+    sub: String,
+    pid: String,
+    since: String,
+    restarts: String,
+    health: String,
+}
+
+impl Row {
+    fn of(r: &UnitStatus) -> Row {
+        let dash = || "-".to_string();
+        Row {
+            host: r.host.clone(),
+            unit: r.unit.clone(),
+            role: role_name(r.role),
+            active: r.active_state.clone(),
+            sub: r.sub_state.clone(),
+            pid: r.main_pid.map_or_else(dash, |p| p.to_string()),
+            since: r
+                .since_ms
+                .map_or_else(dash, |ms| short_duration(Duration::from_millis(ms))),
+            restarts: r.restarts.map_or_else(dash, |n| n.to_string()),
+            health: r.health.clone().unwrap_or_else(dash),
+        }
+    }
+
+    /// Every worker of one kind on one host: counts instead of states.
+    fn group(kind: &str, members: &[&UnitStatus]) -> Row {
+        let n = members.len();
+        let active = members
+            .iter()
+            .filter(|r| r.active_state == "active")
+            .count();
+        let probed = members.iter().filter(|r| r.health.is_some()).count();
+        let ok = members
+            .iter()
+            .filter(|r| r.health.as_deref() == Some("ok"))
+            .count();
+        let restarts: u32 = members.iter().filter_map(|r| r.restarts).sum();
+        Row {
+            host: members[0].host.clone(),
+            unit: format!("{kind} ×{n}"),
+            role: "workers".into(),
+            active: format!("{active}/{n}"),
+            sub: "-".into(),
+            pid: "-".into(),
+            since: "-".into(),
+            restarts: restarts.to_string(),
+            health: if probed == 0 {
+                "-".into()
+            } else {
+                format!("{ok}/{probed} ok")
+            },
+        }
+    }
+
+    fn line(&self, hosts: bool) -> String {
+        let host = if hosts {
+            format!("{:<12} ", self.host)
+        } else {
+            String::new()
+        };
+        format!(
+            "{host}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8}  {}\n",
+            self.unit,
+            self.role,
+            self.active,
+            self.sub,
+            self.pid,
+            self.since,
+            self.restarts,
+            self.health
+        )
+    }
+}
+
+fn role_name(role: Role) -> String {
+    serde_json::to_value(role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The human table. With `kinds` (unit → worker kind), workers are shown one
+/// row per kind and host (count, active, healthy, restarts), for a terminal
+/// too short for a row per unit; without, one row per unit.
+pub fn table(
+    rows: &[UnitStatus],
+    hosts: bool,
+    kinds: Option<&std::collections::HashMap<String, String>>,
+) -> String {
+    let header = Row {
+        host: "HOST".into(),
+        unit: if kinds.is_some() {
+            "UNIT / KIND"
+        } else {
+            "UNIT"
+        }
+        .into(),
+        role: "ROLE".into(),
+        active: "ACTIVE".into(),
+        sub: "SUB".into(),
+        pid: "PID".into(),
+        since: "SINCE".into(),
+        restarts: "RESTARTS".into(),
+        health: "HEALTH".into(),
+    };
+    let mut text = header.line(hosts);
+    let mut grouped: Vec<((String, String), Vec<&UnitStatus>)> = Vec::new();
+    for r in rows {
+        match kinds.and_then(|k| k.get(&r.unit)) {
+            Some(kind) => {
+                let key = (r.host.clone(), kind.clone());
+                match grouped.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => v.push(r),
+                    None => grouped.push((key, vec![r])),
+                }
+            }
+            None => text.push_str(&Row::of(r).line(hosts)),
+        }
+    }
+    for ((_, kind), members) in &grouped {
+        text.push_str(&Row::group(kind, members).line(hosts));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(unit: &str, role: Role, active: &str, health: Option<&str>) -> UnitStatus {
+        UnitStatus {
+            unit: unit.into(),
+            host: "local".into(),
+            role,
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: "running".into(),
+            main_pid: Some(7),
+            since_ms: Some(1500),
+            restarts: Some(1),
+            health: health.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn workers_group_by_kind_with_counts() {
+        let rows = vec![
+            row("fx.service", Role::Master, "active", Some("ok")),
+            row(
+                "fx-worker-0-generic.service",
+                Role::Worker,
+                "active",
+                Some("ok"),
+            ),
+            row("fx-worker-1-generic.service", Role::Worker, "failed", None),
+            row("fx-worker-2-pusher.service", Role::Worker, "active", None),
+        ];
+        let kinds = [("generic", 0), ("generic", 1), ("pusher", 2)]
+            .iter()
+            .map(|(k, i)| (rows[i + 1].unit.clone(), k.to_string()))
+            .collect();
+        let text = table(&rows, false, Some(&kinds));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[1].starts_with("fx.service "), "{text}");
+        assert!(lines[2].starts_with("generic ×2 "), "{text}");
+        assert!(
+            lines[2].contains(" 1/2 ") && lines[2].ends_with("1/1 ok"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("       2  "),
+            "restarts are summed: {text}"
+        );
+        assert!(
+            lines[3].starts_with("pusher ×1 ") && lines[3].ends_with("  -"),
+            "{text}"
+        );
+        let flat = table(&rows, false, None);
+        assert_eq!(flat.lines().count(), 5, "{flat}");
+    }
+}

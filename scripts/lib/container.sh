@@ -2,7 +2,7 @@
 # Throwaway systemd containers for scripts/sandbox and scripts/bench: the host's
 # /usr booted by systemd-nspawn --volatile=yes (root on a tmpfs), the container's
 # system bus exposed on a host socket, a host dir bound as /etc/systemd/system.
-# Same container as tests/support/mod.rs. Source it, then:
+# Same container as tests/integration/support.rs. Source it, then:
 #
 #   ct_preflight                 # root, systemd-nspawn (installed if missing)
 #   ct_init NAME                 # own cgroups, leftovers of a killed run, temp dir

@@ -84,6 +84,8 @@ fn two_hundred_fifty_six_workers() {
 
 /// Runs orch and returns its output and its own peak RSS in KiB (from
 /// `wait4`, so the figure is this process's and nobody else's).
+// The child is reaped by `wait4` below, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn orch_with_rss(mut cmd: std::process::Command) -> (std::process::Output, i64) {
     use std::io::Read;
     use std::process::Stdio;

@@ -20,3 +20,4 @@ mod render;
 mod ssh_real;
 mod support;
 mod systemd_install;
+mod terminal;

@@ -154,12 +154,7 @@ fn stop_messages(c: &Container) -> Vec<JobMessage> {
 
 /// Asserts that, among the messages after `since_us`, every one of `before`
 /// was Stopped before `master`'s Stopping began.
-fn assert_stopped_before_master(
-    msgs: &[JobMessage],
-    since_us: u64,
-    master: &str,
-    before: &[&str],
-) {
+fn assert_stopped_before_master(msgs: &[JobMessage], since_us: u64, master: &str, before: &[&str]) {
     let recent: Vec<&JobMessage> = msgs.iter().filter(|m| m.at_us > since_us).collect();
     let shown = || {
         recent
@@ -260,11 +255,7 @@ fn a_process_left_in_a_stopped_units_control_group_is_found_and_killed() {
         1,
         "the fixture must leave its sleep behind"
     );
-    let o = orch_ok(
-        &s.c,
-        &s.cfg,
-        &["stop-for-maintenance", "--output", "json"],
-    );
+    let o = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance", "--output", "json"]);
     let report = maintenance_report(&o);
     assert_eq!(report["ok"], true, "{report}");
     let unit = report["units"]
@@ -311,7 +302,10 @@ fn a_failed_resume_keeps_the_journal_names_the_unit_and_can_be_retried() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!o.status.success(), "resume must fail: {text}");
-    assert!(text.contains(WORKERS[0]), "the failing unit must be named: {text}");
+    assert!(
+        text.contains(WORKERS[0]),
+        "the failing unit must be named: {text}"
+    );
     assert_eq!(
         std::fs::read(&journal).ok(),
         Some(recorded),

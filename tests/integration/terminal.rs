@@ -1,0 +1,251 @@
+//! The live display in a real terminal: tmux runs orch in a 140×30 window
+//! with a master and 60 workers, and the screen is read while it runs and
+//! after it ends (`tmux capture-pane`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::support::{Container, OutputBounded};
+
+const FIXTURE: &str = "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }}";
+
+fn tmux(sock: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("tmux")
+        .arg("-S")
+        .arg(sock)
+        .args(args)
+        .output_within(Duration::from_secs(10))
+        .unwrap_or_else(|e| {
+            panic!("cannot run tmux ({e}): install it with `apt-get install -y tmux`")
+        })
+}
+
+/// A tmux session running `cmd` in a `cols`×`rows` window; the exit code
+/// lands in `rc` and the pane stays open for a last capture.
+struct Screen {
+    sock: PathBuf,
+    rc: PathBuf,
+}
+
+impl Screen {
+    fn run(dir: &Path, cols: u16, rows: u16, cmd: &str) -> Screen {
+        let sock = dir.join("tmux.sock");
+        let rc = dir.join("rc");
+        let script = dir.join("run.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n{cmd}\necho $? > {}\nexec sleep 600\n",
+                rc.display()
+            ),
+        )
+        .unwrap();
+        let o = tmux(
+            &sock,
+            &[
+                "new-session",
+                "-d",
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &rows.to_string(),
+                "sh",
+                script.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "tmux: {o:?}");
+        Screen { sock, rc }
+    }
+
+    fn capture(&self) -> String {
+        String::from_utf8_lossy(&tmux(&self.sock, &["capture-pane", "-p"]).stdout).into_owned()
+    }
+
+    /// Every distinct screen until the command ends (bounded), and its exit code.
+    fn watch(&self, bound: Duration) -> (Vec<String>, i32) {
+        let t = Instant::now();
+        let mut screens: Vec<String> = Vec::new();
+        loop {
+            let s = self.capture();
+            if screens.last() != Some(&s) {
+                screens.push(s);
+            }
+            if let Ok(rc) = std::fs::read_to_string(&self.rc) {
+                return (screens, rc.trim().parse().unwrap());
+            }
+            assert!(
+                t.elapsed() < bound,
+                "orch did not end within {bound:?}; screen:\n{}",
+                screens.last().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        tmux(&self.sock, &["kill-server"]);
+    }
+}
+
+/// A deployment `fx` with a master and `workers` generic workers, one of
+/// which (the last, kind `broken`) fails at every start.
+fn deployment(dir: &Path, workers: usize, port_base: u16) -> (Container, PathBuf) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .boot();
+    let cfg = dir.join("orch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[deployment]\nname = \"fx\"\nstate_dir = \"{state}\"\n\
+             [master]\nexec_start = \"{FIXTURE}\"\n\
+             [[workers]]\nkind = \"generic\"\ncount = {n}\nexec_start = \"{FIXTURE} --ready-after 0.5 --port {{{{ port }}}}\"\n\
+             port_base = {port_base}\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\n\
+             [[workers]]\nkind = \"broken\"\ncount = 1\nexec_start = \"/bin/false\"\nrestart = \"no\"\n",
+            state = dir.join("state").display(),
+            n = workers - 1,
+        ),
+    )
+    .unwrap();
+    orch_ok(&c, &cfg, &["install"]);
+    (c, cfg)
+}
+
+/// The orch command line that `orch_cmd` would run, for a shell.
+fn shell_line(c: &Container, cfg: &Path, args: &[&str]) -> String {
+    let cmd = orch_cmd(c, cfg, args);
+    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
+    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let env: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?)))
+        .collect();
+    format!(
+        "env -u ORCH_CONFIG -u ORCH_BUS {} {}",
+        env.join(" "),
+        words.join(" ")
+    )
+}
+
+/// The units listed on a screen: the first word of each row (journal lines
+/// quoted under a failed unit, `| …`, name it again and do not count).
+fn units_on(screen: &str) -> Vec<&str> {
+    screen
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("fx") && w.ends_with(".service"))
+        .collect()
+}
+
+#[test]
+fn sixty_workers_in_a_thirty_line_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, cfg) = deployment(dir.path(), 60, 31600);
+    orch(&c, &cfg, &["start", "--all"]);
+    let screen = Screen::run(
+        dir.path(),
+        140,
+        30,
+        &shell_line(&c, &cfg, &["restart", "--all"]),
+    );
+    let (screens, rc) = screen.watch(Duration::from_secs(120));
+    let last = screens.last().unwrap();
+    assert_eq!(rc, 1, "one worker fails:\n{last}");
+    println!(
+        "WHILE RUNNING (one of {}):\n{}\nAT THE END:\n{last}",
+        screens.len(),
+        screens[screens.len() / 2]
+    );
+
+    // While it runs: a header with the ready count, never more than the window.
+    let running: Vec<&String> = screens
+        .iter()
+        .filter(|s| s.contains("[+] restart "))
+        .collect();
+    assert!(
+        running
+            .iter()
+            .any(|s| s.contains("/61 ready") && !s.contains("61/61 ready")),
+        "no header with a ready count while it ran; screens:\n{}",
+        screens.join("\n----\n")
+    );
+    for s in &running {
+        assert!(s.lines().count() <= 30, "{s}");
+        assert!(
+            s.lines().next().unwrap().starts_with("[+] restart "),
+            "the header is the first line of the live area:\n{s}"
+        );
+    }
+
+    // At the end: the live area is gone, the result is printed once.
+    assert!(
+        !last.contains("[+] restart"),
+        "live area left behind:\n{last}"
+    );
+    assert!(
+        last.contains("restart FAILED: 1 failed, 0 timed out, 60 ok"),
+        "{last}"
+    );
+    let broken = "fx-worker-59-broken.service";
+    let line = last
+        .lines()
+        .find(|l| l.contains(broken))
+        .unwrap_or_else(|| panic!("the failed unit is not on the final screen:\n{last}"));
+    assert!(
+        line.contains("failed") && line.contains("exit status 1"),
+        "the reason: {line}"
+    );
+    let mut seen = units_on(last);
+    seen.sort();
+    let n = seen.len();
+    seen.dedup();
+    assert_eq!(n, seen.len(), "a unit listed twice:\n{last}");
+}
+
+#[test]
+fn a_few_workers_keep_one_line_per_unit_and_status_groups_when_it_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, cfg) = deployment(dir.path(), 4, 31700);
+    orch(&c, &cfg, &["start", "--all"]);
+    let screen = Screen::run(
+        dir.path(),
+        140,
+        30,
+        &format!(
+            "{} && {}",
+            shell_line(&c, &cfg, &["restart", "fx-worker-0-generic.service"]),
+            shell_line(&c, &cfg, &["status"])
+        ),
+    );
+    let (screens, rc) = screen.watch(Duration::from_secs(60));
+    assert_eq!(rc, 0, "{}", screens.last().unwrap());
+    let last = screens.last().unwrap();
+    assert!(last.contains("restart: 1 of 1 units ready in"), "{last}");
+    assert!(
+        last.contains("fx-worker-3-broken.service"),
+        "status fits: {last}"
+    );
+    drop(screen);
+
+    // 61 units in 30 lines: status groups the workers by kind, -a does not.
+    let dir = tempfile::tempdir().unwrap();
+    let (c, cfg) = deployment(dir.path(), 60, 31800);
+    let screen = Screen::run(dir.path(), 140, 30, &shell_line(&c, &cfg, &["status"]));
+    let (screens, rc) = screen.watch(Duration::from_secs(60));
+    let last = screens.last().unwrap();
+    assert_eq!(rc, 0, "{last}");
+    assert!(last.contains("generic ×59"), "{last}");
+    assert!(last.contains("broken ×1"), "{last}");
+    assert!(last.contains("--all-units"), "{last}");
+    let all = orch_ok(&c, &cfg, &["status", "--all-units"]);
+    assert_eq!(
+        units_on(&String::from_utf8_lossy(&all.stdout)).len(),
+        61,
+        "not a terminal, or -a: every row"
+    );
+}
