@@ -624,7 +624,7 @@ fn cmd_lifecycle(
             })
             .collect()
     } else {
-        lifecycle::select(d, &a.targets).map_err(UsageError)?
+        lifecycle::select(d, &a.targets).map_err(|e| UsageError(e.to_string()))?
     };
     let opts = lifecycle::Options {
         max_parallel: a.max_parallel.map(|n| n as usize),
@@ -990,18 +990,15 @@ fn cmd_stop_for_maintenance(
             };
             text.push_str(&format!(
                 "  {host}{:<50} {:<9} {} processes{killed}\n",
-                u.unit, u.active_state, u.processes
+                u.unit,
+                u.active_state,
+                u.processes.map_or("unknown".to_string(), |n| n.to_string())
             ));
         }
         let mut line = format!(
             "{} units stopped, {} processes left",
             report.units.len() - report.left.len(),
-            report
-                .units
-                .iter()
-                .filter(|u| u.processes != usize::MAX)
-                .map(|u| u.processes)
-                .sum::<usize>()
+            report.processes_left()
         );
         if !report.killed.is_empty() {
             line.push_str(&format!("; killed {}", report.killed.join(", ")));
@@ -1010,10 +1007,10 @@ fn cmd_stop_for_maintenance(
             line.push_str(&format!(
                 "; {} {}",
                 db.unit,
-                if db.active_state == "active" {
+                if db.active_state == crate::jobs::ActiveState::Active {
                     "still running".to_string()
                 } else {
-                    db.active_state.clone()
+                    db.active_state.to_string()
                 }
             ));
         }

@@ -33,21 +33,43 @@ impl Default for Limits {
     }
 }
 
+/// Why a probe attempt did not pass, in words for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProbeError(pub String);
+
+/// Why a unit did not become ready while being probed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadyError {
+    /// The bound ran out; `last` is the last attempt's failure.
+    #[error("not healthy within {within:?}: {last}")]
+    NotHealthy { within: Duration, last: String },
+    /// The liveness check failed: the unit died, crash-looped, or orch lost
+    /// sight of it.
+    #[error("{0}")]
+    Died(String),
+}
+
 /// Runs one probe attempt. `Ok(())` when ready, otherwise why not. `on` is
 /// the unit's host when it is reached over SSH: an `exec:` probe runs there,
 /// where the unit runs; `http://` and `tcp://` connect from here.
-pub async fn check(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), String> {
+pub async fn check(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), ProbeError> {
     match tokio::time::timeout(limits.attempt, attempt(probe, limits, on)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("{probe}: no answer within {:?}", limits.attempt)),
+        Ok(r) => r.map_err(ProbeError),
+        Err(_) => Err(ProbeError(format!(
+            "{probe}: no answer within {:?}",
+            limits.attempt
+        ))),
     }
 }
 
 async fn attempt(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), String> {
     match probe {
-        Probe::Tcp { host, port } => connect_any(host, *port, limits.connect).await.map(drop),
+        Probe::Tcp { host, port } => resolve_and_connect(host, *port, limits.connect)
+            .await
+            .map(drop),
         Probe::Http { host, port, path } => {
-            let mut stream = connect_any(host, *port, limits.connect).await?;
+            let mut stream = resolve_and_connect(host, *port, limits.connect).await?;
             let host_header = if host.contains(':') {
                 format!("[{host}]:{port}")
             } else {
@@ -122,6 +144,16 @@ pub async fn connect_any(
     host: &str,
     port: u16,
     connect_timeout: Duration,
+) -> Result<TcpStream, ProbeError> {
+    resolve_and_connect(host, port, connect_timeout)
+        .await
+        .map_err(ProbeError)
+}
+
+async fn resolve_and_connect(
+    host: &str,
+    port: u16,
+    connect_timeout: Duration,
 ) -> Result<TcpStream, String> {
     let addrs: Vec<SocketAddr> =
         tokio::time::timeout(connect_timeout, tokio::net::lookup_host((host, port)))
@@ -132,7 +164,7 @@ pub async fn connect_any(
     if addrs.is_empty() {
         return Err(format!("{host} has no address"));
     }
-    connect_addrs(&addrs, connect_timeout).await
+    connect_all(&addrs, connect_timeout).await
 }
 
 /// Connects to every address at once, each bounded by `connect_timeout`; the
@@ -140,7 +172,13 @@ pub async fn connect_any(
 pub async fn connect_addrs(
     addrs: &[SocketAddr],
     connect_timeout: Duration,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, ProbeError> {
+    connect_all(addrs, connect_timeout)
+        .await
+        .map_err(ProbeError)
+}
+
+async fn connect_all(addrs: &[SocketAddr], connect_timeout: Duration) -> Result<TcpStream, String> {
     let mut set = JoinSet::new();
     for addr in addrs.iter().copied() {
         set.spawn(async move {
@@ -171,10 +209,10 @@ pub async fn wait_ready<F, Fut>(
     limits: Limits,
     on: Option<&Remote>,
     mut alive: F,
-) -> Result<(), String>
+) -> Result<(), ReadyError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), ReadyError>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     // Short and capped low: every gated phase waits for its slowest probe,
@@ -184,7 +222,10 @@ where
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
-            return Err(format!("not healthy within {timeout:?}: {last}"));
+            return Err(ReadyError::NotHealthy {
+                within: timeout,
+                last,
+            });
         }
         let l = Limits {
             connect: limits.connect.min(remaining),
@@ -192,7 +233,7 @@ where
         };
         match check(probe, l, on).await {
             Ok(()) => return Ok(()),
-            Err(e) => last = e,
+            Err(e) => last = e.0,
         }
         // The liveness check talks to systemd: it may not outlast the probe's own bound.
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -229,7 +270,7 @@ mod tests {
             path: "/health".into(),
         };
         let first = check(&probe, Limits::default(), None).await;
-        assert!(first.unwrap_err().contains("HTTP 503"));
+        assert!(first.unwrap_err().0.contains("HTTP 503"));
         assert_eq!(check(&probe, Limits::default(), None).await, Ok(()));
         server.await.unwrap();
     }
@@ -287,7 +328,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(err.contains("refused"), "{err}");
+        assert!(err.0.contains("refused"), "{err}");
     }
 
     #[tokio::test]
@@ -301,10 +342,10 @@ mod tests {
             Duration::from_millis(500),
             Limits::default(),
             None,
-            std::future::pending::<Result<(), String>>,
+            std::future::pending::<Result<(), ReadyError>>,
         )
         .await;
-        assert!(r.unwrap_err().starts_with("not healthy within"));
+        assert!(matches!(r, Err(ReadyError::NotHealthy { .. })), "{r:?}");
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 }

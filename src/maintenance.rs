@@ -15,10 +15,12 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::{Fleet, Target};
+use crate::jobs::{self, active_states, ActiveState, JobEnd, JobKind, JobMode, Jobs};
 use crate::lifecycle::{self, Member};
 use crate::model::{Deployment, Role};
+use crate::phases;
 use crate::store::{Store, StoreError};
-use crate::systemd::{actions, JobWatcher, Systemd, SystemdError};
+use crate::systemd::{actions, Systemd, SystemdError};
 
 pub const STATE_FILE: &str = "maintenance.json";
 const LOCK_FILE: &str = "lock";
@@ -220,8 +222,9 @@ pub struct UnitProof {
     pub host: String,
     pub role: Role,
     pub was_active: bool,
-    pub active_state: String,
-    pub processes: usize,
+    pub active_state: ActiveState,
+    /// Processes in its control group; `None` when they could not be counted.
+    pub processes: Option<usize>,
     /// SIGKILLed by orch because it outlived its stop.
     pub killed: bool,
 }
@@ -246,7 +249,7 @@ pub struct StopReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct DatabaseState {
     pub unit: String,
-    pub active_state: String,
+    pub active_state: ActiveState,
 }
 
 /// A step of the operation, for progress output.
@@ -267,50 +270,9 @@ pub async fn stop_for_maintenance(
         .await?;
     let home = store_of(targets, &d.master.host);
     let _lock = lock(d, home).await?;
-    let started = tokio::time::Instant::now();
-    let deadline = started + opts.timeout;
+    let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
-
-    // 1. The journal: what runs now, written before anything changes.
-    let (state, resumed) = match read_state(d, home).await? {
-        Some(s) => (s, true),
-        None => {
-            let mut active = Vec::new();
-            for (sd, mine) in by_host(fleet, &members) {
-                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
-                let states = active_states(sd, &units).await?;
-                active.extend(
-                    units
-                        .into_iter()
-                        .zip(&states)
-                        .filter(|(_, s)| is_running(s))
-                        .map(|(u, _)| u),
-                );
-            }
-            // In deployment order, whatever the hosts.
-            active.sort_by_key(|u| members.iter().position(|m| &m.unit == u));
-            let now = SystemTime::now();
-            let s = State {
-                version: 1,
-                deployment: d.name.clone(),
-                reason: opts.reason.to_string(),
-                since: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
-                since_text: humantime::format_rfc3339_seconds(now).to_string(),
-                active,
-                include_database: opts.include_database,
-            };
-            let path = state_path(d);
-            home.write_files(
-                &dir(d),
-                &[(
-                    path,
-                    serde_json::to_vec_pretty(&s).expect("state serializes"),
-                )],
-            )
-            .await?;
-            (s, false)
-        }
-    };
+    let (state, resumed) = record(d, fleet, home, &members, &opts).await?;
     notify(
         "recorded",
         &format!(
@@ -320,9 +282,8 @@ pub async fn stop_for_maintenance(
             on_host(d, &d.master.host)
         ),
     );
-
-    // 2. Runtime masks, effective after Reload: from here nothing (Restart=,
-    //    a timer, a socket, a stray start) can bring a unit back.
+    // Masks, effective after Reload: from here nothing (Restart=, a timer,
+    // a socket, a stray start) can bring a unit back.
     let masked = covered(d, state.include_database);
     set_masks(d, fleet, targets, &masked, true).await?;
     notify(
@@ -333,81 +294,195 @@ pub async fn stop_for_maintenance(
             d.runtime_dir.display()
         ),
     );
-
-    // 3. Stop: dependents, then workers, then the master (then the database),
-    //    each phase on every host at once before the next begins.
-    //    A masked unit has no dependencies left in systemd (its unit file is
-    //    /dev/null), so PartOf= cannot carry the cascade: orch stops every
-    //    worker itself, all in one phase, and awaits any job systemd adds.
-    let watchers = join_all(fleet.all().iter().map(JobWatcher::start)).await;
-    let mut jobs = Vec::new();
-    for w in watchers {
-        jobs.push(w?);
+    let jobs = Jobs::new(fleet, None).await?;
+    let mut killed = stop_phases(fleet, &jobs, &members, &budget, notify).await?;
+    for unit in &killed {
+        notify("killed", unit);
     }
-    let phases: Vec<Vec<Member>> = [Role::Dependent, Role::Worker, Role::Master, Role::Database]
-        .iter()
-        .map(|role| {
-            members
-                .iter()
-                .filter(|m| m.role == *role)
-                .cloned()
-                .collect::<Vec<_>>()
-        })
-        .filter(|g| !g.is_empty())
-        .collect();
-    // Each phase drains within its units' stop_timeout, but must leave every
-    // later phase a share of --timeout: a stuck worker is killed in time for
-    // the master still to stop gracefully.
-    let share = (opts.timeout / (2 * phases.len().max(1) as u32)).min(Duration::from_secs(2));
-    let mut killed = Vec::new();
-    for (i, group) in phases.iter().enumerate() {
-        let later = (phases.len() - i - 1) as u32;
+    let proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    let database = database_state(d, fleet, &state).await?;
+    Ok(StopReport::new(
+        d, &state, resumed, proofs, killed, database,
+    ))
+}
+
+/// The time `--timeout` gives the stop: each phase drains within its units'
+/// `stop_timeout`, but must leave every later phase a share, so that a stuck
+/// worker is killed in time for the master still to stop gracefully.
+struct Budget {
+    started: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl Budget {
+    fn new(timeout: Duration) -> Budget {
+        let started = tokio::time::Instant::now();
+        Budget {
+            started,
+            deadline: started + timeout,
+            timeout,
+        }
+    }
+
+    /// What each phase keeps for itself out of `--timeout`.
+    fn share(&self, phases: usize) -> Duration {
+        (self.timeout / (2 * phases.max(1) as u32)).min(Duration::from_secs(2))
+    }
+
+    /// When the grace period of a phase with `later` phases after it ends.
+    fn drain_until(&self, group: &[Member], phases: usize, later: usize) -> tokio::time::Instant {
         let longest = group
             .iter()
             .map(|m| m.stop_timeout)
             .max()
             .unwrap_or_default();
-        let drain_until = (tokio::time::Instant::now() + longest + Duration::from_secs(1)).min(
-            deadline
-                .checked_sub(share * later + share / 2)
-                .unwrap_or(started),
-        );
-        notify(
-            "stopping",
-            &group
-                .iter()
-                .map(|m| m.unit.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-        let per_host = join_all(by_host(fleet, group).into_iter().map(|(sd, mine)| {
-            let w = &jobs[fleet
-                .all()
-                .iter()
-                .position(|x| x.host == sd.host)
-                .expect("own host")];
-            async move { stop_all(sd, w, &mine, drain_until, share / 2).await }
-        }))
-        .await;
-        for r in per_host {
-            killed.extend(r?);
+        let share = self.share(phases);
+        let reserved = share * later as u32 + share / 2;
+        let own = tokio::time::Instant::now() + longest + Duration::from_secs(1);
+        own.min(self.deadline.checked_sub(reserved).unwrap_or(self.started))
+    }
+}
+
+/// The journal: what runs now, written before anything changes. A rerun
+/// after a crash finds it and completes the operation it records.
+async fn record(
+    d: &Deployment,
+    fleet: &Fleet,
+    home: &Store,
+    members: &[Member],
+    opts: &StopOptions<'_>,
+) -> Result<(State, bool), MaintenanceError> {
+    if let Some(s) = read_state(d, home).await? {
+        return Ok((s, true));
+    }
+    let mut active: Vec<String> = running(fleet, members)
+        .await?
+        .into_iter()
+        .map(|m| m.unit.clone())
+        .collect();
+    // In deployment order, whatever the hosts.
+    active.sort_by_key(|u| members.iter().position(|m| &m.unit == u));
+    let now = SystemTime::now();
+    let s = State {
+        version: 1,
+        deployment: d.name.clone(),
+        reason: opts.reason.to_string(),
+        since: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+        since_text: humantime::format_rfc3339_seconds(now).to_string(),
+        active,
+        include_database: opts.include_database,
+    };
+    let bytes = serde_json::to_vec_pretty(&s).expect("state serializes");
+    home.write_files(&dir(d), &[(state_path(d), bytes)]).await?;
+    Ok((s, false))
+}
+
+/// The members that have (or may soon have) processes, read per host.
+async fn running<'a>(
+    fleet: &'a Fleet,
+    members: &'a [Member],
+) -> Result<Vec<&'a Member>, SystemdError> {
+    let per_host = join_all(
+        by_host(fleet, members)
+            .into_iter()
+            .map(|(sd, mine)| async move {
+                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+                let states = active_states(sd, &units).await?;
+                let up = mine.into_iter().zip(states).filter(|(_, s)| s.is_running());
+                Ok::<_, SystemdError>(up.map(|(m, _)| m).collect::<Vec<_>>())
+            }),
+    )
+    .await;
+    let mut out = Vec::new();
+    for r in per_host {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// Stops dependents, then workers, then the master (then the database),
+/// each phase on every host at once before the next begins. A masked unit
+/// has no dependencies left in systemd (its unit file is /dev/null), so
+/// `PartOf=` cannot carry the cascade: orch stops every unit itself.
+/// Returns the units it had to SIGKILL.
+async fn stop_phases(
+    fleet: &Fleet,
+    jobs: &Jobs,
+    members: &[Member],
+    budget: &Budget,
+    notify: Notify<'_>,
+) -> Result<Vec<String>, MaintenanceError> {
+    let phases = phases::stop_order(members);
+    let mut killed = Vec::new();
+    for (i, group) in phases.iter().enumerate() {
+        let names: Vec<&str> = group.iter().map(|m| m.unit.as_str()).collect();
+        notify("stopping", &names.join(" "));
+        let drain_until = budget.drain_until(group, phases.len(), phases.len() - i - 1);
+        let settle = budget.share(phases.len()) / 2;
+        killed.extend(stop_group(fleet, jobs, group, drain_until, settle).await?);
+    }
+    Ok(killed)
+}
+
+/// Stops every unit of `group` that is still running, all at once, and
+/// awaits every job (and any systemd adds) until `drain_until`; then the
+/// hard stop: SIGKILL for what still runs, and `settle` for it to go.
+async fn stop_group(
+    fleet: &Fleet,
+    jobs: &Jobs,
+    group: &[Member],
+    drain_until: tokio::time::Instant,
+    settle: Duration,
+) -> Result<Vec<String>, SystemdError> {
+    let up = running(fleet, group).await?;
+    let bound = drain_until.saturating_duration_since(tokio::time::Instant::now());
+    let ends = join_all(
+        up.iter()
+            .map(|m| jobs.run(&m.unit, &m.host, JobKind::Stop, JobMode::Replace, bound)),
+    )
+    .await;
+    for (m, end) in up.iter().zip(&ends) {
+        if let JobEnd::NotEnqueued(e) | JobEnd::Lost(e) = end {
+            tracing::warn!(unit = %m.unit, error = %e, "stop failed; the proof will catch it");
         }
     }
-    for unit in &killed {
-        notify("killed", unit);
+    if ends
+        .iter()
+        .all(|e| matches!(e, JobEnd::Done(_) | JobEnd::Failed(_)))
+    {
+        return Ok(Vec::new());
     }
+    let mut killed = Vec::new();
+    for m in running(fleet, group).await? {
+        match jobs.kill(&m.unit, &m.host).await {
+            Ok(()) => killed.push(m.unit.clone()),
+            Err(e) => {
+                tracing::warn!(unit = %m.unit, error = %e, "SIGKILL failed; the proof will catch it")
+            }
+        }
+    }
+    let until = tokio::time::Instant::now() + settle;
+    join_all(up.iter().map(|m| jobs.settle(&m.unit, &m.host, until))).await;
+    Ok(killed)
+}
 
-    // 4. Proof: inactive or failed, and no process in the control group, on every host.
-    let mut proofs = prove(fleet, &members, &state).await?;
+/// The proof: every unit inactive or failed with an empty control group,
+/// on every host. What is left is SIGKILLed and proved again until the
+/// deadline; `killed` gains what orch killed here.
+async fn prove_or_kill(
+    fleet: &Fleet,
+    members: &[Member],
+    state: &State,
+    killed: &mut Vec<String>,
+    budget: &Budget,
+    notify: Notify<'_>,
+) -> Result<Vec<UnitProof>, MaintenanceError> {
+    let mut proofs = prove(fleet, members, state).await?;
     let stragglers: Vec<&UnitProof> = proofs.iter().filter(|p| !p.is_proven()).collect();
     for p in &stragglers {
         notify("killing", &p.unit);
-        match fleet
-            .get(&p.host)
-            .manager
-            .kill_unit(&p.unit, "all", nix::sys::signal::Signal::SIGKILL as i32)
-            .await
-        {
+        match jobs::kill(fleet.get(&p.host), &p.unit).await {
             Ok(()) if !killed.contains(&p.unit) => killed.push(p.unit.clone()),
             Ok(()) => {}
             Err(e) => tracing::warn!(unit = %p.unit, error = %e, "SIGKILL failed"),
@@ -416,8 +491,10 @@ pub async fn stop_for_maintenance(
     if !stragglers.is_empty() {
         // Processes die at once from SIGKILL; the unit settles right after.
         loop {
-            proofs = prove(fleet, &members, &state).await?;
-            if proofs.iter().all(UnitProof::is_proven) || tokio::time::Instant::now() >= deadline {
+            proofs = prove(fleet, members, state).await?;
+            if proofs.iter().all(UnitProof::is_proven)
+                || tokio::time::Instant::now() >= budget.deadline
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -426,40 +503,63 @@ pub async fn stop_for_maintenance(
     for p in &mut proofs {
         p.killed = killed.contains(&p.unit);
     }
-    let left: Vec<String> = proofs
-        .iter()
-        .filter(|p| !p.is_proven())
-        .map(|p| p.unit.clone())
-        .collect();
-    let database = match (&d.database, state.include_database) {
-        (Some(db), false) => Some(DatabaseState {
-            unit: db.unit.clone(),
-            active_state: active_states(fleet.get(&db.host), std::slice::from_ref(&db.unit))
-                .await?
-                .remove(0),
-        }),
-        _ => None,
-    };
+    let left = proofs.iter().filter(|p| !p.is_proven()).count();
     notify(
         "proved",
-        &format!(
-            "{} units stopped, {} left",
-            proofs.len() - left.len(),
-            left.len()
-        ),
+        &format!("{} units stopped, {left} left", proofs.len() - left),
     );
-    Ok(StopReport {
-        deployment: d.name.clone(),
-        reason: state.reason.clone(),
-        since: state.since_text.clone(),
-        resumed_operation: resumed,
-        ok: left.is_empty(),
-        units: proofs,
-        killed,
-        left,
-        database,
-        state_file: state_path(d),
-    })
+    Ok(proofs)
+}
+
+/// The database's state, when maintenance left it running.
+async fn database_state(
+    d: &Deployment,
+    fleet: &Fleet,
+    state: &State,
+) -> Result<Option<DatabaseState>, SystemdError> {
+    let Some(db) = d.database.as_ref().filter(|_| !state.include_database) else {
+        return Ok(None);
+    };
+    let states = active_states(fleet.get(&db.host), std::slice::from_ref(&db.unit)).await?;
+    Ok(Some(DatabaseState {
+        unit: db.unit.clone(),
+        active_state: states.into_iter().next().unwrap_or(ActiveState::Inactive),
+    }))
+}
+
+impl StopReport {
+    fn new(
+        d: &Deployment,
+        state: &State,
+        resumed: bool,
+        units: Vec<UnitProof>,
+        killed: Vec<String>,
+        database: Option<DatabaseState>,
+    ) -> StopReport {
+        let left: Vec<String> = units
+            .iter()
+            .filter(|p| !p.is_proven())
+            .map(|p| p.unit.clone())
+            .collect();
+        StopReport {
+            deployment: d.name.clone(),
+            reason: state.reason.clone(),
+            since: state.since_text.clone(),
+            resumed_operation: resumed,
+            ok: left.is_empty(),
+            units,
+            killed,
+            left,
+            database,
+            state_file: state_path(d),
+        }
+    }
+
+    /// Processes still counted in the deployment's control groups (those
+    /// that could be counted).
+    pub fn processes_left(&self) -> usize {
+        self.units.iter().filter_map(|u| u.processes).sum()
+    }
 }
 
 /// ` on host NAME`, when the deployment spans hosts or the host is remote.
@@ -472,8 +572,9 @@ fn on_host(d: &Deployment, host: &str) -> String {
 }
 
 impl UnitProof {
+    /// Stopped, and its control group counted and empty.
     fn is_proven(&self) -> bool {
-        matches!(self.active_state.as_str(), "inactive" | "failed") && self.processes == 0
+        self.active_state.is_down() && self.processes == Some(0)
     }
 }
 
@@ -498,123 +599,19 @@ async fn load_states(
     Ok(out)
 }
 
-fn is_running(state: &str) -> bool {
-    matches!(
-        state,
-        "active" | "activating" | "reloading" | "deactivating" | "refreshing"
-    )
-}
-
-async fn active_states(sd: &Systemd, units: &[String]) -> Result<Vec<String>, SystemdError> {
-    let patterns: Vec<&str> = units.iter().map(String::as_str).collect();
-    let listed = sd
-        .manager
-        .list_units_by_patterns(&[], &patterns)
-        .await
-        .map_err(|e| sd.err("list units", e))?;
-    Ok(units
-        .iter()
-        .map(|u| {
-            listed
-                .iter()
-                .find(|e| &e.0 == u)
-                .map_or_else(|| "inactive".to_string(), |e| e.3.clone())
-        })
-        .collect())
-}
-
-/// Stops every unit of `group` that is not already stopped, all at once, and
-/// awaits every job (and any systemd adds) until `drain_until`; then
-/// SIGKILLs the units still not stopped and gives them `settle` to go.
-/// Returns the units it killed.
-async fn stop_all(
-    sd: &Systemd,
-    jobs: &JobWatcher,
-    group: &[&Member],
-    drain_until: tokio::time::Instant,
-    settle: Duration,
-) -> Result<Vec<String>, SystemdError> {
-    let units: Vec<String> = group.iter().map(|m| m.unit.clone()).collect();
-    let states = active_states(sd, &units).await?;
-    let running: Vec<&String> = units
-        .iter()
-        .zip(&states)
-        .filter(|(_, s)| is_running(s))
-        .map(|(u, _)| u)
-        .collect();
-    let enqueued = join_all(running.iter().map(|u| async move {
-        let _call = sd.permit().await;
-        (*u, sd.manager.enqueue_unit_job(u, "stop", "replace").await)
-    }))
-    .await;
-    let mut waits = Vec::new();
-    for (unit, r) in enqueued {
-        match r {
-            Ok((_, job, _, _, _, affected)) => {
-                waits.push(job);
-                waits.extend(affected.into_iter().map(|a| a.1));
-            }
-            Err(e) => {
-                tracing::warn!(%unit, error = %e, "stop could not be enqueued; the proof will catch it")
-            }
-        }
-    }
-    let left = drain_until.saturating_duration_since(tokio::time::Instant::now());
-    let done = join_all(waits.iter().map(|j| jobs.wait(j, left))).await;
-    if done.iter().all(|r| matches!(r, Ok(Some(_)))) {
-        return Ok(Vec::new());
-    }
-    // The grace period is over: a hard stop for what is still running.
-    let states = active_states(sd, &units).await?;
-    let mut killed = Vec::new();
-    for (unit, state) in units.iter().zip(&states) {
-        if is_running(state) {
-            match sd
-                .manager
-                .kill_unit(unit, "all", nix::sys::signal::Signal::SIGKILL as i32)
-                .await
-            {
-                Ok(()) => killed.push(unit.clone()),
-                Err(e) => {
-                    tracing::warn!(%unit, error = %e, "SIGKILL failed; the proof will catch it")
-                }
-            }
-        }
-    }
-    let _ = join_all(waits.iter().map(|j| jobs.wait(j, settle))).await;
-    Ok(killed)
-}
-
 async fn prove(
     fleet: &Fleet,
     members: &[Member],
     state: &State,
 ) -> Result<Vec<UnitProof>, SystemdError> {
-    let mut proofs = Vec::with_capacity(members.len());
     let per_host = join_all(
         by_host(fleet, members)
             .into_iter()
             .map(|(sd, mine)| async move {
                 let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
                 let states = active_states(sd, &units).await?;
-                let procs = join_all(units.iter().map(|u| async move {
-            let _call = sd.permit().await;
-            match sd.manager.get_unit_processes(u).await {
-                Ok(p) => p.len(),
-                // A unit systemd has unloaded has no control group.
-                Err(zbus::Error::MethodError(name, _, _))
-                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
-                {
-                    0
-                }
-                Err(e) => {
-                    tracing::warn!(unit = %u, host = %sd.host, error = %e, "cannot list processes");
-                    usize::MAX
-                }
-            }
-        }))
-        .await;
-                Ok::<_, SystemdError>(
+                let procs = join_all(units.iter().map(|u| jobs::processes(sd, u))).await;
+                let proofs =
                     mine.iter()
                         .zip(states)
                         .zip(procs)
@@ -626,12 +623,12 @@ async fn prove(
                             active_state,
                             processes,
                             killed: false,
-                        })
-                        .collect::<Vec<_>>(),
-                )
+                        });
+                Ok::<_, SystemdError>(proofs.collect::<Vec<_>>())
             }),
     )
     .await;
+    let mut proofs = Vec::with_capacity(members.len());
     for r in per_host {
         proofs.extend(r?);
     }

@@ -420,7 +420,7 @@ impl Systemd {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobOutcome {
     pub unit: String,
-    pub result: String,
+    pub result: crate::jobs::JobResult,
 }
 
 #[derive(Default)]
@@ -461,7 +461,7 @@ impl JobWatcher {
                 if let Ok(args) = signal.args() {
                     let outcome = JobOutcome {
                         unit: args.unit.clone(),
-                        result: args.result.clone(),
+                        result: crate::jobs::JobResult::from_dbus(&args.result),
                     };
                     st.lock().unwrap().done.insert(args.job.clone(), outcome);
                     nt.notify_waiters();
@@ -510,7 +510,7 @@ impl JobWatcher {
                         tracing::debug!(job = job.as_str(), "job gone without a JobRemoved signal");
                         return Ok(Some(JobOutcome {
                             unit: String::new(),
-                            result: "vanished".into(),
+                            result: crate::jobs::JobResult::Vanished,
                         }));
                     }
                 }

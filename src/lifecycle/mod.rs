@@ -1,0 +1,561 @@
+//! Start, stop and restart over D-Bus, in parallel, with every job awaited
+//! and every unit checked for readiness.
+//!
+//! An operation is the plan of [`crate::phases`] (which units get which job,
+//! in which order), run step by step by [`Engine`]: each step's jobs go
+//! through the one job layer, [`crate::jobs`], then each unit is judged
+//! (readiness, or stopped) in [`readiness`]. Every wait is bounded by the
+//! unit's own timeout and by the global deadline.
+
+mod readiness;
+
+pub use readiness::journal;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::fleet::Fleet;
+use crate::health::Limits;
+use crate::jobs::{ActiveState, JobEnd, JobKind, JobMode, JobResult, Jobs};
+use crate::model::{Deployment, Probe, Role};
+use crate::phases::{self, Shape, Step};
+use crate::systemd::SystemdError;
+
+pub use crate::jobs::Inflight;
+
+/// Slack added to systemd's own timeouts: systemd enforces them, orch only
+/// needs to outlast them to hear the result.
+const JOB_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// One unit orch acts on, with its bounds.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub unit: String,
+    /// The host it lives on.
+    pub host: String,
+    pub role: Role,
+    pub kind: Option<String>,
+    pub health: Option<Probe>,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub health_timeout: Duration,
+}
+
+/// Every unit of the deployment, in start order.
+pub fn members(d: &Deployment) -> Vec<Member> {
+    let mut v = Vec::new();
+    let ext = |x: &crate::model::External, role| Member {
+        unit: x.unit.clone(),
+        host: x.host.clone(),
+        role,
+        kind: None,
+        health: x.health.clone(),
+        start_timeout: x.start_timeout,
+        stop_timeout: x.stop_timeout,
+        health_timeout: x.health_timeout,
+    };
+    let svc = |s: &crate::model::Service, role, kind: Option<&str>| Member {
+        unit: s.unit.clone(),
+        host: s.host.clone(),
+        role,
+        kind: kind.map(str::to_string),
+        health: s.health.clone(),
+        start_timeout: s.start_timeout,
+        stop_timeout: s.stop_timeout,
+        health_timeout: s.health_timeout,
+    };
+    if let Some(db) = &d.database {
+        v.push(ext(db, Role::Database));
+    }
+    v.push(svc(&d.master, Role::Master, None));
+    v.extend(
+        d.workers
+            .iter()
+            .map(|w| svc(&w.service, Role::Worker, Some(&w.kind))),
+    );
+    v.extend(d.dependents.iter().map(|x| ext(x, Role::Dependent)));
+    v
+}
+
+/// A command-line target that names nothing of the deployment (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("`{target}` is not a unit of deployment {deployment} nor a target (master, workers, dependents, database, or a worker kind: {kinds})")]
+pub struct UnknownTarget {
+    pub target: String,
+    pub deployment: String,
+    pub kinds: String,
+}
+
+/// Resolves command-line targets: a unit name, a worker kind, `master`,
+/// `workers` or `dependents`. The database is only acted on when named.
+pub fn select(d: &Deployment, targets: &[String]) -> Result<Vec<Member>, UnknownTarget> {
+    let all = members(d);
+    let mut chosen: Vec<Member> = Vec::new();
+    for t in targets {
+        let unit = if t.contains('.') {
+            t.clone()
+        } else {
+            format!("{t}.service")
+        };
+        let matched: Vec<&Member> = match t.as_str() {
+            "master" => all.iter().filter(|m| m.role == Role::Master).collect(),
+            "workers" => all.iter().filter(|m| m.role == Role::Worker).collect(),
+            "dependents" => all.iter().filter(|m| m.role == Role::Dependent).collect(),
+            "database" => all.iter().filter(|m| m.role == Role::Database).collect(),
+            _ => {
+                let by_kind: Vec<&Member> = all
+                    .iter()
+                    .filter(|m| m.kind.as_deref() == Some(t.as_str()))
+                    .collect();
+                if by_kind.is_empty() {
+                    all.iter().filter(|m| m.unit == unit).collect()
+                } else {
+                    by_kind
+                }
+            }
+        };
+        if matched.is_empty() {
+            let kinds: Vec<&str> = d
+                .workers
+                .iter()
+                .map(|w| w.kind.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            return Err(UnknownTarget {
+                target: t.clone(),
+                deployment: d.name.clone(),
+                kinds: kinds.join(", "),
+            });
+        }
+        for m in matched {
+            if !chosen.iter().any(|c| c.unit == m.unit) {
+                chosen.push(m.clone());
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// Where a unit is in the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Queued,
+    Stopping,
+    Starting,
+    Reloading,
+    Probing,
+    Ready,
+    Stopped,
+    Failed,
+    Timeout,
+    Skipped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Stopping => "stopping",
+            Phase::Starting => "starting",
+            Phase::Reloading => "reloading",
+            Phase::Probing => "probing",
+            Phase::Ready => "ready",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::Timeout => "timeout",
+            Phase::Skipped => "skipped",
+        }
+    }
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Phase::Ready | Phase::Stopped | Phase::Failed | Phase::Timeout | Phase::Skipped
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub unit: String,
+    pub host: String,
+    pub phase: Phase,
+    pub elapsed_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Receives progress; implemented by the human, plain and JSON reporters.
+pub trait Observer: Send + Sync {
+    fn event(&self, e: &Event);
+    /// The operation is over: a live display clears itself here, before the
+    /// summary is printed.
+    fn finish(&self) {}
+}
+
+/// What happened to one unit.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitReport {
+    pub unit: String,
+    pub host: String,
+    pub role: Role,
+    pub phase: Phase,
+    /// systemd's job result: done, failed, timeout, dependency, canceled, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_state: Option<ActiveState>,
+    /// The service's `Result` (exit-code, signal, timeout, …) on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub op: Op,
+    pub ok: bool,
+    pub failed: usize,
+    pub timed_out: usize,
+    pub interrupted: bool,
+    pub elapsed_ms: u64,
+    pub units: Vec<UnitReport>,
+    /// Jobs still queued or running inside systemd when orch stopped waiting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub running_jobs: Vec<String>,
+    /// Units a failed rollout or phase did not reach.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untouched: Vec<String>,
+}
+
+impl Summary {
+    pub fn exit_code(&self) -> i32 {
+        if self.interrupted {
+            crate::exit::INTERRUPTED
+        } else if self.failed > 0 {
+            crate::exit::FAILURE
+        } else if self.timed_out > 0 {
+            crate::exit::TIMEOUT
+        } else {
+            crate::exit::OK
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Caps jobs in flight.
+    pub max_parallel: Option<usize>,
+    /// Bound on the whole operation.
+    pub timeout: Option<Duration>,
+    /// `--rolling --batch N`.
+    pub rolling: Option<usize>,
+    /// Passed to `journalctl --root` to read a container's journal.
+    pub journal_root: Option<PathBuf>,
+    pub probe: Limits,
+}
+
+/// What the engine knows of every unit: its report once judged, and its
+/// latest phase (for a summary cut short by a signal). One lock for both,
+/// so the two never disagree.
+#[derive(Default)]
+struct Ledger {
+    reports: BTreeMap<String, UnitReport>,
+    phases: HashMap<String, Phase>,
+}
+
+/// Runs operations against the systemd of every host of the deployment.
+/// Steps run one after another across all hosts, which is the ordering
+/// systemd cannot give between machines.
+pub struct Engine {
+    jobs: Jobs,
+    opts: Options,
+    observer: Arc<dyn Observer>,
+    started: Instant,
+    deadline: Option<tokio::time::Instant>,
+    ledger: Mutex<Ledger>,
+}
+
+impl Engine {
+    /// Subscribes to job signals before anything is enqueued.
+    pub async fn new(
+        fleet: &Fleet,
+        opts: Options,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Engine, SystemdError> {
+        let jobs = Jobs::new(fleet, opts.max_parallel).await?;
+        Ok(Engine {
+            jobs,
+            deadline: opts.timeout.map(|t| tokio::time::Instant::now() + t),
+            opts,
+            observer,
+            started: Instant::now(),
+            ledger: Mutex::new(Ledger::default()),
+        })
+    }
+
+    pub fn inflight(&self) -> Inflight {
+        self.jobs.inflight()
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn emit(&self, m: &Member, phase: Phase, detail: Option<String>) {
+        self.ledger
+            .lock()
+            .unwrap()
+            .phases
+            .insert(m.unit.clone(), phase);
+        self.observer.event(&Event {
+            unit: m.unit.clone(),
+            host: m.host.clone(),
+            phase,
+            elapsed_ms: self.elapsed_ms(),
+            detail,
+        });
+    }
+
+    /// `bound`, shortened to what is left of the global deadline.
+    fn bounded(&self, bound: Duration) -> Duration {
+        match self.deadline {
+            Some(d) => bound.min(d.saturating_duration_since(tokio::time::Instant::now())),
+            None => bound,
+        }
+    }
+
+    fn record(&self, r: UnitReport) {
+        self.observer.event(&Event {
+            unit: r.unit.clone(),
+            host: r.host.clone(),
+            phase: r.phase,
+            elapsed_ms: self.elapsed_ms(),
+            detail: r.error.clone(),
+        });
+        let mut ledger = self.ledger.lock().unwrap();
+        ledger.phases.insert(r.unit.clone(), r.phase);
+        ledger.reports.insert(r.unit.clone(), r);
+    }
+
+    fn is_recorded(&self, unit: &str) -> bool {
+        self.ledger.lock().unwrap().reports.contains_key(unit)
+    }
+
+    /// The phases of `op` on `members`, in order (see [`phases::plan`]).
+    pub fn steps(&self, op: Op, members: &[Member], all: bool) -> Vec<Step> {
+        let shape = Shape {
+            all,
+            rolling: self.opts.rolling,
+        };
+        phases::plan(op, members, shape)
+    }
+
+    /// Runs `op` on `members` (in the deployment's phase order) and returns the summary.
+    pub async fn run(&self, op: Op, members: &[Member], all: bool) -> Summary {
+        for m in members {
+            self.emit(m, Phase::Queued, None);
+        }
+        let steps = self.steps(op, members, all);
+        let mut untouched: Vec<String> = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let ok = match step {
+                Step::EnsureRunning(db) => self.ensure_running(db).await,
+                Step::Jobs {
+                    members,
+                    kind,
+                    mode,
+                } => self.step(members, *kind, *mode).await,
+            };
+            if !ok {
+                untouched = self.skip(&steps[i + 1..]);
+                break;
+            }
+        }
+        self.summary(op, members, untouched, false)
+    }
+
+    /// Stops at the first failure: the later steps' units are left as they
+    /// were, and said to be.
+    fn skip(&self, later: &[Step]) -> Vec<String> {
+        let mut untouched: Vec<String> = Vec::new();
+        for m in later.iter().flat_map(Step::members) {
+            if !untouched.contains(&m.unit) {
+                untouched.push(m.unit.clone());
+            }
+            if !self.is_recorded(&m.unit) {
+                let why = "not reached: an earlier phase failed";
+                self.record(self.report(m, Phase::Skipped, None, Some(why.into())));
+            }
+        }
+        untouched
+    }
+
+    /// Builds the summary from what was recorded so far.
+    pub fn summary(
+        &self,
+        op: Op,
+        members: &[Member],
+        untouched: Vec<String>,
+        interrupted: bool,
+    ) -> Summary {
+        let units: Vec<UnitReport> = {
+            let ledger = self.ledger.lock().unwrap();
+            members
+                .iter()
+                .filter_map(|m| self.final_report(&ledger, m, interrupted))
+                .collect()
+        };
+        let failed = units.iter().filter(|u| u.phase == Phase::Failed).count();
+        let timed_out = units.iter().filter(|u| u.phase == Phase::Timeout).count();
+        Summary {
+            op,
+            ok: failed == 0 && timed_out == 0 && !interrupted,
+            failed,
+            timed_out,
+            interrupted,
+            elapsed_ms: self.elapsed_ms(),
+            units,
+            running_jobs: self.running_jobs(),
+            untouched,
+        }
+    }
+
+    /// A unit's line in the summary. Cut short, it says where the unit was
+    /// (a restart's stop report is stale then).
+    fn final_report(&self, ledger: &Ledger, m: &Member, interrupted: bool) -> Option<UnitReport> {
+        match (ledger.reports.get(&m.unit), ledger.phases.get(&m.unit)) {
+            (_, Some(p)) if interrupted && !p.is_final() && *p != Phase::Queued => {
+                let why = format!("interrupted while {}", p.as_str());
+                Some(self.report(m, *p, None, Some(why)))
+            }
+            (Some(r), _) => Some(r.clone()),
+            (None, _) => None,
+        }
+    }
+
+    fn running_jobs(&self) -> Vec<String> {
+        let many_hosts = self.jobs.host_count() > 1;
+        self.inflight()
+            .jobs()
+            .into_iter()
+            .map(|(host, id, unit)| match many_hosts {
+                true => format!("{unit} (job {id} on host {host})"),
+                false => format!("{unit} (job {id})"),
+            })
+            .collect()
+    }
+
+    fn report(
+        &self,
+        m: &Member,
+        phase: Phase,
+        job: Option<JobResult>,
+        error: Option<String>,
+    ) -> UnitReport {
+        UnitReport {
+            unit: m.unit.clone(),
+            host: m.host.clone(),
+            role: m.role,
+            phase,
+            job,
+            error,
+            active_state: None,
+            result: None,
+            exit_status: None,
+            journal: Vec::new(),
+            elapsed_ms: self.elapsed_ms(),
+        }
+    }
+
+    /// Starts the database only if it is not active, then awaits readiness.
+    async fn ensure_running(&self, db: &[Member]) -> bool {
+        let mut to_start = Vec::new();
+        for m in db {
+            let up = self.jobs.active_state(&m.unit, &m.host).await;
+            if !up.is_some_and(|s| s == ActiveState::Active) {
+                to_start.push(m.clone());
+                continue;
+            }
+            let r = self.readiness(m, None).await;
+            let ok = r.phase == Phase::Ready;
+            self.record(r);
+            if !ok {
+                return false;
+            }
+        }
+        self.step(&to_start, JobKind::Start, JobMode::Replace).await
+    }
+
+    /// Gives every member the same job at once and judges each.
+    /// True when every unit ended ready (start/restart) or stopped (stop).
+    async fn step(&self, group: &[Member], kind: JobKind, mode: JobMode) -> bool {
+        let results = join_all(group.iter().map(|m| self.one(m, kind, mode))).await;
+        results.into_iter().all(|ok| ok)
+    }
+
+    /// One unit: its job, then its judgement, recorded.
+    async fn one(&self, m: &Member, kind: JobKind, mode: JobMode) -> bool {
+        let _slot = self.jobs.slot().await;
+        self.emit(m, progress_phase(kind), None);
+        let bound = self.bounded(kind.bound(m.start_timeout, m.stop_timeout) + JOB_MARGIN);
+        let end = self.jobs.run(&m.unit, &m.host, kind, mode, bound).await;
+        let r = match end {
+            JobEnd::Done(result) if kind.ends_stopped() => self.stopped(m, result).await,
+            JobEnd::Done(result) => self.readiness(m, Some(result)).await,
+            JobEnd::Failed(result) => {
+                let why = format!("{} job {result}", kind.dbus_name());
+                self.diagnosed(self.report(m, Phase::Failed, Some(result), Some(why)))
+                    .await
+            }
+            JobEnd::Running(after) => {
+                let why = format!(
+                    "{} job still running in systemd after {after:?}",
+                    kind.dbus_name()
+                );
+                self.report(m, Phase::Timeout, None, Some(why))
+            }
+            JobEnd::NotEnqueued(e) => {
+                let phase = match e {
+                    SystemdError::Timeout { .. } => Phase::Timeout,
+                    _ => Phase::Failed,
+                };
+                self.diagnosed(self.report(m, phase, None, Some(e.to_string())))
+                    .await
+            }
+            JobEnd::Lost(e) => self.report(m, Phase::Failed, None, Some(e.to_string())),
+        };
+        let ok = matches!(r.phase, Phase::Ready | Phase::Stopped);
+        self.record(r);
+        ok
+    }
+}
+
+/// The progress phase a unit is in while its job runs.
+fn progress_phase(kind: JobKind) -> Phase {
+    match kind {
+        JobKind::Stop => Phase::Stopping,
+        JobKind::Reload => Phase::Reloading,
+        JobKind::Start | JobKind::Restart => Phase::Starting,
+    }
+}

@@ -1,0 +1,202 @@
+//! Judging a unit after its job: stopped, or ready (active, its probe
+//! passing, and not crash-looping), with systemd's own account of a
+//! failure (Result, exit status, journal lines).
+
+use std::time::Duration;
+
+use super::{Engine, Member, Phase, UnitReport};
+use crate::health::{self, ReadyError};
+use crate::jobs::{ActiveState, JobResult};
+
+impl Engine {
+    /// After a stop job: the unit must not be running. A stop that needed
+    /// SIGKILL is reported as such: the process ignored SIGTERM for its
+    /// whole `TimeoutStopSec=`.
+    pub(super) async fn stopped(&self, m: &Member, job: JobResult) -> UnitReport {
+        let mut r = self.report(m, Phase::Stopped, Some(job), None);
+        let (state, result) = self.state_and_result(m).await;
+        r.active_state = state;
+        match result.as_deref() {
+            Some("success") | None => {}
+            Some("timeout") => {
+                r.result = Some("timeout".into());
+                r.error = Some(format!(
+                    "did not stop within its stop_timeout ({:?}); systemd killed it with SIGKILL",
+                    m.stop_timeout
+                ));
+            }
+            Some(other) => r.result = Some(other.to_string()),
+        }
+        if let Some(s) = r.active_state.as_ref().filter(|s| s.is_running()) {
+            r.phase = Phase::Failed;
+            r.error = Some(format!("still {s} after its stop job"));
+        }
+        r
+    }
+
+    /// The unit's ActiveState and its service's `Result`, in one load.
+    async fn state_and_result(&self, m: &Member) -> (Option<ActiveState>, Option<String>) {
+        let sd = self.jobs.sd(&m.host);
+        let _call = sd.permit().await;
+        let Ok(path) = sd.manager.load_unit(&m.unit).await else {
+            return (None, None);
+        };
+        let state = match sd.unit_at(path.clone()).await {
+            Ok(u) => u
+                .active_state()
+                .await
+                .ok()
+                .map(|s| ActiveState::from_dbus(&s)),
+            Err(_) => None,
+        };
+        let result = match sd.service_at(path).await {
+            Ok(svc) => svc.result().await.ok(),
+            Err(_) => None,
+        };
+        (state, result)
+    }
+
+    /// After a successful start job: the unit must be active and its probe pass.
+    pub(super) async fn readiness(&self, m: &Member, job: Option<JobResult>) -> UnitReport {
+        let state = self.jobs.active_state(&m.unit, &m.host).await;
+        if !state.as_ref().is_some_and(ActiveState::is_up) {
+            let why = format!(
+                "unit is {} after its start job",
+                state.as_ref().map_or("unknown", ActiveState::as_str)
+            );
+            return self
+                .diagnosed(self.report(m, Phase::Failed, job, Some(why)))
+                .await;
+        }
+        let Some(probe) = &m.health else {
+            let mut r = self.report(m, Phase::Ready, job, None);
+            r.active_state = state;
+            return r;
+        };
+        self.emit(m, Phase::Probing, Some(probe.to_string()));
+        match self.probe(m, probe).await {
+            Ok(()) => {
+                let mut r = self.report(m, Phase::Ready, job, None);
+                r.active_state = Some(ActiveState::Active);
+                r
+            }
+            Err(e @ ReadyError::NotHealthy { .. }) => {
+                self.report(m, Phase::Timeout, job, Some(e.to_string()))
+            }
+            Err(e @ ReadyError::Died(_)) => {
+                self.diagnosed(self.report(m, Phase::Failed, job, Some(e.to_string())))
+                    .await
+            }
+        }
+    }
+
+    /// Probes until healthy within the unit's `health_timeout`, checking
+    /// between attempts that the unit is still the one that started.
+    async fn probe(&self, m: &Member, probe: &crate::model::Probe) -> Result<(), ReadyError> {
+        let timeout = self.bounded(m.health_timeout);
+        // A unit that crashes and is restarted by Restart= while being probed
+        // is flapping, not starting: its restart count must not move.
+        let restarts = self.jobs.restarts(&m.unit, &m.host).await;
+        let alive = || self.alive(m, restarts);
+        let on = self.jobs.sd(&m.host).remote();
+        health::wait_ready(probe, timeout, self.opts.probe, on, alive).await?;
+        // Healthy, and still the same process that passed the probe.
+        self.alive(m, restarts).await
+    }
+
+    async fn alive(&self, m: &Member, restarts: Option<u32>) -> Result<(), ReadyError> {
+        let died = |why: String| Err(ReadyError::Died(why));
+        // Without its connection orch cannot see the unit crash: the probe
+        // passing alone would not prove it ready.
+        if self.jobs.is_closed(&m.host) {
+            return died(format!(
+                "the connection to host {} closed while the unit was being probed",
+                m.host
+            ));
+        }
+        let state = self.jobs.active_state(&m.unit, &m.host).await;
+        if state.is_some_and(|s| s.is_down()) {
+            return died("the unit stopped while being probed".into());
+        }
+        match (restarts, self.jobs.restarts(&m.unit, &m.host).await) {
+            (Some(a), Some(b)) if b > a => died(format!(
+                "the unit was restarted {} time(s) while being probed (crash loop)",
+                b - a
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds the service's result, exit status and last journal lines.
+    pub(super) async fn diagnosed(&self, mut r: UnitReport) -> UnitReport {
+        let sd = self.jobs.sd(&r.host);
+        let call = sd.permit().await;
+        if let Ok(path) = sd.manager.load_unit(&r.unit).await {
+            if let Ok(u) = sd.unit_at(path.clone()).await {
+                r.active_state = u
+                    .active_state()
+                    .await
+                    .ok()
+                    .map(|s| ActiveState::from_dbus(&s));
+            }
+            if let Ok(s) = sd.service_at(path).await {
+                r.result = s.result().await.ok();
+                r.exit_status = s.exec_main_status().await.ok();
+            }
+        }
+        drop(call);
+        r.journal = journal(&r.unit, self.opts.journal_root.as_deref(), sd.remote(), 10).await;
+        r
+    }
+}
+
+/// The last `lines` journal lines of a unit (empty when journalctl is
+/// unavailable); bounded to a few seconds.
+pub async fn journal(
+    unit: &str,
+    root: Option<&std::path::Path>,
+    remote: Option<&crate::systemd::Remote>,
+    lines: usize,
+) -> Vec<String> {
+    let mut cmd = match remote {
+        // `ssh … DEST journalctl …`: the remote shell joins the words, and
+        // every word here is a fixed option or a validated unit name.
+        Some(r) => {
+            let (program, args) = r.run("journalctl");
+            let mut c = tokio::process::Command::new(program);
+            c.args(args);
+            c
+        }
+        None => tokio::process::Command::new("journalctl"),
+    };
+    if let Some(root) = root.filter(|_| remote.is_none()) {
+        cmd.arg("--root").arg(root);
+    }
+    // Over SSH the remote shell parses the words: quote the unit name (unit
+    // names never contain a single quote) so a `\` escape in it survives.
+    let unit = if remote.is_some() {
+        format!("'{unit}'")
+    } else {
+        unit.to_string()
+    };
+    cmd.args([
+        "--no-pager",
+        "-q",
+        "-o",
+        "short-precise",
+        "-n",
+        &lines.to_string(),
+        "-u",
+        &unit,
+    ])
+    .stdin(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(3), cmd.output()).await {
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,353 @@
+//! The order of an operation, defined once: a pure function from the
+//! operation, its units and its shape to a list of steps. Nothing here
+//! talks to systemd, so the order is unit-tested on its own.
+//!
+//! Start: database (started if needed, never restarted) → master → workers
+//! and dependents. Stop: dependents → workers → master (→ a database named
+//! on the command line), so nothing loses what it depends on while it
+//! still runs. Maintenance stops in that same order ([`stop_order`]).
+
+use crate::jobs::{JobKind, JobMode};
+use crate::lifecycle::{Member, Op};
+use crate::model::Role;
+
+/// One step of an operation.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Start what is not active, then await readiness (the database).
+    EnsureRunning(Vec<Member>),
+    /// The same job for every member, enqueued at once.
+    Jobs {
+        members: Vec<Member>,
+        kind: JobKind,
+        mode: JobMode,
+    },
+}
+
+impl Step {
+    pub fn members(&self) -> &[Member] {
+        match self {
+            Step::EnsureRunning(m) | Step::Jobs { members: m, .. } => m,
+        }
+    }
+}
+
+/// How an operation was asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    /// `--all` (or resume): the master is started alone, see [`master_mode`].
+    pub all: bool,
+    /// `--rolling --batch N`.
+    pub rolling: Option<usize>,
+}
+
+/// The roles in the order they stop.
+const STOP_ROLES: [Role; 4] = [Role::Dependent, Role::Worker, Role::Master, Role::Database];
+
+fn with_role(members: &[Member], role: Role) -> Vec<Member> {
+    members.iter().filter(|m| m.role == role).cloned().collect()
+}
+
+/// `members` grouped into stop phases: dependents, workers, master, database;
+/// empty groups left out.
+pub fn stop_order(members: &[Member]) -> Vec<Vec<Member>> {
+    STOP_ROLES
+        .iter()
+        .map(|r| with_role(members, *r))
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
+/// With the whole deployment, the master is started alone: its `Wants=`
+/// would pull the workers in at once, and `PartOf=` would restart them with
+/// it; orch starts the workers itself once the master is ready.
+fn master_mode(shape: Shape) -> JobMode {
+    if shape.all {
+        JobMode::IgnoreRequirements
+    } else {
+        JobMode::Replace
+    }
+}
+
+fn jobs(members: Vec<Member>, kind: JobKind, mode: JobMode) -> Step {
+    Step::Jobs {
+        members,
+        kind,
+        mode,
+    }
+}
+
+/// The steps of `op` on `members`, in order; no step is empty.
+pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
+    let mut steps = match (op, shape.rolling) {
+        (Op::Restart, Some(batch)) => rolling(members, batch),
+        _ => {
+            let mut steps = Vec::new();
+            if matches!(op, Op::Stop | Op::Restart) {
+                steps.extend(stops(op, members, shape));
+            }
+            if matches!(op, Op::Start | Op::Restart) {
+                steps.extend(starts(members, shape));
+            }
+            steps
+        }
+    };
+    steps.retain(|s| !s.members().is_empty());
+    steps
+}
+
+/// Stop phases. A restart never stops the database: it is awaited, not
+/// restarted; a plain stop stops it only when it was named.
+fn stops(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
+    stop_order(members)
+        .into_iter()
+        .filter(|g| op == Op::Stop || g[0].role != Role::Database)
+        .map(|g| {
+            let mode = match g[0].role {
+                Role::Master => master_mode(shape),
+                _ => JobMode::Replace,
+            };
+            jobs(g, JobKind::Stop, mode)
+        })
+        .collect()
+}
+
+fn starts(members: &[Member], shape: Shape) -> Vec<Step> {
+    let rest = [
+        with_role(members, Role::Worker),
+        with_role(members, Role::Dependent),
+    ]
+    .concat();
+    vec![
+        Step::EnsureRunning(with_role(members, Role::Database)),
+        jobs(
+            with_role(members, Role::Master),
+            JobKind::Start,
+            master_mode(shape),
+        ),
+        jobs(rest, JobKind::Start, JobMode::Replace),
+    ]
+}
+
+/// A rolling restart: the database awaited, the master restarted alone,
+/// then the workers `batch` at a time, then the dependents.
+fn rolling(members: &[Member], batch: usize) -> Vec<Step> {
+    let mut steps = vec![
+        Step::EnsureRunning(with_role(members, Role::Database)),
+        jobs(
+            with_role(members, Role::Master),
+            JobKind::Restart,
+            JobMode::IgnoreRequirements,
+        ),
+    ];
+    for group in with_role(members, Role::Worker).chunks(batch.max(1)) {
+        steps.push(jobs(group.to_vec(), JobKind::Restart, JobMode::Replace));
+    }
+    steps.push(jobs(
+        with_role(members, Role::Dependent),
+        JobKind::Restart,
+        JobMode::Replace,
+    ));
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn member(unit: &str, role: Role) -> Member {
+        Member {
+            unit: format!("{unit}.service"),
+            host: "local".into(),
+            role,
+            kind: (role == Role::Worker).then(|| "generic".to_string()),
+            health: None,
+            start_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn deployment(db: bool, dependents: bool) -> Vec<Member> {
+        let mut v = Vec::new();
+        if db {
+            v.push(member("db", Role::Database));
+        }
+        v.push(member("m", Role::Master));
+        for i in 0..3 {
+            v.push(member(&format!("w{i}"), Role::Worker));
+        }
+        if dependents {
+            v.push(member("bridge", Role::Dependent));
+        }
+        v
+    }
+
+    /// Each step as `kind/mode:unit,unit` (`ensure:` for EnsureRunning).
+    fn show(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| {
+                let units: Vec<&str> = s
+                    .members()
+                    .iter()
+                    .map(|m| m.unit.trim_end_matches(".service"))
+                    .collect();
+                match s {
+                    Step::EnsureRunning(_) => format!("ensure:{}", units.join(",")),
+                    Step::Jobs { kind, mode, .. } => format!(
+                        "{}/{}:{}",
+                        kind.dbus_name(),
+                        mode.dbus_name(),
+                        units.join(",")
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    const ALL: Shape = Shape {
+        all: true,
+        rolling: None,
+    };
+
+    #[test]
+    fn start_all_awaits_the_database_then_the_master_alone_then_the_rest() {
+        assert_eq!(
+            show(&plan(Op::Start, &deployment(true, true), ALL)),
+            [
+                "ensure:db",
+                "start/ignore-requirements:m",
+                "start/replace:w0,w1,w2,bridge"
+            ]
+        );
+        assert_eq!(
+            show(&plan(Op::Start, &deployment(false, false), ALL)),
+            ["start/ignore-requirements:m", "start/replace:w0,w1,w2"]
+        );
+    }
+
+    #[test]
+    fn stop_all_stops_dependents_then_workers_then_the_master() {
+        let no_db: Vec<Member> = deployment(true, true)
+            .into_iter()
+            .filter(|m| m.role != Role::Database)
+            .collect();
+        assert_eq!(
+            show(&plan(Op::Stop, &no_db, ALL)),
+            [
+                "stop/replace:bridge",
+                "stop/replace:w0,w1,w2",
+                "stop/ignore-requirements:m"
+            ]
+        );
+        assert_eq!(
+            show(&plan(Op::Stop, &deployment(false, false), ALL)),
+            ["stop/replace:w0,w1,w2", "stop/ignore-requirements:m"]
+        );
+    }
+
+    #[test]
+    fn a_named_database_is_stopped_last_but_never_restarted() {
+        let named = [member("m", Role::Master), member("db", Role::Database)];
+        let shape = Shape::default();
+        assert_eq!(
+            show(&plan(Op::Stop, &named, shape)),
+            ["stop/replace:m", "stop/replace:db"]
+        );
+        assert_eq!(
+            show(&plan(Op::Restart, &named, shape)),
+            ["stop/replace:m", "ensure:db", "start/replace:m"]
+        );
+    }
+
+    #[test]
+    fn restart_all_stops_in_reverse_then_starts_in_order() {
+        assert_eq!(
+            show(&plan(Op::Restart, &deployment(true, true), ALL)),
+            [
+                "stop/replace:bridge",
+                "stop/replace:w0,w1,w2",
+                "stop/ignore-requirements:m",
+                "ensure:db",
+                "start/ignore-requirements:m",
+                "start/replace:w0,w1,w2,bridge"
+            ]
+        );
+    }
+
+    #[test]
+    fn targets_without_all_use_replace_for_the_master() {
+        let named = [member("m", Role::Master)];
+        assert_eq!(
+            show(&plan(Op::Restart, &named, Shape::default())),
+            ["stop/replace:m", "start/replace:m"]
+        );
+        let workers = [member("w0", Role::Worker), member("w1", Role::Worker)];
+        assert_eq!(
+            show(&plan(Op::Start, &workers, Shape::default())),
+            ["start/replace:w0,w1"]
+        );
+    }
+
+    #[test]
+    fn rolling_restarts_the_master_alone_then_workers_in_batches_then_dependents() {
+        let shape = Shape {
+            all: true,
+            rolling: Some(2),
+        };
+        assert_eq!(
+            show(&plan(Op::Restart, &deployment(true, true), shape)),
+            [
+                "ensure:db",
+                "restart/ignore-requirements:m",
+                "restart/replace:w0,w1",
+                "restart/replace:w2",
+                "restart/replace:bridge"
+            ]
+        );
+        let one = Shape {
+            all: true,
+            rolling: Some(1),
+        };
+        assert_eq!(
+            show(&plan(Op::Restart, &deployment(false, false), one)),
+            [
+                "restart/ignore-requirements:m",
+                "restart/replace:w0",
+                "restart/replace:w1",
+                "restart/replace:w2"
+            ]
+        );
+    }
+
+    #[test]
+    fn rolling_only_applies_to_restart() {
+        let shape = Shape {
+            all: true,
+            rolling: Some(1),
+        };
+        assert_eq!(
+            show(&plan(Op::Start, &deployment(false, false), shape)),
+            ["start/ignore-requirements:m", "start/replace:w0,w1,w2"]
+        );
+    }
+
+    #[test]
+    fn stop_order_includes_the_database_last() {
+        let groups: Vec<Vec<String>> = stop_order(&deployment(true, true))
+            .iter()
+            .map(|g| g.iter().map(|m| m.unit.clone()).collect())
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                vec!["bridge.service"],
+                vec!["w0.service", "w1.service", "w2.service"],
+                vec!["m.service"],
+                vec!["db.service"],
+            ]
+        );
+    }
+}
