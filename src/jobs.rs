@@ -172,6 +172,42 @@ impl Serialize for ActiveState {
     }
 }
 
+/// A unit's `LoadState`, as far as orch tells them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadState {
+    Loaded,
+    NotFound,
+    Masked,
+    /// bad-setting, error, merged, stub, or a state orch does not know.
+    Other(String),
+}
+
+impl LoadState {
+    pub fn from_dbus(s: &str) -> LoadState {
+        match s {
+            "loaded" => LoadState::Loaded,
+            "not-found" => LoadState::NotFound,
+            "masked" => LoadState::Masked,
+            other => LoadState::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            LoadState::Loaded => "loaded",
+            LoadState::NotFound => "not-found",
+            LoadState::Masked => "masked",
+            LoadState::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for LoadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A job's result, as `JobRemoved` names it, plus `Vanished`: the job
 /// object went without a signal (merged into another job, or systemd
 /// re-executed), so the unit's state is the judge.

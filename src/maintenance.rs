@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::{Fleet, Target};
-use crate::jobs::{self, active_states, ActiveState, JobEnd, JobKind, JobMode, Jobs};
+use crate::jobs::{self, active_states, ActiveState, JobEnd, JobKind, JobMode, Jobs, LoadState};
 use crate::lifecycle::{self, Member};
 use crate::model::{Deployment, Role};
 use crate::phases;
@@ -181,7 +181,7 @@ async fn set_masks(
                 } else {
                     store.unmask(&d.runtime_dir, &units).await?
                 };
-                let wrong = |s: &str| (s == "masked") != mask;
+                let wrong = |s: &LoadState| (*s == LoadState::Masked) != mask;
                 let mut pending = load_states(sd, &units, wrong).await?;
                 let reload = changed || !pending.is_empty();
                 if reload {
@@ -192,7 +192,7 @@ async fn set_masks(
                     if let Some((unit, state)) = pending.into_iter().next() {
                         return Err(MaintenanceError::MaskIneffective {
                             unit,
-                            state,
+                            state: state.to_string(),
                             dir: d.runtime_dir.clone(),
                         });
                     }
@@ -582,8 +582,8 @@ impl UnitProof {
 async fn load_states(
     sd: &Systemd,
     units: &[String],
-    pick: impl Fn(&str) -> bool,
-) -> Result<Vec<(String, String)>, SystemdError> {
+    pick: impl Fn(&LoadState) -> bool,
+) -> Result<Vec<(String, LoadState)>, SystemdError> {
     let mut out = Vec::new();
     for unit in units {
         let load = sd
@@ -592,6 +592,7 @@ async fn load_states(
             .load_state()
             .await
             .map_err(|e| sd.err(format!("read {unit}"), e))?;
+        let load = LoadState::from_dbus(&load);
         if pick(&load) {
             out.push((unit.clone(), load));
         }

@@ -5,7 +5,9 @@
 //! Start: database (started if needed, never restarted) → master → workers
 //! and dependents. Stop: dependents → workers → master (→ a database named
 //! on the command line), so nothing loses what it depends on while it
-//! still runs. Maintenance stops in that same order ([`stop_order`]).
+//! still runs. Maintenance stops in that same order ([`stop_order`]). A
+//! restart makes sure of the database *before* it stops anything: what
+//! cannot be brought back is not taken down.
 
 use crate::jobs::{JobKind, JobMode};
 use crate::lifecycle::{Member, Op};
@@ -83,8 +85,14 @@ pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
         (Op::Restart, Some(batch)) => rolling(members, batch),
         _ => {
             let mut steps = Vec::new();
+            if op == Op::Restart {
+                steps.push(Step::EnsureRunning(with_role(members, Role::Database)));
+            }
             if matches!(op, Op::Stop | Op::Restart) {
                 steps.extend(stops(op, members, shape));
+            }
+            if op == Op::Start {
+                steps.push(Step::EnsureRunning(with_role(members, Role::Database)));
             }
             if matches!(op, Op::Start | Op::Restart) {
                 steps.extend(starts(members, shape));
@@ -112,6 +120,7 @@ fn stops(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
         .collect()
 }
 
+/// Start phases after the database: the master, then everything else.
 fn starts(members: &[Member], shape: Shape) -> Vec<Step> {
     let rest = [
         with_role(members, Role::Worker),
@@ -119,7 +128,6 @@ fn starts(members: &[Member], shape: Shape) -> Vec<Step> {
     ]
     .concat();
     vec![
-        Step::EnsureRunning(with_role(members, Role::Database)),
         jobs(
             with_role(members, Role::Master),
             JobKind::Start,
@@ -130,7 +138,7 @@ fn starts(members: &[Member], shape: Shape) -> Vec<Step> {
 }
 
 /// A rolling restart: the database awaited, the master restarted alone,
-/// then the workers `batch` at a time, then the dependents.
+/// then the workers `batch` at a time (see [`batches`]), then the dependents.
 fn rolling(members: &[Member], batch: usize) -> Vec<Step> {
     let mut steps = vec![
         Step::EnsureRunning(with_role(members, Role::Database)),
@@ -140,8 +148,8 @@ fn rolling(members: &[Member], batch: usize) -> Vec<Step> {
             JobMode::IgnoreRequirements,
         ),
     ];
-    for group in with_role(members, Role::Worker).chunks(batch.max(1)) {
-        steps.push(jobs(group.to_vec(), JobKind::Restart, JobMode::Replace));
+    for group in batches(&with_role(members, Role::Worker), batch) {
+        steps.push(jobs(group, JobKind::Restart, JobMode::Replace));
     }
     steps.push(jobs(
         with_role(members, Role::Dependent),
@@ -149,6 +157,49 @@ fn rolling(members: &[Member], batch: usize) -> Vec<Step> {
         JobMode::Replace,
     ));
     steps
+}
+
+/// Cuts workers into batches of at most `batch` that interleave kinds, so
+/// that no kind with two or more workers ever has all of them down at once:
+/// a batch takes at most `count - 1` workers of a kind (one of a kind that
+/// has only one). Within a kind, workers keep their order.
+pub fn batches(workers: &[Member], batch: usize) -> Vec<Vec<Member>> {
+    let batch = batch.max(1);
+    // Kinds in order of first appearance, each with its pending workers.
+    let mut kinds: Vec<(Option<String>, std::collections::VecDeque<Member>)> = Vec::new();
+    for w in workers {
+        match kinds.iter_mut().find(|(k, _)| *k == w.kind) {
+            Some((_, q)) => q.push_back(w.clone()),
+            None => kinds.push((w.kind.clone(), [w.clone()].into())),
+        }
+    }
+    let caps: Vec<usize> = kinds.iter().map(|(_, q)| (q.len() - 1).max(1)).collect();
+    let (n, mut next) = (kinds.len(), 0);
+    let mut out = Vec::new();
+    while kinds.iter().any(|(_, q)| !q.is_empty()) {
+        let mut taken = vec![0; n];
+        let mut group = Vec::new();
+        // Round-robin over the kinds, each batch starting after the kind the
+        // last one ended with, until it is full or no kind may give more.
+        loop {
+            let (before, start) = (group.len(), next);
+            for i in (0..n).map(|j| (start + j) % n) {
+                if group.len() == batch || taken[i] == caps[i] {
+                    continue;
+                }
+                if let Some(w) = kinds[i].1.pop_front() {
+                    taken[i] += 1;
+                    group.push(w);
+                    next = (i + 1) % n;
+                }
+            }
+            if group.len() == before || group.len() == batch {
+                break;
+            }
+        }
+        out.push(group);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -258,19 +309,19 @@ mod tests {
         );
         assert_eq!(
             show(&plan(Op::Restart, &named, shape)),
-            ["stop/replace:m", "ensure:db", "start/replace:m"]
+            ["ensure:db", "stop/replace:m", "start/replace:m"]
         );
     }
 
     #[test]
-    fn restart_all_stops_in_reverse_then_starts_in_order() {
+    fn restart_all_makes_sure_of_the_database_before_stopping_anything() {
         assert_eq!(
             show(&plan(Op::Restart, &deployment(true, true), ALL)),
             [
+                "ensure:db",
                 "stop/replace:bridge",
                 "stop/replace:w0,w1,w2",
                 "stop/ignore-requirements:m",
-                "ensure:db",
                 "start/ignore-requirements:m",
                 "start/replace:w0,w1,w2,bridge"
             ]
@@ -318,6 +369,100 @@ mod tests {
                 "restart/replace:w0",
                 "restart/replace:w1",
                 "restart/replace:w2"
+            ]
+        );
+    }
+
+    fn kinds(spec: &[(&str, usize)]) -> Vec<Member> {
+        let mut v = Vec::new();
+        for (kind, n) in spec {
+            for i in 0..*n {
+                let mut w = member(&format!("{kind}{i}"), Role::Worker);
+                w.kind = Some(kind.to_string());
+                v.push(w);
+            }
+        }
+        v
+    }
+
+    fn names(groups: &[Vec<Member>]) -> Vec<String> {
+        groups
+            .iter()
+            .map(|g| {
+                let u: Vec<&str> = g
+                    .iter()
+                    .map(|m| m.unit.trim_end_matches(".service"))
+                    .collect();
+                u.join(",")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_interleave_kinds_and_never_take_a_whole_kind() {
+        // Two generic workers side by side (as the docs advise): never together.
+        let w = kinds(&[("media", 1), ("generic", 2), ("pusher", 1)]);
+        assert_eq!(
+            names(&batches(&w, 2)),
+            ["media0,generic0", "pusher0,generic1"]
+        );
+        assert_eq!(
+            names(&batches(&w, 4)),
+            ["media0,generic0,pusher0", "generic1"]
+        );
+        assert_eq!(
+            names(&batches(&w, 1)),
+            ["media0", "generic0", "pusher0", "generic1"]
+        );
+        let many = kinds(&[("generic", 3), ("fed", 2)]);
+        assert_eq!(
+            names(&batches(&many, 8)),
+            ["generic0,fed0,generic1", "fed1,generic2"]
+        );
+    }
+
+    #[test]
+    fn batches_keep_every_worker_once_and_respect_the_size() {
+        let w = kinds(&[("a", 5), ("b", 3), ("c", 1), ("d", 2)]);
+        for size in 1..=12 {
+            let groups = batches(&w, size);
+            let mut seen: Vec<String> = groups.iter().flatten().map(|m| m.unit.clone()).collect();
+            assert_eq!(seen.len(), w.len(), "size {size}");
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), w.len(), "size {size}: a worker twice");
+            for g in &groups {
+                assert!(
+                    !g.is_empty() && g.len() <= size,
+                    "size {size}: {:?}",
+                    names(&groups)
+                );
+                for (kind, count) in [("a", 5), ("b", 3), ("d", 2)] {
+                    let down = g.iter().filter(|m| m.kind.as_deref() == Some(kind)).count();
+                    assert!(
+                        down < count,
+                        "size {size}: all of {kind} in {:?}",
+                        names(&groups)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rolling_batches_by_kind_in_the_plan() {
+        let mut d = vec![member("m", Role::Master)];
+        d.extend(kinds(&[("generic", 2), ("fed", 1)]));
+        let shape = Shape {
+            all: true,
+            rolling: Some(2),
+        };
+        assert_eq!(
+            show(&plan(Op::Restart, &d, shape)),
+            [
+                "restart/ignore-requirements:m",
+                "restart/replace:generic0,fed0",
+                "restart/replace:generic1"
             ]
         );
     }

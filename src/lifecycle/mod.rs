@@ -389,26 +389,56 @@ impl Engine {
             };
             if !ok {
                 untouched = self.skip(&steps[i + 1..]);
+                self.read_back(members).await;
                 break;
             }
         }
         self.summary(op, members, untouched, false)
     }
 
-    /// Stops at the first failure: the later steps' units are left as they
-    /// were, and said to be.
+    /// Stops at the first failure. A later step's unit that no step touched
+    /// is left as it was, and said to be; one an earlier step stopped (a
+    /// restart's stop) is said to be left stopped.
     fn skip(&self, later: &[Step]) -> Vec<String> {
         let mut untouched: Vec<String> = Vec::new();
         for m in later.iter().flat_map(Step::members) {
-            if !untouched.contains(&m.unit) {
-                untouched.push(m.unit.clone());
-            }
-            if !self.is_recorded(&m.unit) {
+            let stopped = self
+                .ledger
+                .lock()
+                .unwrap()
+                .reports
+                .get(&m.unit)
+                .map(|r| r.phase)
+                == Some(Phase::Stopped);
+            if stopped {
+                let why = "stopped, and not started again: an earlier phase failed";
+                self.record(self.report(m, Phase::Skipped, None, Some(why.into())));
+            } else if !self.is_recorded(&m.unit) {
                 let why = "not reached: an earlier phase failed";
                 self.record(self.report(m, Phase::Skipped, None, Some(why.into())));
+                if !untouched.contains(&m.unit) {
+                    untouched.push(m.unit.clone());
+                }
             }
         }
         untouched
+    }
+
+    /// After a failed operation every unit's line says what systemd says
+    /// now, not what orch last saw.
+    async fn read_back(&self, members: &[Member]) {
+        let states = join_all(
+            members
+                .iter()
+                .map(|m| self.jobs.active_state(&m.unit, &m.host)),
+        )
+        .await;
+        let mut ledger = self.ledger.lock().unwrap();
+        for (m, state) in members.iter().zip(states) {
+            if let (Some(r), Some(s)) = (ledger.reports.get_mut(&m.unit), state) {
+                r.active_state = Some(s);
+            }
+        }
     }
 
     /// Builds the summary from what was recorded so far.

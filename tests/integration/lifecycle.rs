@@ -699,8 +699,10 @@ health_timeout = "10s"
             .as_u64()
             .unwrap()
     };
-    let last = "fx-worker-3-flaky.service";
-    let pid_before = pid_of(last);
+    // Batches interleave kinds (generic 0, flaky 2, generic 1, flaky 3), so
+    // the second batch fails and the last two are left as they were.
+    let left = ["fx-worker-1-generic.service", "fx-worker-3-flaky.service"];
+    let pids_before: Vec<u64> = left.iter().map(|u| pid_of(u)).collect();
     let o = orch(
         &s.c,
         &s.cfg,
@@ -716,17 +718,109 @@ health_timeout = "10s"
     let phases = units_by_phase(&sum);
     assert_eq!(phases["fx-worker-0-generic.service"], "ready");
     assert_eq!(phases["fx-worker-2-flaky.service"], "failed", "{sum}");
-    assert_eq!(sum["untouched"], serde_json::json!([last]), "{sum}");
-    assert_eq!(
-        pid_of(last),
-        pid_before,
-        "{last} must be left running as it was"
-    );
+    assert_eq!(sum["untouched"], serde_json::json!(left), "{sum}");
+    for (unit, before) in left.iter().zip(&pids_before) {
+        assert_eq!(
+            pid_of(unit),
+            *before,
+            "{unit} must be left running as it was"
+        );
+        let line = sum["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["unit"] == *unit)
+            .unwrap();
+        assert_eq!(line["active_state"], "active", "what systemd says: {line}");
+    }
     let text =
         String::from_utf8_lossy(&orch(&s.c, &s.cfg, &["restart", "--all", "--rolling"]).stdout)
             .to_string();
     assert!(
-        text.contains("not reached (left as they were): fx-worker-3-flaky.service"),
+        text.contains(
+            "not reached (left as they were): fx-worker-1-generic.service, fx-worker-3-flaky.service"
+        ),
         "{text}"
     );
+}
+
+/// `restart --all` makes sure of the database before it stops anything: with
+/// the database dead and unable to start, nothing of the deployment is
+/// stopped, the exit is 1, and the database is named with its journal.
+#[test]
+fn restart_with_a_dead_database_stops_nothing_and_names_it() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[database]
+unit = "fakedb.service"
+health = "tcp://127.0.0.1:25600"
+health_timeout = "10s"
+[master]
+exec_start = "{FIXTURE} --port 25601"
+health = "http://127.0.0.1:25601/health"
+[[workers]]
+kind = "generic"
+count = 2
+exec_start = "{FIXTURE}"
+"#,
+    );
+    std::fs::write(
+        s.c.unit_dir().join("fakedb.service"),
+        "[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name fakedb --port 25600 --fail-if-exists /opt/log/db-broken\n",
+    )
+    .unwrap();
+    s.c.systemctl(&["daemon-reload"]);
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let deployment = [
+        "fx.service",
+        "fx-worker-0-generic.service",
+        "fx-worker-1-generic.service",
+    ];
+    let pids = |c: &Container| -> Vec<String> {
+        deployment
+            .iter()
+            .map(|u| {
+                let o = c.systemctl(&["show", "-P", "MainPID", u]);
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            })
+            .collect()
+    };
+    let before = pids(&s.c);
+    assert!(before.iter().all(|p| p != "0"), "all running: {before:?}");
+    // The database dies (killed: a stop job would take its Requires= dependents
+    // down with it) and cannot come back.
+    std::fs::write(s.log.parent().unwrap().join("db-broken"), "").unwrap();
+    s.c.systemctl(&["kill", "-s", "KILL", "fakedb.service"]);
+
+    let o = orch(&s.c, &s.cfg, &["restart", "--all", "--output", "json"]);
+    let sum = summary(&o);
+    assert_eq!(o.status.code(), Some(1), "{sum}");
+    let phases = units_by_phase(&sum);
+    assert_eq!(phases["fakedb.service"], "failed", "{sum}");
+    let db = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "fakedb.service")
+        .unwrap();
+    assert!(
+        db["journal"].as_array().is_some_and(|j| !j.is_empty()),
+        "the database's journal lines: {db}"
+    );
+    assert_eq!(pids(&s.c), before, "nothing of the deployment was stopped");
+    for u in deployment {
+        assert_eq!(phases[u], "skipped", "{sum}");
+    }
+    let mut untouched: Vec<&str> = sum["untouched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    untouched.sort();
+    let mut expected = deployment.to_vec();
+    expected.sort();
+    assert_eq!(untouched, expected, "left as they were, and said so: {sum}");
 }
