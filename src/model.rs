@@ -237,6 +237,10 @@ pub enum Role {
     Master,
     Worker,
     Dependent,
+    /// A unit the master's own unit requires (`Requires=`/`BindsTo=`, from
+    /// a template override or a drop-in), read from systemd: started and
+    /// awaited before the master, like the database, and never stopped.
+    Prerequisite,
 }
 
 impl Deployment {

@@ -50,6 +50,14 @@ fn with_role(members: &[Member], role: Role) -> Vec<Member> {
     members.iter().filter(|m| m.role == role).cloned().collect()
 }
 
+/// What must run before the master: the database and the master's other
+/// prerequisites, started if needed and awaited, never restarted.
+fn prerequisites(members: &[Member]) -> Vec<Member> {
+    let mut v = with_role(members, Role::Database);
+    v.extend(with_role(members, Role::Prerequisite));
+    v
+}
+
 /// `members` grouped into stop phases: dependents, workers, master, database;
 /// empty groups left out.
 pub fn stop_order(members: &[Member]) -> Vec<Vec<Member>> {
@@ -86,13 +94,13 @@ pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
         _ => {
             let mut steps = Vec::new();
             if op == Op::Restart {
-                steps.push(Step::EnsureRunning(with_role(members, Role::Database)));
+                steps.push(Step::EnsureRunning(prerequisites(members)));
             }
             if matches!(op, Op::Stop | Op::Restart) {
                 steps.extend(stops(op, members, shape));
             }
             if op == Op::Start {
-                steps.push(Step::EnsureRunning(with_role(members, Role::Database)));
+                steps.push(Step::EnsureRunning(prerequisites(members)));
             }
             if matches!(op, Op::Start | Op::Restart) {
                 steps.extend(starts(members, shape));
@@ -141,7 +149,7 @@ fn starts(members: &[Member], shape: Shape) -> Vec<Step> {
 /// then the workers `batch` at a time (see [`batches`]), then the dependents.
 fn rolling(members: &[Member], batch: usize) -> Vec<Step> {
     let mut steps = vec![
-        Step::EnsureRunning(with_role(members, Role::Database)),
+        Step::EnsureRunning(prerequisites(members)),
         jobs(
             with_role(members, Role::Master),
             JobKind::Restart,
@@ -477,6 +485,31 @@ mod tests {
             show(&plan(Op::Start, &deployment(false, false), shape)),
             ["start/ignore-requirements:m", "start/replace:w0,w1,w2"]
         );
+    }
+
+    #[test]
+    fn prerequisites_are_awaited_with_the_database_and_never_stopped() {
+        let mut d = deployment(true, false);
+        d.push(member("redis", Role::Prerequisite));
+        assert_eq!(
+            show(&plan(Op::Restart, &d, ALL)),
+            [
+                "ensure:db,redis",
+                "stop/replace:w0,w1,w2",
+                "stop/ignore-requirements:m",
+                "start/ignore-requirements:m",
+                "start/replace:w0,w1,w2"
+            ]
+        );
+        let rolling = Shape {
+            all: true,
+            rolling: Some(3),
+        };
+        assert_eq!(show(&plan(Op::Restart, &d, rolling))[0], "ensure:db,redis");
+        assert!(stop_order(&d)
+            .iter()
+            .flatten()
+            .all(|m| m.role != Role::Prerequisite));
     }
 
     #[test]

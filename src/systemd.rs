@@ -137,6 +137,8 @@ pub trait Unit {
     #[zbus(property)]
     fn requires(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
+    fn binds_to(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
     fn part_of(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn after(&self) -> zbus::Result<Vec<String>>;

@@ -373,6 +373,7 @@ impl Engine {
 
     /// Runs `op` on `members` (in the deployment's phase order) and returns the summary.
     pub async fn run(&self, op: Op, members: &[Member], all: bool) -> Summary {
+        let members = &self.with_prerequisites(op, members).await;
         for m in members {
             self.emit(m, Phase::Queued, None);
         }
@@ -394,6 +395,39 @@ impl Engine {
             }
         }
         self.summary(op, members, untouched, false)
+    }
+
+    /// `members` and, before them, the services the master's own unit
+    /// `Requires=`/`BindsTo=` that are not part of them: started alone
+    /// (`ignore-requirements`), the master would never pull them in, so orch
+    /// starts and awaits them itself, never silently skips them.
+    async fn with_prerequisites(&self, op: Op, members: &[Member]) -> Vec<Member> {
+        let mut all = members.to_vec();
+        let master = members.iter().find(|m| m.role == Role::Master);
+        let Some(master) = master.filter(|_| op != Op::Stop) else {
+            return all;
+        };
+        for unit in self.required_by(master).await {
+            if !all.iter().any(|m| m.unit == unit && m.host == master.host) {
+                all.insert(0, prerequisite(unit, &master.host));
+            }
+        }
+        all
+    }
+
+    /// The services `m`'s unit requires or is bound to, as systemd has them.
+    async fn required_by(&self, m: &Member) -> Vec<String> {
+        let sd = self.jobs.sd(&m.host);
+        let _call = sd.permit().await;
+        let Ok(u) = sd.unit(&m.unit).await else {
+            return Vec::new();
+        };
+        let mut v = u.requires().await.unwrap_or_default();
+        v.extend(u.binds_to().await.unwrap_or_default());
+        // Slices, sysinit.target, mounts: systemd's own, always there.
+        v.retain(|u| u.ends_with(".service"));
+        v.dedup();
+        v
     }
 
     /// Stops at the first failure. A later step's unit that no step touched
@@ -578,6 +612,23 @@ impl Engine {
         let ok = matches!(r.phase, Phase::Ready | Phase::Stopped);
         self.record(r);
         ok
+    }
+}
+
+/// systemd's default `TimeoutStartSec=`: the bound for a prerequisite orch
+/// knows nothing else of (systemd enforces the unit's own).
+const PREREQUISITE_BOUND: Duration = Duration::from_secs(90);
+
+fn prerequisite(unit: String, host: &str) -> Member {
+    Member {
+        unit,
+        host: host.to_string(),
+        role: Role::Prerequisite,
+        kind: None,
+        health: None,
+        start_timeout: PREREQUISITE_BOUND,
+        stop_timeout: PREREQUISITE_BOUND,
+        health_timeout: PREREQUISITE_BOUND,
     }
 }
 

@@ -496,24 +496,9 @@ health = "http://127.0.0.1:{{ port }}/health"
     let workers: Vec<String> = (0..8)
         .map(|i| format!("fx-worker-{i}-generic.service"))
         .collect();
-    let mut child = orch_cmd(
-        &s.c,
-        &s.cfg,
-        &[
-            "restart",
-            "--all",
-            "--rolling",
-            "--batch",
-            "2",
-            "--output",
-            "json",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
     let rt = rt();
-    let (max_down, samples, pids_changed) = rt.block_on(async {
+    // Connected, and every PID read, before orch starts: nothing can be missed.
+    let (max_down, samples, pids_changed, child) = rt.block_on(async {
         let sd = connect(&s.c).await;
         let pats: Vec<&str> = workers.iter().map(String::as_str).collect();
         let before: Vec<u32> = orch::status::status(
@@ -526,6 +511,22 @@ health = "http://127.0.0.1:{{ port }}/health"
         .into_iter()
         .filter_map(|r| r.main_pid)
         .collect();
+        let mut child = orch_cmd(
+            &s.c,
+            &s.cfg,
+            &[
+                "restart",
+                "--all",
+                "--rolling",
+                "--batch",
+                "2",
+                "--output",
+                "json",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
         let (mut max_down, mut samples) = (0, 0);
         loop {
             let listed = sd.manager.list_units_by_patterns(&[], &pats).await.unwrap();
@@ -550,7 +551,8 @@ health = "http://127.0.0.1:{{ port }}/health"
         .into_iter()
         .filter_map(|r| r.main_pid)
         .collect();
-        (max_down, samples, before.iter().all(|p| !after.contains(p)))
+        let changed = before.iter().all(|p| !after.contains(p));
+        (max_down, samples, changed, child)
     });
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
@@ -823,4 +825,58 @@ exec_start = "{FIXTURE}"
     let mut expected = deployment.to_vec();
     expected.sort();
     assert_eq!(untouched, expected, "left as they were, and said so: {sum}");
+}
+
+/// The master is started alone (`ignore-requirements`), which skips its own
+/// `Requires=`: orch reads them from systemd and starts and awaits them
+/// first (here a drop-in of the operator's, as for Redis).
+#[test]
+fn start_all_starts_what_the_master_requires() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE} --port 25611"
+health = "http://127.0.0.1:25611/health"
+[[workers]]
+kind = "generic"
+count = 1
+exec_start = "{FIXTURE}"
+"#,
+    );
+    std::fs::write(
+        s.c.unit_dir().join("fakeredis.service"),
+        "[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name fakeredis --port 25610\n",
+    )
+    .unwrap();
+    let dropin = s.c.unit_dir().join("fx.service.d");
+    std::fs::create_dir(&dropin).unwrap();
+    std::fs::write(
+        dropin.join("redis.conf"),
+        "[Unit]\nRequires=fakeredis.service\nAfter=fakeredis.service\n",
+    )
+    .unwrap();
+    s.c.systemctl(&["daemon-reload"]);
+
+    let o = orch_ok(&s.c, &s.cfg, &["start", "--all", "--output", "json"]);
+    let sum = summary(&o);
+    let state = s.c.systemctl(&["is-active", "fakeredis.service"]);
+    assert_eq!(
+        String::from_utf8_lossy(&state.stdout).trim(),
+        "active",
+        "the master's Requires= must be started: {sum}"
+    );
+    let redis = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "fakeredis.service")
+        .unwrap_or_else(|| panic!("the prerequisite is in the summary: {sum}"));
+    assert_eq!(redis["role"], "prerequisite", "{redis}");
+    assert_eq!(redis["phase"], "ready", "{redis}");
+    // Never stopped by orch: stop --all leaves it running.
+    orch_ok(&s.c, &s.cfg, &["stop", "--all"]);
+    let state = s.c.systemctl(&["is-active", "fakeredis.service"]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "active");
 }
