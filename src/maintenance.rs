@@ -159,10 +159,8 @@ fn store_of<'a>(targets: &'a [Target], host: &str) -> &'a Store {
         .store
 }
 
-/// Masks (or unmasks) every unit on its host, then reloads each host where
-/// systemd's LoadState does not yet agree with the files, and checks it.
-/// Reloading on disagreement, not only on a change, finishes the job of a
-/// run killed between writing the files and Reload.
+/// Masks (or unmasks) every unit on its host, then makes systemd see it
+/// ([`load_masks`]).
 async fn set_masks(
     d: &Deployment,
     fleet: &Fleet,
@@ -170,34 +168,71 @@ async fn set_masks(
     members: &[Member],
     mask: bool,
 ) -> Result<bool, MaintenanceError> {
+    let changed = write_masks(d, fleet, targets, members, mask).await?;
+    load_masks(d, fleet, members, mask, &changed).await
+}
+
+/// Writes (or removes) the mask files of `members`, host by host, without
+/// telling systemd: the hosts where a file changed.
+async fn write_masks(
+    d: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+    members: &[Member],
+    mask: bool,
+) -> Result<Vec<String>, MaintenanceError> {
     let results = join_all(
         by_host(fleet, members)
             .into_iter()
             .map(|(sd, mine)| async move {
                 let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
                 let store = store_of(targets, &sd.host);
-                let changed = if mask {
-                    store.mask(&d.runtime_dir, &units).await?
-                } else {
-                    store.unmask(&d.runtime_dir, &units).await?
+                let changed = match mask {
+                    true => store.mask(&d.runtime_dir, &units).await?,
+                    false => store.unmask(&d.runtime_dir, &units).await?,
                 };
+                Ok::<_, MaintenanceError>(changed.then(|| sd.host.clone()))
+            }),
+    )
+    .await;
+    let mut hosts = Vec::new();
+    for r in results {
+        hosts.extend(r?);
+    }
+    Ok(hosts)
+}
+
+/// Reloads each host where a mask file changed or systemd's LoadState does
+/// not yet agree with the files, and checks it. Reloading on disagreement,
+/// not only on a change, finishes the job of a run killed between writing
+/// the files and Reload. True when any host was reloaded.
+async fn load_masks(
+    d: &Deployment,
+    fleet: &Fleet,
+    members: &[Member],
+    mask: bool,
+    changed: &[String],
+) -> Result<bool, MaintenanceError> {
+    let results = join_all(
+        by_host(fleet, members)
+            .into_iter()
+            .map(|(sd, mine)| async move {
+                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
                 let wrong = |s: &LoadState| (*s == LoadState::Masked) != mask;
                 let mut pending = load_states(sd, &units, wrong).await?;
-                let reload = changed || !pending.is_empty();
+                let reload = changed.contains(&sd.host) || !pending.is_empty();
                 if reload {
                     sd.reload().await?;
                     pending = load_states(sd, &units, wrong).await?;
                 }
-                if mask {
-                    if let Some((unit, state)) = pending.into_iter().next() {
-                        return Err(MaintenanceError::MaskIneffective {
-                            unit,
-                            state: state.to_string(),
-                            dir: d.runtime_dir.clone(),
-                        });
-                    }
+                match pending.into_iter().next() {
+                    Some((unit, state)) if mask => Err(MaintenanceError::MaskIneffective {
+                        unit,
+                        state: state.to_string(),
+                        dir: d.runtime_dir.clone(),
+                    }),
+                    _ => Ok::<bool, MaintenanceError>(reload),
                 }
-                Ok::<bool, MaintenanceError>(reload)
             }),
     )
     .await;
@@ -239,6 +274,10 @@ pub struct StopReport {
     pub ok: bool,
     pub units: Vec<UnitProof>,
     pub killed: Vec<String>,
+    /// Units started again between their stop and the masks taking effect
+    /// (a timer, a socket, Restart=), stopped a second time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stopped_again: Vec<String>,
     /// Units that still hold processes (never expected; `ok` is false then).
     pub left: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,10 +321,19 @@ pub async fn stop_for_maintenance(
             on_host(d, &d.master.host)
         ),
     );
-    // Masks, effective after Reload: from here nothing (Restart=, a timer,
-    // a socket, a stray start) can bring a unit back.
-    let masked = covered(d, state.include_database);
-    set_masks(d, fleet, targets, &masked, true).await?;
+    // The masks are written first but loaded only after the stop: a masked
+    // unit has lost its own ExecStop=, KillSignal=, KillMode= and
+    // TimeoutStopSec= (its unit file is /dev/null), so the units stop with
+    // their own settings, then systemd loads the masks, and anything that
+    // got started in between (Restart=, a timer, a socket) is stopped again.
+    // The database is never masked, even with --include-database: the
+    // operator starts and stops it through orch (or systemctl) during the
+    // upgrade, a restore into a fresh cluster among others.
+    let masked = covered(d, false);
+    let changed = write_masks(d, fleet, targets, &masked, true).await?;
+    let jobs = Jobs::new(fleet, None).await?;
+    let mut killed = stop_phases(fleet, &jobs, &members, &budget, notify).await?;
+    load_masks(d, fleet, &masked, true, &changed).await?;
     notify(
         "masked",
         &format!(
@@ -294,16 +342,26 @@ pub async fn stop_for_maintenance(
             d.runtime_dir.display()
         ),
     );
-    let jobs = Jobs::new(fleet, None).await?;
-    let mut killed = stop_phases(fleet, &jobs, &members, &budget, notify).await?;
+    let again = restarted(fleet, &members).await?;
+    if !again.is_empty() {
+        notify("stopping again", &again.join(" "));
+        killed.extend(stop_phases(fleet, &jobs, &members, &budget, notify).await?);
+    }
     for unit in &killed {
         notify("killed", unit);
     }
     let proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
     let database = database_state(d, fleet, &state).await?;
-    Ok(StopReport::new(
-        d, &state, resumed, proofs, killed, database,
-    ))
+    let mut report = StopReport::new(d, &state, resumed, proofs, killed, database);
+    report.stopped_again = again;
+    Ok(report)
+}
+
+/// The members running again after their stop: started between the stop
+/// and the masks taking effect.
+async fn restarted(fleet: &Fleet, members: &[Member]) -> Result<Vec<String>, SystemdError> {
+    let up = running(fleet, members).await?;
+    Ok(up.into_iter().map(|m| m.unit.clone()).collect())
 }
 
 /// The time `--timeout` gives the stop: each phase drains within its units'
@@ -549,6 +607,7 @@ impl StopReport {
             ok: left.is_empty(),
             units,
             killed,
+            stopped_again: Vec::new(),
             left,
             database,
             state_file: state_path(d),

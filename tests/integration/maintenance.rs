@@ -140,6 +140,17 @@ fn spawn_until_step(
     args: &[&str],
     step: &str,
 ) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
+    spawn_until(s, args, step, "")
+}
+
+/// Like [`spawn_until_step`], for the first `step` whose detail contains `detail`.
+#[allow(clippy::zombie_processes)]
+fn spawn_until(
+    s: &Setup,
+    args: &[&str],
+    step: &str,
+    detail: &str,
+) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
     let mut child = orch_cmd(&s.c, &s.cfg, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -154,7 +165,8 @@ fn spawn_until_step(
             panic!("orch ended ({status}) before step {step}");
         }
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["event"] == "step" && v["step"] == step {
+        let detail_matches = v["detail"].as_str().is_some_and(|d| d.contains(detail));
+        if v["event"] == "step" && v["step"] == step && detail_matches {
             return (child, out);
         }
     }
@@ -359,16 +371,14 @@ fn restart_always_worker_killed_while_masked_does_not_come_back() {
     let s = setup(28000, &workers);
     let phoenix = "fx-worker-1-phoenix.service";
     assert_eq!(state_of(&s.c, phoenix), "active");
-    // Freeze orch right after the masks took effect, before it stops anything.
+    // Freeze orch right after the masks took effect (after the stop).
     let (child, mut out) =
         spawn_until_step(&s, &["stop-for-maintenance", "--output", "json"], "masked");
     let pid = Pid::from_raw(child.id() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
-    rt().block_on(async {
-        let sd = connect(&s.c).await;
-        sd.manager.kill_unit(phoenix, "main", 9).await.unwrap();
-    });
-    std::thread::sleep(Duration::from_secs(2)); // ten times RestartSec
+    let o = s.c.systemctl(&["start", phoenix]);
+    assert!(!o.status.success(), "a masked unit must not start: {o:?}");
+    std::thread::sleep(Duration::from_secs(1)); // five times RestartSec
     let st = state_of(&s.c, phoenix);
     assert!(
         matches!(st.as_str(), "inactive" | "failed"),
@@ -392,8 +402,12 @@ fn restart_always_worker_killed_while_masked_does_not_come_back() {
 fn sigkill_mid_operation_then_rerun_completes_and_resume_unmasks() {
     let s = setup(29000, &generic(3, 29100));
     let units = all_units(3);
-    let (mut child, _out) =
-        spawn_until_step(&s, &["stop-for-maintenance", "--output", "json"], "masked");
+    // Killed with the journal written and the masks on disk, before the stop.
+    let (mut child, _out) = spawn_until_step(
+        &s,
+        &["stop-for-maintenance", "--output", "json"],
+        "stopping",
+    );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     assert!(
@@ -488,4 +502,81 @@ fn killed_between_mask_files_and_reload_is_completed_by_a_rerun() {
     for u in &units {
         assert_eq!(state_of(&s.c, u), "active", "{u}");
     }
+}
+
+/// Units are stopped before their masks take effect, so each stops with its
+/// own ExecStop= and KillSignal= (a masked unit's file is /dev/null: it
+/// would get systemd's defaults, SIGTERM and no ExecStop=). A unit started
+/// between its stop and the masks taking effect is stopped again, and said
+/// to be.
+#[test]
+fn units_stop_with_their_own_settings_and_a_late_start_is_stopped_again() {
+    let s = setup(31800, &generic(1, 31900));
+    std::fs::write(
+        s.c.unit_dir().join("bridge.service"),
+        "[Unit]\nDescription=bridge\n[Service]\n\
+         ExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name bridge --log /run/bridge.log\n\
+         ExecStop=/bin/sh -c 'echo $MAINPID > /run/bridge.execstop; kill -INT $MAINPID'\n\
+         KillSignal=SIGINT\n",
+    )
+    .unwrap();
+    s.c.systemctl(&["daemon-reload"]);
+    s.c.systemctl(&["restart", "bridge.service"]);
+    let root = format!("/proc/{}/root/run", s.c.leader());
+    // Its signal handlers are in place once it says it is ready.
+    let t = Instant::now();
+    while !std::fs::read_to_string(format!("{root}/bridge.log"))
+        .is_ok_and(|l| l.contains("ready bridge"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the bridge never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Frozen as the master's phase begins: the bridge is stopped, its mask
+    // written but not yet loaded; it is started again behind orch's back
+    // (nothing of the master's stop reaches it: it is not PartOf= the master).
+    let (child, mut out) = spawn_until(
+        &s,
+        &["stop-for-maintenance", "--output", "json"],
+        "stopping",
+        "fx.service",
+    );
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let late = "bridge.service";
+    let was = state_of(&s.c, late);
+    let started = s.c.systemctl(&["start", late]);
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert!(matches!(was.as_str(), "inactive" | "failed"), "{was}");
+    assert!(started.status.success(), "{started:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let mut child = child;
+    assert!(child.wait().unwrap().success(), "{rest}");
+    let report: serde_json::Value = rest
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .map(|v| v["report"].clone())
+        .unwrap_or_else(|| panic!("no summary: {rest}"));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["stopped_again"],
+        serde_json::json!([late]),
+        "{report}"
+    );
+    assert_eq!(processes(&s.c, late), 0);
+
+    let execstop = std::fs::read_to_string(format!("{root}/bridge.execstop"));
+    assert!(execstop.is_ok(), "the bridge's own ExecStop= must have run");
+    let log = std::fs::read_to_string(format!("{root}/bridge.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.starts_with("sigint bridge")),
+        "the bridge must get its own KillSignal=SIGINT, not SIGTERM: {log:?}\n{}",
+        s.c.journal("bridge.service")
+    );
+    orch_ok(&s.c, &s.cfg, &["resume"]);
 }
