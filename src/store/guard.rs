@@ -72,20 +72,25 @@ impl fmt::Display for FileKind {
     }
 }
 
-/// What is known of a state folder, by `lstat` or `stat -c '%u %a %F'`.
+/// What is known of a state folder, by `lstat` or `stat -c`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirFacts {
     pub kind: FileKind,
     pub uid: u32,
     pub mode: u32,
+    /// The mode of the folder holding it.
+    pub parent_mode: u32,
     /// orch's effective user.
     pub euid: u32,
 }
 
 /// A state folder must be a real folder, orch's user's, writable by no one
-/// else: otherwise another user could plant a symlink as the lock or the
-/// journal, or swap them between orch's check and its open.
+/// else, in a folder where no one else can rename it (not writable by
+/// others, or sticky like /tmp): otherwise another user could plant a
+/// symlink as the lock or the journal, or swap the folder between orch's
+/// check and its open.
 pub fn judge_dir(path: &Path, f: DirFacts, host: Option<&str>) -> Result<(), StoreError> {
+    let writable = |mode: u32| mode & 0o022 != 0;
     let reason = if f.kind != FileKind::Folder {
         format!("it is {}, not a folder", f.kind)
     } else if f.uid != f.euid {
@@ -93,10 +98,15 @@ pub fn judge_dir(path: &Path, f: DirFacts, host: Option<&str>) -> Result<(), Sto
             "the state folder is owned by uid {}, not by orch's user (uid {})",
             f.uid, f.euid
         )
-    } else if f.mode & 0o022 != 0 {
+    } else if writable(f.mode) {
         format!(
             "the state folder is writable by group or others (mode {:04o}); run `chmod go-w` on it",
             f.mode & 0o7777
+        )
+    } else if writable(f.parent_mode) && f.parent_mode & 0o1000 == 0 {
+        format!(
+            "the folder holding it is writable by group or others without the sticky bit (mode {:04o})",
+            f.parent_mode & 0o7777
         )
     } else {
         return Ok(());
@@ -124,15 +134,16 @@ pub fn judge_file(path: &Path, kind: FileKind, host: Option<&str>) -> Result<(),
 }
 
 /// Shell functions for the SSH store. `orch_dir D` and `orch_file F` print
-/// `ORCH-UNSAFE dir EUID UID MODE KIND…` or `ORCH-UNSAFE file KIND…` and
+/// `ORCH-UNSAFE dir EUID UID MODE PARENT-MODE KIND…` or `ORCH-UNSAFE file KIND…` and
 /// exit 5 when the check fails, for [`parse_unsafe`]; `stat` without `-L`
 /// never follows a link.
 pub const SHELL: &str = r#"orch_dir() {
-  set -- $(id -u) $(stat -c '%u %a %F' -- "$1") || exit 1
+  set -- $(id -u) $(stat -c '%u %a' -- "$1") $(stat -c %a -- "$(dirname -- "$1")") $(stat -c %F -- "$1")
   bad=no
   [ "$1" = "$2" ] || bad=yes
   case $3 in *[2367]? | *[2367]) bad=yes ;; esac
-  [ "$4" = directory ] && [ $# -eq 4 ] || bad=yes
+  case $4 in [1357]???) ;; *[2367]? | *[2367]) bad=yes ;; esac
+  [ "$5" = directory ] && [ $# -eq 5 ] || bad=yes
   if [ $bad = yes ]; then echo "ORCH-UNSAFE dir $*"; exit 5; fi
 }
 orch_file() {
@@ -150,22 +161,20 @@ pub fn parse_unsafe(line: &str, dir: &Path, file: &Path, host: &str) -> Option<S
     if let Some(kind) = rest.strip_prefix("file ") {
         return judge_file(file, FileKind::from_stat(kind), Some(host)).err();
     }
-    let mut w = rest.strip_prefix("dir ")?.splitn(4, ' ');
+    let mut w = rest.strip_prefix("dir ")?.splitn(5, ' ');
     let euid = w.next()?.parse().ok()?;
     let uid = w.next()?.parse().ok()?;
     let mode = u32::from_str_radix(w.next()?, 8).ok()?;
+    let parent_mode = u32::from_str_radix(w.next()?, 8).ok()?;
     let kind = FileKind::from_stat(w.next().unwrap_or(""));
-    judge_dir(
-        dir,
-        DirFacts {
-            kind,
-            uid,
-            mode,
-            euid,
-        },
-        Some(host),
-    )
-    .err()
+    let facts = DirFacts {
+        kind,
+        uid,
+        mode,
+        parent_mode,
+        euid,
+    };
+    judge_dir(dir, facts, Some(host)).err()
 }
 
 #[cfg(test)]
@@ -252,10 +261,26 @@ mod tests {
             kind: FileKind::Folder,
             uid: 1000,
             mode: 0o755,
+            parent_mode: 0o755,
             euid: 0,
         };
         let e = judge_dir(Path::new("/s"), facts, None).unwrap_err();
         assert!(e.to_string().contains("owned by uid 1000"), "{e}");
-        assert!(judge_dir(Path::new("/s"), DirFacts { uid: 0, ..facts }, None).is_ok());
+        let mine = DirFacts { uid: 0, ..facts };
+        assert!(judge_dir(Path::new("/s"), mine, None).is_ok());
+        let sticky = DirFacts {
+            parent_mode: 0o1777,
+            ..mine
+        };
+        assert!(
+            judge_dir(Path::new("/s"), sticky, None).is_ok(),
+            "like /tmp"
+        );
+        let open = DirFacts {
+            parent_mode: 0o777,
+            ..mine
+        };
+        let e = judge_dir(Path::new("/s"), open, None).unwrap_err();
+        assert!(e.to_string().contains("holding it is writable"), "{e}");
     }
 }

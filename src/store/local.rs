@@ -46,7 +46,7 @@ impl FileStore for LocalStore {
         match std::fs::symlink_metadata(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(dir)(e)),
-            Ok(m) => judge_dir(dir, facts(&m), None)?,
+            Ok(_) => check_state_dir(dir)?,
         }
         let mut file = match open_state(path, false) {
             Err(StoreError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
@@ -164,8 +164,7 @@ impl FileStore for LocalStore {
         use nix::fcntl::{Flock, FlockArg};
         let dir = parent(path);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let m = std::fs::symlink_metadata(dir).map_err(io(dir))?;
-        judge_dir(dir, facts(&m), None)?;
+        check_state_dir(dir)?;
         let file = open_state(path, true)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut f) => {
@@ -194,13 +193,19 @@ fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
 }
 
-fn facts(m: &std::fs::Metadata) -> DirFacts {
-    DirFacts {
+/// Refuses `dir` unless it is a safe state folder (see [`judge_dir`]).
+fn check_state_dir(dir: &Path) -> Result<(), StoreError> {
+    let m = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    let up = parent(dir);
+    let p = std::fs::metadata(up).map_err(io(up))?;
+    let facts = DirFacts {
         kind: FileKind::of(m.file_type()),
         uid: m.uid(),
         mode: m.mode(),
+        parent_mode: p.mode(),
         euid: nix::unistd::geteuid().as_raw(),
-    }
+    };
+    judge_dir(dir, facts, None)
 }
 
 /// Opens a state file without following a symlink (`O_NOFOLLOW`) or
@@ -212,9 +217,7 @@ fn open_state(path: &Path, create: bool) -> Result<std::fs::File, StoreError> {
         .create(create)
         .truncate(false)
         .mode(0o644)
-        .custom_flags(libc_flags(
-            nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK,
-        ))
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
         .open(path);
     let file = match file {
         Ok(f) => f,
@@ -226,10 +229,6 @@ fn open_state(path: &Path, create: bool) -> Result<std::fs::File, StoreError> {
     let kind = FileKind::of(file.metadata().map_err(io(path))?.file_type());
     judge_file(path, kind, None)?;
     Ok(file)
-}
-
-fn libc_flags(f: nix::fcntl::OFlag) -> i32 {
-    f.bits()
 }
 
 /// A unit folder entry's bytes: only a regular file (through a symlink),
@@ -253,7 +252,7 @@ fn read_unit_file(path: &Path, symlink: bool) -> Option<Result<Vec<u8>, Unread>>
         return irregular(FileKind::of(m.file_type()));
     }
     // O_NONBLOCK: if it became a FIFO since the stat, the open does not wait.
-    let flags = libc_flags(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY);
+    let flags = (nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits();
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(flags)

@@ -130,7 +130,9 @@ impl FileStore for SshStore {
     ) -> Result<(), StoreError> {
         let mine = tmp::my_glob();
         let mut script = format!(
-            "set -e\numask 022\nmkdir -p -- {d}\ncd -- {d}\n",
+            "set -e\numask 022\nmkdir -p -- {d}\ncd -- {d}\n\
+             # Every `>` creates a new file (O_EXCL), never writes through a planted link.\n\
+             set -C\n",
             d = sq_path(dir)
         );
         // Nothing may be renamed over a folder: checked before anything is written.
@@ -144,9 +146,8 @@ impl FileStore for SshStore {
         for (i, (path, bytes)) in files.iter().enumerate() {
             let t = sq(&tmp::numbered(i));
             let expected = crate::render::hash_bytes(bytes);
-            // `set -C`: the temporary file is new (O_EXCL), never a planted link.
             script.push_str(&format!(
-                "rm -f -- {t}\n(set -C; base64 -d > {t}) <<'ORCH_EOF'\n{data}\nORCH_EOF\n\
+                "rm -f -- {t}\nbase64 -d > {t} <<'ORCH_EOF'\n{data}\nORCH_EOF\n\
                  chmod 644 {t}\n\
                  h=$(sha256sum < {t}); h=${{h%% *}}\n\
                  if [ \"$h\" != {expected} ]; then rm -f -- {mine}; echo \"orch: {name}: the written copy has sha256 $h, expected {expected}\" >&2; exit 3; fi\n",

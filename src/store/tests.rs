@@ -226,3 +226,21 @@ async fn a_write_that_cannot_finish_changes_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_state_folder_others_could_rename_is_refused_unless_sticky() {
+    let b = both();
+    for (i, s) in b.stores.iter().enumerate() {
+        let up = b.folder(i, "var");
+        let lock = up.join("fx").join("lock");
+        std::fs::set_permissions(&up, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = s.lock(&lock).await.err().expect("refused");
+        assert!(
+            e.to_string().contains("holding it is writable"),
+            "{}: {e}",
+            s.describe()
+        );
+        std::fs::set_permissions(&up, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(s.lock(&lock).await.unwrap().is_ok(), "sticky, like /tmp");
+    }
+}

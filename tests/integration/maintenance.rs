@@ -496,7 +496,7 @@ fn killed_between_mask_files_and_reload_is_completed_by_a_rerun() {
 #[test]
 fn a_symlinked_lock_or_a_writable_state_folder_is_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let s = setup(33000, &generic(1, 33100));
+    let s = setup(20500, &generic(1, 20600));
     let folder = s.state.join("fx");
     std::fs::create_dir_all(&folder).unwrap();
     let victim = s._dir.path().join("victim");
