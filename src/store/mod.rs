@@ -129,13 +129,6 @@ pub struct Entry {
     pub content: Result<Vec<u8>, Unread>,
 }
 
-impl Entry {
-    /// A regular file, not a symlink, that orch could read.
-    pub fn regular(&self) -> bool {
-        !self.symlink && self.content.is_ok()
-    }
-}
-
 /// An exclusive lock, released when dropped.
 pub struct Lock {
     _held: LockInner,
