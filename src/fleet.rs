@@ -30,14 +30,14 @@ impl Target {
             None => Target {
                 name: host.name.clone(),
                 bus: local_bus.clone(),
-                store: Store::Local,
+                store: Store::local(),
             },
             Some(a) => {
                 let remote = Remote::parse(a, ssh_command)?;
                 Target {
                     name: host.name.clone(),
                     bus: Bus::Remote(remote.clone()),
-                    store: Store::Remote { remote, timeout },
+                    store: Store::ssh(remote, timeout),
                 }
             }
         })

@@ -1,9 +1,10 @@
 //! Install: carry out a [`Plan`]. The only stage of `orch install` with side
 //! effects.
 //!
-//! Files are written atomically (temporary file in the same folder, fsync,
-//! rename, fsync of the folder); unchanged files are never touched; systemd is
-//! reloaded only when something changed.
+//! Files are written all or none (every one to a temporary file in the same
+//! folder, fsynced and checked, before any is renamed; then the folder
+//! fsynced); unchanged files are never touched; systemd is reloaded only
+//! when something changed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use serde::Serialize;
 
 use crate::fleet::{Fleet, Target};
 use crate::model::Deployment;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, PlannedUnit};
 use crate::store::StoreError;
 use crate::systemd::{actions, JobWatcher, Systemd, SystemdError};
 
@@ -84,20 +85,7 @@ pub async fn install(
     fleet: Option<&Fleet>,
     opts: Options,
 ) -> Result<Report, InstallError> {
-    let multi = plans.len() > 1;
-    let drift: Vec<_> = plans
-        .iter()
-        .flat_map(|p| &p.units)
-        .filter(|u| u.action == Action::Drift)
-        .map(|u| {
-            let name = if multi {
-                format!("{} on host {}", u.unit, u.host)
-            } else {
-                u.unit.clone()
-            };
-            (name, u.reason.clone().unwrap_or_default())
-        })
-        .collect();
+    let drift = drifted(plans);
     if !drift.is_empty() && !opts.force {
         return Err(InstallError::Drift(drift));
     }
@@ -114,7 +102,12 @@ pub async fn install(
             .map(|u| InstalledUnit {
                 unit: u.unit.clone(),
                 host: u.host.clone(),
-                action: u.action,
+                // A forced stale drift is removed, and reported so.
+                action: if is_stale(u, opts.force) {
+                    Action::Remove
+                } else {
+                    u.action
+                },
                 changed: u.action.is_change(),
                 reason: u.reason.clone(),
             })
@@ -127,7 +120,11 @@ pub async fn install(
     }
     let fleet = fleet.expect("install without --dry-run needs systemd connections");
     let mut needed = vec![actions::MANAGE_UNIT_FILES, actions::RELOAD_DAEMON];
-    if plans.iter().any(|p| p.count(Action::Remove) > 0) {
+    if plans
+        .iter()
+        .flat_map(|p| &p.units)
+        .any(|u| is_stale(u, opts.force))
+    {
         needed.push(actions::MANAGE_UNITS);
     }
     fleet
@@ -157,8 +154,40 @@ pub async fn install(
     Ok(report)
 }
 
-/// One host's part: stale units stopped, disabled and removed; changed
-/// files written; one Reload if anything changed; the master enabled on its host.
+/// Every drifted unit, named with its host when there are several.
+fn drifted(plans: &[Plan]) -> Vec<(String, String)> {
+    let multi = plans.len() > 1;
+    plans
+        .iter()
+        .flat_map(|p| &p.units)
+        .filter(|u| u.action == Action::Drift)
+        .map(|u| {
+            let name = if multi {
+                format!("{} on host {}", u.unit, u.host)
+            } else {
+                u.unit.clone()
+            };
+            (name, u.reason.clone().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Whether `u` is a file to write: rendered and new, changed, or (with
+/// `--force`, checked before) drifted.
+fn is_write(u: &PlannedUnit) -> bool {
+    matches!(u.action, Action::Create | Action::Update | Action::Drift) && u.content.is_some()
+}
+
+/// Whether `u` is a stale unit to stop, disable and remove: orch's own, or
+/// (with `--force`) one carrying the deployment's marker whose hash does not match.
+fn is_stale(u: &PlannedUnit, force: bool) -> bool {
+    u.action == Action::Remove || (force && u.action == Action::Drift && u.content.is_none())
+}
+
+/// One host's part: changed files written (all or none); stale units
+/// stopped, disabled and removed; one Reload if anything changed; the
+/// master enabled on its host. Writing comes first so that a failed write
+/// leaves both the folder and the running units as they were.
 async fn install_host(
     d: &Deployment,
     plan: &Plan,
@@ -179,56 +208,10 @@ async fn install_host(
     };
     store.remove_leftovers(&plan.unit_dir).await;
 
-    // Stale units first: stopped and disabled while systemd still knows their file.
-    let stale: Vec<_> = plan
-        .units
-        .iter()
-        .filter(|u| u.action == Action::Remove)
-        .collect();
-    if !stale.is_empty() {
-        let jobs = JobWatcher::start(sd).await?;
-        let mut pending = Vec::new();
-        for u in &stale {
-            match sd.manager.stop_unit(&u.unit, "replace").await {
-                Ok(job) => pending.push((u.unit.as_str(), job)),
-                Err(e) => {
-                    let e = sd.err(format!("stop stale unit {}", u.unit), e);
-                    if e.dbus_name() != Some("org.freedesktop.systemd1.NoSuchUnit") {
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
-        let bound = crate::model::DEFAULT_STOP_TIMEOUT + Duration::from_secs(5);
-        for (unit, job) in pending {
-            if jobs.wait(&job, bound).await?.is_none() {
-                return Err(SystemdError::Timeout {
-                    action: format!("stop stale unit {unit}"),
-                    timeout: bound,
-                }
-                .into());
-            }
-        }
-        let names: Vec<&str> = stale.iter().map(|u| u.unit.as_str()).collect();
-        sd.manager
-            .disable_unit_files(&names, false)
-            .await
-            .map_err(|e| sd.err(format!("disable {}", names.join(", ")), e))?;
-        let paths: Vec<PathBuf> = stale.iter().map(|u| u.path.clone()).collect();
-        store
-            .remove_files(&plan.unit_dir, &paths)
-            .await
-            .map_err(store_err)?;
-        for u in &stale {
-            tracing::info!(unit = %u.unit, host = %plan.host, "removed stale unit");
-        }
-        report.changed = true;
-    }
-
     let writes: Vec<(PathBuf, Vec<u8>)> = plan
         .units
         .iter()
-        .filter(|u| matches!(u.action, Action::Create | Action::Update | Action::Drift))
+        .filter(|u| is_write(u))
         .map(|u| {
             let content = u.content.as_deref().expect("rendered units have content");
             (u.path.clone(), content.as_bytes().to_vec())
@@ -238,17 +221,20 @@ async fn install_host(
         store
             .write_files(&plan.unit_dir, &writes)
             .await
-            .map_err(|cause| InstallError::Store {
-                host: plan.host.clone(),
-                cause,
-            })?;
-        for u in plan
-            .units
-            .iter()
-            .filter(|u| matches!(u.action, Action::Create | Action::Update | Action::Drift))
-        {
+            .map_err(store_err)?;
+        for u in plan.units.iter().filter(|u| is_write(u)) {
             tracing::info!(unit = %u.unit, host = %plan.host, action = u.action.as_str(), "wrote unit file");
         }
+        report.changed = true;
+    }
+
+    let stale: Vec<_> = plan
+        .units
+        .iter()
+        .filter(|u| is_stale(u, opts.force))
+        .collect();
+    if !stale.is_empty() {
+        remove_stale(sd, &plan.host, &plan.unit_dir, store, &stale).await?;
         report.changed = true;
     }
 
@@ -276,4 +262,55 @@ async fn install_host(
         report.reloaded = true;
     }
     Ok(report)
+}
+
+/// Stops and disables `stale` units while systemd still knows their files,
+/// then removes the files.
+async fn remove_stale(
+    sd: &Systemd,
+    host: &str,
+    unit_dir: &std::path::Path,
+    store: &crate::store::Store,
+    stale: &[&PlannedUnit],
+) -> Result<(), InstallError> {
+    let jobs = JobWatcher::start(sd).await?;
+    let mut pending = Vec::new();
+    for u in stale {
+        match sd.manager.stop_unit(&u.unit, "replace").await {
+            Ok(job) => pending.push((u.unit.as_str(), job)),
+            Err(e) => {
+                let e = sd.err(format!("stop stale unit {}", u.unit), e);
+                if e.dbus_name() != Some("org.freedesktop.systemd1.NoSuchUnit") {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    let bound = crate::model::DEFAULT_STOP_TIMEOUT + Duration::from_secs(5);
+    for (unit, job) in pending {
+        if jobs.wait(&job, bound).await?.is_none() {
+            return Err(SystemdError::Timeout {
+                action: format!("stop stale unit {unit}"),
+                timeout: bound,
+            }
+            .into());
+        }
+    }
+    let names: Vec<&str> = stale.iter().map(|u| u.unit.as_str()).collect();
+    sd.manager
+        .disable_unit_files(&names, false)
+        .await
+        .map_err(|e| sd.err(format!("disable {}", names.join(", ")), e))?;
+    let paths: Vec<PathBuf> = stale.iter().map(|u| u.path.clone()).collect();
+    store
+        .remove_files(unit_dir, &paths)
+        .await
+        .map_err(|cause| InstallError::Store {
+            host: host.to_string(),
+            cause,
+        })?;
+    for u in stale {
+        tracing::info!(unit = %u.unit, %host, "removed stale unit");
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::render::{read_marker, unit_path, RenderedUnit};
-use crate::store::{Store, StoreError};
+use crate::store::{Entry, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -20,8 +20,10 @@ pub enum Action {
     Unchanged,
     /// A file carrying this deployment's marker that is no longer rendered.
     Remove,
-    /// A file orch would write that was edited by hand or is not orch's:
-    /// kept unless `--force`.
+    /// A file orch would write that was edited by hand, is not orch's or
+    /// is not a regular file; or a no-longer-rendered file carrying this
+    /// deployment's marker whose hash does not match (`content` is `None`):
+    /// kept unless `--force`, which overwrites the first and removes the second.
     Drift,
 }
 
@@ -98,34 +100,11 @@ pub async fn plan(
             path: unit_dir.to_path_buf(),
             cause,
         })?;
-    let text = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
     let mut units = Vec::with_capacity(rendered.len());
     for r in rendered {
         let path = unit_path(unit_dir, &r.unit).map_err(PlanError::Path)?;
-        let existing = entries
-            .iter()
-            .find(|e| e.name == r.unit)
-            .and_then(|e| e.content.as_ref())
-            .map(text);
-        let (action, reason) = match existing {
-            None => (Action::Create, None),
-            Some(existing) if existing == r.content => (Action::Unchanged, None),
-            Some(existing) => {
-                let m = read_marker(&existing);
-                match (m.deployment.as_deref(), m.intact) {
-                    (Some(d), Some(true)) if d == deployment => (Action::Update, None),
-                    (Some(d), _) if d != deployment => (
-                        Action::Drift,
-                        Some(format!("belongs to orch deployment `{d}`")),
-                    ),
-                    (Some(_), _) => (
-                        Action::Drift,
-                        Some("edited by hand since orch wrote it".to_string()),
-                    ),
-                    (None, _) => (Action::Drift, Some("not written by orch".to_string())),
-                }
-            }
-        };
+        let existing = entries.iter().find(|e| e.name == r.unit);
+        let (action, reason) = compare(deployment, &path, r, existing);
         units.push(PlannedUnit {
             unit: r.unit.clone(),
             host: host.to_string(),
@@ -135,27 +114,14 @@ pub async fn plan(
             content: Some(r.content.clone()),
         });
     }
-
-    // Stale units: files that carry this deployment's marker but are no
-    // longer rendered for this host (removed, or moved to another host).
-    // Only regular files: `*.wants/` folders and enablement symlinks are systemd's.
     let mut stale = Vec::new();
     for e in &entries {
-        if !e.regular || rendered.iter().any(|r| r.unit == e.name) {
+        if rendered.iter().any(|r| r.unit == e.name) {
             continue;
         }
-        let Some(content) = e.content.as_ref().map(text) else {
-            continue;
-        };
-        if read_marker(&content).deployment.as_deref() == Some(deployment) {
-            stale.push(PlannedUnit {
-                unit: e.name.clone(),
-                host: host.to_string(),
-                path: unit_path(unit_dir, &e.name).map_err(PlanError::Path)?,
-                action: Action::Remove,
-                reason: Some("no longer in the configuration for this host".into()),
-                content: None,
-            });
+        let path = unit_path(unit_dir, &e.name).map_err(PlanError::Path)?;
+        if let Some(u) = stale_unit(deployment, host, path, e) {
+            stale.push(u);
         }
     }
     stale.sort_by(|a, b| a.unit.cmp(&b.unit));
@@ -165,6 +131,92 @@ pub async fn plan(
         host: host.to_string(),
         unit_dir: unit_dir.to_path_buf(),
         units,
+    })
+}
+
+/// What installing `r` over the `existing` entry of its name would do.
+fn compare(
+    deployment: &str,
+    path: &Path,
+    r: &RenderedUnit,
+    existing: Option<&Entry>,
+) -> (Action, Option<String>) {
+    let bytes = match existing.map(|e| &e.content) {
+        None => return (Action::Create, None),
+        Some(Err(why)) => {
+            return (
+                Action::Drift,
+                Some(format!("{}: {why}; orch did not read it", path.display())),
+            )
+        }
+        Some(Ok(bytes)) => bytes,
+    };
+    let existing = String::from_utf8_lossy(bytes);
+    if existing == r.content {
+        return (Action::Unchanged, None);
+    }
+    let m = read_marker(&existing);
+    match (m.deployment.as_deref(), m.intact) {
+        (Some(d), Some(true)) if d == deployment => (Action::Update, None),
+        (Some(d), _) if d != deployment => (
+            Action::Drift,
+            Some(format!("belongs to orch deployment `{d}`")),
+        ),
+        (Some(_), _) => (
+            Action::Drift,
+            Some("edited by hand since orch wrote it".to_string()),
+        ),
+        (None, _) => (Action::Drift, Some("not written by orch".to_string())),
+    }
+}
+
+/// A file no longer rendered for this host (removed from the configuration,
+/// or moved to another host) that carries this deployment's marker: removed
+/// when orch's hash header proves orch wrote it as it is, drift otherwise
+/// (a hand-made copy of an orch unit is not orch's to stop or delete).
+/// Symlinks (`*.wants/` links, aliases, masks) are systemd's; a foreign
+/// irregular file is left alone, with a warning.
+fn stale_unit(deployment: &str, host: &str, path: PathBuf, e: &Entry) -> Option<PlannedUnit> {
+    if e.symlink {
+        return None;
+    }
+    let bytes = match &e.content {
+        Ok(b) => b,
+        Err(why) => {
+            tracing::warn!(file = %path.display(), %host, "skipped: {why}");
+            return None;
+        }
+    };
+    let m = read_marker(&String::from_utf8_lossy(bytes));
+    if m.deployment.as_deref() != Some(deployment) {
+        return None;
+    }
+    let (action, reason) = if m.intact == Some(true) {
+        (
+            Action::Remove,
+            "no longer in the configuration for this host".to_string(),
+        )
+    } else {
+        (
+            Action::Drift,
+            format!(
+                "carries X-Orch-Deployment={deployment} but {}; \
+                 kept (not stopped, disabled or removed) unless --force",
+                if m.intact.is_none() {
+                    "has no orch hash header"
+                } else {
+                    "was edited by hand since orch wrote it"
+                }
+            ),
+        )
+    };
+    Some(PlannedUnit {
+        unit: e.name.clone(),
+        host: host.to_string(),
+        path,
+        action,
+        reason: Some(reason),
+        content: None,
     })
 }
 

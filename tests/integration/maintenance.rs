@@ -580,3 +580,43 @@ fn units_stop_with_their_own_settings_and_a_late_start_is_stopped_again() {
     );
     orch_ok(&s.c, &s.cfg, &["resume"]);
 }
+
+/// Issue 13 item 3: a lock file planted as a symlink is never followed (it
+/// used to be truncated and overwritten with `PID … on …`), and a state
+/// folder others can write is refused; nothing is masked or stopped.
+#[test]
+fn a_symlinked_lock_or_a_writable_state_folder_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup(20500, &generic(1, 20600));
+    let folder = s.state.join("fx");
+    std::fs::create_dir_all(&folder).unwrap();
+    let victim = s._dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, folder.join("lock")).unwrap();
+    for args in [&["resume"][..], &["stop-for-maintenance"]] {
+        let o = orch(&s.c, &s.cfg, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&folder.join("lock").display().to_string())
+                && err.contains("symbolic link"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+    assert_eq!(
+        std::fs::read_dir(&s.masks).unwrap().count(),
+        0,
+        "nothing masked"
+    );
+    assert_eq!(state_of(&s.c, "fx.service"), "active");
+
+    std::fs::remove_file(folder.join("lock")).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = orch(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("writable by group or others"), "{err}");
+    assert!(!folder.join("maintenance.json").exists());
+    assert_eq!(state_of(&s.c, "fx.service"), "active");
+}

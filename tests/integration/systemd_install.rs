@@ -333,3 +333,206 @@ fn refused_config_changes_nothing_in_systemd_or_on_disk() {
     let after = snapshot(c.unit_dir());
     assert_eq!(before, after);
 }
+
+/// Every regular file and folder name in `dir`, with its bytes (empty for folders).
+fn names_and_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 13 item 7: a folder named like a unit used to let `install` update
+/// the files before it, fail on it and skip the Reload. Now nothing is
+/// renamed unless every file can be, and no temporary file is left.
+#[test]
+fn a_failed_local_install_leaves_the_folder_as_it_was() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 4);
+    orch_ok_install(&c, &cfg);
+    let cfg = config(dir.path(), 6);
+    let blocker = c.unit_dir().join("demo-worker-4-pusher.service");
+    std::fs::create_dir(&blocker).unwrap();
+    let before = names_and_bytes(c.unit_dir());
+
+    let o = orch(&c, &cfg, &["install"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("demo-worker-4-pusher.service") && err.contains("a folder"),
+        "{err}"
+    );
+    let o = orch(&c, &cfg, &["install", "--force"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&blocker.display().to_string()) && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(
+        names_and_bytes(c.unit_dir()),
+        before,
+        "a failed install changed the folder (or left a temporary file)"
+    );
+    let rt = rt();
+    let sd = rt.block_on(connect(&c));
+    rt.block_on(async {
+        let master = sd.unit("demo.service").await.unwrap();
+        assert!(!master.need_daemon_reload().await.unwrap());
+    });
+}
+
+fn orch_ok_install(c: &Container, cfg: &Path) {
+    let o = orch(c, cfg, &["install"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Issue 13 item 8: a FIFO in the unit folder made `plan` hang, and a link
+/// to /dev/zero was read until memory ran out. Only regular files are read,
+/// at most 1 MiB; one named like a unit is drift, naming its path.
+#[test]
+fn plan_reads_only_regular_files_and_ends_promptly() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3);
+    let units = c.unit_dir();
+    let fifo = nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR;
+    nix::unistd::mkfifo(&units.join("other.service"), fifo).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", units.join("zero.service")).unwrap();
+    nix::unistd::mkfifo(&units.join("demo-worker-0-generic.service"), fifo).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", units.join("demo-worker-1-pusher.service")).unwrap();
+
+    let t = std::time::Instant::now();
+    let o = orch(&c, &cfg, &["plan", "--output", "json"]);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    let unit = |name: &str| {
+        v["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["unit"] == name)
+            .unwrap_or_else(|| panic!("{name} not planned: {v}"))
+            .clone()
+    };
+    let w0 = unit("demo-worker-0-generic.service");
+    assert_eq!(w0["action"], "drift", "{v}");
+    let reason = w0["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            &units
+                .join("demo-worker-0-generic.service")
+                .display()
+                .to_string()
+        ) && reason.contains("a FIFO, not a regular file"),
+        "{reason}"
+    );
+    let w1 = unit("demo-worker-1-pusher.service");
+    assert_eq!(w1["action"], "drift", "{v}");
+    assert!(
+        w1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("symbolic link to a character device"),
+        "{v}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("other.service") && err.contains("a FIFO"),
+        "{err}"
+    );
+    assert!(
+        !v["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["unit"] == "other.service" || u["unit"] == "zero.service"),
+        "foreign files are not orch's to plan: {v}"
+    );
+}
+
+/// Issue 13 item 1: a hand-made copy of an orch unit still carrying
+/// `X-Orch-Deployment=demo` was stopped, disabled and deleted as stale by
+/// `install`. Its hash does not match, so it is drift: kept unless --force.
+#[test]
+fn a_copied_orch_unit_is_drift_not_stale() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3);
+    orch_ok_install(&c, &cfg);
+    let canary = c.unit_dir().join("canary.service");
+    let copy = std::fs::read_to_string(c.unit_dir().join("demo-worker-0-generic.service"))
+        .unwrap()
+        .replace("PartOf=demo.service\n", "")
+        + "\n[Install]\nWantedBy=multi-user.target\n";
+    std::fs::write(&canary, &copy).unwrap();
+    assert!(c.systemctl(&["daemon-reload"]).status.success());
+    let o = c.systemctl(&["enable", "--now", "canary.service"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = orch(&c, &cfg, &["plan", "--output", "json"]);
+    let v = json(&o);
+    let u = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "canary.service")
+        .unwrap_or_else(|| panic!("canary not reported: {v}"))
+        .clone();
+    assert_eq!(u["action"], "drift", "{v}");
+    assert!(
+        u["reason"]
+            .as_str()
+            .unwrap()
+            .contains("X-Orch-Deployment=demo"),
+        "{v}"
+    );
+
+    let o = orch(&c, &cfg, &["install"]);
+    assert_eq!(o.status.code(), Some(1), "drift without --force must fail");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("canary.service"));
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), copy);
+    let rt = rt();
+    let sd = rt.block_on(connect(&c));
+    rt.block_on(async {
+        let u = sd.unit("canary.service").await.unwrap();
+        assert_eq!(u.active_state().await.unwrap(), "active");
+        assert_eq!(
+            sd.manager
+                .get_unit_file_state("canary.service")
+                .await
+                .unwrap(),
+            "enabled"
+        );
+    });
+
+    let o = orch(&c, &cfg, &["install", "--force", "--output", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&o);
+    let u = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "canary.service")
+        .unwrap()
+        .clone();
+    assert_eq!(u["action"], "remove", "{v}");
+    assert!(!canary.exists(), "--force removes it");
+    rt.block_on(async {
+        let u = sd.unit("canary.service").await.unwrap();
+        assert_eq!(u.active_state().await.unwrap(), "inactive");
+    });
+}
