@@ -246,6 +246,55 @@ pub struct Summary {
     /// Units a failed rollout or phase did not reach.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub untouched: Vec<String>,
+    /// In a rolling restart: the lowest number of ready workers seen per
+    /// kind, and how many the kind has.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lowest_ready: BTreeMap<String, KindAvailability>,
+}
+
+/// `ready` of `of` workers of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KindAvailability {
+    pub ready: usize,
+    pub of: usize,
+}
+
+/// Workers down per kind during a rolling restart, and the lowest number
+/// ready seen: what the rollout promised to keep.
+#[derive(Debug, Default)]
+struct Availability {
+    down: HashMap<String, std::collections::BTreeSet<String>>,
+    lowest: BTreeMap<String, KindAvailability>,
+}
+
+impl Availability {
+    /// Every worker of `members` counted ready, as before a restart.
+    fn new(members: &[Member]) -> Availability {
+        let mut a = Availability::default();
+        for kind in members.iter().filter_map(|m| m.kind.as_ref()) {
+            let e = a
+                .lowest
+                .entry(kind.clone())
+                .or_insert(KindAvailability { ready: 0, of: 0 });
+            e.of += 1;
+            e.ready += 1;
+        }
+        a
+    }
+
+    fn set(&mut self, m: &Member, down: bool) {
+        let Some(kind) = &m.kind else { return };
+        let set = self.down.entry(kind.clone()).or_default();
+        if down {
+            set.insert(m.unit.clone());
+        } else {
+            set.remove(&m.unit);
+        }
+        let now = set.len();
+        if let Some(e) = self.lowest.get_mut(kind) {
+            e.ready = e.ready.min(e.of.saturating_sub(now));
+        }
+    }
 }
 
 impl Summary {
@@ -282,6 +331,8 @@ pub struct Options {
 struct Ledger {
     reports: BTreeMap<String, UnitReport>,
     phases: HashMap<String, Phase>,
+    /// Kept in a rolling restart only.
+    availability: Option<Availability>,
 }
 
 /// Runs operations against the systemd of every host of the deployment.
@@ -374,6 +425,9 @@ impl Engine {
     /// Runs `op` on `members` (in the deployment's phase order) and returns the summary.
     pub async fn run(&self, op: Op, members: &[Member], all: bool) -> Summary {
         let members = &self.with_prerequisites(op, members).await;
+        if op == Op::Restart && self.opts.rolling.is_some() {
+            self.ledger.lock().unwrap().availability = Some(Availability::new(members));
+        }
         for m in members {
             self.emit(m, Phase::Queued, None);
         }
@@ -502,6 +556,7 @@ impl Engine {
             units,
             running_jobs: self.running_jobs(),
             untouched,
+            lowest_ready: self.lowest_ready(),
         }
     }
 
@@ -515,6 +570,22 @@ impl Engine {
             }
             (Some(r), _) => Some(r.clone()),
             (None, _) => None,
+        }
+    }
+
+    fn lowest_ready(&self) -> BTreeMap<String, KindAvailability> {
+        let ledger = self.ledger.lock().unwrap();
+        ledger
+            .availability
+            .as_ref()
+            .map(|a| a.lowest.clone())
+            .unwrap_or_default()
+    }
+
+    /// A worker went down (its job began) or came back ready.
+    fn availability(&self, m: &Member, down: bool) {
+        if let Some(a) = self.ledger.lock().unwrap().availability.as_mut() {
+            a.set(m, down);
         }
     }
 
@@ -581,6 +652,7 @@ impl Engine {
     /// One unit: its job, then its judgement, recorded.
     async fn one(&self, m: &Member, kind: JobKind, mode: JobMode) -> bool {
         let _slot = self.jobs.slot().await;
+        self.availability(m, true);
         self.emit(m, progress_phase(kind), None);
         let bound = self.bounded(kind.bound(m.start_timeout, m.stop_timeout) + JOB_MARGIN);
         let end = self.jobs.run(&m.unit, &m.host, kind, mode, bound).await;
@@ -610,6 +682,9 @@ impl Engine {
             JobEnd::Lost(e) => self.report(m, Phase::Failed, None, Some(e.to_string())),
         };
         let ok = matches!(r.phase, Phase::Ready | Phase::Stopped);
+        if r.phase == Phase::Ready {
+            self.availability(m, false);
+        }
         self.record(r);
         ok
     }
@@ -638,5 +713,46 @@ fn progress_phase(kind: JobKind) -> Phase {
         JobKind::Stop => Phase::Stopping,
         JobKind::Reload => Phase::Reloading,
         JobKind::Start | JobKind::Restart => Phase::Starting,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(unit: &str, kind: &str) -> Member {
+        Member {
+            unit: unit.into(),
+            host: "local".into(),
+            role: Role::Worker,
+            kind: Some(kind.into()),
+            health: None,
+            start_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn availability_keeps_the_lowest_ready_count_per_kind() {
+        let (g0, g1, p0) = (
+            worker("g0", "generic"),
+            worker("g1", "generic"),
+            worker("p0", "pusher"),
+        );
+        let mut a = Availability::new(&[g0.clone(), g1.clone(), p0.clone()]);
+        let ready = |a: &Availability, k: &str| (a.lowest[k].ready, a.lowest[k].of);
+        assert_eq!(ready(&a, "generic"), (2, 2));
+        a.set(&g0, true);
+        a.set(&p0, true);
+        assert_eq!(ready(&a, "generic"), (1, 2));
+        assert_eq!(ready(&a, "pusher"), (0, 1));
+        a.set(&g0, false);
+        a.set(&g1, true);
+        a.set(&g1, false);
+        assert_eq!(ready(&a, "generic"), (1, 2), "never both down");
+        a.set(&g0, true);
+        a.set(&g1, true);
+        assert_eq!(ready(&a, "generic"), (0, 2));
     }
 }

@@ -880,3 +880,85 @@ exec_start = "{FIXTURE}"
     let state = s.c.systemctl(&["is-active", "fakeredis.service"]);
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "active");
 }
+
+/// Rolling batches interleave kinds: with two generic workers side by side
+/// (as the docs advise) and `--batch 2`, never both down at once, sampled
+/// from systemd while it runs; the summary states the lowest ready count.
+#[test]
+fn rolling_restart_never_takes_a_whole_kind_down() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = 25620
+exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.5"
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "media"
+count = 1
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "pusher"
+count = 1
+exec_start = "{FIXTURE}"
+"#,
+    );
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let generic = ["fx-worker-0-generic.service", "fx-worker-1-generic.service"];
+    let rt = rt();
+    let (min_active, samples, child) = rt.block_on(async {
+        let sd = connect(&s.c).await;
+        let child = orch_cmd(
+            &s.c,
+            &s.cfg,
+            &[
+                "restart",
+                "--all",
+                "--rolling",
+                "--batch",
+                "2",
+                "--output",
+                "json",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut child = child;
+        let (mut min_active, mut samples) = (usize::MAX, 0);
+        loop {
+            let listed = sd
+                .manager
+                .list_units_by_patterns(&[], &generic)
+                .await
+                .unwrap();
+            let active = listed
+                .iter()
+                .filter(|u| u.3 == "active" && u.4 == "running")
+                .count();
+            min_active = min_active.min(active);
+            samples += 1;
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (min_active, samples, child)
+    });
+    let o = child.wait_with_output().unwrap();
+    let sum = summary(&o);
+    assert!(o.status.success(), "{sum}");
+    assert!(samples > 10, "too few samples ({samples}) to judge");
+    assert!(min_active >= 1, "both generic workers were down at once");
+    assert_eq!(
+        sum["lowest_ready"]["generic"],
+        serde_json::json!({"ready": 1, "of": 2}),
+        "{sum}"
+    );
+    assert_eq!(sum["lowest_ready"]["media"]["ready"], 0, "{sum}");
+}
