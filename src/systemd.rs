@@ -139,6 +139,8 @@ pub trait Unit {
     #[zbus(property)]
     fn binds_to(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
+    fn consists_of(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
     fn part_of(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn after(&self) -> zbus::Result<Vec<String>>;

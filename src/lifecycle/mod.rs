@@ -333,6 +333,8 @@ struct Ledger {
     phases: HashMap<String, Phase>,
     /// Kept in a rolling restart only.
     availability: Option<Availability>,
+    /// The members of each umbrella unit, which must stay up while it is probed.
+    parts: HashMap<String, Vec<String>>,
 }
 
 /// Runs operations against the systemd of every host of the deployment.
@@ -407,6 +409,12 @@ impl Engine {
         let mut ledger = self.ledger.lock().unwrap();
         ledger.phases.insert(r.unit.clone(), r.phase);
         ledger.reports.insert(r.unit.clone(), r);
+    }
+
+    /// The members of `unit` when it is an umbrella (empty otherwise).
+    fn parts_of(&self, unit: &str) -> Vec<String> {
+        let ledger = self.ledger.lock().unwrap();
+        ledger.parts.get(unit).cloned().unwrap_or_default()
     }
 
     fn is_recorded(&self, unit: &str) -> bool {
@@ -539,10 +547,16 @@ impl Engine {
     ) -> Summary {
         let units: Vec<UnitReport> = {
             let ledger = self.ledger.lock().unwrap();
-            members
+            // Units orch judged that were not asked for (an umbrella's members) come first.
+            let extra = ledger
+                .reports
+                .values()
+                .filter(|r| !members.iter().any(|m| m.unit == r.unit && m.host == r.host))
+                .cloned();
+            let asked = members
                 .iter()
-                .filter_map(|m| self.final_report(&ledger, m, interrupted))
-                .collect()
+                .filter_map(|m| self.final_report(&ledger, m, interrupted));
+            extra.chain(asked).collect()
         };
         let failed = units.iter().filter(|u| u.phase == Phase::Failed).count();
         let timed_out = units.iter().filter(|u| u.phase == Phase::Timeout).count();
@@ -623,8 +637,74 @@ impl Engine {
         }
     }
 
-    /// Starts the database only if it is not active, then awaits readiness.
+    /// Makes sure every prerequisite runs and is ready, never restarting one.
+    /// An umbrella unit (Debian's `postgresql.service`, a oneshot that stays
+    /// active while its cluster `postgresql@15-main` is dead) is judged with
+    /// its members (`ConsistsOf=`): they are brought up first.
     async fn ensure_running(&self, db: &[Member]) -> bool {
+        let mut all_parts = Vec::new();
+        for m in db {
+            let parts = self.constituents(m).await;
+            all_parts.extend(parts.iter().cloned());
+            let names = parts.iter().map(|p| p.unit.clone()).collect();
+            self.ledger
+                .lock()
+                .unwrap()
+                .parts
+                .insert(m.unit.clone(), names);
+            if !parts.is_empty() && !self.ensure_each(&parts).await {
+                let names: Vec<&str> = parts.iter().map(|p| p.unit.as_str()).collect();
+                let why = format!("a unit it consists of is not ready: {}", names.join(", "));
+                self.record(self.report(m, Phase::Failed, None, Some(why)));
+                return false;
+            }
+        }
+        let ok = self.ensure_each(db).await;
+        if !ok {
+            self.rejudge_dead(&all_parts).await;
+        }
+        ok
+    }
+
+    /// A member that was ready and died while its umbrella was probed is
+    /// failed, with its own journal (the cause is there, not in the umbrella's).
+    async fn rejudge_dead(&self, parts: &[Member]) {
+        for p in parts {
+            let state = self.jobs.active_state(&p.unit, &p.host).await;
+            if state.is_some_and(|s| s.is_down()) {
+                let why = "stopped after its start job".to_string();
+                let r = self
+                    .diagnosed(self.report(p, Phase::Failed, None, Some(why)))
+                    .await;
+                self.record(r);
+            }
+        }
+    }
+
+    /// The services `m` consists of (`ConsistsOf=`), with its bounds.
+    async fn constituents(&self, m: &Member) -> Vec<Member> {
+        let sd = self.jobs.sd(&m.host);
+        let names = {
+            let _call = sd.permit().await;
+            match sd.unit(&m.unit).await {
+                Ok(u) => u.consists_of().await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            }
+        };
+        names
+            .into_iter()
+            .filter(|n| n.ends_with(".service"))
+            .map(|unit| Member {
+                unit,
+                health: None,
+                kind: None,
+                ..m.clone()
+            })
+            .collect()
+    }
+
+    /// Starts each of `db` that is not active, then awaits readiness.
+    async fn ensure_each(&self, db: &[Member]) -> bool {
         let mut to_start = Vec::new();
         for m in db {
             let up = self.jobs.active_state(&m.unit, &m.host).await;

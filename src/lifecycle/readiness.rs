@@ -118,6 +118,17 @@ impl Engine {
         if state.is_some_and(|s| s.is_down()) {
             return died("the unit stopped while being probed".into());
         }
+        // An umbrella is only as alive as its members.
+        for part in self.parts_of(&m.unit) {
+            if let Some(s) = self
+                .jobs
+                .active_state(&part, &m.host)
+                .await
+                .filter(|s| s.is_down())
+            {
+                return died(format!("{part}, a unit it consists of, is {s}"));
+            }
+        }
         match (restarts, self.jobs.restarts(&m.unit, &m.host).await) {
             (Some(a), Some(b)) if b > a => died(format!(
                 "the unit was restarted {} time(s) while being probed (crash loop)",

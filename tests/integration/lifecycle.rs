@@ -962,3 +962,91 @@ exec_start = "{FIXTURE}"
     );
     assert_eq!(sum["lowest_ready"]["media"]["ready"], 0, "{sum}");
 }
+
+/// An umbrella database unit (as Debian's `postgresql.service`: a oneshot
+/// that stays active while its cluster `postgresql@15-main` has died) is
+/// judged with its members: `restart --all` brings a dead member back before
+/// it stops anything; a member that cannot start fails the restart at once,
+/// named with its journal, and nothing of the deployment is stopped.
+#[test]
+fn an_umbrella_database_is_judged_by_its_members() {
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[database]
+unit = "umbrella.service"
+health = "tcp://127.0.0.1:25630"
+health_timeout = "20s"
+[master]
+exec_start = "{FIXTURE}"
+[[workers]]
+kind = "generic"
+count = 1
+exec_start = "{FIXTURE}"
+"#,
+    );
+    let dir = s.c.unit_dir();
+    std::fs::write(
+        dir.join("umbrella.service"),
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("cluster@.service"),
+        "[Unit]\nPartOf=umbrella.service\n[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name %i --port 25630 --fail-if-exists /opt/log/cluster-broken\n",
+    )
+    .unwrap();
+    s.c.systemctl(&["daemon-reload"]);
+    // As at boot: the cluster is up (enabled on its own), then the umbrella.
+    s.c.systemctl(&["start", "cluster@main.service", "umbrella.service"]);
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let active = |u: &str| {
+        String::from_utf8_lossy(&s.c.systemctl(&["is-active", u]).stdout)
+            .trim()
+            .to_string()
+    };
+
+    // The cluster dies; the umbrella stays active.
+    s.c.systemctl(&["kill", "-s", "KILL", "cluster@main.service"]);
+    assert_eq!(active("umbrella.service"), "active");
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["restart", "--all", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(o.status.success(), "{sum}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(active("cluster@main.service"), "active", "{sum}");
+    assert_eq!(
+        units_by_phase(&sum)["cluster@main.service"],
+        "ready",
+        "{sum}"
+    );
+
+    // A member that cannot come back: named, with its journal; nothing stopped.
+    std::fs::write(s.log.parent().unwrap().join("cluster-broken"), "").unwrap();
+    s.c.systemctl(&["kill", "-s", "KILL", "cluster@main.service"]);
+    let o = orch(&s.c, &s.cfg, &["restart", "--all", "--output", "json"]);
+    let sum = summary(&o);
+    assert_eq!(o.status.code(), Some(1), "{sum}");
+    let phases = units_by_phase(&sum);
+    assert_eq!(phases["cluster@main.service"], "failed", "{sum}");
+    assert_eq!(phases["umbrella.service"], "failed", "{sum}");
+    let cluster = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "cluster@main.service")
+        .unwrap();
+    assert!(
+        cluster["journal"].as_array().is_some_and(|j| j
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("refusing to start"))),
+        "the member's journal says why: {cluster}"
+    );
+    assert_eq!(active("fx.service"), "active", "nothing was stopped");
+    assert_eq!(active("fx-worker-0-generic.service"), "active");
+}
