@@ -1045,8 +1045,16 @@ fn cmd_resume(g: &Global, d: &Deployment, opts: lifecycle::Options) -> Result<i3
     let report = runtime()?.block_on(async {
         let fleet = Fleet::connect(&targets, g.call_timeout).await?;
         Ok::<_, anyhow::Error>(
-            crate::maintenance::resume(d, &fleet, &targets, opts, observer.clone(), &notify)
-                .await?,
+            crate::maintenance::resume(
+                d,
+                &fleet,
+                &targets,
+                opts,
+                observer.clone(),
+                &notify,
+                Default::default(),
+            )
+            .await?,
         )
     });
     observer.finish();

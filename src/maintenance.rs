@@ -57,7 +57,7 @@ pub enum MaintenanceError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("state file {} is damaged: {cause}", path.display())]
+    #[error("state file {} is damaged: {cause}\n  `orch resume --all` unmasks and starts the whole deployment and removes it (what ran before maintenance cannot be read back from it)", path.display())]
     State {
         path: PathBuf,
         cause: serde_json::Error,
@@ -708,8 +708,28 @@ pub struct ResumeReport {
     pub summary: Option<lifecycle::Summary>,
 }
 
-/// Unmasks, starts exactly the recorded set (database → master → workers →
-/// dependents, readiness-gated), then removes the state file.
+/// What `resume` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResumeScope {
+    /// Exactly what ran when maintenance began, as the journal records it.
+    #[default]
+    Recorded,
+    /// The whole deployment, whether the journal can be read or not: the
+    /// way out when it is damaged (`orch resume --all`).
+    Whole,
+}
+
+/// The journal as `resume` finds it.
+enum Journal {
+    Absent,
+    Recorded(State),
+    /// Present but unreadable; only [`ResumeScope::Whole`] goes on.
+    Unreadable,
+}
+
+/// Unmasks, starts exactly the recorded set (or the whole deployment) —
+/// database → master → workers → dependents, readiness-gated — then
+/// removes the state file. A failed start keeps it, for a second try.
 pub async fn resume(
     d: &Deployment,
     fleet: &Fleet,
@@ -717,13 +737,19 @@ pub async fn resume(
     opts: lifecycle::Options,
     observer: std::sync::Arc<dyn lifecycle::Observer>,
     notify: Notify<'_>,
+    scope: ResumeScope,
 ) -> Result<ResumeReport, MaintenanceError> {
     fleet
         .preflight("resume", &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON])
         .await?;
     let home = store_of(targets, &d.master.host);
     let _lock = lock(d, home).await?;
-    let state = read_state(d, home).await?;
+    let journal = match (read_state(d, home).await, scope) {
+        (Ok(None), _) => Journal::Absent,
+        (Ok(Some(s)), _) => Journal::Recorded(s),
+        (Err(MaintenanceError::State { .. }), ResumeScope::Whole) => Journal::Unreadable,
+        (Err(e), _) => return Err(e),
+    };
     // Every mask orch may have made goes, whatever the state file says: none
     // may outlive a successful resume.
     let all = covered(d, true);
@@ -731,27 +757,48 @@ pub async fn resume(
     if unmasked {
         notify("unmasked", &format!("{} units unmasked", all.len()));
     }
-    let Some(state) = state else {
-        return Ok(ResumeReport {
-            deployment: d.name.clone(),
-            was_in_maintenance: false,
-            unmasked,
-            summary: None,
-        });
+    let mut report = ResumeReport {
+        deployment: d.name.clone(),
+        was_in_maintenance: !matches!(journal, Journal::Absent),
+        unmasked,
+        summary: None,
     };
-    // The database is awaited (started if needed) even when it was not stopped.
-    let members: Vec<Member> = lifecycle::members(d)
+    let members = match (journal, scope) {
+        (Journal::Absent, _) => return Ok(report),
+        (_, ResumeScope::Whole) => lifecycle::members(d),
+        (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, &state),
+        (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
+    };
+    let summary = start_recorded(d, fleet, home, &members, opts, observer, notify).await?;
+    report.summary = Some(summary);
+    Ok(report)
+}
+
+/// The recorded set, plus the database: awaited (started if needed) even
+/// when it was not stopped.
+fn recorded(d: &Deployment, state: &State) -> Vec<Member> {
+    lifecycle::members(d)
         .into_iter()
         .filter(|m| m.role == Role::Database || state.active.contains(&m.unit))
-        .collect();
-    notify(
-        "starting",
-        &format!("{} recorded units", state.active.len()),
-    );
+        .collect()
+}
+
+/// Starts `members`, and removes the journal when every one is ready.
+async fn start_recorded(
+    d: &Deployment,
+    fleet: &Fleet,
+    home: &Store,
+    members: &[Member],
+    opts: lifecycle::Options,
+    observer: std::sync::Arc<dyn lifecycle::Observer>,
+    notify: Notify<'_>,
+) -> Result<lifecycle::Summary, MaintenanceError> {
+    let units = members.iter().filter(|m| m.role != Role::Database).count();
+    notify("starting", &format!("{units} recorded units"));
     let engine = lifecycle::Engine::new(fleet, opts, observer).await?;
     // `all`: the master starts alone, so its Wants= does not pull in workers
     // that were stopped before maintenance.
-    let summary = engine.run(lifecycle::Op::Start, &members, true).await;
+    let summary = engine.run(lifecycle::Op::Start, members, true).await;
     if summary.ok {
         let path = state_path(d);
         home.remove_files(&dir(d), std::slice::from_ref(&path))
@@ -761,10 +808,5 @@ pub async fn resume(
             &format!("removed {}{}", path.display(), on_host(d, &d.master.host)),
         );
     }
-    Ok(ResumeReport {
-        deployment: d.name.clone(),
-        was_in_maintenance: true,
-        unmasked,
-        summary: Some(summary),
-    })
+    Ok(summary)
 }
