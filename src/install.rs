@@ -13,10 +13,11 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::fleet::{Fleet, Target};
+use crate::jobs::{JobEnd, JobKind, JobMode, Jobs};
 use crate::model::Deployment;
 use crate::plan::{Action, Plan, PlannedUnit};
 use crate::store::StoreError;
-use crate::systemd::{actions, JobWatcher, Systemd, SystemdError};
+use crate::systemd::{actions, Systemd, SystemdError};
 
 pub use crate::store::write_atomic;
 
@@ -273,27 +274,28 @@ async fn remove_stale(
     store: &crate::store::Store,
     stale: &[&PlannedUnit],
 ) -> Result<(), InstallError> {
-    let jobs = JobWatcher::start(sd).await?;
-    let mut pending = Vec::new();
-    for u in stale {
-        match sd.manager.stop_unit(&u.unit, "replace").await {
-            Ok(job) => pending.push((u.unit.as_str(), job)),
-            Err(e) => {
-                let e = sd.err(format!("stop stale unit {}", u.unit), e);
-                if e.dbus_name() != Some("org.freedesktop.systemd1.NoSuchUnit") {
-                    return Err(e.into());
-                }
-            }
-        }
-    }
+    let jobs = Jobs::on(sd).await?;
     let bound = crate::model::DEFAULT_STOP_TIMEOUT + Duration::from_secs(5);
-    for (unit, job) in pending {
-        if jobs.wait(&job, bound).await?.is_none() {
-            return Err(SystemdError::Timeout {
-                action: format!("stop stale unit {unit}"),
-                timeout: bound,
+    let ends = join_all(
+        stale
+            .iter()
+            .map(|u| jobs.run(&u.unit, &sd.host, JobKind::Stop, JobMode::Replace, bound)),
+    )
+    .await;
+    for (u, end) in stale.iter().zip(ends) {
+        match end {
+            JobEnd::Done(_) | JobEnd::Failed(_) => {}
+            JobEnd::Running(_) => {
+                return Err(SystemdError::Timeout {
+                    action: format!("stop stale unit {}", u.unit),
+                    timeout: bound,
+                }
+                .into())
             }
-            .into());
+            // A unit systemd does not know has nothing to stop.
+            JobEnd::NotEnqueued(e)
+                if e.dbus_name() == Some("org.freedesktop.systemd1.NoSuchUnit") => {}
+            JobEnd::NotEnqueued(e) | JobEnd::Lost(e) => return Err(e.into()),
         }
     }
     let names: Vec<&str> = stale.iter().map(|u| u.unit.as_str()).collect();

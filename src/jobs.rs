@@ -340,6 +340,15 @@ impl Jobs {
         })
     }
 
+    /// The job layer of one connection (install's stale units).
+    pub async fn on(sd: &Systemd) -> Result<Jobs, SystemdError> {
+        Ok(Jobs {
+            hosts: vec![(sd.clone(), JobWatcher::start(sd).await?)],
+            slots: None,
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
     pub fn inflight(&self) -> Inflight {
         Inflight(self.inflight.clone())
     }
