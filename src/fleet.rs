@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::model::Host;
+use crate::model::{Deployment, Host};
 use crate::store::Store;
 use crate::systemd::{Bus, Remote, Systemd, SystemdError};
 
@@ -17,6 +17,14 @@ pub struct Target {
     pub store: Store,
 }
 
+/// A host address orch cannot use: nothing was tried (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AddressError {
+    pub host: String,
+    pub message: String,
+}
+
 impl Target {
     /// A host without an address is this machine, over `local_bus`; any
     /// other is reached with `ssh_command`.
@@ -25,7 +33,7 @@ impl Target {
         local_bus: &Bus,
         ssh_command: &str,
         timeout: Duration,
-    ) -> Result<Target, String> {
+    ) -> Result<Target, AddressError> {
         Ok(match &host.address {
             None => Target {
                 name: host.name.clone(),
@@ -33,7 +41,10 @@ impl Target {
                 store: Store::local(),
             },
             Some(a) => {
-                let remote = Remote::parse(a, ssh_command)?;
+                let remote = Remote::parse(a, ssh_command).map_err(|message| AddressError {
+                    host: host.name.clone(),
+                    message,
+                })?;
                 Target {
                     name: host.name.clone(),
                     bus: Bus::Remote(remote.clone()),
@@ -44,17 +55,43 @@ impl Target {
     }
 }
 
-/// The targets of `hosts`.
-pub fn targets(
-    hosts: &[&Host],
-    local_bus: &Bus,
-    ssh_command: &str,
-    timeout: Duration,
-) -> Result<Vec<Target>, String> {
-    hosts
-        .iter()
-        .map(|h| Target::new(h, local_bus, ssh_command, timeout))
-        .collect()
+/// How orch reaches the hosts of a deployment: the global options
+/// `--bus`, `--ssh-command` and `--call-timeout`.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub local_bus: Bus,
+    pub ssh_command: String,
+    pub call_timeout: Duration,
+}
+
+impl Access {
+    /// The targets of `hosts`.
+    pub fn targets(&self, hosts: &[&Host]) -> Result<Vec<Target>, AddressError> {
+        hosts
+            .iter()
+            .map(|h| Target::new(h, &self.local_bus, &self.ssh_command, self.call_timeout))
+            .collect()
+    }
+
+    /// Every host a unit of the deployment lives on.
+    pub fn used(&self, d: &Deployment) -> Result<Vec<Target>, AddressError> {
+        self.targets(&d.used_hosts())
+    }
+
+    /// The hosts `plan` and `install` visit (see [`Deployment::install_hosts`]).
+    pub fn install(&self, d: &Deployment) -> Result<Vec<Target>, AddressError> {
+        self.targets(&d.install_hosts())
+    }
+
+    /// Where the master lives: its file system holds the maintenance journal.
+    pub fn home(&self, d: &Deployment) -> Result<Store, AddressError> {
+        Ok(self.targets(&[d.host(&d.master.host)])?.remove(0).store)
+    }
+
+    /// [`Fleet::connect`] bounded by `--call-timeout`.
+    pub async fn connect(&self, targets: &[Target]) -> Result<Fleet, SystemdError> {
+        Fleet::connect(targets, self.call_timeout).await
+    }
 }
 
 /// One systemd connection per host.
@@ -110,5 +147,77 @@ impl Fleet {
             r?;
         }
         Ok(())
+    }
+}
+
+/// Ends orch's own child processes still running: the SSH commands zbus
+/// started for `unixexec` (it neither kills nor waits for them). An ssh
+/// still connecting to a host that does not answer would otherwise outlive
+/// orch and hold its stderr open, so whoever reads orch's output (Ansible,
+/// CI) would wait for ssh's own TCP timeout instead of orch's bound.
+pub fn end_children() {
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        if parent_of(&stat) == Some(me) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+/// The parent PID in a `/proc/PID/stat` line: `pid (comm) state ppid …`,
+/// where comm may itself contain spaces and parentheses.
+fn parent_of(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_is_read_after_the_last_parenthesis() {
+        assert_eq!(parent_of("42 (ssh) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_of("42 (a) b (c) S 9 1"), Some(9));
+        assert_eq!(parent_of("42 (ssh"), None);
+    }
+
+    #[test]
+    fn a_local_host_is_reached_over_the_local_bus_and_files() {
+        let access = Access {
+            local_bus: Bus::User,
+            ssh_command: "ssh".into(),
+            call_timeout: Duration::from_secs(1),
+        };
+        let local = Host {
+            name: "local".into(),
+            address: None,
+        };
+        let t = access.targets(&[&local]).unwrap();
+        assert!(matches!(t[0].bus, Bus::User));
+        assert!(matches!(t[0].store, Store::Local(_)));
+        let remote = Host {
+            name: "db".into(),
+            address: Some("db.example.org".into()),
+        };
+        let empty_ssh = Access {
+            ssh_command: " ".into(),
+            ..access
+        };
+        let e = empty_ssh.targets(&[&remote]).unwrap_err();
+        assert_eq!(e.host, "db");
+        assert_eq!(e.to_string(), "the SSH command is empty");
     }
 }

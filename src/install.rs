@@ -76,6 +76,16 @@ pub enum InstallError {
     Systemd(#[from] SystemdError),
 }
 
+impl InstallError {
+    /// Drift and file errors are 1; systemd's own code otherwise (a timeout is 3).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            InstallError::Systemd(e) => e.exit_code(),
+            InstallError::Drift(_) | InstallError::Store { .. } => crate::exit::FAILURE,
+        }
+    }
+}
+
 /// Carries out the plans of every host. With `dry_run`, reports what would
 /// change and touches nothing. Drift anywhere refuses the whole install
 /// before any host is touched.

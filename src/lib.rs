@@ -6,7 +6,9 @@
 //! that changes anything, through [`systemd`] over D-Bus).
 
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod error;
 pub mod exit;
 pub mod fleet;
 pub mod health;
@@ -16,6 +18,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod maintenance;
 pub mod model;
+pub mod ops;
 pub mod output;
 pub mod phases;
 pub mod plan;

@@ -32,6 +32,15 @@ pub fn json<T: Serialize>(value: &T) -> std::io::Result<()> {
     }
 }
 
+/// Writes text to stdout; a closed pipe (`orch … | head`) ends quietly.
+pub fn text(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
 /// Lifecycle progress reporters: the right one for where output goes.
 pub mod progress {
     use std::io::{IsTerminal, Write};

@@ -10,9 +10,11 @@ use zbus::names::InterfaceName;
 use zbus::proxy::CacheProperties;
 use zbus::OwnedObjectPath;
 
+use crate::fleet::{Fleet, Target};
 use crate::health::{self, Limits};
 use crate::lifecycle::Member;
-use crate::model::Role;
+use crate::model::{Deployment, Role};
+use crate::store::Store;
 use crate::systemd::{Systemd, SystemdError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,6 +117,110 @@ pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
             health: None,
         })
         .collect()
+}
+
+/// The status of a whole deployment, read from every host at once.
+#[derive(Debug)]
+pub struct DeploymentStatus {
+    /// One row per unit, in the deployment's start order.
+    pub rows: Vec<UnitStatus>,
+    /// The hosts orch could not read, with why; their units show as unreachable.
+    pub unreachable: Vec<(String, SystemdError)>,
+    pub maintenance: Option<crate::maintenance::State>,
+    /// False when the master's host (which holds the journal) is
+    /// unreachable: `maintenance: None` then means "unknown".
+    pub maintenance_known: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// Every host is out of reach: there is nothing to show.
+    #[error("cannot read the status of {deployment}: {cause}")]
+    Unreachable {
+        deployment: String,
+        cause: SystemdError,
+    },
+    #[error(transparent)]
+    Maintenance(#[from] crate::maintenance::MaintenanceError),
+}
+
+impl StatusError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StatusError::Unreachable { cause, .. } => cause.exit_code(),
+            StatusError::Maintenance(e) => e.exit_code(),
+        }
+    }
+}
+
+/// Reads every host at once; one out of reach does not hide the others.
+pub async fn deployment(
+    d: &Deployment,
+    targets: &[Target],
+    home: &Store,
+    call_timeout: Duration,
+) -> Result<DeploymentStatus, StatusError> {
+    let members = crate::lifecycle::members(d);
+    let conns = Fleet::connect_each(targets, call_timeout).await;
+    let limits = Limits {
+        connect: Duration::from_millis(500),
+        attempt: Duration::from_secs(1),
+    };
+    let reads = targets.iter().zip(conns).map(|(t, conn)| {
+        let mine = on_host(&members, &t.name);
+        async move {
+            let rows = match conn {
+                Ok(sd) => status(&sd, &mine, limits).await,
+                Err(e) => Err(e),
+            };
+            (t.name.clone(), rows)
+        }
+    });
+    let (rows, unreachable) = merge(&members, join_all(reads).await);
+    if !unreachable.is_empty() && unreachable.len() == targets.len() {
+        let (_, cause) = unreachable.into_iter().next().expect("not empty");
+        return Err(StatusError::Unreachable {
+            deployment: d.name.clone(),
+            cause,
+        });
+    }
+    let maintenance_known = !unreachable.iter().any(|(h, _)| *h == d.master.host);
+    let maintenance = if maintenance_known {
+        crate::maintenance::read_state(d, home).await?
+    } else {
+        None
+    };
+    Ok(DeploymentStatus {
+        rows,
+        unreachable,
+        maintenance,
+        maintenance_known,
+    })
+}
+
+fn on_host(members: &[Member], host: &str) -> Vec<Member> {
+    members.iter().filter(|m| m.host == host).cloned().collect()
+}
+
+/// Joins the rows read on each host into one table in `members`' order; a
+/// host that could not be read contributes [`unreachable`] rows for its units.
+pub fn merge(
+    members: &[Member],
+    per_host: Vec<(String, Result<Vec<UnitStatus>, SystemdError>)>,
+) -> (Vec<UnitStatus>, Vec<(String, SystemdError)>) {
+    let mut rows = Vec::new();
+    let mut lost = Vec::new();
+    for (host, read) in per_host {
+        match read {
+            Ok(v) => rows.extend(v),
+            Err(e) => {
+                rows.extend(unreachable(&on_host(members, &host)));
+                lost.push((host, e));
+            }
+        }
+    }
+    rows.sort_by_key(|r| members.iter().position(|m| m.unit == r.unit));
+    (rows, lost)
 }
 
 /// MainPID, NRestarts and StateChangeTimestamp, read concurrently.
@@ -308,6 +414,50 @@ mod tests {
             restarts: Some(1),
             health: health.map(str::to_string),
         }
+    }
+
+    fn member(unit: &str, host: &str, role: Role) -> Member {
+        Member {
+            unit: unit.into(),
+            host: host.into(),
+            role,
+            kind: None,
+            health: None,
+            start_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn merge_keeps_start_order_and_marks_an_unreachable_host() {
+        let members = [
+            member("db.service", "b", Role::Database),
+            member("m.service", "a", Role::Master),
+            member("w0.service", "b", Role::Worker),
+            member("w1.service", "a", Role::Worker),
+        ];
+        let read_a = vec![
+            row("w1.service", Role::Worker, "active", None),
+            row("m.service", Role::Master, "active", None),
+        ];
+        let (rows, unreachable) = merge(
+            &members,
+            vec![
+                ("a".into(), Ok(read_a)),
+                ("b".into(), Err(SystemdError::Closed("x".into()))),
+            ],
+        );
+        let units: Vec<&str> = rows.iter().map(|r| r.unit.as_str()).collect();
+        assert_eq!(
+            units,
+            ["db.service", "m.service", "w0.service", "w1.service"]
+        );
+        let states: Vec<&str> = rows.iter().map(|r| r.active_state.as_str()).collect();
+        assert_eq!(states, ["unreachable", "active", "unreachable", "active"]);
+        assert_eq!(rows[0].host, "b");
+        assert_eq!(unreachable.len(), 1);
+        assert_eq!(unreachable[0].0, "b");
     }
 
     #[test]

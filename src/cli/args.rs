@@ -1,0 +1,228 @@
+//! The command line's definition (clap derive): one place for every flag,
+//! from which `--help`, the man page and the completions are made.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit;
+use crate::fleet::Access;
+use crate::output::Format;
+use crate::systemd::Bus;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orch",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("ORCH_GIT_COMMIT"), ")"),
+    about = "Run a master + workers service on systemd",
+    long_about = "Run a master + workers service on systemd: render one unit per worker from a TOML file, \
+install them atomically, and drive systemd over D-Bus.",
+    after_help = exit::HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: ./orch.toml, then /etc/orch/orch.toml]
+    #[arg(long, global = true, env = "ORCH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// D-Bus to reach systemd on: system, user, or an address such as unix:path=/run/dbus/system_bus_socket
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_BUS",
+        default_value = "system",
+        value_name = "ADDRESS"
+    )]
+    pub bus: Bus,
+    /// Run against a remote host (the deployment's `local` host) through SSH and systemd-stdio-bridge, as `systemctl -H` does: [USER@]HOST[:PORT]
+    #[arg(long, global = true, env = "ORCH_HOST", value_name = "HOST")]
+    pub host: Option<String>,
+    /// The SSH program and its options (words separated by spaces), for --host and [[hosts]]
+    #[arg(
+        long,
+        global = true,
+        env = "ORCH_SSH",
+        default_value = "ssh",
+        value_name = "COMMAND"
+    )]
+    pub ssh_command: String,
+    /// Unit directory, overriding deployment.unit_dir
+    #[arg(long, global = true, value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
+    /// Runtime mask directory, overriding deployment.runtime_dir
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub output: Format,
+    /// Bound on each D-Bus call and on connecting
+    #[arg(long, global = true, value_name = "DURATION", default_value = "25s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+    /// More log output (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render the units and print them, or write them to a folder. Needs no systemd.
+    Render {
+        /// Write one file per unit into DIR instead of printing
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Compare the rendered units with the unit directory. Exit 0: nothing to do; 4: changes pending.
+    Plan,
+    /// Write changed unit files atomically, remove stale ones, reload systemd only if something changed.
+    Install {
+        /// Show what would change, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite unit files that were edited by hand or not written by orch
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start units in parallel and wait until each is ready: database, then master, then workers and dependents.
+    Start(Lifecycle),
+    /// Stop units in parallel and wait for each: dependents, then workers, then master. The database is never stopped by --all.
+    Stop(Lifecycle),
+    /// Restart units: stop in reverse order, start in order, each gated on readiness; or --rolling.
+    Restart {
+        #[command(flatten)]
+        args: Lifecycle,
+        /// Restart the master, then workers a batch at a time, each batch gated on readiness
+        #[arg(long, requires = "all")]
+        rolling: bool,
+        /// Workers per batch with --rolling
+        #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
+    /// Record what runs, mask every unit at runtime, stop dependents, workers and master, and prove no process is left.
+    StopForMaintenance {
+        /// Bound on the whole stop; units still running at its end are killed with SIGKILL [default: longest stop_timeout + 10s]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Why, recorded in the state file and shown by status
+        #[arg(long, value_name = "TEXT", default_value = "maintenance")]
+        reason: String,
+        /// Stop (and mask) the database unit too
+        #[arg(long)]
+        include_database: bool,
+    },
+    /// End maintenance: unmask, start exactly the units that ran before (readiness-gated), remove the state file.
+    Resume {
+        /// Bound on the whole start
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Cap on jobs in flight [default: unlimited]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_parallel: Option<u32>,
+        /// Read failure logs with `journalctl --root DIR`
+        #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
+        journal_root: Option<PathBuf>,
+        /// Start the whole deployment instead of the recorded set: the way
+        /// out when the maintenance journal is damaged
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    Man,
+    /// One row per unit: state, main PID, time since the last change, restarts, health. On a terminal too short for every row, workers are grouped by kind.
+    Status {
+        /// Every unit on its own row, even when the table does not fit the terminal
+        #[arg(short = 'a', long)]
+        all_units: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Lifecycle {
+    /// Every unit of the deployment: master, workers and dependents (the database is started if needed, never stopped)
+    #[arg(long, conflicts_with = "targets")]
+    pub all: bool,
+    /// Unit names, worker kinds, or master / workers / dependents / database
+    #[arg(value_name = "TARGET", required_unless_present = "all")]
+    pub targets: Vec<String>,
+    /// Cap on jobs in flight [default: unlimited]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallel: Option<u32>,
+    /// Bound on the whole operation (each unit is also bounded by its own timeouts)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// On Ctrl+C or SIGTERM, cancel the jobs orch enqueued that systemd has not finished
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
+    /// Read failure logs with `journalctl --root DIR` (e.g. a container's root)
+    #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
+    pub journal_root: Option<PathBuf>,
+    /// Act even though the deployment is in maintenance
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A `--timeout`-like value clap refused.
+#[derive(Debug, thiserror::Error)]
+enum DurationError {
+    #[error("`{text}` is not a duration ({cause}); write e.g. 30s or 2m")]
+    Syntax {
+        text: String,
+        cause: humantime::DurationError,
+    },
+    #[error("must be longer than zero")]
+    Zero,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(s).map_err(|cause| DurationError::Syntax {
+        text: s.to_string(),
+        cause,
+    })?;
+    // A zero bound would fail every wait at once: surely a typo.
+    if d.is_zero() {
+        return Err(DurationError::Zero);
+    }
+    Ok(d)
+}
+
+impl Global {
+    /// How to reach the hosts.
+    pub fn access(&self) -> Access {
+        Access {
+            local_bus: self.bus.clone(),
+            ssh_command: self.ssh_command.clone(),
+            call_timeout: self.call_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_humane_and_never_zero() {
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            parse_duration("0s").unwrap_err().to_string(),
+            "must be longer than zero"
+        );
+        let e = parse_duration("soon").unwrap_err().to_string();
+        assert!(e.starts_with("`soon` is not a duration ("), "{e}");
+        assert!(e.ends_with("); write e.g. 30s or 2m"), "{e}");
+    }
+}

@@ -1,0 +1,148 @@
+//! Printing shared by the commands: stdout, JSON lines, the lifecycle
+//! summary (start, stop, restart, resume) and maintenance steps.
+
+use serde::Serialize;
+
+use crate::cli::Global;
+use crate::error::Error;
+use crate::lifecycle::{Member, Op, Phase, Summary, UnitReport};
+use crate::output::{self, Format};
+
+/// Writes to stdout; a closed pipe ends quietly.
+pub fn print(text: &str) -> Result<(), Error> {
+    output::text(text).map_err(Error::Output)
+}
+
+/// Prints one JSON document on a line.
+pub fn json<T: Serialize>(value: &T) -> Result<(), Error> {
+    output::json(value).map_err(Error::Output)
+}
+
+/// What the live display needs to know up front.
+pub fn title(op: &str, rolling: Option<usize>, members: &[Member]) -> output::progress::Title {
+    output::progress::Title {
+        op: op.to_string(),
+        rolling,
+        kinds: members
+            .iter()
+            .filter_map(|m| Some((m.unit.clone(), m.kind.clone()?)))
+            .collect(),
+    }
+}
+
+/// Prints a maintenance step: a JSON line, or a line on stderr.
+pub fn step_printer(g: &Global) -> impl Fn(&str, &str) + Sync + '_ {
+    move |step: &str, detail: &str| match g.output {
+        Format::Json => {
+            let _ = output::json(
+                &serde_json::json!({ "event": "step", "step": step, "detail": detail }),
+            );
+        }
+        Format::Human if !g.quiet => eprintln!("{step}: {detail}"),
+        Format::Human => {}
+    }
+}
+
+/// The end of a lifecycle operation: the `summary` JSON event, or the
+/// table of units and the headline.
+pub fn print_summary(g: &Global, s: &Summary) -> Result<(), Error> {
+    if g.output == Format::Json {
+        #[derive(Serialize)]
+        struct Final<'a> {
+            event: &'static str,
+            #[serde(flatten)]
+            summary: &'a Summary,
+        }
+        return json(&Final {
+            event: "summary",
+            summary: s,
+        });
+    }
+    // -q: nothing on success; on failure only what went wrong.
+    if g.quiet && s.ok {
+        return Ok(());
+    }
+    // After a live display (which showed every unit), the result once: the
+    // headline and only what went wrong; -v for every unit, as in a log.
+    let only_problems = g.quiet || (output::progress::is_live() && g.verbose == 0);
+    let mut text = String::new();
+    for u in s.units.iter().filter(|u| !only_problems || !is_ok(u)) {
+        text.push_str(&unit_line(u));
+    }
+    text.push_str(&headline(s));
+    text.push('\n');
+    if !s.untouched.is_empty() {
+        text.push_str(&format!(
+            "not reached (left as they were): {}\n",
+            s.untouched.join(", ")
+        ));
+    }
+    if !s.running_jobs.is_empty() {
+        text.push_str(&format!(
+            "still running inside systemd: {}\n",
+            s.running_jobs.join("; ")
+        ));
+    } else if s.interrupted {
+        text.push_str("no job of orch's is still running inside systemd\n");
+    }
+    print(&text)
+}
+
+fn is_ok(u: &UnitReport) -> bool {
+    matches!(u.phase, Phase::Ready | Phase::Stopped)
+}
+
+/// A unit's row, with what systemd said and its journal on failure.
+fn unit_line(u: &UnitReport) -> String {
+    let mut text = format!(
+        "  {:<50} {:<8} {:>7.2}s",
+        u.unit,
+        u.phase.as_str(),
+        u.elapsed_ms as f64 / 1000.0
+    );
+    if let Some(e) = &u.error {
+        text.push_str(&format!("  {e}"));
+    }
+    let mut facts = Vec::new();
+    if let Some(r) = &u.result {
+        facts.push(format!("result {r}"));
+    }
+    if let Some(x) = u.exit_status {
+        facts.push(format!("exit status {x}"));
+    }
+    if let (Some(a), Phase::Failed) = (&u.active_state, u.phase) {
+        facts.push(format!("now {a}"));
+    }
+    if !facts.is_empty() {
+        text.push_str(&format!(" [{}]", facts.join(", ")));
+    }
+    text.push('\n');
+    for line in &u.journal {
+        text.push_str(&format!("      | {line}\n"));
+    }
+    text
+}
+
+fn headline(s: &Summary) -> String {
+    let verb = match s.op {
+        Op::Start => "start",
+        Op::Stop => "stop",
+        Op::Restart => "restart",
+    };
+    let secs = s.elapsed_ms as f64 / 1000.0;
+    let ok = s.units.iter().filter(|u| is_ok(u)).count();
+    if s.interrupted {
+        format!("{verb} interrupted after {secs:.2}s")
+    } else if s.ok {
+        let done = if s.op == Op::Stop { "stopped" } else { "ready" };
+        format!(
+            "{verb}: {ok} of {} units {done} in {secs:.2}s",
+            s.units.len()
+        )
+    } else {
+        format!(
+            "{verb} FAILED: {} failed, {} timed out, {ok} ok, in {secs:.2}s",
+            s.failed, s.timed_out
+        )
+    }
+}

@@ -1,0 +1,87 @@
+//! `orch install [--dry-run] [--force]`.
+
+use super::common::{json, print};
+use crate::cli::Global;
+use crate::error::Error;
+use crate::exit;
+use crate::install::Report;
+use crate::model::Deployment;
+use crate::output::Format;
+use crate::plan::Action;
+
+pub fn run(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32, Error> {
+    let report = crate::ops::install(d, &g.access(), dry_run, force)?;
+    match g.output {
+        Format::Json => json(&report)?,
+        Format::Human if g.quiet => {}
+        Format::Human => {
+            let mut text = units(d, &report, dry_run);
+            if let Some(why) = &report.enable_skipped {
+                text.push_str(&format!("  note: {why}\n"));
+            }
+            text.push_str(&summary(d, &report, dry_run));
+            text.push('\n');
+            print(&text)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// A row per unit: what was (or, dry, would be) done to it.
+fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
+    let mut text = String::new();
+    for u in &report.units {
+        let verb = match (u.action, dry_run) {
+            (Action::Unchanged, _) => "unchanged",
+            (Action::Create, false) => "created",
+            (Action::Update, false) => "updated",
+            (Action::Remove, false) => "removed",
+            (Action::Drift, false) => "overwritten",
+            (a, true) => a.as_str(),
+        };
+        if d.is_multi_host() {
+            text.push_str(&format!("  {verb:<11} {:<12} {}\n", u.host, u.unit));
+        } else {
+            text.push_str(&format!("  {verb:<11} {}\n", u.unit));
+        }
+    }
+    text
+}
+
+fn summary(d: &Deployment, report: &Report, dry_run: bool) -> String {
+    match (dry_run, report.changed) {
+        (true, true) => "dry run: changes pending, nothing written".to_string(),
+        (true, false) => "dry run: nothing to do".to_string(),
+        (false, true) => format!(
+            "installed {}: changed{}{}",
+            d.name,
+            reloaded(d, report),
+            if report.enabled {
+                ", master enabled"
+            } else {
+                ""
+            },
+        ),
+        (false, false) => format!(
+            "installed {}: nothing changed, systemd not reloaded",
+            d.name
+        ),
+    }
+}
+
+/// `, systemd reloaded`, naming the hosts when there are several.
+fn reloaded(d: &Deployment, report: &Report) -> String {
+    if !report.reloaded {
+        return String::new();
+    }
+    if !d.is_multi_host() {
+        return ", systemd reloaded".to_string();
+    }
+    let hosts: Vec<&str> = report
+        .hosts
+        .iter()
+        .filter(|h| h.reloaded)
+        .map(|h| h.host.as_str())
+        .collect();
+    format!(", systemd reloaded on {}", hosts.join(", "))
+}

@@ -1,0 +1,52 @@
+//! `orch start`, `stop`, `restart [--rolling]`.
+
+use super::common::{print_summary, title};
+use crate::cli::{Global, Lifecycle};
+use crate::error::Error;
+use crate::exit;
+use crate::lifecycle::{self, Op};
+use crate::model::Deployment;
+use crate::ops::lifecycle::{Job, Outcome, Request, Selection};
+use crate::output;
+
+pub fn run(
+    g: &Global,
+    d: &Deployment,
+    op: Op,
+    a: &Lifecycle,
+    rolling: Option<usize>,
+) -> Result<i32, Error> {
+    let selection = if a.all {
+        Selection::All
+    } else {
+        Selection::Targets(a.targets.clone())
+    };
+    let access = g.access();
+    let job = Job::new(d, &access, op, &selection)?;
+    let req = Request {
+        opts: lifecycle::Options {
+            max_parallel: a.max_parallel.map(|n| n as usize),
+            timeout: a.timeout,
+            rolling,
+            journal_root: a.journal_root.clone(),
+            probe: Default::default(),
+        },
+        cancel_on_interrupt: a.cancel_on_interrupt,
+        force: a.force,
+    };
+    let verb = format!("{op:?}").to_lowercase();
+    let observer =
+        output::progress::observer(g.output, g.quiet, title(&verb, rolling, job.members()));
+    let outcome = job.run(req, observer.clone());
+    observer.finish();
+    match outcome? {
+        Outcome::Done(summary) => {
+            print_summary(g, &summary)?;
+            Ok(summary.exit_code())
+        }
+        Outcome::NotStarted => {
+            eprintln!("orch: interrupted before any job was enqueued");
+            Ok(exit::INTERRUPTED)
+        }
+    }
+}

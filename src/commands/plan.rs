@@ -1,0 +1,61 @@
+//! `orch plan`: exit 4 when changes are pending.
+
+use super::common::{json, print};
+use crate::cli::Global;
+use crate::error::Error;
+use crate::exit;
+use crate::model::Deployment;
+use crate::output::Format;
+use crate::plan::{Action, Plan};
+
+pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
+    let plans = crate::ops::plan(d, &g.access())?;
+    let changes = plans.iter().any(Plan::has_changes);
+    match g.output {
+        Format::Json => json(&serde_json::json!({
+            "deployment": d.name,
+            "unit_dir": d.unit_dir,
+            "changes": changes,
+            "units": plans.iter().flat_map(|p| &p.units).collect::<Vec<_>>(),
+        }))?,
+        Format::Human => print(&plans.iter().map(|p| human(d, p)).collect::<String>())?,
+    }
+    Ok(if changes {
+        exit::CHANGES_PENDING
+    } else {
+        exit::OK
+    })
+}
+
+fn human(d: &Deployment, plan: &Plan) -> String {
+    let mut text = format!(
+        "plan for {} in {}{}: {} to create, {} to update, {} to remove, {} drifted, {} unchanged\n",
+        plan.deployment,
+        plan.unit_dir.display(),
+        host_suffix(d, &plan.host),
+        plan.count(Action::Create),
+        plan.count(Action::Update),
+        plan.count(Action::Remove),
+        plan.count(Action::Drift),
+        plan.count(Action::Unchanged),
+    );
+    for u in &plan.units {
+        text.push_str(&format!("  {:<10} {}", u.action.as_str(), u.unit));
+        if let Some(r) = &u.reason {
+            text.push_str(&format!("  ({r})"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// ` on host NAME (ADDRESS)` when the deployment is not only this machine.
+fn host_suffix(d: &Deployment, host: &str) -> String {
+    let h = d.host(host);
+    match &h.address {
+        Some(a) if d.is_multi_host() => format!(" on host {host} ({a})"),
+        Some(a) => format!(" on {a}"),
+        None if d.is_multi_host() => format!(" on host {host} (this machine)"),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,77 @@
+//! `orch status [--all-units]`: exit 1 when a host is unreachable.
+
+use std::collections::HashMap;
+
+use super::common::{json, print};
+use crate::cli::Global;
+use crate::error::Error;
+use crate::exit;
+use crate::model::Deployment;
+use crate::output::Format;
+use crate::status::DeploymentStatus;
+
+pub fn run(g: &Global, d: &Deployment, all_units: bool) -> Result<i32, Error> {
+    let s = crate::ops::status(d, &g.access())?;
+    for (host, e) in &s.unreachable {
+        eprintln!("orch: host {host} is unreachable; its units show as unreachable: {e}");
+    }
+    if g.output == Format::Json {
+        let unreachable: Vec<serde_json::Value> = s
+            .unreachable
+            .iter()
+            .map(|(h, e)| serde_json::json!({ "host": h, "error": e.to_string() }))
+            .collect();
+        json(&serde_json::json!({
+            "deployment": d.name,
+            "maintenance": s.maintenance,
+            // null above means "not in maintenance" only when this is true.
+            "maintenance_known": s.maintenance_known,
+            "unreachable": unreachable,
+            "units": s.rows,
+        }))?;
+    } else {
+        print(&human(d, &s, all_units))?;
+    }
+    Ok(if s.unreachable.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
+}
+
+fn human(d: &Deployment, s: &DeploymentStatus, all_units: bool) -> String {
+    let mut text = String::new();
+    if let Some(m) = &s.maintenance {
+        text.push_str(&format!(
+            "{} is IN MAINTENANCE since {} (reason: {}); {} units to bring back with `orch resume`\n\n",
+            d.name,
+            m.since_text,
+            m.reason,
+            m.active.len()
+        ));
+    } else if !s.maintenance_known {
+        // The journal lives on the master's host: without it, say so rather
+        // than let "no maintenance line" read as "not in maintenance".
+        text.push_str(&format!(
+            "maintenance state UNKNOWN: the master's host {} is unreachable\n\n",
+            d.master.host
+        ));
+    }
+    // A terminal too short for a row per unit gets a row per worker kind.
+    let kinds: HashMap<String, String> = crate::lifecycle::members(d)
+        .into_iter()
+        .filter_map(|m| Some((m.unit, m.kind?)))
+        .collect();
+    let lines = text.lines().count() + s.rows.len() + 2;
+    let group = !all_units && std::io::IsTerminal::is_terminal(&std::io::stdout()) && {
+        let (height, _) = console::Term::stdout().size();
+        lines > height as usize
+    };
+    // The host column appears when there is more than one host to tell apart.
+    let table = crate::status::table(&s.rows, d.is_multi_host(), group.then_some(&kinds));
+    text.push_str(&table);
+    if group {
+        text.push_str("(workers grouped by kind to fit the terminal; --all-units for every row)\n");
+    }
+    text
+}

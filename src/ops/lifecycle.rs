@@ -1,0 +1,254 @@
+//! `start`, `stop`, `restart`: which units, on which hosts, refused during
+//! maintenance, and what a Ctrl+C does to the jobs already in systemd.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::error::{Error, UsageError};
+use crate::fleet::{Access, Fleet, Target};
+use crate::lifecycle::{self, Engine, Member, Observer, Op, Summary};
+use crate::model::{Deployment, Role};
+use crate::store::Store;
+
+/// What the operator named.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// `--all`.
+    All,
+    /// Unit names, worker kinds, or master / workers / dependents / database.
+    Targets(Vec<String>),
+}
+
+/// The units `op` acts on. `--all` is every unit except, for `stop`, the
+/// database: other services may use it, and stopping it is maintenance's
+/// decision (`stop-for-maintenance --include-database`). Named, it is acted on.
+pub fn members(d: &Deployment, op: Op, selection: &Selection) -> Result<Vec<Member>, UsageError> {
+    match selection {
+        Selection::All => Ok(lifecycle::members(d)
+            .into_iter()
+            .filter(|m| m.role != Role::Database || matches!(op, Op::Start | Op::Restart))
+            .collect()),
+        Selection::Targets(t) => lifecycle::select(d, t).map_err(UsageError::from),
+    }
+}
+
+/// How the operation ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Summary),
+    /// A signal came while connecting: nothing was enqueued.
+    NotStarted,
+}
+
+/// One lifecycle operation, resolved: its units and the hosts they are on.
+pub struct Job<'a> {
+    d: &'a Deployment,
+    access: &'a Access,
+    op: Op,
+    all: bool,
+    members: Vec<Member>,
+    targets: Vec<Target>,
+    home: Store,
+}
+
+/// What the operator asked for besides the units.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub opts: lifecycle::Options,
+    /// On a signal, cancel the jobs orch enqueued that are not finished.
+    pub cancel_on_interrupt: bool,
+    /// Start or restart even though the deployment is in maintenance.
+    pub force: bool,
+}
+
+impl<'a> Job<'a> {
+    pub fn new(
+        d: &'a Deployment,
+        access: &'a Access,
+        op: Op,
+        selection: &Selection,
+    ) -> Result<Job<'a>, Error> {
+        let members = members(d, op, selection)?;
+        let targets = access
+            .used(d)?
+            .into_iter()
+            .filter(|t| members.iter().any(|m| m.host == t.name))
+            .collect();
+        Ok(Job {
+            d,
+            access,
+            op,
+            all: matches!(selection, Selection::All),
+            members,
+            home: access.home(d)?,
+            targets,
+        })
+    }
+
+    /// The units, in start order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Runs the operation until it ends or SIGINT/SIGTERM comes. A signal
+    /// drops the run, so every wait in it ends at once; the summary then
+    /// says where each unit was.
+    pub fn run(&self, req: Request, observer: Arc<dyn Observer>) -> Result<Outcome, Error> {
+        super::runtime()?.block_on(async {
+            // Installed before anything else so an early Ctrl+C is ours, not the default kill.
+            let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
+            let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
+            let (fleet, engine) = tokio::select! {
+                r = self.connect(&req, observer) => r?,
+                _ = sigint.recv() => return Ok(Outcome::NotStarted),
+                _ = sigterm.recv() => return Ok(Outcome::NotStarted),
+            };
+            {
+                let run = engine.run(self.op, &self.members, self.all);
+                tokio::pin!(run);
+                tokio::select! {
+                    s = &mut run => return Ok(Outcome::Done(s)),
+                    _ = sigint.recv() => {}
+                    _ = sigterm.recv() => {}
+                }
+            }
+            let mut s = engine.summary(self.op, &self.members, Vec::new(), true);
+            if req.cancel_on_interrupt {
+                cancel(&fleet, &engine, &mut s).await;
+            }
+            Ok(Outcome::Done(s))
+        })
+    }
+
+    /// Connects (first, so an unreachable host is named as such, not as a
+    /// failure to read the journal on it), refuses during maintenance,
+    /// checks polkit, and starts the engine's job watchers.
+    async fn connect(
+        &self,
+        req: &Request,
+        observer: Arc<dyn Observer>,
+    ) -> Result<(Fleet, Engine), Error> {
+        let fleet = self.access.connect(&self.targets).await?;
+        if matches!(self.op, Op::Start | Op::Restart) && !req.force {
+            crate::maintenance::refuse_if_in_maintenance(self.d, &self.home).await?;
+        }
+        let what = format!("{:?} units of {}", self.op, self.d.name).to_lowercase();
+        fleet
+            .preflight(&what, &[crate::systemd::actions::MANAGE_UNITS])
+            .await?;
+        let engine = Engine::new(&fleet, req.opts.clone(), observer).await?;
+        Ok((fleet, engine))
+    }
+}
+
+fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
+    signal(kind).map_err(|cause| Error::Signal {
+        signal: name,
+        cause,
+    })
+}
+
+/// Cancels the jobs still in flight, bounded so that orch still exits
+/// within a second of the signal, and says so in the summary.
+async fn cancel(fleet: &Fleet, engine: &Engine, s: &mut Summary) {
+    let jobs = engine.inflight().jobs();
+    let cancels = futures_util::future::join_all(jobs.iter().map(|(host, id, _)| {
+        let sd = fleet.get(host);
+        async move {
+            let _call = sd.permit().await;
+            sd.manager.cancel_job(*id).await
+        }
+    }));
+    let _ = tokio::time::timeout(Duration::from_millis(500), cancels).await;
+    mark_canceled(&mut s.running_jobs);
+}
+
+fn mark_canceled(running_jobs: &mut [String]) {
+    for j in running_jobs {
+        j.push_str(", canceled");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+
+    fn deployment() -> Deployment {
+        let text = r#"
+[deployment]
+name = "syn"
+unit_dir = "/tmp/orch-unit-test"
+[database]
+unit = "postgresql.service"
+[master]
+exec_start = "/bin/true"
+[[workers]]
+kind = "generic"
+count = 2
+exec_start = "/bin/true"
+[[dependents]]
+unit = "bridge.service"
+"#;
+        let source = Source {
+            path: "t.toml".into(),
+            text: text.into(),
+        };
+        Deployment::from_source(&source, None).expect("valid configuration")
+    }
+
+    fn roles(members: &[Member]) -> Vec<Role> {
+        members.iter().map(|m| m.role).collect()
+    }
+
+    #[test]
+    fn all_never_stops_the_database() {
+        let d = deployment();
+        let stop = members(&d, Op::Stop, &Selection::All).unwrap();
+        assert!(!roles(&stop).contains(&Role::Database), "{stop:?}");
+        assert_eq!(stop.len(), 4, "master, two workers, the dependent");
+    }
+
+    #[test]
+    fn all_starts_and_restarts_every_unit_from_the_database() {
+        let d = deployment();
+        for op in [Op::Start, Op::Restart] {
+            let m = members(&d, op, &Selection::All).unwrap();
+            assert_eq!(
+                roles(&m),
+                [
+                    Role::Database,
+                    Role::Master,
+                    Role::Worker,
+                    Role::Worker,
+                    Role::Dependent
+                ],
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_named_database_is_stopped() {
+        let d = deployment();
+        let m = members(&d, Op::Stop, &Selection::Targets(vec!["database".into()])).unwrap();
+        assert_eq!(roles(&m), [Role::Database]);
+    }
+
+    #[test]
+    fn an_unknown_target_is_a_usage_error() {
+        let d = deployment();
+        let e = members(&d, Op::Start, &Selection::Targets(vec!["nope".into()])).unwrap_err();
+        assert!(matches!(e, UsageError::Target(_)));
+        assert!(e.to_string().starts_with("`nope` is not a unit"), "{e}");
+    }
+
+    #[test]
+    fn canceled_jobs_say_so() {
+        let mut jobs = vec!["x.service start running".to_string()];
+        mark_canceled(&mut jobs);
+        assert_eq!(jobs, ["x.service start running, canceled"]);
+    }
+}
