@@ -189,6 +189,10 @@ fn as_postgres(c: &Container, args: &[&str]) -> Output {
 }
 
 fn psql(c: &Container, bin: &Path, sql: &str) -> String {
+    psql_in(c, bin, "postgres", sql)
+}
+
+fn psql_in(c: &Container, bin: &Path, db: &str, sql: &str) -> String {
     let psql = bin.join("psql");
     let port = PG_PORT.to_string();
     let o = as_postgres(
@@ -201,6 +205,8 @@ fn psql(c: &Container, bin: &Path, sql: &str) -> String {
             &port,
             "-U",
             "postgres",
+            "-d",
+            db,
             "-v",
             "ON_ERROR_STOP=1",
             "-At",
@@ -931,7 +937,30 @@ fn real_synapse_with_workers_through_orch() {
         let mut dump = vec![dump_tool.as_str()];
         dump.extend_from_slice(&conn);
         dump.extend_from_slice(&["-Fc", "-f", DUMP, "synapse"]);
-        pg(&dump);
+        let rows = || {
+            psql_in(
+                &c,
+                &bin,
+                "synapse",
+                "select (select count(*) from events) || ' events, ' || \
+                 (select count(*) from event_json) || ' event_json, ' || \
+                 (select count(*) from users) || ' users'",
+            )
+        };
+        let before = rows();
+        // Sampled while pg_dump runs, too.
+        let samples = std::thread::scope(|inner| {
+            let dumper = inner.spawn(|| pg(&dump));
+            let mut samples = 0;
+            while !dumper.is_finished() {
+                check("during the dump");
+                samples += 1;
+            }
+            if let Err(panic) = dumper.join() {
+                std::panic::resume_unwind(panic);
+            }
+            samples
+        });
         check("after the dump");
         psql(&c, &bin, "drop database synapse");
         psql(
@@ -945,6 +974,8 @@ fn real_synapse_with_workers_through_orch() {
         restore.extend_from_slice(&["-d", "synapse", DUMP]);
         pg(&restore);
         check("after the restore");
+        assert_eq!(rows(), before, "the restored database has the dumped rows");
+        eprintln!("dumped and restored: {before}; {samples} samples during the dump");
         timings.push(("pg_dump + drop + restore".into(), secs(t.elapsed())));
         let (_, _, resume) = timed_orch(
             &c,
@@ -1026,6 +1057,16 @@ fn real_synapse_with_workers_through_orch() {
     assert!(
         bad.is_empty(),
         "integrity errors in Synapse's journal: {bad:#?}"
+    );
+    let errors: BTreeSet<&str> = journal
+        .lines()
+        .filter_map(|l| l.split_once(" - ERROR - ").map(|(_, m)| m))
+        .collect();
+    eprintln!(
+        "journal: {} lines, {} distinct ERROR lines: {:#?}",
+        journal.lines().count(),
+        errors.len(),
+        errors.iter().take(12).collect::<Vec<_>>()
     );
 
     timings.push(("whole test".into(), secs(test_start.elapsed())));
