@@ -490,8 +490,6 @@ fn ok_json(
 // ---------------------------------------------------------------------------
 // The writer: a client behind a round-robin reverse proxy.
 
-// `outcome` is read through Debug, in failure messages.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 struct Send {
     body: String,
@@ -547,8 +545,25 @@ fn writer(token: &str, room: &str, stop: &AtomicBool, log: &Mutex<Vec<Send>>) {
 /// longest time without a successful send that overlaps the window.
 struct Window {
     sends: usize,
+    /// Sends the proxy had to retry on the other generic worker: refused,
+    /// and cut before any byte of a response.
+    retried: usize,
+    cut: usize,
     failed: Vec<Send>,
     gap: Duration,
+}
+
+impl Window {
+    fn describe(&self) -> String {
+        format!(
+            "{} ({} of {} sends failed; {} retried on the other generic worker, {} of them cut without a response)",
+            secs(self.gap),
+            self.failed.len(),
+            self.sends,
+            self.retried,
+            self.cut
+        )
+    }
 }
 
 fn window(log: &[Send], from: Instant, to: Instant) -> Window {
@@ -565,6 +580,14 @@ fn window(log: &[Send], from: Instant, to: Instant) -> Window {
     }
     Window {
         sends: inside.len(),
+        retried: inside
+            .iter()
+            .filter(|s| s.outcome.contains("retried"))
+            .count(),
+        cut: inside
+            .iter()
+            .filter(|s| s.outcome.contains("NoResponse") && s.outcome.contains("retried"))
+            .count(),
         failed: inside
             .iter()
             .filter(|s| !s.ok)
@@ -776,6 +799,13 @@ fn real_synapse_with_workers_through_orch() {
     assert_eq!(redis["role"], "prerequisite", "{redis}");
     assert_eq!(is_active(&c, "redis-test.service"), "active");
     assert_eq!(sum["units"].as_array().unwrap().len(), 9, "{sum}");
+    // Not asserted (issue 12 asks for it, another change brings it): whether
+    // `orch status` shows the prerequisite.
+    let status = orch_ok(&c, &cfg, &["status", "--output", "json"]);
+    eprintln!(
+        "orch status shows Redis: {}",
+        String::from_utf8_lossy(&status.stdout).contains("redis-test.service")
+    );
 
     // A user and a room, then the writer.
     let reg = ok_json(
@@ -833,15 +863,7 @@ fn real_synapse_with_workers_through_orch() {
         std::thread::sleep(Duration::from_secs(2));
         let w = window(&log.lock().unwrap(), from, from + took);
         timings.push(("restart --all".into(), secs(took)));
-        timings.push((
-            "restart --all: longest client gap".into(),
-            format!(
-                "{} ({} of {} sends failed)",
-                secs(w.gap),
-                w.failed.len(),
-                w.sends
-            ),
-        ));
+        timings.push(("restart --all: longest client gap".into(), w.describe()));
 
         // restart --all --rolling --batch 1
         let (o, from, took) = timed_orch(
@@ -879,21 +901,11 @@ fn real_synapse_with_workers_through_orch() {
         timings.push(("restart --all --rolling --batch 1".into(), secs(took)));
         timings.push((
             "rolling: longest client gap (master step included)".into(),
-            format!(
-                "{} ({} of {} sends failed)",
-                secs(all.gap),
-                all.failed.len(),
-                all.sends
-            ),
+            all.describe(),
         ));
         timings.push((
             "rolling, workers' part: longest client gap".into(),
-            format!(
-                "{} ({} of {} sends failed)",
-                secs(workers.gap),
-                workers.failed.len(),
-                workers.sends
-            ),
+            workers.describe(),
         ));
         assert!(
             workers.failed.is_empty(),
@@ -986,15 +998,7 @@ fn real_synapse_with_workers_through_orch() {
         timings.push(("resume".into(), secs(resume)));
         std::thread::sleep(Duration::from_secs(3));
         let w = window(&log.lock().unwrap(), from, Instant::now());
-        timings.push((
-            "maintenance: longest client gap".into(),
-            format!(
-                "{} ({} of {} sends failed)",
-                secs(w.gap),
-                w.failed.len(),
-                w.sends
-            ),
-        ));
+        timings.push(("maintenance: longest client gap".into(), w.describe()));
 
         stop.store(true, Ordering::Relaxed);
         writer.join().expect("writer");
@@ -1058,15 +1062,33 @@ fn real_synapse_with_workers_through_orch() {
         bad.is_empty(),
         "integrity errors in Synapse's journal: {bad:#?}"
     );
-    let errors: BTreeSet<&str> = journal
+    // For the record (clients cut off by the stops): ERROR lines, their
+    // request ids' numbers dropped, and the exceptions of their tracebacks.
+    let errors: BTreeSet<String> = journal
         .lines()
         .filter_map(|l| l.split_once(" - ERROR - ").map(|(_, m)| m))
+        .map(|m| {
+            m.split_once(" - ")
+                .map_or(m.to_string(), |(request, rest)| {
+                    format!(
+                        "{} - {rest}",
+                        request.trim_end_matches(|c: char| c.is_ascii_digit())
+                    )
+                })
+        })
+        .collect();
+    let exceptions: BTreeSet<&str> = journal
+        .lines()
+        .filter(|l| {
+            let head = l.split(':').next().unwrap_or_default();
+            !l.starts_with(' ')
+                && l.contains(": ")
+                && (head.ends_with("Error") || head.ends_with("Exception"))
+        })
         .collect();
     eprintln!(
-        "journal: {} lines, {} distinct ERROR lines: {:#?}",
-        journal.lines().count(),
-        errors.len(),
-        errors.iter().take(12).collect::<Vec<_>>()
+        "journal: {} lines; ERROR lines: {errors:#?}; exceptions: {exceptions:#?}",
+        journal.lines().count()
     );
 
     timings.push(("whole test".into(), secs(test_start.elapsed())));
