@@ -7,7 +7,9 @@
 //! read from the master's drop-in), restarts them at once and rolling, and
 //! stops them for a dump / drop / restore of the database, then resumes,
 //! while a writer sends messages through the generic workers the way a
-//! reverse proxy does.
+//! reverse proxy does: round-robin, a refused connection (or one cut before
+//! any byte of a response, as nginx's `proxy_next_upstream error` retries an
+//! idempotent PUT) retried once on the other generic worker.
 //!
 //! Needs PostgreSQL, Redis and what pip needs to build psycopg2
 //! (`apt-get install -y postgresql redis-server python3-venv python3-dev
