@@ -19,5 +19,6 @@ mod remote;
 mod render;
 mod ssh_real;
 mod support;
+mod synapse;
 mod systemd_install;
 mod terminal;
