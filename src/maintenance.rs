@@ -123,6 +123,24 @@ pub async fn lock(d: &Deployment, store: &Store) -> Result<crate::store::Lock, M
     }
 }
 
+/// Takes the deployment's lock, waiting up to `wait` for its holder to
+/// finish; then fails naming the holder.
+pub async fn lock_within(
+    d: &Deployment,
+    store: &Store,
+    wait: Duration,
+) -> Result<crate::store::Lock, MaintenanceError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match lock(d, store).await {
+            Err(MaintenanceError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Every unit maintenance covers: the deployment's, and the database's with `include_database`.
 fn covered(d: &Deployment, include_database: bool) -> Vec<Member> {
     lifecycle::members(d)

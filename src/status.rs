@@ -130,6 +130,8 @@ pub struct DeploymentStatus {
     /// False when the master's host (which holds the journal) is
     /// unreachable: `maintenance: None` then means "unknown".
     pub maintenance_known: bool,
+    /// The journal exists but cannot be read: why, and the way out.
+    pub maintenance_unreadable: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,16 +187,24 @@ pub async fn deployment(
         });
     }
     let maintenance_known = !unreachable.iter().any(|(h, _)| *h == d.master.host);
-    let maintenance = if maintenance_known {
-        crate::maintenance::read_state(d, home).await?
-    } else {
-        None
-    };
+    let (mut maintenance, mut maintenance_unreadable) = (None, None);
+    if maintenance_known {
+        // A damaged journal must not hide the units: it is shown, with the
+        // way out, next to them.
+        match crate::maintenance::read_state(d, home).await {
+            Ok(m) => maintenance = m,
+            Err(e @ crate::maintenance::MaintenanceError::State { .. }) => {
+                maintenance_unreadable = Some(e.to_string())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(DeploymentStatus {
         rows,
         unreachable,
         maintenance,
         maintenance_known,
+        maintenance_unreadable,
     })
 }
 

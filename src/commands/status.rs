@@ -1,4 +1,5 @@
-//! `orch status [--all-units]`: exit 1 when a host is unreachable.
+//! `orch status [--all-units]`: exit 1 when a host is unreachable or the
+//! maintenance journal cannot be read.
 
 use std::collections::HashMap;
 
@@ -26,17 +27,20 @@ pub fn run(g: &Global, d: &Deployment, all_units: bool) -> Result<i32, Error> {
             "maintenance": s.maintenance,
             // null above means "not in maintenance" only when this is true.
             "maintenance_known": s.maintenance_known,
+            "maintenance_unreadable": s.maintenance_unreadable,
             "unreachable": unreachable,
             "units": s.rows,
         }))?;
     } else {
         print(&human(d, &s, all_units))?;
     }
-    Ok(if s.unreachable.is_empty() {
-        exit::OK
-    } else {
-        exit::FAILURE
-    })
+    Ok(
+        if s.unreachable.is_empty() && s.maintenance_unreadable.is_none() {
+            exit::OK
+        } else {
+            exit::FAILURE
+        },
+    )
 }
 
 fn human(d: &Deployment, s: &DeploymentStatus, all_units: bool) -> String {
@@ -48,6 +52,11 @@ fn human(d: &Deployment, s: &DeploymentStatus, all_units: bool) -> String {
             m.since_text,
             m.reason,
             m.active.len()
+        ));
+    } else if let Some(why) = &s.maintenance_unreadable {
+        text.push_str(&format!(
+            "{} is IN MAINTENANCE, but its journal is UNREADABLE: {why}\n\n",
+            d.name
         ));
     } else if !s.maintenance_known {
         // The journal lives on the master's host: without it, say so rather

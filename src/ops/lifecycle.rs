@@ -131,7 +131,10 @@ impl<'a> Job<'a> {
         observer: Arc<dyn Observer>,
     ) -> Result<(Fleet, Engine), Error> {
         let fleet = self.access.connect(&self.targets).await?;
-        if matches!(self.op, Op::Start | Op::Restart) && !req.force {
+        // The database is never masked: during maintenance the operator
+        // starts and stops it through orch (a restore into a new cluster).
+        let only_database = self.members.iter().all(|m| m.role == Role::Database);
+        if matches!(self.op, Op::Start | Op::Restart) && !req.force && !only_database {
             crate::maintenance::refuse_if_in_maintenance(self.d, &self.home).await?;
         }
         let what = format!("{:?} units of {}", self.op, self.d.name).to_lowercase();

@@ -620,3 +620,102 @@ fn a_symlinked_lock_or_a_writable_state_folder_is_refused() {
     assert!(!folder.join("maintenance.json").exists());
     assert_eq!(state_of(&s.c, "fx.service"), "active");
 }
+
+/// Issue 13 item 9: a damaged journal blocks nothing it should not: status
+/// still shows every unit and says the journal is unreadable, `resume` names
+/// the way out, and `resume --all` unmasks and starts the whole deployment.
+#[test]
+fn a_damaged_journal_is_shown_and_resume_all_is_the_way_out() {
+    let s = setup(20700, &generic(2, 20800));
+    let units = all_units(2);
+    orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    let journal = s.state.join("fx/maintenance.json");
+    let text = std::fs::read(&journal).unwrap();
+    std::fs::write(&journal, &text[..text.len() / 2]).unwrap();
+
+    let o = orch(&s.c, &s.cfg, &["status", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["units"].as_array().unwrap().len(), units.len() + 1, "{v}");
+    let why = v["maintenance_unreadable"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("damaged") && why.contains("orch resume --all"),
+        "{v}"
+    );
+
+    let o = orch(&s.c, &s.cfg, &["resume"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("orch resume --all"), "{err}");
+    assert!(matches!(
+        state_of(&s.c, "fx.service").as_str(),
+        "inactive" | "failed"
+    ));
+
+    orch_ok(&s.c, &s.cfg, &["resume", "--all"]);
+    for u in &units {
+        assert_eq!(state_of(&s.c, u), "active", "{u}");
+    }
+    assert!(!journal.exists(), "the damaged journal is removed");
+    assert_eq!(
+        std::fs::read_dir(&s.masks).unwrap().count(),
+        0,
+        "no mask left"
+    );
+}
+
+/// Issue 12: with `--include-database` the database is stopped but never
+/// masked, and the operator starts and stops it through orch during the
+/// upgrade while everything else stays masked.
+#[test]
+fn the_database_can_be_driven_during_maintenance() {
+    let s = setup(20900, &generic(1, 21050));
+    orch_ok(
+        &s.c,
+        &s.cfg,
+        &["stop-for-maintenance", "--include-database"],
+    );
+    assert!(matches!(
+        state_of(&s.c, "fakedb.service").as_str(),
+        "inactive" | "failed"
+    ));
+    let load = |u: &str| {
+        String::from_utf8_lossy(&s.c.systemctl(&["show", "-P", "LoadState", u]).stdout)
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        load("fakedb.service"),
+        "loaded",
+        "the database is not masked"
+    );
+    assert_eq!(load("fx.service"), "masked");
+
+    orch_ok(&s.c, &s.cfg, &["start", "database"]);
+    assert_eq!(state_of(&s.c, "fakedb.service"), "active");
+    let o = orch(&s.c, &s.cfg, &["start", "--all"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the rest stays refused during maintenance"
+    );
+    assert!(matches!(
+        state_of(&s.c, "fx.service").as_str(),
+        "inactive" | "failed"
+    ));
+    orch_ok(&s.c, &s.cfg, &["stop", "database"]);
+    assert!(matches!(
+        state_of(&s.c, "fakedb.service").as_str(),
+        "inactive" | "failed"
+    ));
+
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    for u in [
+        "fakedb.service",
+        "fx.service",
+        "fx-worker-0-generic.service",
+        "bridge.service",
+    ] {
+        assert_eq!(state_of(&s.c, u), "active", "{u}");
+    }
+}

@@ -536,3 +536,61 @@ fn a_copied_orch_unit_is_drift_not_stale() {
         assert_eq!(u.active_state().await.unwrap(), "inactive");
     });
 }
+
+/// Issue 13 item 2: two installs of one deployment with different worker
+/// sets, started together, are serialized by the deployment's lock (the
+/// second waits its turn), and the result is exactly one configuration: the
+/// last one's, with none of the other's workers left.
+#[test]
+fn concurrent_installs_leave_exactly_one_configuration() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let write = |name: &str, kind: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[deployment]\nname = \"race\"\nstate_dir = \"{}\"\n[master]\nexec_start = \"/bin/sleep infinity\"\n[[workers]]\nkind = \"{kind}\"\ncount = 300\nexec_start = \"/bin/sleep infinity\"\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (a, b) = (write("a.toml", "alpha"), write("b.toml", "beta"));
+    let spawn = |cfg: &Path| {
+        crate::common::orch_cmd(&c, cfg, &["install"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(&a), spawn(&b));
+    let (oa, ob) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    assert!(
+        oa.status.success(),
+        "{}",
+        String::from_utf8_lossy(&oa.stderr)
+    );
+    assert!(
+        ob.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ob.stderr)
+    );
+    let clean = |cfg: &Path| orch(&c, cfg, &["plan"]).status.code() == Some(0);
+    let (ca, cb) = (clean(&a), clean(&b));
+    assert!(
+        ca != cb,
+        "exactly one configuration must be installed (plan clean for a: {ca}, for b: {cb})"
+    );
+    let services = std::fs::read_dir(c.unit_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".service"))
+        .count();
+    assert_eq!(services, 301, "the master and one set of 300 workers");
+}
