@@ -40,6 +40,10 @@ pub async fn status(
     members: &[Member],
     limits: Limits,
 ) -> Result<Vec<UnitStatus>, SystemdError> {
+    // What the deployment needs but does not declare is shown too: the
+    // master's own Requires= (Redis) and an umbrella's members (a cluster).
+    let members = &crate::lifecycle::with_prerequisites(sd, members).await;
+    let members = &crate::lifecycle::with_constituents(sd, members).await;
     let patterns: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
     let listed = sd
         .manager

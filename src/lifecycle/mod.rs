@@ -24,7 +24,7 @@ use crate::health::Limits;
 use crate::jobs::{ActiveState, JobEnd, JobKind, JobMode, JobResult, Jobs};
 use crate::model::{Deployment, Probe, Role};
 use crate::phases::{self, Shape, Step};
-use crate::systemd::SystemdError;
+use crate::systemd::{Systemd, SystemdError};
 
 pub use crate::jobs::Inflight;
 
@@ -464,32 +464,11 @@ impl Engine {
     /// (`ignore-requirements`), the master would never pull them in, so orch
     /// starts and awaits them itself, never silently skips them.
     async fn with_prerequisites(&self, op: Op, members: &[Member]) -> Vec<Member> {
-        let mut all = members.to_vec();
         let master = members.iter().find(|m| m.role == Role::Master);
-        let Some(master) = master.filter(|_| op != Op::Stop) else {
-            return all;
-        };
-        for unit in self.required_by(master).await {
-            if !all.iter().any(|m| m.unit == unit && m.host == master.host) {
-                all.insert(0, prerequisite(unit, &master.host));
-            }
+        match master.filter(|_| op != Op::Stop) {
+            Some(m) => with_prerequisites(self.jobs.sd(&m.host), members).await,
+            None => members.to_vec(),
         }
-        all
-    }
-
-    /// The services `m`'s unit requires or is bound to, as systemd has them.
-    async fn required_by(&self, m: &Member) -> Vec<String> {
-        let sd = self.jobs.sd(&m.host);
-        let _call = sd.permit().await;
-        let Ok(u) = sd.unit(&m.unit).await else {
-            return Vec::new();
-        };
-        let mut v = u.requires().await.unwrap_or_default();
-        v.extend(u.binds_to().await.unwrap_or_default());
-        // Slices, sysinit.target, mounts: systemd's own, always there.
-        v.retain(|u| u.ends_with(".service"));
-        v.dedup();
-        v
     }
 
     /// Stops at the first failure. A later step's unit that no step touched
@@ -644,7 +623,7 @@ impl Engine {
     async fn ensure_running(&self, db: &[Member]) -> bool {
         let mut all_parts = Vec::new();
         for m in db {
-            let parts = self.constituents(m).await;
+            let parts = constituents(self.jobs.sd(&m.host), m).await;
             all_parts.extend(parts.iter().cloned());
             let names = parts.iter().map(|p| p.unit.clone()).collect();
             self.ledger
@@ -679,28 +658,6 @@ impl Engine {
                 self.record(r);
             }
         }
-    }
-
-    /// The services `m` consists of (`ConsistsOf=`), with its bounds.
-    async fn constituents(&self, m: &Member) -> Vec<Member> {
-        let sd = self.jobs.sd(&m.host);
-        let names = {
-            let _call = sd.permit().await;
-            match sd.unit(&m.unit).await {
-                Ok(u) => u.consists_of().await.unwrap_or_default(),
-                Err(_) => Vec::new(),
-            }
-        };
-        names
-            .into_iter()
-            .filter(|n| n.ends_with(".service"))
-            .map(|unit| Member {
-                unit,
-                health: None,
-                kind: None,
-                ..m.clone()
-            })
-            .collect()
     }
 
     /// Starts each of `db` that is not active, then awaits readiness.
@@ -768,6 +725,73 @@ impl Engine {
         self.record(r);
         ok
     }
+}
+
+/// `members` and, first, the services the master (when it is among them and
+/// on `sd`'s host) requires or is bound to, as systemd has them.
+pub async fn with_prerequisites(sd: &Systemd, members: &[Member]) -> Vec<Member> {
+    let mut all = members.to_vec();
+    let master = members
+        .iter()
+        .find(|m| m.role == Role::Master && m.host == sd.host);
+    let Some(master) = master else {
+        return all;
+    };
+    for unit in required_by(sd, &master.unit).await {
+        if !all.iter().any(|m| m.unit == unit && m.host == master.host) {
+            all.insert(0, prerequisite(unit, &master.host));
+        }
+    }
+    all
+}
+
+/// `members` with, before each umbrella prerequisite (the database, or one
+/// found by [`with_prerequisites`]), the services it consists of.
+pub async fn with_constituents(sd: &Systemd, members: &[Member]) -> Vec<Member> {
+    let mut all = Vec::new();
+    for m in members {
+        let umbrella = matches!(m.role, Role::Database | Role::Prerequisite) && m.host == sd.host;
+        if umbrella {
+            all.extend(constituents(sd, m).await);
+        }
+        all.push(m.clone());
+    }
+    all
+}
+
+/// The services `unit` requires or is bound to.
+async fn required_by(sd: &Systemd, unit: &str) -> Vec<String> {
+    let _call = sd.permit().await;
+    let Ok(u) = sd.unit(unit).await else {
+        return Vec::new();
+    };
+    let mut v = u.requires().await.unwrap_or_default();
+    v.extend(u.binds_to().await.unwrap_or_default());
+    // Slices, sysinit.target, mounts: systemd's own, always there.
+    v.retain(|u| u.ends_with(".service"));
+    v.dedup();
+    v
+}
+
+/// The services `m` consists of (`ConsistsOf=`), with its role and bounds.
+async fn constituents(sd: &Systemd, m: &Member) -> Vec<Member> {
+    let names = {
+        let _call = sd.permit().await;
+        match sd.unit(&m.unit).await {
+            Ok(u) => u.consists_of().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    };
+    names
+        .into_iter()
+        .filter(|n| n.ends_with(".service"))
+        .map(|unit| Member {
+            unit,
+            health: None,
+            kind: None,
+            ..m.clone()
+        })
+        .collect()
 }
 
 /// systemd's default `TimeoutStartSec=`: the bound for a prerequisite orch

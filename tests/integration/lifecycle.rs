@@ -875,6 +875,16 @@ exec_start = "{FIXTURE}"
         .unwrap_or_else(|| panic!("the prerequisite is in the summary: {sum}"));
     assert_eq!(redis["role"], "prerequisite", "{redis}");
     assert_eq!(redis["phase"], "ready", "{redis}");
+    // And status shows it, with the deployment's own units.
+    let st = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    let row = st["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "fakeredis.service")
+        .unwrap_or_else(|| panic!("status shows the prerequisite: {st}"));
+    assert_eq!(row["role"], "prerequisite", "{row}");
+    assert_eq!(row["active_state"], "active", "{row}");
     // Never stopped by orch: stop --all leaves it running.
     orch_ok(&s.c, &s.cfg, &["stop", "--all"]);
     let state = s.c.systemctl(&["is-active", "fakeredis.service"]);
@@ -1024,6 +1034,18 @@ exec_start = "{FIXTURE}"
         units_by_phase(&sum)["cluster@main.service"],
         "ready",
         "{sum}"
+    );
+    let st = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    let shown: Vec<&str> = st["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shown[..2],
+        ["cluster@main.service", "umbrella.service"],
+        "{st}"
     );
 
     // A member that cannot come back: named, with its journal; nothing stopped.
