@@ -162,10 +162,7 @@ stop_timeout = "5s"
     std::fs::remove_file(&s.log).ok();
     let o = orch_ok(&s.c, &s.cfg, &["start", "--all", "--output", "json"]);
     let sum = summary(&o);
-    assert!(
-        units_by_phase(&sum).values().all(|p| p == "ready"),
-        "{sum}"
-    );
+    assert!(units_by_phase(&sum).values().all(|p| p == "ready"), "{sum}");
     assert_workers_started_after_the_master_was_ready(&s.log, 16, "start --all");
 }
 
