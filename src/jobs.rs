@@ -625,4 +625,84 @@ mod tests {
             "\"failed\""
         );
     }
+
+    #[test]
+    fn every_kind_and_mode_has_its_bus_word() {
+        let kinds = [
+            (JobKind::Start, "start"),
+            (JobKind::Stop, "stop"),
+            (JobKind::Restart, "restart"),
+            (JobKind::Reload, "reload"),
+        ];
+        for (k, w) in kinds {
+            assert_eq!(k.dbus_name(), w);
+        }
+        let modes = [
+            (JobMode::Replace, "replace"),
+            (JobMode::Fail, "fail"),
+            (JobMode::IgnoreRequirements, "ignore-requirements"),
+            (JobMode::IgnoreDependencies, "ignore-dependencies"),
+        ];
+        for (m, w) in modes {
+            assert_eq!(m.dbus_name(), w);
+        }
+        assert!(!JobKind::Start.ends_stopped());
+    }
+
+    #[test]
+    fn transitional_states_are_the_ones_between_two_states() {
+        use ActiveState::*;
+        for s in [Activating, Deactivating, Reloading, Refreshing] {
+            assert!(s.is_transitional(), "{s}");
+        }
+        for s in [Active, Inactive, Failed, Maintenance, Other("x".into())] {
+            assert!(!s.is_transitional(), "{s}");
+        }
+        assert!(!Other("x".into()).is_up() && !Other("x".into()).is_down());
+    }
+
+    #[test]
+    fn states_and_results_display_and_serialize_as_their_bus_words() {
+        assert_eq!(format!("[{:<8}]", ActiveState::Failed), "[failed  ]");
+        assert_eq!(format!("{}", ActiveState::Other("new".into())), "new");
+        assert_eq!(format!("[{:>7}]", JobResult::Timeout), "[timeout]");
+        assert_eq!(JobResult::Vanished.to_string(), "vanished");
+        assert_eq!(
+            serde_json::to_string(&JobResult::Dependency).unwrap(),
+            "\"dependency\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ActiveState::Activating).unwrap(),
+            "\"activating\""
+        );
+    }
+
+    #[test]
+    fn inflight_lists_host_id_and_unit_sorted() {
+        let table: Table = Arc::default();
+        let path = |p: &str| OwnedObjectPath::try_from(p).unwrap();
+        {
+            let mut t = table.lock().unwrap();
+            t.insert(
+                ("b".into(), path("/org/freedesktop/systemd1/job/7")),
+                (7, "w1.service".into()),
+            );
+            t.insert(
+                ("a".into(), path("/org/freedesktop/systemd1/job/9")),
+                (9, "m.service".into()),
+            );
+            t.insert(
+                ("a".into(), path("/org/freedesktop/systemd1/job/3")),
+                (3, "w0.service".into()),
+            );
+        }
+        assert_eq!(
+            Inflight(table).jobs(),
+            [
+                ("a".to_string(), 3, "w0.service".to_string()),
+                ("a".to_string(), 9, "m.service".to_string()),
+                ("b".to_string(), 7, "w1.service".to_string()),
+            ]
+        );
+    }
 }

@@ -1066,3 +1066,184 @@ mod secs {
         s.serialize_f64(d.as_secs_f64())
     }
 }
+
+/// Unit tests that kill `scripts/mutants`' survivors among the pure parsers
+/// and validators (the resolver itself is guarded by the integration tests
+/// in tests/integration/config_errors.rs and properties.rs).
+#[cfg(test)]
+mod mutants_tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_user_host_and_port() {
+        let a = Address::parse("deploy@db.example:2222").unwrap();
+        assert_eq!(a.destination, "deploy@db.example");
+        assert_eq!(a.host, "db.example");
+        assert_eq!(a.port, Some(2222));
+        let a = Address::parse("u@x@[::1]:22").unwrap();
+        assert_eq!(
+            (a.destination.as_str(), a.host.as_str(), a.port),
+            ("u@x@::1", "::1", Some(22))
+        );
+        let a = Address::parse("fe80::1").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("fe80::1", None));
+        assert_eq!(Address::parse("h").unwrap().destination, "h");
+        for bad in ["@h", "[::1", "", "-h", "h h", "-u@h", "u u@h", "h:0", "h:x"] {
+            assert!(Address::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_names_and_hosts() {
+        for l in ["localhost", "LocalHost", "a.localhost", "127.0.0.2", "::1"] {
+            assert!(is_loopback(l), "{l}");
+        }
+        for n in ["db", "10.0.0.1", "localhost.example", "::2"] {
+            assert!(!is_loopback(n), "{n}");
+        }
+        let host = |a: Option<&str>| Host {
+            name: "h".into(),
+            address: a.map(str::to_string),
+        };
+        assert_eq!(host(None).network_name(), "localhost");
+        assert!(host(None).is_this_machine());
+        assert_eq!(host(Some("u@db:22")).network_name(), "db");
+        assert!(!host(Some("u@db:22")).is_this_machine());
+        assert!(host(Some("root@127.0.0.1")).is_this_machine());
+        assert_eq!(host(Some("@bad")).network_name(), "@bad");
+    }
+
+    #[test]
+    fn probes_parse_and_display() {
+        let p = parse_probe("http://[::1]:8008/health").unwrap();
+        assert_eq!(p.to_string(), "http://[::1]:8008/health");
+        assert_eq!(parse_probe("http://h").unwrap().to_string(), "http://h:80/");
+        assert_eq!(
+            parse_probe("tcp://h:5432").unwrap().to_string(),
+            "tcp://h:5432"
+        );
+        assert_eq!(
+            parse_probe("exec: pg_isready ").unwrap().to_string(),
+            "exec:pg_isready"
+        );
+        for bad in [
+            "exec: ",
+            "h:1",
+            "tcp://h:1/x",
+            "tcp://h",
+            "https://h:1",
+            "udp://h:1",
+            "http://:1",
+            "http://[::1:1",
+            "http://h:0",
+            "http://h:70000",
+        ] {
+            assert!(parse_probe(bad).is_err(), "{bad}");
+        }
+        assert_eq!(split_host_port("h:1").unwrap(), ("h".to_string(), Some(1)));
+        assert_eq!(split_host_port("[::1]").unwrap(), ("::1".to_string(), None));
+        assert_eq!(parse_port("65535"), Some(65535));
+        assert_eq!(parse_port("1"), Some(1));
+        assert_eq!(parse_port("0"), None);
+    }
+
+    #[test]
+    fn values_and_names_are_checked() {
+        assert!(check_value("a b % $").is_ok());
+        for bad in ["a\nb", "a\u{7f}", "a\\"] {
+            assert!(check_value(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name_part("a1.b-c_d", "kind").is_ok());
+        assert!(check_name_part(&"a".repeat(180), "kind").is_ok());
+        for bad in ["", "-a", ".a", "a b", "a/b", &"a".repeat(181)] {
+            assert!(check_name_part(bad, "kind").is_err(), "{bad}");
+        }
+        for ok in [
+            "a.service",
+            "a@.service",
+            "a@b.timer",
+            "x:y_z-1\\x2d.socket",
+        ] {
+            assert!(check_unit_name(ok).is_ok(), "{ok}");
+        }
+        let long = format!("{}.service", "a".repeat(247));
+        assert!(check_unit_name(&long).is_ok());
+        let too_long = format!("{}.service", "a".repeat(248));
+        for bad in [
+            "a",
+            "a.conf",
+            ".service",
+            "a b.service",
+            "..service",
+            "a@b@.service",
+            &too_long,
+        ] {
+            assert!(check_unit_name(bad).is_err(), "{bad}");
+        }
+        assert!(valid_account("_synapse-1.x") && valid_account(&"a".repeat(32)));
+        for bad in ["", "-a", ".a", "a b", &"a".repeat(33)] {
+            assert!(!valid_account(bad), "{bad}");
+        }
+    }
+
+    fn deployment(text: &str) -> Deployment {
+        let source = crate::config::Source {
+            path: "/etc/orch/orch.toml".into(),
+            text: text.to_string(),
+        };
+        Deployment::from_source(&source, None).unwrap()
+    }
+
+    const TWO_HOSTS: &str = r#"
+[deployment]
+name = "fx"
+[[hosts]]
+name = "db1"
+address = "admin@db1.example"
+[[hosts]]
+name = "w1"
+address = "admin@w1.example"
+[[hosts]]
+name = "spare"
+address = "admin@spare.example"
+[database]
+unit = "postgresql.service"
+host = "db1"
+[master]
+exec_start = "/bin/m"
+[[workers]]
+kind = "generic"
+count = 2
+host = "w1"
+exec_start = "/bin/w"
+"#;
+
+    #[test]
+    fn hosts_in_use_and_hosts_to_install() {
+        let d = deployment(TWO_HOSTS);
+        let units: Vec<&str> = d.services().map(|s| s.unit.as_str()).collect();
+        assert_eq!(
+            units,
+            [
+                "fx.service",
+                "fx-worker-0-generic.service",
+                "fx-worker-1-generic.service"
+            ]
+        );
+        assert_eq!(d.host("w1").address.as_deref(), Some("admin@w1.example"));
+        let names = |v: Vec<&Host>| v.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(d.used_hosts()), ["local", "db1", "w1"]);
+        assert_eq!(names(d.install_hosts()), ["local", "db1", "w1", "spare"]);
+        assert!(d.is_multi_host());
+
+        let moved = TWO_HOSTS.replace("[master]\n", "[master]\nhost = \"w1\"\n");
+        let d = deployment(&moved);
+        assert_eq!(names(d.used_hosts()), ["db1", "w1"]);
+        // `local` is visited only when a unit lives on it.
+        assert_eq!(names(d.install_hosts()), ["db1", "w1", "spare"]);
+
+        let one = deployment("[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/m\"\n");
+        assert!(!one.is_multi_host());
+        assert_eq!(names(one.used_hosts()), ["local"]);
+    }
+}

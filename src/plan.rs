@@ -233,3 +233,157 @@ pub async fn plan_all(
     .await;
     plans.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Role;
+    use crate::render::hash;
+
+    /// A unit file as orch writes it: marker, then the hash of the body.
+    fn orch_file(deployment: &str, body: &str) -> String {
+        let body = format!("[Unit]\nX-Orch-Deployment={deployment}\n{body}");
+        format!("# orch-hash: sha256:{}\n{body}", hash(&body))
+    }
+
+    fn rendered(unit: &str, content: &str) -> RenderedUnit {
+        RenderedUnit {
+            unit: unit.into(),
+            host: "local".into(),
+            role: Role::Worker,
+            template: "t".into(),
+            content: content.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_file_gets_its_action_and_stale_ones_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let new = orch_file("fx", "[Service]\nExecStart=/new\n");
+        let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+        write("same.service", &new);
+        write(
+            "mine.service",
+            &orch_file("fx", "[Service]\nExecStart=/old\n"),
+        );
+        write(
+            "edited.service",
+            &orch_file("fx", "").replace("[Unit]", "[Unit]\nA=b"),
+        );
+        write("theirs.service", &orch_file("other", ""));
+        write("hand.service", "[Unit]\n");
+        write("z-stale.service", &orch_file("fx", ""));
+        write("a-stale.service", &orch_file("fx", ""));
+        write("foreign.service", &orch_file("other", ""));
+        let units: Vec<RenderedUnit> = ["create", "same", "mine", "edited", "theirs", "hand"]
+            .iter()
+            .map(|u| rendered(&format!("{u}.service"), &new))
+            .collect();
+        let refs: Vec<&RenderedUnit> = units.iter().collect();
+        let p = plan("fx", "local", &Store::Local, d, &refs).await.unwrap();
+        let got: Vec<(&str, Action, Option<&str>)> = p
+            .units
+            .iter()
+            .map(|u| (u.unit.as_str(), u.action, u.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("create.service", Action::Create, None),
+                ("same.service", Action::Unchanged, None),
+                ("mine.service", Action::Update, None),
+                (
+                    "edited.service",
+                    Action::Drift,
+                    Some("edited by hand since orch wrote it")
+                ),
+                (
+                    "theirs.service",
+                    Action::Drift,
+                    Some("belongs to orch deployment `other`")
+                ),
+                ("hand.service", Action::Drift, Some("not written by orch")),
+                (
+                    "a-stale.service",
+                    Action::Remove,
+                    Some("no longer in the configuration for this host")
+                ),
+                (
+                    "z-stale.service",
+                    Action::Remove,
+                    Some("no longer in the configuration for this host")
+                ),
+            ]
+        );
+        assert_eq!(p.units[0].path, d.join("create.service"));
+        assert_eq!(p.units[6].path, d.join("a-stale.service"));
+        assert!(p.units[6].content.is_none() && p.units[0].content.is_some());
+        assert!(p.has_changes());
+        assert_eq!(p.count(Action::Drift), 3);
+        assert_eq!(p.count(Action::Remove), 2);
+        assert_eq!(p.count(Action::Unchanged), 1);
+
+        // Only what is the same on disk: no change.
+        let only = tempfile::tempdir().unwrap();
+        std::fs::write(only.path().join("same.service"), &new).unwrap();
+        let same = [&units[1]];
+        let p = plan("fx", "local", &Store::Local, only.path(), &same)
+            .await
+            .unwrap();
+        assert!(!p.has_changes(), "{:?}", p.units);
+        assert_eq!(p.count(Action::Unchanged), 1);
+    }
+
+    #[tokio::test]
+    async fn every_target_is_planned_with_its_own_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = crate::config::Source {
+            path: "/etc/orch/orch.toml".into(),
+            text: "[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/m\"\n".into(),
+        };
+        let d = crate::model::Deployment::from_source(&source, Some(dir.path())).unwrap();
+        let mut on_b = rendered("w.service", "x");
+        on_b.host = "b".into();
+        let units = [rendered("m.service", "x"), on_b];
+        let target = |name: &str| crate::fleet::Target {
+            name: name.into(),
+            bus: crate::systemd::Bus::System,
+            store: Store::Local,
+        };
+        let plans = plan_all(&d, &units, &[target("local"), target("b")])
+            .await
+            .unwrap();
+        let got: Vec<(&str, Vec<&str>)> = plans
+            .iter()
+            .map(|p| {
+                (
+                    p.host.as_str(),
+                    p.units.iter().map(|u| u.unit.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("local", vec!["m.service"]), ("b", vec!["w.service"])]
+        );
+        assert!(plans
+            .iter()
+            .all(|p| p.deployment == "fx" && p.unit_dir == dir.path()));
+    }
+
+    #[test]
+    fn actions_name_themselves_and_only_unchanged_is_no_change() {
+        let all = [
+            (Action::Create, "create"),
+            (Action::Update, "update"),
+            (Action::Unchanged, "unchanged"),
+            (Action::Remove, "remove"),
+            (Action::Drift, "drift"),
+        ];
+        for (a, name) in all {
+            assert_eq!(a.as_str(), name);
+            assert_eq!(a.is_change(), a != Action::Unchanged, "{name}");
+        }
+    }
+}

@@ -111,24 +111,7 @@ stop_timeout = "5s"
         );
 
         // No worker started before the master was ready.
-        let ev = events(&s.log);
-        let master_ready = ev[&("ready".to_string(), "fx".to_string())];
-        let first_worker = ev
-            .iter()
-            .filter(|((e, n), _)| e == "start" && n.starts_with("fx-worker-"))
-            .map(|(_, t)| *t)
-            .fold(f64::MAX, f64::min);
-        assert_eq!(
-            ev.keys()
-                .filter(|(e, n)| e == "start" && n.starts_with("fx-worker-"))
-                .count(),
-            16
-        );
-        assert!(
-            first_worker >= master_ready,
-            "round {round}: a worker started {:.3}s before the master was ready",
-            master_ready - first_worker
-        );
+        assert_workers_started_after_the_master_was_ready(&s.log, 16, &format!("round {round}"));
 
         // NDJSON events come before the summary, one per line.
         let text = String::from_utf8_lossy(&o.stdout);
@@ -171,6 +154,37 @@ stop_timeout = "5s"
             .iter()
             .all(|r| r["active_state"] == "inactive"),
         "{v}"
+    );
+
+    // A plain start --all from stopped: the master alone first, then the
+    // workers (not in the master's phase, where its Wants= would start them
+    // before it is ready).
+    std::fs::remove_file(&s.log).ok();
+    let o = orch_ok(&s.c, &s.cfg, &["start", "--all", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(units_by_phase(&sum).values().all(|p| p == "ready"), "{sum}");
+    assert_workers_started_after_the_master_was_ready(&s.log, 16, "start --all");
+}
+
+/// From the fixtures' log: `workers` workers started, none before the
+/// master (`fx`) was ready.
+fn assert_workers_started_after_the_master_was_ready(log: &Path, workers: usize, what: &str) {
+    let ev = events(log);
+    let master_ready = ev[&("ready".to_string(), "fx".to_string())];
+    let starts: Vec<(&str, f64)> = ev
+        .iter()
+        .filter(|((e, n), _)| e == "start" && n.starts_with("fx-worker-"))
+        .map(|((_, n), t)| (n.as_str(), *t))
+        .collect();
+    assert_eq!(starts.len(), workers, "{what}: {ev:?}");
+    let (first, at) = starts
+        .iter()
+        .copied()
+        .fold(("", f64::MAX), |a, b| if b.1 < a.1 { b } else { a });
+    assert!(
+        at >= master_ready,
+        "{what}: {first} started {:.3}s before the master was ready",
+        master_ready - at
     );
 }
 
