@@ -281,7 +281,9 @@ mod tests {
             .map(|u| rendered(&format!("{u}.service"), &new))
             .collect();
         let refs: Vec<&RenderedUnit> = units.iter().collect();
-        let p = plan("fx", "local", &Store::Local, d, &refs).await.unwrap();
+        let p = plan("fx", "local", &Store::local(), d, &refs)
+            .await
+            .unwrap();
         let got: Vec<(&str, Action, Option<&str>)> = p
             .units
             .iter()
@@ -328,7 +330,7 @@ mod tests {
         let only = tempfile::tempdir().unwrap();
         std::fs::write(only.path().join("same.service"), &new).unwrap();
         let same = [&units[1]];
-        let p = plan("fx", "local", &Store::Local, only.path(), &same)
+        let p = plan("fx", "local", &Store::local(), only.path(), &same)
             .await
             .unwrap();
         assert!(!p.has_changes(), "{:?}", p.units);
@@ -349,7 +351,7 @@ mod tests {
         let target = |name: &str| crate::fleet::Target {
             name: name.into(),
             bus: crate::systemd::Bus::System,
-            store: Store::Local,
+            store: Store::local(),
         };
         let plans = plan_all(&d, &units, &[target("local"), target("b")])
             .await
