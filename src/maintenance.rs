@@ -169,6 +169,30 @@ fn by_host<'a, M: std::borrow::Borrow<Member>>(
         .collect()
 }
 
+/// Runs `f` on every host's share of `members`, all hosts at once, and
+/// gathers what each returns (in the order of `fleet`'s hosts).
+async fn each_host<'a, T, E, F, Fut>(
+    fleet: &'a Fleet,
+    members: &'a [Member],
+    f: F,
+) -> Result<Vec<T>, E>
+where
+    F: Fn(&'a Systemd, Vec<&'a Member>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, E>>,
+{
+    let results = join_all(
+        by_host(fleet, members)
+            .into_iter()
+            .map(|(sd, mine)| f(sd, mine)),
+    )
+    .await;
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
 fn store_of<'a>(targets: &'a [Target], host: &str) -> &'a Store {
     &targets
         .iter()
@@ -199,25 +223,16 @@ async fn write_masks(
     members: &[Member],
     mask: bool,
 ) -> Result<Vec<String>, MaintenanceError> {
-    let results = join_all(
-        by_host(fleet, members)
-            .into_iter()
-            .map(|(sd, mine)| async move {
-                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
-                let store = store_of(targets, &sd.host);
-                let changed = match mask {
-                    true => store.mask(&d.runtime_dir, &units).await?,
-                    false => store.unmask(&d.runtime_dir, &units).await?,
-                };
-                Ok::<_, MaintenanceError>(changed.then(|| sd.host.clone()))
-            }),
-    )
-    .await;
-    let mut hosts = Vec::new();
-    for r in results {
-        hosts.extend(r?);
-    }
-    Ok(hosts)
+    each_host(fleet, members, |sd, mine| async move {
+        let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+        let store = store_of(targets, &sd.host);
+        let changed = match mask {
+            true => store.mask(&d.runtime_dir, &units).await?,
+            false => store.unmask(&d.runtime_dir, &units).await?,
+        };
+        Ok::<_, MaintenanceError>(changed.then(|| sd.host.clone()).into_iter().collect())
+    })
+    .await
 }
 
 /// Reloads each host where a mask file changed or systemd's LoadState does
@@ -231,34 +246,26 @@ async fn load_masks(
     mask: bool,
     changed: &[String],
 ) -> Result<bool, MaintenanceError> {
-    let results = join_all(
-        by_host(fleet, members)
-            .into_iter()
-            .map(|(sd, mine)| async move {
-                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
-                let wrong = |s: &LoadState| (*s == LoadState::Masked) != mask;
-                let mut pending = load_states(sd, &units, wrong).await?;
-                let reload = changed.contains(&sd.host) || !pending.is_empty();
-                if reload {
-                    sd.reload().await?;
-                    pending = load_states(sd, &units, wrong).await?;
-                }
-                match pending.into_iter().next() {
-                    Some((unit, state)) if mask => Err(MaintenanceError::MaskIneffective {
-                        unit,
-                        state: state.to_string(),
-                        dir: d.runtime_dir.clone(),
-                    }),
-                    _ => Ok::<bool, MaintenanceError>(reload),
-                }
+    let reloaded = each_host(fleet, members, |sd, mine| async move {
+        let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+        let wrong = |s: &LoadState| (*s == LoadState::Masked) != mask;
+        let mut pending = load_states(sd, &units, wrong).await?;
+        let reload = changed.contains(&sd.host) || !pending.is_empty();
+        if reload {
+            sd.reload().await?;
+            pending = load_states(sd, &units, wrong).await?;
+        }
+        match pending.into_iter().next() {
+            Some((unit, state)) if mask => Err(MaintenanceError::MaskIneffective {
+                unit,
+                state: state.to_string(),
+                dir: d.runtime_dir.clone(),
             }),
-    )
-    .await;
-    let mut any = false;
-    for r in results {
-        any |= r?;
-    }
-    Ok(any)
+            _ => Ok(vec![reload]),
+        }
+    })
+    .await?;
+    Ok(reloaded.into_iter().any(|r| r))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -459,22 +466,13 @@ async fn running<'a>(
     fleet: &'a Fleet,
     members: &'a [Member],
 ) -> Result<Vec<&'a Member>, SystemdError> {
-    let per_host = join_all(
-        by_host(fleet, members)
-            .into_iter()
-            .map(|(sd, mine)| async move {
-                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
-                let states = active_states(sd, &units).await?;
-                let up = mine.into_iter().zip(states).filter(|(_, s)| s.is_running());
-                Ok::<_, SystemdError>(up.map(|(m, _)| m).collect::<Vec<_>>())
-            }),
-    )
-    .await;
-    let mut out = Vec::new();
-    for r in per_host {
-        out.extend(r?);
-    }
-    Ok(out)
+    each_host(fleet, members, |sd, mine| async move {
+        let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+        let states = active_states(sd, &units).await?;
+        let up = mine.into_iter().zip(states).filter(|(_, s)| s.is_running());
+        Ok::<_, SystemdError>(up.map(|(m, _)| m).collect())
+    })
+    .await
 }
 
 /// Stops dependents, then workers, then the master (then the database),
@@ -682,34 +680,26 @@ async fn prove(
     members: &[Member],
     state: &State,
 ) -> Result<Vec<UnitProof>, SystemdError> {
-    let per_host = join_all(
-        by_host(fleet, members)
-            .into_iter()
-            .map(|(sd, mine)| async move {
-                let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
-                let states = active_states(sd, &units).await?;
-                let procs = join_all(units.iter().map(|u| jobs::processes(sd, u))).await;
-                let proofs =
-                    mine.iter()
-                        .zip(states)
-                        .zip(procs)
-                        .map(|((m, active_state), processes)| UnitProof {
-                            unit: m.unit.clone(),
-                            host: m.host.clone(),
-                            role: m.role,
-                            was_active: state.active.contains(&m.unit),
-                            active_state,
-                            processes,
-                            killed: false,
-                        });
-                Ok::<_, SystemdError>(proofs.collect::<Vec<_>>())
-            }),
-    )
-    .await;
-    let mut proofs = Vec::with_capacity(members.len());
-    for r in per_host {
-        proofs.extend(r?);
-    }
+    let mut proofs = each_host(fleet, members, |sd, mine| async move {
+        let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+        let states = active_states(sd, &units).await?;
+        let procs = join_all(units.iter().map(|u| jobs::processes(sd, u))).await;
+        let proofs = mine
+            .iter()
+            .zip(states)
+            .zip(procs)
+            .map(|((m, active_state), processes)| UnitProof {
+                unit: m.unit.clone(),
+                host: m.host.clone(),
+                role: m.role,
+                was_active: state.active.contains(&m.unit),
+                active_state,
+                processes,
+                killed: false,
+            });
+        Ok::<_, SystemdError>(proofs.collect())
+    })
+    .await?;
     // In deployment order, whatever the hosts.
     proofs.sort_by_key(|p| members.iter().position(|m| m.unit == p.unit));
     Ok(proofs)

@@ -592,6 +592,8 @@ fn a_symlinked_lock_or_a_writable_state_folder_is_refused() {
     std::fs::create_dir_all(&folder).unwrap();
     let victim = s._dir.path().join("victim");
     std::fs::write(&victim, "precious").unwrap();
+    // The install of the setup left a real lock file: replaced by the link.
+    let _ = std::fs::remove_file(folder.join("lock"));
     std::os::unix::fs::symlink(&victim, folder.join("lock")).unwrap();
     for args in [&["resume"][..], &["stop-for-maintenance"]] {
         let o = orch(&s.c, &s.cfg, args);
