@@ -113,28 +113,6 @@ impl UsageError {
     }
 }
 
-// The two impls below belong in src/systemd.rs and src/maintenance.rs; they
-// live here while those files are being rewritten on another branch.
-
-impl SystemdError {
-    /// A bounded wait that ran out is 3; any other failure 1.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            SystemdError::Timeout { .. } => exit::TIMEOUT,
-            _ => exit::FAILURE,
-        }
-    }
-}
-
-impl MaintenanceError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            MaintenanceError::Systemd(e) => e.exit_code(),
-            _ => exit::FAILURE,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -72,6 +72,16 @@ pub enum MaintenanceError {
     Systemd(#[from] SystemdError),
 }
 
+impl MaintenanceError {
+    /// A systemd call that timed out is 3, like any bounded wait; the rest 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MaintenanceError::Systemd(e) => e.exit_code(),
+            _ => crate::exit::FAILURE,
+        }
+    }
+}
+
 pub fn dir(d: &Deployment) -> PathBuf {
     d.state_dir.join(&d.name)
 }

@@ -12,6 +12,7 @@ use zbus::OwnedObjectPath;
 
 use crate::fleet::{Fleet, Target};
 use crate::health::{self, Limits};
+use crate::jobs::ActiveState;
 use crate::lifecycle::Member;
 use crate::model::{Deployment, Role};
 use crate::store::Store;
@@ -32,6 +33,13 @@ pub struct UnitStatus {
     /// `ok`, the probe's failure, or absent when there is no probe or the unit is not active.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+}
+
+impl UnitStatus {
+    /// Whether systemd says the unit is active (an unreachable unit is not).
+    pub fn is_active(&self) -> bool {
+        ActiveState::from_dbus(&self.active_state) == ActiveState::Active
+    }
 }
 
 /// Reads the state of every member.
@@ -62,7 +70,7 @@ pub async fn status(
                 host: m.host.clone(),
                 role: m.role,
                 load_state: "not-found".into(),
-                active_state: "inactive".into(),
+                active_state: ActiveState::Inactive.as_str().into(),
                 sub_state: "dead".into(),
                 main_pid: None,
                 since_ms: None,
@@ -91,7 +99,7 @@ pub async fn status(
             row.since_ms = changed
                 .filter(|t| *t > 0 && *t <= now_us)
                 .map(|t| (now_us - t) / 1000);
-            if let (Some(probe), "active") = (&m.health, row.active_state.as_str()) {
+            if let (Some(probe), true) = (&m.health, row.is_active()) {
                 row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
                     Err(e) => e.0,
@@ -315,7 +323,7 @@ impl Row {
         let n = members.len();
         let active = members
             .iter()
-            .filter(|r| r.active_state == "active")
+            .filter(|r| r.is_active())
             .count();
         let probed = members.iter().filter(|r| r.health.is_some()).count();
         let ok = members

@@ -250,6 +250,14 @@ pub enum SystemdError {
 }
 
 impl SystemdError {
+    /// A bounded wait that ran out is 3; any other failure 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SystemdError::Timeout { .. } => crate::exit::TIMEOUT,
+            _ => crate::exit::FAILURE,
+        }
+    }
+
     /// Wraps a zbus error, recognising permission and timeout failures.
     pub fn from_zbus(action: impl Into<String>, e: zbus::Error, timeout: Duration) -> Self {
         let action = action.into();
