@@ -61,13 +61,13 @@ impl Ansible {
     }
 
     /// `ansible-playbook -i inventory PLAYBOOK -e @vars ARGS…`, bounded.
-    fn playbook(&self, vars: &serde_json::Value, args: &[&str]) -> Run {
+    fn playbook(&self, book: &Path, vars: &serde_json::Value, args: &[&str]) -> Run {
         let file = self.dir.path().join("vars.json");
         std::fs::write(&file, vars.to_string()).unwrap();
         let mut cmd = self.command("ansible-playbook");
         cmd.arg("-i")
             .arg(self.dir.path().join("inventory"))
-            .arg(playbook())
+            .arg(book)
             .arg("-e")
             .arg(format!("@{}", file.display()))
             .args(args);
@@ -204,7 +204,25 @@ impl Setup {
         for (k, v) in vars.as_object().unwrap() {
             all[k] = v.clone();
         }
-        self.ansible.playbook(&all, args)
+        self.ansible.playbook(&playbook(), &all, args)
+    }
+
+    /// Runs one play of `tasks` (YAML, indented for `tasks:`) on localhost,
+    /// the module's options for orch preset (`module_defaults`).
+    fn tasks(&self, tasks: &str, args: &[&str]) -> Run {
+        std::fs::copy(&self.src, &self.cfg).unwrap();
+        let book = self.dir.path().join("tasks.yml");
+        std::fs::write(
+            &book,
+            format!(
+                "- hosts: localhost\n  gather_facts: false\n  module_defaults:\n    \
+                 orch.systemd.orch:\n      binary: \"{{{{ orch_bin }}}}\"\n      \
+                 config: \"{{{{ orch_config }}}}\"\n      \
+                 extra_args: \"{{{{ orch_extra_args }}}}\"\n  tasks:\n{tasks}"
+            ),
+        )
+        .unwrap();
+        self.ansible.playbook(&book, &self.vars(), args)
     }
 
     /// unit -> ActiveState, and the maintenance record, from `orch status`.
@@ -459,4 +477,56 @@ fn failing_unit_fails_the_task_with_its_name() {
         task.contains("ansfail-worker-0-generic.service"),
         "the failed unit is not named: {task}"
     );
+}
+
+/// The lifecycle states on their own: changed only when a unit changes
+/// state, check mode acting on nothing, a rolling restart, and resume
+/// outside maintenance.
+#[test]
+fn module_lifecycle_states_report_changes_truthfully() {
+    let s = Setup::new(&config("anslc", 34100, "", ""));
+    let up = s.tasks(
+        "    - orch.systemd.orch: {state: installed}\n    - orch.systemd.orch: {state: started}\n",
+        &[],
+    );
+    assert!(up.ok && up.changed == 2, "{}", up.text);
+    s.assert_all("active", "after started");
+
+    let again = s.tasks(
+        "    - orch.systemd.orch: {state: started}\n    - orch.systemd.orch: {state: resumed}\n",
+        &[],
+    );
+    assert!(again.ok && again.changed == 0, "{}", again.text);
+
+    // Check mode: stopping would change something, and nothing is stopped.
+    let check = s.tasks("    - orch.systemd.orch: {state: stopped}\n", &["--check"]);
+    assert!(check.ok && check.changed == 1, "{}", check.text);
+    s.assert_all("active", "after stopped in check mode");
+
+    let workers = s.tasks(
+        "    - orch.systemd.orch: {state: stopped, targets: [workers]}\n    \
+         - orch.systemd.orch: {state: stopped, targets: [workers]}\n",
+        &[],
+    );
+    assert!(workers.ok && workers.changed == 1, "{}", workers.text);
+    let (units, _) = s.status();
+    for (unit, state) in &units {
+        let want = if unit == "anslc.service" {
+            "active"
+        } else {
+            "inactive"
+        };
+        assert_eq!(state, want, "{unit}: {units:?}");
+    }
+
+    let rolling = s.tasks(
+        "    - orch.systemd.orch: {state: started, targets: [generic]}\n    \
+         - orch.systemd.orch: {state: restarted, rolling: true, batch: 2}\n      \
+         register: r\n    \
+         - ansible.builtin.assert:\n        \
+         that: [\"r.units | map(attribute='phase') | unique == ['ready']\", \"r.units | length == 3\"]\n",
+        &[],
+    );
+    assert!(rolling.ok && rolling.changed == 2, "{}", rolling.text);
+    s.assert_all("active", "after the rolling restart");
 }
