@@ -53,6 +53,9 @@ pub struct PlannedUnit {
     /// What would be written (absent for removals).
     #[serde(skip)]
     pub content: Option<String>,
+    /// What the file holds now (lossy UTF-8), when it exists and was read.
+    #[serde(skip)]
+    pub installed: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +108,9 @@ pub async fn plan(
         let path = unit_path(unit_dir, &r.unit).map_err(PlanError::Path)?;
         let existing = entries.iter().find(|e| e.name == r.unit);
         let (action, reason) = compare(deployment, &path, r, existing);
+        let installed = existing
+            .and_then(|e| e.content.as_ref().ok())
+            .map(|b| String::from_utf8_lossy(b).into_owned());
         units.push(PlannedUnit {
             unit: r.unit.clone(),
             host: host.to_string(),
@@ -112,6 +118,7 @@ pub async fn plan(
             action,
             reason,
             content: Some(r.content.clone()),
+            installed,
         });
     }
     let mut stale = Vec::new();
@@ -187,7 +194,8 @@ fn stale_unit(deployment: &str, host: &str, path: PathBuf, e: &Entry) -> Option<
             return None;
         }
     };
-    let m = read_marker(&String::from_utf8_lossy(bytes));
+    let text = String::from_utf8_lossy(bytes);
+    let m = read_marker(&text);
     if m.deployment.as_deref() != Some(deployment) {
         return None;
     }
@@ -217,6 +225,7 @@ fn stale_unit(deployment: &str, host: &str, path: PathBuf, e: &Entry) -> Option<
         action,
         reason: Some(reason),
         content: None,
+        installed: Some(text.into_owned()),
     })
 }
 

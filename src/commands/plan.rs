@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
 use crate::output::Format;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, PlannedUnit};
 
 pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
     let plans = crate::ops::plan(d, &g.access())?;
@@ -16,7 +16,7 @@ pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
             "deployment": d.name,
             "unit_dir": d.unit_dir,
             "changes": changes,
-            "units": plans.iter().flat_map(|p| &p.units).collect::<Vec<_>>(),
+            "units": plans.iter().flat_map(|p| &p.units).map(unit_json).collect::<Vec<_>>(),
         }))?,
         Format::Human => print(&plans.iter().map(|p| human(d, p)).collect::<String>())?,
     }
@@ -25,6 +25,24 @@ pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
     } else {
         exit::OK
     })
+}
+
+/// A unit of the JSON plan; a change also carries the file's text before
+/// (`installed`, absent for a new file) and after (`content`, absent for a
+/// removal), so that a caller (the Ansible module's diff mode) can show it.
+fn unit_json(u: &PlannedUnit) -> serde_json::Value {
+    let mut v = serde_json::to_value(u).unwrap_or_default();
+    if u.action.is_change() {
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(c) = &u.content {
+                obj.insert("content".into(), c.clone().into());
+            }
+            if let Some(i) = &u.installed {
+                obj.insert("installed".into(), i.clone().into());
+            }
+        }
+    }
+    v
 }
 
 fn human(d: &Deployment, plan: &Plan) -> String {

@@ -1,38 +1,532 @@
-//! docs/ansible/orch.yml must stay a valid playbook. Fails (never skips) when
-//! ansible-playbook is missing, so CI cannot pass without checking it.
+//! The Ansible collection (ansible/, module orch.systemd.orch) and the
+//! playbook docs/ansible/orch.yml, run for real: `ansible-playbook` on this
+//! machine (`ansible_connection=local`), orch pointed at a harness
+//! container's bus and unit folder. Fails (never skips) when Ansible is
+//! missing, so CI cannot pass without running it.
 
-use crate::support::OutputBounded;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::common::*;
+use crate::support::{Container, OutputBounded};
+
+/// Bound on one `ansible-playbook` or `ansible-doc` run.
+const ANSIBLE_BOUND: Duration = Duration::from_secs(120);
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn playbook() -> PathBuf {
+    root().join("docs/ansible/orch.yml")
+}
+
+/// A folder for Ansible: the collection linked as
+/// ansible_collections/orch/systemd, an inventory of localhost, a home.
+struct Ansible {
+    dir: tempfile::TempDir,
+}
+
+impl Ansible {
+    fn new() -> Ansible {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("collections/ansible_collections/orch");
+        std::fs::create_dir_all(&ns).unwrap();
+        std::os::unix::fs::symlink(root().join("ansible"), ns.join("systemd")).unwrap();
+        std::fs::write(
+            dir.path().join("inventory"),
+            "localhost ansible_connection=local ansible_python_interpreter=\"{{ ansible_playbook_python }}\"\n",
+        )
+        .unwrap();
+        Ansible { dir }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env(
+            "ANSIBLE_COLLECTIONS_PATH",
+            self.dir.path().join("collections"),
+        )
+        .env("ANSIBLE_HOME", self.dir.path().join("home"))
+        .env("ANSIBLE_LOCAL_TEMP", self.dir.path().join("tmp"))
+        .env("ANSIBLE_NOCOWS", "1")
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_FORCE_COLOR", "0")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .env_remove("ORCH_CONFIG")
+        .env_remove("ORCH_BUS")
+        .current_dir(root());
+        cmd
+    }
+
+    /// `ansible-playbook -i inventory PLAYBOOK -e @vars ARGS…`, bounded.
+    fn playbook(&self, book: &Path, vars: &serde_json::Value, args: &[&str]) -> Run {
+        let file = self.dir.path().join("vars.json");
+        std::fs::write(&file, vars.to_string()).unwrap();
+        let mut cmd = self.command("ansible-playbook");
+        cmd.arg("-i")
+            .arg(self.dir.path().join("inventory"))
+            .arg(book)
+            .arg("-e")
+            .arg(format!("@{}", file.display()))
+            .args(args);
+        Run::new(run(&mut cmd), args)
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    match cmd.output_within(ANSIBLE_BOUND) {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{:?} not found on PATH: install Ansible with `python3 -m pip install ansible-core`",
+            cmd.get_program()
+        ),
+        Err(e) => panic!("cannot run {:?}: {e}", cmd.get_program()),
+    }
+}
+
+/// One playbook run: its output and the PLAY RECAP's counters.
+struct Run {
+    ok: bool,
+    text: String,
+    changed: u32,
+    failed: u32,
+}
+
+impl Run {
+    fn new(out: Output, args: &[&str]) -> Run {
+        let text = format!(
+            "ansible-playbook {args:?} ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let recap = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("localhost") && l.contains("changed="))
+            .unwrap_or_else(|| panic!("no PLAY RECAP line: {text}"))
+            .to_string();
+        let count = |key: &str| -> u32 {
+            recap
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {recap}"))
+        };
+        Run {
+            ok: out.status.success(),
+            changed: count("changed="),
+            failed: count("failed="),
+            text,
+        }
+    }
+}
+
+const FIXTURE: &str = "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }}";
+
+/// A deployment of a master and two workers on `port`, `port + 10`, `+ 11`.
+fn config(name: &str, port: u16, master_args: &str, worker_args: &str) -> String {
+    format!(
+        r#"[deployment]
+name = "{name}"
+state_dir = "@STATE@"
+runtime_dir = "@MASKS@"
+[master]
+exec_start = "{FIXTURE} --port {{{{ port }}}} {master_args}"
+port = {port}
+health = "http://127.0.0.1:{{{{ port }}}}/health"
+stop_timeout = "5s"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = {workers}
+exec_start = "{FIXTURE} --port {{{{ port }}}} {worker_args}"
+health = "http://127.0.0.1:{{{{ port }}}}/health"
+stop_timeout = "5s"
+"#,
+        workers = port + 10
+    )
+}
+
+/// A container with the fixtures and a runtime mask folder, the
+/// configuration the playbook copies, and the playbook's variables.
+struct Setup {
+    c: Container,
+    ansible: Ansible,
+    /// The playbook's `orch_config_src`.
+    src: PathBuf,
+    /// Where the playbook installs it (`orch_config`).
+    cfg: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(config: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let masks = dir.path().join("masks");
+        std::fs::create_dir(&masks).unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        let c = Container::builder()
+            .bind_ro(root().join("tests/fixtures"), "/opt/fixtures")
+            .bind(&masks, "/run/systemd/system.control")
+            .boot();
+        let src = dir.path().join("orch.toml");
+        let text = config
+            .replace("@STATE@", &dir.path().join("state").display().to_string())
+            .replace("@MASKS@", &masks.display().to_string());
+        std::fs::write(&src, text).unwrap();
+        Setup {
+            cfg: dir.path().join("etc/orch.toml"),
+            src,
+            c,
+            ansible: Ansible::new(),
+            dir,
+        }
+    }
+
+    fn vars(&self) -> serde_json::Value {
+        serde_json::json!({
+            "orch_hosts": "localhost",
+            "orch_become": false,
+            "orch_bin": env!("CARGO_BIN_EXE_orch"),
+            "orch_config_src": self.src,
+            "orch_config": self.cfg,
+            "orch_extra_args": [
+                "--bus", self.c.bus_address(),
+                "--unit-dir", self.c.unit_dir(),
+            ],
+        })
+    }
+
+    fn play(&self, vars: serde_json::Value, args: &[&str]) -> Run {
+        let mut all = self.vars();
+        for (k, v) in vars.as_object().unwrap() {
+            all[k] = v.clone();
+        }
+        self.ansible.playbook(&playbook(), &all, args)
+    }
+
+    /// Runs one play of `tasks` (YAML, indented for `tasks:`) on localhost,
+    /// the module's options for orch preset (`module_defaults`).
+    fn tasks(&self, tasks: &str, args: &[&str]) -> Run {
+        std::fs::copy(&self.src, &self.cfg).unwrap();
+        let book = self.dir.path().join("tasks.yml");
+        std::fs::write(
+            &book,
+            format!(
+                "- hosts: localhost\n  gather_facts: false\n  module_defaults:\n    \
+                 orch.systemd.orch:\n      binary: \"{{{{ orch_bin }}}}\"\n      \
+                 config: \"{{{{ orch_config }}}}\"\n      \
+                 extra_args: \"{{{{ orch_extra_args }}}}\"\n  tasks:\n{tasks}"
+            ),
+        )
+        .unwrap();
+        self.ansible.playbook(&book, &self.vars(), args)
+    }
+
+    /// unit -> ActiveState, and the maintenance record, from `orch status`.
+    fn status(&self) -> (Vec<(String, String)>, serde_json::Value) {
+        let v = json(&orch(&self.c, &self.cfg, &["status", "--output", "json"]));
+        let units = v["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["unit"].as_str().unwrap().to_string(),
+                    u["active_state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (units, v["maintenance"].clone())
+    }
+
+    fn assert_all(&self, state: &str, why: &str) {
+        let (units, _) = self.status();
+        assert_eq!(units.len(), 3, "{units:?}");
+        assert!(
+            units.iter().all(|(_, s)| s == state),
+            "{why}: not every unit {state}: {units:?}"
+        );
+    }
+
+    /// Every file of the unit folder, with its content.
+    fn unit_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(self.c.unit_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+}
 
 #[test]
 fn playbook_passes_syntax_check() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let playbook = root.join("docs/ansible/orch.yml");
-    let out = match Command::new("ansible-playbook")
+    let a = Ansible::new();
+    let out = run(a
+        .command("ansible-playbook")
         .arg("--syntax-check")
-        .arg(&playbook)
-        // Localhost only, no inventory lookups, no cowsay or colour in the message.
-        .args(["-i", "localhost,"])
-        .env("ANSIBLE_NOCOWS", "1")
-        .env("ANSIBLE_NOCOLOR", "1")
-        .current_dir(root)
-        .output_bounded()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "ansible-playbook not found on PATH: install it with `pip install ansible-core` \
-             (or `python3 -m pip install ansible-core`) to check {}",
-            playbook.display()
-        ),
-        Err(e) => panic!("cannot run ansible-playbook: {e}"),
-    };
+        .arg(playbook())
+        .args(["-i", "localhost,"]));
     assert!(
         out.status.success(),
-        "ansible-playbook --syntax-check {} failed ({}):\n{}{}",
-        playbook.display(),
+        "ansible-playbook --syntax-check failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// What `ansible-test sanity` would check first: the module compiles and
+/// its DOCUMENTATION, EXAMPLES and RETURN parse (ansible-doc).
+#[test]
+fn module_compiles_and_documents_itself() {
+    let module = root().join("ansible/plugins/modules/orch.py");
+    let out = run(Command::new("python3")
+        .args(["-m", "py_compile"])
+        .arg(&module)
+        .env("PYTHONPYCACHEPREFIX", tempfile::tempdir().unwrap().path()));
+    assert!(
+        out.status.success(),
+        "py_compile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = Ansible::new();
+    let out = run(a
+        .command("ansible-doc")
+        .args(["--json", "orch.systemd.orch"]));
+    assert!(
+        out.status.success(),
+        "ansible-doc failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ansible-doc JSON");
+    let m = &doc["orch.systemd.orch"];
+    let states = &m["doc"]["options"]["state"]["choices"];
+    for s in [
+        "installed",
+        "started",
+        "restarted",
+        "reloaded",
+        "stopped",
+        "maintenance",
+        "resumed",
+    ] {
+        assert!(
+            states.as_array().unwrap().iter().any(|c| c == s),
+            "state {s} not documented: {states}"
+        );
+    }
+    assert!(m["examples"]
+        .as_str()
+        .unwrap()
+        .contains("orch.systemd.orch"));
+    assert!(m["return"]["failed_units"].is_object(), "{}", m["return"]);
+}
+
+/// Deploy, idempotence, --check, --diff, then the database-upgrade flow
+/// (maintenance → a task → resumed) and its rescue, all through
+/// docs/ansible/orch.yml.
+#[test]
+fn playbook_deploys_idempotently_checks_diffs_and_maintains() {
+    let s = Setup::new(&config("ans", 34000, "--ready-after 0.2", ""));
+
+    let first = s.play(serde_json::json!({}), &[]);
+    assert!(first.ok && first.failed == 0, "{}", first.text);
+    assert!(
+        first.changed > 0,
+        "first run changed nothing: {}",
+        first.text
+    );
+    s.assert_all("active", "after the first run");
+
+    let second = s.play(serde_json::json!({}), &[]);
+    assert!(second.ok, "{}", second.text);
+    assert_eq!(
+        second.changed, 0,
+        "second run not idempotent: {}",
+        second.text
+    );
+
+    // A config edit: --check reports it and writes nothing.
+    let before = s.unit_files();
+    let installed_cfg = std::fs::read(&s.cfg).unwrap();
+    let edited = std::fs::read_to_string(&s.src)
+        .unwrap()
+        .replace("--ready-after 0.2", "--ready-after 0.3");
+    std::fs::write(&s.src, edited).unwrap();
+    let check = s.play(serde_json::json!({}), &["--check"]);
+    assert!(check.ok, "{}", check.text);
+    assert!(check.changed > 0, "--check saw no change: {}", check.text);
+    assert!(
+        check.text.contains("changed: [localhost]") && check.text.contains("Install units"),
+        "{}",
+        check.text
+    );
+    assert_eq!(s.unit_files(), before, "--check wrote unit files");
+    assert_eq!(
+        std::fs::read(&s.cfg).unwrap(),
+        installed_cfg,
+        "--check wrote the config"
+    );
+    assert!(
+        !s.cfg.with_extension("toml.check").exists(),
+        "staged configuration left behind"
+    );
+    let plan = orch(&s.c, &s.cfg, &["plan"]);
+    assert_eq!(plan.status.code(), Some(0), "--check changed the plan");
+
+    // --diff applies it and shows the unit file's edited line.
+    let diff = s.play(serde_json::json!({}), &["--diff"]);
+    assert!(diff.ok && diff.changed > 0, "{}", diff.text);
+    let line = "ExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name ans --port 34000 --ready-after 0.3";
+    assert!(
+        diff.text.lines().any(|l| l == format!("+{line}")),
+        "--diff does not show +{line}: {}",
+        diff.text
+    );
+    assert!(
+        diff.text
+            .lines()
+            .any(|l| l == format!("-{}", line.replace("0.3", "0.2"))),
+        "{}",
+        diff.text
+    );
+    let unit = std::fs::read_to_string(s.c.unit_dir().join("ans.service")).unwrap();
+    assert!(unit.contains(line), "{unit}");
+    s.assert_all("active", "after the --diff run (restart handler)");
+
+    // The database upgrade: the "upgrade" task records what orch status
+    // says while it runs.
+    let during = s.dir.path().join("during.json");
+    let status_cmd = format!(
+        "sh -c '{} --config {} --bus {} --unit-dir {} status --output json > {}'",
+        env!("CARGO_BIN_EXE_orch"),
+        s.cfg.display(),
+        s.c.bus_address(),
+        s.c.unit_dir().display(),
+        during.display()
+    );
+    let upgrade = s.play(
+        serde_json::json!({"pg_old": 15, "pg_new": 16, "pg_upgrade_command": status_cmd}),
+        &["--tags", "upgrade-db"],
+    );
+    assert!(upgrade.ok, "{}", upgrade.text);
+    assert_eq!(
+        upgrade.changed, 3,
+        "maintenance, task, resume: {}",
+        upgrade.text
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&during).expect("the task ran")).unwrap();
+    assert_eq!(
+        seen["maintenance"]["reason"], "postgres 15 -> 16",
+        "not in maintenance during the task: {seen}"
+    );
+    for u in seen["units"].as_array().unwrap() {
+        assert_ne!(u["active_state"], "active", "running during the task: {u}");
+    }
+    s.assert_all("active", "after resume");
+    assert!(s.status().1.is_null(), "still in maintenance after resume");
+
+    // A failing upgrade: the rescue fails the play, saying so, and leaves
+    // the deployment in maintenance.
+    let failed = s.play(
+        serde_json::json!({"pg_old": 15, "pg_new": 16, "pg_upgrade_command": "false"}),
+        &["--tags", "upgrade-db"],
+    );
+    assert!(!failed.ok && failed.failed == 1, "{}", failed.text);
+    assert!(
+        failed.text.contains("'Upgrade the cluster' failed")
+            && failed.text.contains("still in maintenance"),
+        "{}",
+        failed.text
+    );
+    let (units, maintenance) = s.status();
+    assert!(!maintenance.is_null(), "resumed after a failed upgrade");
+    assert!(units.iter().all(|(_, st)| st != "active"), "{units:?}");
+}
+
+/// A unit that cannot start fails the task, naming it.
+#[test]
+fn failing_unit_fails_the_task_with_its_name() {
+    let s = Setup::new(&config(
+        "ansfail",
+        34200,
+        "",
+        "--fail-if-exists /opt/fixtures/worker.py",
+    ));
+    let r = s.play(serde_json::json!({}), &[]);
+    assert!(!r.ok && r.failed == 1, "{}", r.text);
+    let task = r
+        .text
+        .split("TASK [")
+        .find(|t| t.starts_with("Start every unit"))
+        .unwrap_or_else(|| panic!("no start task: {}", r.text));
+    assert!(task.contains("fatal: [localhost]"), "{task}");
+    assert!(task.contains("orch start failed"), "{task}");
+    assert!(
+        task.contains("ansfail-worker-0-generic.service"),
+        "the failed unit is not named: {task}"
+    );
+}
+
+/// The lifecycle states on their own: changed only when a unit changes
+/// state, check mode acting on nothing, a rolling restart, and resume
+/// outside maintenance.
+#[test]
+fn module_lifecycle_states_report_changes_truthfully() {
+    let s = Setup::new(&config("anslc", 34100, "", ""));
+    let up = s.tasks(
+        "    - orch.systemd.orch: {state: installed}\n    - orch.systemd.orch: {state: started}\n",
+        &[],
+    );
+    assert!(up.ok && up.changed == 2, "{}", up.text);
+    s.assert_all("active", "after started");
+
+    let again = s.tasks(
+        "    - orch.systemd.orch: {state: started}\n    - orch.systemd.orch: {state: resumed}\n",
+        &[],
+    );
+    assert!(again.ok && again.changed == 0, "{}", again.text);
+
+    // Check mode: stopping would change something, and nothing is stopped.
+    let check = s.tasks("    - orch.systemd.orch: {state: stopped}\n", &["--check"]);
+    assert!(check.ok && check.changed == 1, "{}", check.text);
+    s.assert_all("active", "after stopped in check mode");
+
+    let workers = s.tasks(
+        "    - orch.systemd.orch: {state: stopped, targets: [workers]}\n    \
+         - orch.systemd.orch: {state: stopped, targets: [workers]}\n",
+        &[],
+    );
+    assert!(workers.ok && workers.changed == 1, "{}", workers.text);
+    let (units, _) = s.status();
+    for (unit, state) in &units {
+        let want = if unit == "anslc.service" {
+            "active"
+        } else {
+            "inactive"
+        };
+        assert_eq!(state, want, "{unit}: {units:?}");
+    }
+
+    let rolling = s.tasks(
+        "    - orch.systemd.orch: {state: started, targets: [generic]}\n    \
+         - orch.systemd.orch: {state: restarted, rolling: true, batch: 2}\n      \
+         register: r\n    \
+         - ansible.builtin.assert:\n        \
+         that: [\"r.units | map(attribute='phase') | unique == ['ready']\", \"r.units | length == 3\"]\n",
+        &[],
+    );
+    assert!(rolling.ok && rolling.changed == 2, "{}", rolling.text);
+    s.assert_all("active", "after the rolling restart");
 }

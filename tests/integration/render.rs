@@ -231,6 +231,12 @@ fn plan_reports_create_then_nothing_and_exit_codes() {
         .unwrap()
         .iter()
         .all(|u| u["action"] == "create"));
+    // A change carries the file's text after (and before, when it exists):
+    // what the Ansible module's diff mode shows.
+    assert!(v["units"].as_array().unwrap().iter().all(|u| u["content"]
+        .as_str()
+        .is_some_and(|c| c.contains("[Service]"))
+        && u.get("installed").is_none()));
     assert!(!units.exists(), "plan must not create the unit folder");
 
     let o = run(args(&["render", "--out", units.to_str().unwrap()]));
