@@ -162,10 +162,15 @@ fn follow_shows_a_line_written_after_it_started_and_ends_on_ctrl_c() {
             }
         }
     });
-    let next = |want: &str| loop {
+    // Every line up to the first with `want`, which is last.
+    let mut seen = Vec::new();
+    let mut next = |want: &str| loop {
         match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) if l.contains(want) => return l,
-            Ok(_) => continue,
+            Ok(l) if l.contains(want) => {
+                seen.push(l);
+                return std::mem::take(&mut seen);
+            }
+            Ok(l) => seen.push(l),
             Err(e) => {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(child.id() as i32),
@@ -175,14 +180,22 @@ fn follow_shows_a_line_written_after_it_started_and_ends_on_ctrl_c() {
             }
         }
     };
-    let first = next("said before");
+    let history = next("said before");
     assert_eq!(
-        first.split_whitespace().collect::<Vec<_>>().join(" "),
-        "lg | said before"
+        spoken(&history.join("\n")),
+        ["lg | said before"],
+        "{history:?}"
     );
     std::fs::write(s.talk.join("lg-worker-0-generic"), "said after\n").unwrap();
-    let after = next("said after");
+    let followed = next("said after");
+    let after = followed.last().unwrap();
     assert!(after.starts_with("lg-worker-0-generic | "), "{after}");
+    // Following starts where the history ended: nothing shown twice.
+    assert_eq!(
+        spoken(&followed.join("\n")),
+        [after.split_whitespace().collect::<Vec<_>>().join(" ")],
+        "{followed:?}"
+    );
 
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
