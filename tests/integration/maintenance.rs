@@ -621,21 +621,12 @@ fn a_symlinked_lock_or_a_writable_state_folder_is_refused() {
     assert_eq!(state_of(&s.c, "fx.service"), "active");
 }
 
-/// `stop-for-maintenance … -- sh -c SCRIPT`, bounded like every orch run.
-fn around(s: &Setup, script: &str) -> std::process::Output {
-    orch(
-        &s.c,
-        &s.cfg,
-        &[
-            "stop-for-maintenance",
-            "--reason",
-            "pg upgrade",
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ],
-    )
+/// `stop-for-maintenance [EXTRA…] … -- sh -c SCRIPT`, bounded like every orch run.
+fn around(s: &Setup, extra: &[&str], script: &str) -> std::process::Output {
+    let mut args = vec!["stop-for-maintenance", "--reason", "pg upgrade"];
+    args.extend(extra);
+    args.extend(["--", "/bin/sh", "-c", script]);
+    orch(&s.c, &s.cfg, &args)
 }
 
 #[test]
@@ -647,16 +638,24 @@ fn command_that_succeeds_runs_stopped_and_is_followed_by_resume() {
         state = s.state.display(),
         seen = seen.display()
     );
-    let o = around(&s, &script);
+    let o = around(&s, &["--output", "json"], &script);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    // It ran in maintenance, with its environment, its output shown.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}\n{err}");
+    // It ran in maintenance, with its environment, its output shown (on
+    // stderr: stdout stays orch's JSON lines).
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), "fx/pg upgrade\n");
-    assert!(text.contains("upgrading"), "{text}");
+    assert!(err.contains("upgrading"), "{err}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let command = events
+        .iter()
+        .find(|v| v["event"] == "command")
+        .expect("command event");
+    assert_eq!(command["exit_code"], 0, "{command}");
+    assert_eq!(summary(&o)["ok"], true);
     for u in all_units(2) {
         assert_eq!(state_of(&s.c, &u), "active", "{u}");
     }
@@ -674,7 +673,7 @@ fn command_that_succeeds_runs_stopped_and_is_followed_by_resume() {
 #[test]
 fn command_that_fails_leaves_the_deployment_in_maintenance_with_its_status() {
     let s = setup(33520, &generic(2, 33530));
-    let o = around(&s, "echo broken >&2; exit 7");
+    let o = around(&s, &[], "echo broken >&2; exit 7");
     assert_eq!(o.status.code(), Some(7));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
