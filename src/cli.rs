@@ -87,7 +87,18 @@ fn run(cli: Cli) -> Result<i32, Error> {
             timeout,
             reason,
             include_database,
-        } => commands::maintenance::stop(g, &d, *timeout, reason, *include_database),
+            journal_root,
+            command,
+        } => {
+            let req = commands::maintenance::StopArgs {
+                timeout: *timeout,
+                reason,
+                include_database: *include_database,
+                journal_root,
+                command,
+            };
+            commands::maintenance::stop(g, &d, req)
+        }
         Command::Resume {
             timeout,
             max_parallel,
@@ -99,6 +110,24 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 false => crate::maintenance::ResumeScope::Recorded,
             };
             commands::maintenance::resume(g, &d, *timeout, *max_parallel, journal_root, scope)
+        }
+        Command::Logs {
+            targets,
+            follow,
+            lines,
+            since,
+            journal_root,
+            timeout,
+        } => {
+            let req = commands::logs::Request {
+                targets: targets.clone(),
+                follow: *follow,
+                lines: *lines,
+                since: since.clone(),
+                journal_root: journal_root.clone(),
+                timeout: *timeout,
+            };
+            commands::logs::run(g, &d, req)
         }
         Command::Status { all_units } => commands::status::run(g, &d, *all_units),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),

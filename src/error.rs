@@ -8,6 +8,7 @@ use crate::config::ConfigError;
 use crate::exit;
 use crate::fleet::AddressError;
 use crate::install::InstallError;
+use crate::logs::LogsError;
 use crate::maintenance::MaintenanceError;
 use crate::plan::PlanError;
 use crate::render::RenderError;
@@ -41,6 +42,8 @@ pub enum Error {
     Maintenance(#[from] MaintenanceError),
     #[error(transparent)]
     Status(#[from] StatusError),
+    #[error(transparent)]
+    Logs(#[from] LogsError),
     #[error(transparent)]
     Systemd(#[from] SystemdError),
     /// `render --out` refused a unit name as a file name (render.rs says why).
@@ -82,6 +85,7 @@ impl Error {
             Error::InstallSystemd { cause, .. } => cause.exit_code(),
             Error::Maintenance(e) => e.exit_code(),
             Error::Status(e) => e.exit_code(),
+            Error::Logs(e) => e.exit_code(),
             Error::Systemd(e) => e.exit_code(),
             Error::Plan(_)
             | Error::UnitPath(_)

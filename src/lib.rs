@@ -16,6 +16,7 @@ pub mod install;
 pub mod jobs;
 pub mod lifecycle;
 pub mod live;
+pub mod logs;
 pub mod maintenance;
 pub mod model;
 pub mod ops;

@@ -321,10 +321,7 @@ impl Row {
     /// Every worker of one kind on one host: counts instead of states.
     fn group(kind: &str, members: &[&UnitStatus]) -> Row {
         let n = members.len();
-        let active = members
-            .iter()
-            .filter(|r| r.is_active())
-            .count();
+        let active = members.iter().filter(|r| r.is_active()).count();
         let probed = members.iter().filter(|r| r.health.is_some()).count();
         let ok = members
             .iter()

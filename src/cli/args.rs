@@ -118,6 +118,15 @@ pub enum Command {
         /// Stop (and mask) the database unit too
         #[arg(long)]
         include_database: bool,
+        /// With `-- CMD`: read failure logs of the resume with `journalctl --root DIR`
+        #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
+        journal_root: Option<PathBuf>,
+        /// After `--`: a command to run while the deployment is stopped, with
+        /// ORCH_DEPLOYMENT and ORCH_MAINTENANCE_REASON set and its output shown.
+        /// Exit 0: orch resumes. Otherwise (or interrupted) the deployment stays
+        /// in maintenance and orch exits with the command's status
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// End maintenance: unmask, start exactly the units that ran before (readiness-gated), remove the state file.
     Resume {
@@ -134,6 +143,27 @@ pub enum Command {
         /// out when the maintenance journal is damaged
         #[arg(long)]
         all: bool,
+    },
+    /// The journal of the deployment's units (or the targets), merged in time order, each line prefixed with its unit.
+    Logs {
+        /// Unit names, worker kinds, or master / workers / dependents / database [default: every unit but the database]
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
+        /// Keep showing new lines until Ctrl+C
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines of history per unit, or `all` [default: 10; all with --since]
+        #[arg(short = 'n', long, value_name = "N", value_parser = parse_lines)]
+        lines: Option<crate::logs::Lines>,
+        /// Only lines since WHEN, as journalctl takes it: `2024-05-01 10:00`, `1h ago`, `today`
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<String>,
+        /// Read the journal with `journalctl --root DIR` (e.g. a container's root)
+        #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
+        journal_root: Option<PathBuf>,
+        /// Bound on reading the history of every host
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -199,6 +229,52 @@ fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     Ok(d)
 }
 
+/// A `-n` value clap refused.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is neither a number of lines nor `all`")]
+struct LinesError(String);
+
+fn parse_lines(s: &str) -> Result<crate::logs::Lines, LinesError> {
+    match s {
+        "all" => Ok(crate::logs::Lines::All),
+        n => n
+            .parse()
+            .map(crate::logs::Lines::Last)
+            .map_err(|_| LinesError(s.to_string())),
+    }
+}
+
+/// A `--since` value clap refused.
+#[derive(Debug, thiserror::Error)]
+enum SinceError {
+    #[error(
+        "must not start with `-` (journalctl would read it as an option); write e.g. `1h ago`"
+    )]
+    Dash,
+    #[error("longer than {MAX_SINCE} characters")]
+    Long,
+    #[error("may hold only letters, digits, spaces and `:-+.@`")]
+    Character,
+}
+
+const MAX_SINCE: usize = 64;
+
+/// The value goes to journalctl, over SSH through a shell: a short phrase
+/// of the characters journalctl's time syntax uses, never an option.
+fn parse_since(s: &str) -> Result<String, SinceError> {
+    if s.starts_with('-') {
+        return Err(SinceError::Dash);
+    }
+    if s.len() > MAX_SINCE {
+        return Err(SinceError::Long);
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || " :-+.@".contains(c);
+    if s.is_empty() || !s.chars().all(allowed) {
+        return Err(SinceError::Character);
+    }
+    Ok(s.to_string())
+}
+
 impl Global {
     /// How to reach the hosts.
     pub fn access(&self) -> Access {
@@ -213,6 +289,27 @@ impl Global {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_is_a_short_phrase_and_never_an_option() {
+        assert_eq!(parse_since("1h ago").unwrap(), "1h ago");
+        assert_eq!(
+            parse_since("2024-05-01 10:00:00").unwrap(),
+            "2024-05-01 10:00:00"
+        );
+        assert!(matches!(parse_since("-1h"), Err(SinceError::Dash)));
+        assert!(matches!(
+            parse_since("today'; rm"),
+            Err(SinceError::Character)
+        ));
+        assert!(matches!(
+            parse_since(&"1".repeat(65)),
+            Err(SinceError::Long)
+        ));
+        assert_eq!(parse_lines("all").unwrap(), crate::logs::Lines::All);
+        assert_eq!(parse_lines("5").unwrap(), crate::logs::Lines::Last(5));
+        assert!(parse_lines("-5").is_err());
+    }
 
     #[test]
     fn durations_are_humane_and_never_zero() {

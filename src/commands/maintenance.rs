@@ -8,26 +8,31 @@ use crate::cli::Global;
 use crate::error::{Error, UsageError};
 use crate::exit;
 use crate::lifecycle;
-use crate::maintenance::StopReport;
+use crate::maintenance::{ResumeScope, StopReport};
 use crate::model::Deployment;
-use crate::ops::maintenance::StopRequest;
+use crate::ops::maintenance::{CommandEnv, Ran, StopRequest};
 use crate::output::{self, Format};
 
-pub fn stop(
-    g: &Global,
-    d: &Deployment,
-    timeout: Option<Duration>,
-    reason: &str,
-    include_database: bool,
-) -> Result<i32, Error> {
+/// The options of `stop-for-maintenance`.
+pub struct StopArgs<'a> {
+    pub timeout: Option<Duration>,
+    pub reason: &'a str,
+    pub include_database: bool,
+    /// For the resume after `-- CMD`.
+    pub journal_root: &'a Option<PathBuf>,
+    /// `-- CMD [ARGS…]`, or empty.
+    pub command: &'a [String],
+}
+
+pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error> {
     // The reason goes into the journal and onto the terminal of whoever runs `status`.
-    if reason.chars().any(char::is_control) {
+    if args.reason.chars().any(char::is_control) {
         return Err(UsageError::ControlCharacters { flag: "--reason" }.into());
     }
     let req = StopRequest {
-        reason,
-        timeout,
-        include_database,
+        reason: args.reason,
+        timeout: args.timeout,
+        include_database: args.include_database,
     };
     let report = crate::ops::maintenance::stop(d, &g.access(), req, &step_printer(g))?;
     if g.output == Format::Json {
@@ -35,7 +40,69 @@ pub fn stop(
     } else if !(g.quiet && report.ok) {
         print(&human(d, &report))?;
     }
-    Ok(if report.ok { exit::OK } else { exit::FAILURE })
+    if !report.ok {
+        if !args.command.is_empty() {
+            eprintln!("orch: {} is not proven stopped: the command was not run; it stays in maintenance (`orch resume` ends it)", d.name);
+        }
+        return Ok(exit::FAILURE);
+    }
+    if args.command.is_empty() {
+        return Ok(exit::OK);
+    }
+    around(g, d, &report, &args)
+}
+
+/// `-- CMD`: runs it in maintenance, then resumes only if it succeeded.
+fn around(
+    g: &Global,
+    d: &Deployment,
+    stop: &StopReport,
+    args: &StopArgs<'_>,
+) -> Result<i32, Error> {
+    let env = CommandEnv {
+        deployment: &d.name,
+        reason: &stop.reason,
+        stdout_to_stderr: g.output == Format::Json,
+    };
+    let r = crate::ops::maintenance::run_command(args.command, env)?;
+    let how = match &r.ran {
+        Ran::Exited(c) => format!("exited with status {c}"),
+        Ran::Signaled(s) => format!("was ended by signal {s}"),
+        Ran::NotStarted(e) => format!("could not be started: {e}"),
+    };
+    let killed = if r.killed {
+        " (killed with SIGKILL)"
+    } else {
+        ""
+    };
+    if g.output == Format::Json {
+        json(&serde_json::json!({
+            "event": "command",
+            "command": args.command,
+            "exit_code": r.exit_code(),
+            "interrupted": r.interrupted,
+            "killed": r.killed,
+            "resuming": r.succeeded(),
+        }))?;
+    }
+    if !r.succeeded() {
+        let interrupted = if r.interrupted {
+            "interrupted; it "
+        } else {
+            ""
+        };
+        eprintln!(
+            "orch: `{}` {interrupted}{how}{killed}: {} stays in maintenance (state file {}); when it is fixed, run `orch resume`",
+            args.command.join(" "),
+            d.name,
+            stop.state_file.display()
+        );
+        return Ok(r.exit_code());
+    }
+    if !g.quiet && g.output == Format::Human {
+        eprintln!("`{}` {how}: resuming {}", args.command.join(" "), d.name);
+    }
+    resume(g, d, None, None, args.journal_root, ResumeScope::Recorded)
 }
 
 /// A row per unit with its processes, then the totals and what is left.

@@ -6,6 +6,7 @@ pub mod common;
 pub mod docs;
 pub mod install;
 pub mod lifecycle;
+pub mod logs;
 pub mod maintenance;
 pub mod plan;
 pub mod render;

@@ -146,7 +146,7 @@ impl<'a> Job<'a> {
     }
 }
 
-fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
+pub(crate) fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
     signal(kind).map_err(|cause| Error::Signal {
         signal: name,
         cause,

@@ -72,6 +72,132 @@ pub fn resume(
     })
 }
 
+/// How long CMD has to end after orch passed it a signal, before orch
+/// kills it with SIGKILL (a second Ctrl+C kills it at once).
+pub const COMMAND_GRACE: Duration = Duration::from_secs(10);
+
+/// How the maintenance command ended.
+#[derive(Debug)]
+pub enum Ran {
+    /// Exited with this status (0: success).
+    Exited(i32),
+    /// Ended by this signal.
+    Signaled(i32),
+    /// Could not be started (not found, not executable).
+    NotStarted(std::io::Error),
+}
+
+#[derive(Debug)]
+pub struct CommandReport {
+    pub ran: Ran,
+    /// SIGINT or SIGTERM came while it ran.
+    pub interrupted: bool,
+    /// It outlived [`COMMAND_GRACE`] or a second signal, and orch killed it.
+    pub killed: bool,
+}
+
+impl CommandReport {
+    pub fn succeeded(&self) -> bool {
+        matches!(self.ran, Ran::Exited(0)) && !self.interrupted
+    }
+
+    /// The status orch exits with, as a shell reports it.
+    pub fn exit_code(&self) -> i32 {
+        match &self.ran {
+            Ran::Exited(0) if self.interrupted => crate::exit::INTERRUPTED,
+            Ran::Exited(c) => *c,
+            Ran::Signaled(s) => 128 + s,
+            Ran::NotStarted(e) if e.kind() == std::io::ErrorKind::NotFound => 127,
+            Ran::NotStarted(_) => 126,
+        }
+    }
+}
+
+/// What the maintenance command is told.
+pub struct CommandEnv<'a> {
+    pub deployment: &'a str,
+    pub reason: &'a str,
+    /// Its standard output goes to orch's standard error (`--output json`
+    /// keeps stdout for orch's own lines).
+    pub stdout_to_stderr: bool,
+}
+
+/// Runs `argv` with orch's terminal, waits for it, and passes it SIGTERM
+/// (and SIGINT when orch is not on a terminal: there, the terminal sent
+/// Ctrl+C to CMD's process group already).
+pub fn run_command(argv: &[String], env: CommandEnv<'_>) -> Result<CommandReport, Error> {
+    use std::io::IsTerminal;
+    use tokio::signal::unix::SignalKind;
+
+    let on_terminal = std::io::stdin().is_terminal();
+    super::runtime()?.block_on(async {
+        let mut sigint = super::lifecycle::handler(SignalKind::interrupt(), "SIGINT")?;
+        let mut sigterm = super::lifecycle::handler(SignalKind::terminate(), "SIGTERM")?;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("ORCH_DEPLOYMENT", env.deployment)
+            .env("ORCH_MAINTENANCE_REASON", env.reason);
+        if env.stdout_to_stderr {
+            if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
+                cmd.stdout(std::process::Stdio::from(fd));
+            }
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return Ok(report(Ran::NotStarted(e), false, false)),
+        };
+        let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+        let pass = |sig| {
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
+        };
+        use nix::sys::signal::Signal;
+        let signal = tokio::select! {
+            s = child.wait() => return Ok(report(ran(s), false, false)),
+            _ = sigint.recv() => Signal::SIGINT,
+            _ = sigterm.recv() => Signal::SIGTERM,
+        };
+        if signal == Signal::SIGTERM || !on_terminal {
+            pass(signal);
+        }
+        // Bounded: the grace, or a second signal, then SIGKILL.
+        let waited = tokio::select! {
+            s = child.wait() => Some(s),
+            _ = tokio::time::sleep(COMMAND_GRACE) => None,
+            _ = sigint.recv() => None,
+            _ = sigterm.recv() => None,
+        };
+        Ok(match waited {
+            Some(s) => report(ran(s), true, false),
+            None => {
+                let _ = child.start_kill();
+                report(ran(child.wait().await), true, true)
+            }
+        })
+    })
+}
+
+fn ran(status: std::io::Result<std::process::ExitStatus>) -> Ran {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Ran::Exited(c),
+            (None, Some(sig)) => Ran::Signaled(sig),
+            (None, None) => Ran::Exited(crate::exit::FAILURE),
+        },
+        Err(e) => Ran::NotStarted(e),
+    }
+}
+
+fn report(ran: Ran, interrupted: bool, killed: bool) -> CommandReport {
+    CommandReport {
+        ran,
+        interrupted,
+        killed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +220,18 @@ mod tests {
     fn default_timeout_is_the_longest_stop_plus_ten_seconds() {
         let members = [member(30), member(90), member(5)];
         assert_eq!(default_stop_timeout(&members), Duration::from_secs(100));
+    }
+
+    #[test]
+    fn the_exit_code_is_the_command_s_as_a_shell_says_it() {
+        let r = |ran, interrupted| report(ran, interrupted, false).exit_code();
+        assert_eq!(r(Ran::Exited(3), false), 3);
+        assert_eq!(r(Ran::Signaled(15), true), 143);
+        assert_eq!(r(Ran::Exited(0), true), crate::exit::INTERRUPTED);
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(r(Ran::NotStarted(missing), false), 127);
+        assert!(report(Ran::Exited(0), false, false).succeeded());
+        assert!(!report(Ran::Exited(0), true, false).succeeded());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! command covers live here, not in argument parsing.
 
 pub mod lifecycle;
+pub mod logs;
 pub mod maintenance;
 
 use std::path::Path;

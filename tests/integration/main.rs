@@ -9,6 +9,7 @@ mod demo;
 mod harness;
 mod lifecycle;
 mod load;
+mod logs;
 mod maintenance;
 mod multihost;
 mod probe;

@@ -721,3 +721,137 @@ fn the_database_can_be_driven_during_maintenance() {
         assert_eq!(state_of(&s.c, u), "active", "{u}");
     }
 }
+
+/// `stop-for-maintenance [EXTRA…] … -- sh -c SCRIPT`, bounded like every orch run.
+fn around(s: &Setup, extra: &[&str], script: &str) -> std::process::Output {
+    let mut args = vec!["stop-for-maintenance", "--reason", "pg upgrade"];
+    args.extend(extra);
+    args.extend(["--", "/bin/sh", "-c", script]);
+    orch(&s.c, &s.cfg, &args)
+}
+
+#[test]
+fn command_that_succeeds_runs_stopped_and_is_followed_by_resume() {
+    let s = setup(33500, &generic(2, 33510));
+    let seen = s._dir.path().join("seen");
+    let script = format!(
+        "test -e {state}/fx/maintenance.json && echo \"$ORCH_DEPLOYMENT/$ORCH_MAINTENANCE_REASON\" > {seen} && echo upgrading",
+        state = s.state.display(),
+        seen = seen.display()
+    );
+    let o = around(&s, &["--output", "json"], &script);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}\n{err}");
+    // It ran in maintenance, with its environment, its output shown (on
+    // stderr: stdout stays orch's JSON lines).
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "fx/pg upgrade\n");
+    assert!(err.contains("upgrading"), "{err}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let command = events
+        .iter()
+        .find(|v| v["event"] == "command")
+        .expect("command event");
+    assert_eq!(command["exit_code"], 0, "{command}");
+    assert_eq!(summary(&o)["ok"], true);
+    for u in all_units(2) {
+        assert_eq!(state_of(&s.c, &u), "active", "{u}");
+    }
+    assert!(
+        !s.state.join("fx/maintenance.json").exists(),
+        "journal left"
+    );
+    assert_eq!(
+        std::fs::read_dir(&s.masks).unwrap().count(),
+        0,
+        "masks left"
+    );
+}
+
+#[test]
+fn command_that_fails_leaves_the_deployment_in_maintenance_with_its_status() {
+    let s = setup(33520, &generic(2, 33530));
+    let o = around(&s, &[], "echo broken >&2; exit 7");
+    assert_eq!(o.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("broken")
+            && err.contains("stays in maintenance")
+            && err.contains("orch resume"),
+        "{err}"
+    );
+    for u in all_units(2) {
+        assert!(
+            matches!(state_of(&s.c, &u).as_str(), "inactive" | "failed"),
+            "{u} is {}",
+            state_of(&s.c, &u)
+        );
+    }
+    assert!(
+        s.state.join("fx/maintenance.json").exists(),
+        "journal removed"
+    );
+    let st = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    for r in st["units"].as_array().unwrap() {
+        if r["unit"] != "fakedb.service" {
+            assert_eq!(r["load_state"], "masked", "{r}");
+        }
+    }
+    // The way out it names.
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    assert_eq!(state_of(&s.c, "fx.service"), "active");
+}
+
+#[test]
+fn sigterm_while_the_command_runs_reaches_it_and_keeps_maintenance() {
+    let s = setup(33540, &generic(1, 33550));
+    let started = s._dir.path().join("started");
+    let script = format!("touch {}; exec sleep 60", started.display());
+    let mut child = orch_cmd(
+        &s.c,
+        &s.cfg,
+        &["stop-for-maintenance", "--", "/bin/sh", "-c", &script],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the command never started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("orch outlived SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // sleep got the SIGTERM orch passed on and ended at once.
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(
+        s.state.join("fx/maintenance.json").exists(),
+        "journal removed"
+    );
+    assert!(matches!(
+        state_of(&s.c, "fx.service").as_str(),
+        "inactive" | "failed"
+    ));
+}
