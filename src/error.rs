@@ -103,6 +103,9 @@ pub enum UsageError {
     /// A lifecycle target that names no unit.
     #[error(transparent)]
     Target(#[from] crate::lifecycle::UnknownTarget),
+    /// `reload` of units that have nothing to reload with.
+    #[error(transparent)]
+    NotReloadable(#[from] crate::ops::lifecycle::NotReloadable),
     #[error("{flag} must not contain control characters")]
     ControlCharacters { flag: &'static str },
 }

@@ -107,6 +107,14 @@ pub enum Command {
         #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
     },
+    /// Reload units in parallel (systemd's reload job: ExecReload=, e.g. SIGHUP), then check each is ready again. The database is never reloaded; units without ExecReload= are refused before anything is sent (exit 2), unless --or-restart.
+    Reload {
+        #[command(flatten)]
+        args: Lifecycle,
+        /// Restart the units that cannot be reloaded (systemd's reload-or-restart job), the master first
+        #[arg(long)]
+        or_restart: bool,
+    },
     /// Record what runs, mask every unit at runtime, stop dependents, workers and master, and prove no process is left.
     StopForMaintenance {
         /// Bound on the whole stop; units still running at its end are killed with SIGKILL [default: longest stop_timeout + 10s]

@@ -1,4 +1,4 @@
-//! `orch start`, `stop`, `restart [--rolling]`.
+//! `orch start`, `stop`, `restart [--rolling]`, `reload [--or-restart]`.
 
 use super::common::{print_summary, title};
 use crate::cli::{Global, Lifecycle};
@@ -9,13 +9,17 @@ use crate::model::Deployment;
 use crate::ops::lifecycle::{Job, Outcome, Request, Selection};
 use crate::output;
 
-pub fn run(
-    g: &Global,
-    d: &Deployment,
-    op: Op,
-    a: &Lifecycle,
-    rolling: Option<usize>,
-) -> Result<i32, Error> {
+/// What some verbs add to the common lifecycle flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra {
+    /// `restart --rolling --batch N`.
+    pub rolling: Option<usize>,
+    /// `reload --or-restart`.
+    pub or_restart: bool,
+}
+
+pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> Result<i32, Error> {
+    let rolling = extra.rolling;
     let selection = if a.all {
         Selection::All
     } else {
@@ -28,6 +32,7 @@ pub fn run(
             max_parallel: a.max_parallel.map(|n| n as usize),
             timeout: a.timeout,
             rolling,
+            or_restart: extra.or_restart,
             journal_root: a.journal_root.clone(),
             probe: Default::default(),
         },

@@ -1,5 +1,6 @@
-//! `start`, `stop`, `restart`: which units, on which hosts, refused during
-//! maintenance, and what a Ctrl+C does to the jobs already in systemd.
+//! `start`, `stop`, `restart`, `reload`: which units, on which hosts,
+//! refused during maintenance (or, for a reload, without `ExecReload=`), and
+//! what a Ctrl+C does to the jobs already in systemd.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,15 @@ use crate::fleet::{Access, Fleet, Target};
 use crate::lifecycle::{self, Engine, Member, Observer, Op, Summary};
 use crate::model::{Deployment, Role};
 use crate::store::Store;
+use crate::systemd::SystemdError;
+
+/// `reload` of units systemd cannot reload (no `ExecReload=`, not
+/// `Type=notify-reload`): refused before any job is sent (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reload {}: no ExecReload= in the unit; set exec_reload for it in the configuration and run orch install, or pass --or-restart to restart it instead", units.join(", "))]
+pub struct NotReloadable {
+    pub units: Vec<String>,
+}
 
 /// What the operator named.
 #[derive(Debug, Clone)]
@@ -131,16 +141,52 @@ impl<'a> Job<'a> {
         observer: Arc<dyn Observer>,
     ) -> Result<(Fleet, Engine), Error> {
         let fleet = self.access.connect(&self.targets).await?;
-        if matches!(self.op, Op::Start | Op::Restart) && !req.force {
+        // All is stopped and masked in maintenance: a reload would fail, a
+        // reload-or-restart would start units.
+        if matches!(self.op, Op::Start | Op::Restart | Op::Reload) && !req.force {
             crate::maintenance::refuse_if_in_maintenance(self.d, &self.home).await?;
         }
         let what = format!("{:?} units of {}", self.op, self.d.name).to_lowercase();
         fleet
             .preflight(&what, &[crate::systemd::actions::MANAGE_UNITS])
             .await?;
+        if self.op == Op::Reload && !req.opts.or_restart {
+            let units = not_reloadable(&fleet, &self.members).await?;
+            if !units.is_empty() {
+                return Err(UsageError::from(NotReloadable { units }).into());
+            }
+        }
         let engine = Engine::new(&fleet, req.opts.clone(), observer).await?;
         Ok((fleet, engine))
     }
+}
+
+/// The services of `members` that systemd could not reload, read at once
+/// (each call under a permit). The database and prerequisites are never
+/// reloaded; a unit of another type is left for systemd to judge.
+async fn not_reloadable(fleet: &Fleet, members: &[Member]) -> Result<Vec<String>, SystemdError> {
+    let checks = members
+        .iter()
+        .filter(|m| !matches!(m.role, Role::Database | Role::Prerequisite))
+        .filter(|m| m.unit.ends_with(".service"))
+        .map(|m| async move {
+            let sd = fleet.get(&m.host);
+            let _call = sd.permit().await;
+            let path = sd
+                .manager
+                .load_unit(&m.unit)
+                .await
+                .map_err(|e| sd.err(format!("load {}", m.unit), e))?;
+            let svc = sd.service_at(path).await?;
+            let what = || format!("read ExecReload of {}", m.unit);
+            let exec = svc.exec_reload().await.map_err(|e| sd.err(what(), e))?;
+            // notify-reload: systemd reloads with a signal, no ExecReload= needed.
+            let notify =
+                svc.service_type().await.map_err(|e| sd.err(what(), e))? == "notify-reload";
+            Ok::<_, SystemdError>((exec.is_empty() && !notify).then(|| m.unit.clone()))
+        });
+    let found = futures_util::future::join_all(checks).await;
+    found.into_iter().filter_map(Result::transpose).collect()
 }
 
 fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
