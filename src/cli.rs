@@ -73,7 +73,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match &cli.command {
         Command::Render { out } => commands::render::run(g, &d, out.as_deref()),
         Command::Plan => commands::plan::run(g, &d),
-        Command::Install { dry_run, force } => commands::install::run(g, &d, *dry_run, *force),
+        Command::Install {
+            dry_run,
+            force,
+            restart_changed,
+        } => {
+            let code = commands::install::run(g, &d, *dry_run, *force)?;
+            if code != exit::OK || !restart_changed {
+                return Ok(code);
+            }
+            let extra = Extra {
+                changed: true,
+                ..Extra::default()
+            };
+            commands::lifecycle::run(g, &d, Op::Restart, &Lifecycle::whole(), extra)
+        }
         Command::Start(a) => commands::lifecycle::run(g, &d, Op::Start, a, Extra::default()),
         Command::Stop(a) => commands::lifecycle::run(g, &d, Op::Stop, a, Extra::default()),
         Command::Reload { args, or_restart } => {
@@ -87,9 +101,11 @@ fn run(cli: Cli) -> Result<i32, Error> {
             args,
             rolling,
             batch,
+            changed,
         } => {
             let extra = Extra {
                 rolling: rolling.then_some(*batch as usize),
+                changed: *changed,
                 ..Extra::default()
             };
             commands::lifecycle::run(g, &d, Op::Restart, args, extra)

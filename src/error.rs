@@ -42,6 +42,8 @@ pub enum Error {
     #[error(transparent)]
     Status(#[from] StatusError),
     #[error(transparent)]
+    Changed(#[from] crate::ops::lifecycle::ChangedError),
+    #[error(transparent)]
     Systemd(#[from] SystemdError),
     /// `render --out` refused a unit name as a file name (render.rs says why).
     #[error("{0}")]
@@ -84,6 +86,7 @@ impl Error {
             Error::Status(e) => e.exit_code(),
             Error::Systemd(e) => e.exit_code(),
             Error::Plan(_)
+            | Error::Changed(_)
             | Error::UnitPath(_)
             | Error::Write { .. }
             | Error::Runtime(_)

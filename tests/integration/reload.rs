@@ -186,3 +186,88 @@ fn reload_or_restart_restarts_what_cannot_reload() {
         assert_eq!(after[u], before[u], "{u} was reloaded, not restarted");
     }
 }
+
+const CHANGING: &str = r#"
+[deployment]
+name = "ch"
+[master]
+exec_start = "{FIXTURE} --port {{ port }}"
+port = 33200
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = 33210
+exec_start = "{FIXTURE} --port {{ port }}GENERIC"
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "pusher"
+count = 1
+port_base = 33220
+exec_start = "{FIXTURE} --port {{ port }}PUSHER"
+health = "tcp://127.0.0.1:{{ port }}"
+"#;
+
+fn changing(generic: &str, pusher: &str) -> String {
+    CHANGING
+        .replace("GENERIC", generic)
+        .replace("PUSHER", pusher)
+}
+
+/// The units whose PID differs between `a` and `b`, sorted.
+fn moved(a: &HashMap<String, u64>, b: &HashMap<String, u64>) -> Vec<String> {
+    let mut v: Vec<String> = a
+        .iter()
+        .filter(|(u, p)| b.get(*u) != Some(p))
+        .map(|(u, _)| u.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn restart_changed_restarts_exactly_the_changed_kind_then_nothing() {
+    let s = setup(&changing("", ""));
+    let before = pids(&s);
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nothing changed"),
+        "{o:?}"
+    );
+    assert_eq!(pids(&s), before, "nothing changed: nothing restarted");
+
+    write_config(&s, &changing(" --ready-after 0.2", ""));
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
+    let mut units: Vec<&str> = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["unit"].as_str().unwrap())
+        .collect();
+    units.sort();
+    let generic = ["ch-worker-0-generic.service", "ch-worker-1-generic.service"];
+    assert_eq!(units, generic, "{sum}");
+    let after = pids(&s);
+    assert_eq!(
+        moved(&before, &after),
+        generic,
+        "only the generic workers restarted"
+    );
+
+    // A second run: nothing changed since they started.
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed", "--output", "json"]);
+    let sum = summary(&o);
+    assert_eq!(sum["units"].as_array().unwrap().len(), 0, "{sum}");
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing changed"));
+    assert_eq!(pids(&s), after);
+
+    // install --restart-changed: one command for both.
+    write_config(&s, &changing(" --ready-after 0.2", " --ready-after 0.1"));
+    orch_ok(&s.c, &s.cfg, &["install", "--restart-changed"]);
+    let last = pids(&s);
+    assert_eq!(moved(&after, &last), ["ch-worker-2-pusher.service"]);
+}
