@@ -10,6 +10,7 @@ use clap::Parser;
 pub use args::{Cli, Command, Global, Lifecycle};
 
 use crate::commands;
+use crate::commands::lifecycle::Extra;
 use crate::error::{Error, UsageError};
 use crate::exit;
 use crate::lifecycle::Op;
@@ -72,16 +73,42 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match &cli.command {
         Command::Render { out } => commands::render::run(g, &d, out.as_deref()),
         Command::Plan => commands::plan::run(g, &d),
-        Command::Install { dry_run, force } => commands::install::run(g, &d, *dry_run, *force),
-        Command::Start(a) => commands::lifecycle::run(g, &d, Op::Start, a, None),
-        Command::Stop(a) => commands::lifecycle::run(g, &d, Op::Stop, a, None),
+        Command::Install {
+            dry_run,
+            force,
+            restart_changed,
+        } => {
+            let code = commands::install::run(g, &d, *dry_run, *force)?;
+            if code != exit::OK || !restart_changed {
+                return Ok(code);
+            }
+            let extra = Extra {
+                changed: true,
+                ..Extra::default()
+            };
+            commands::lifecycle::run(g, &d, Op::Restart, &Lifecycle::whole(), extra)
+        }
+        Command::Start(a) => commands::lifecycle::run(g, &d, Op::Start, a, Extra::default()),
+        Command::Stop(a) => commands::lifecycle::run(g, &d, Op::Stop, a, Extra::default()),
+        Command::Reload { args, or_restart } => {
+            let extra = Extra {
+                or_restart: *or_restart,
+                ..Extra::default()
+            };
+            commands::lifecycle::run(g, &d, Op::Reload, args, extra)
+        }
         Command::Restart {
             args,
             rolling,
             batch,
+            changed,
         } => {
-            let rolling = rolling.then_some(*batch as usize);
-            commands::lifecycle::run(g, &d, Op::Restart, args, rolling)
+            let extra = Extra {
+                rolling: rolling.then_some(*batch as usize),
+                changed: *changed,
+                ..Extra::default()
+            };
+            commands::lifecycle::run(g, &d, Op::Restart, args, extra)
         }
         Command::StopForMaintenance {
             timeout,

@@ -45,6 +45,8 @@ pub enum Error {
     #[error(transparent)]
     Logs(#[from] LogsError),
     #[error(transparent)]
+    Changed(#[from] crate::ops::lifecycle::ChangedError),
+    #[error(transparent)]
     Systemd(#[from] SystemdError),
     /// `render --out` refused a unit name as a file name (render.rs says why).
     #[error("{0}")]
@@ -88,6 +90,7 @@ impl Error {
             Error::Logs(e) => e.exit_code(),
             Error::Systemd(e) => e.exit_code(),
             Error::Plan(_)
+            | Error::Changed(_)
             | Error::UnitPath(_)
             | Error::Write { .. }
             | Error::Runtime(_)
@@ -107,6 +110,9 @@ pub enum UsageError {
     /// A lifecycle target that names no unit.
     #[error(transparent)]
     Target(#[from] crate::lifecycle::UnknownTarget),
+    /// `reload` of units that have nothing to reload with.
+    #[error(transparent)]
+    NotReloadable(#[from] crate::ops::lifecycle::NotReloadable),
     #[error("{flag} must not contain control characters")]
     ControlCharacters { flag: &'static str },
 }

@@ -16,7 +16,7 @@ pub const HELP: &str = "\
 Exit codes:
   0    success (plan: nothing to do)
   1    a unit failed, or orch could not complete the operation
-  2    usage or configuration error; nothing was changed
+  2    usage or configuration error (or reload of a unit without ExecReload=); nothing was changed
   3    a bounded wait timed out
   4    plan: changes are pending
   130  interrupted (SIGINT/SIGTERM)";

@@ -28,6 +28,9 @@ pub enum JobKind {
     Stop,
     Restart,
     Reload,
+    /// Reload when the unit can, restart otherwise; start it when inactive.
+    #[serde(rename = "reload-or-restart")]
+    ReloadOrRestart,
 }
 
 impl JobKind {
@@ -38,24 +41,30 @@ impl JobKind {
             JobKind::Stop => "stop",
             JobKind::Restart => "restart",
             JobKind::Reload => "reload",
+            JobKind::ReloadOrRestart => "reload-or-restart",
         }
     }
 
     /// How long systemd itself may take for this job, from the unit's own
-    /// timeouts (a restart is a stop then a start).
+    /// timeouts (a restart is a stop then a start; a reload-or-restart may
+    /// be a restart).
     pub fn bound(self, start: Duration, stop: Duration) -> Duration {
         match self {
             JobKind::Start | JobKind::Reload => start,
             JobKind::Stop => stop,
-            JobKind::Restart => stop.saturating_add(start),
+            JobKind::Restart | JobKind::ReloadOrRestart => stop.saturating_add(start),
         }
     }
 
     /// An operator's explicit start is not a crash loop: clear the failed
     /// state and the start-rate counter first (`systemctl reset-failed`), so
     /// back-to-back restarts are not refused with start-limit-hit.
+    /// A reload-or-restart may start the unit, so it counts as a start.
     pub fn resets_failed(self) -> bool {
-        matches!(self, JobKind::Start | JobKind::Restart)
+        matches!(
+            self,
+            JobKind::Start | JobKind::Restart | JobKind::ReloadOrRestart
+        )
     }
 
     /// The job leaves the unit stopped (checked as such), rather than
@@ -571,6 +580,10 @@ mod tests {
         assert!(!JobKind::Stop.resets_failed() && !JobKind::Reload.resets_failed());
         assert!(JobKind::Stop.ends_stopped());
         assert!(!JobKind::Reload.ends_stopped() && !JobKind::Restart.ends_stopped());
+        assert_eq!(JobKind::ReloadOrRestart.bound(start, stop), start + stop);
+        assert!(JobKind::ReloadOrRestart.resets_failed());
+        assert!(!JobKind::ReloadOrRestart.ends_stopped());
+        assert_eq!(JobKind::ReloadOrRestart.dbus_name(), "reload-or-restart");
     }
 
     #[test]

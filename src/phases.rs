@@ -7,7 +7,8 @@
 //! on the command line), so nothing loses what it depends on while it
 //! still runs. Maintenance stops in that same order ([`stop_order`]). A
 //! restart makes sure of the database *before* it stops anything: what
-//! cannot be brought back is not taken down.
+//! cannot be brought back is not taken down. A reload is one phase (see
+//! [`reload`]); the database is never reloaded.
 
 use crate::jobs::{JobKind, JobMode};
 use crate::lifecycle::{Member, Op};
@@ -41,6 +42,8 @@ pub struct Shape {
     pub all: bool,
     /// `--rolling --batch N`.
     pub rolling: Option<usize>,
+    /// `reload --or-restart`.
+    pub or_restart: bool,
 }
 
 /// The roles in the order they stop.
@@ -90,6 +93,7 @@ fn jobs(members: Vec<Member>, kind: JobKind, mode: JobMode) -> Step {
 /// The steps of `op` on `members`, in order; no step is empty.
 pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
     let mut steps = match (op, shape.rolling) {
+        (Op::Reload, _) => reload(members, shape),
         (Op::Restart, Some(batch)) => rolling(members, batch),
         _ => {
             let mut steps = Vec::new();
@@ -143,6 +147,33 @@ fn starts(members: &[Member], shape: Shape) -> Vec<Step> {
         ),
         jobs(rest, JobKind::Start, JobMode::Replace),
     ]
+}
+
+/// A reload: master, workers and dependents at once, each in
+/// `ignore-requirements` mode so that systemd adds nothing (no
+/// `ReloadPropagatedFrom=` cascade, no `PartOf=` restart): every unit gets
+/// exactly one job, orch's. A reload takes nothing down, so there is no
+/// order to keep and one phase is the fastest. With `--or-restart` a unit
+/// may be restarted instead, so the master goes first, as in a restart:
+/// workers must not come up against a master that is starting. The
+/// database and the master's prerequisites are never reloaded.
+fn reload(members: &[Member], shape: Shape) -> Vec<Step> {
+    let kind = match shape.or_restart {
+        true => JobKind::ReloadOrRestart,
+        false => JobKind::Reload,
+    };
+    let ours: Vec<Member> = members
+        .iter()
+        .filter(|m| !matches!(m.role, Role::Database | Role::Prerequisite))
+        .cloned()
+        .collect();
+    let mode = JobMode::IgnoreRequirements;
+    if !shape.or_restart {
+        return vec![jobs(ours, kind, mode)];
+    }
+    let (master, rest): (Vec<Member>, Vec<Member>) =
+        ours.into_iter().partition(|m| m.role == Role::Master);
+    vec![jobs(master, kind, mode), jobs(rest, kind, mode)]
 }
 
 /// A rolling restart: the database awaited, the master restarted alone,
@@ -269,7 +300,43 @@ mod tests {
     const ALL: Shape = Shape {
         all: true,
         rolling: None,
+        or_restart: false,
     };
+
+    #[test]
+    fn reload_is_one_phase_without_the_database_and_adds_no_jobs() {
+        assert_eq!(
+            show(&plan(Op::Reload, &deployment(true, true), ALL)),
+            ["reload/ignore-requirements:m,w0,w1,w2,bridge"]
+        );
+        let mut d = deployment(true, false);
+        d.push(member("redis", Role::Prerequisite));
+        assert_eq!(
+            show(&plan(Op::Reload, &d, Shape::default())),
+            ["reload/ignore-requirements:m,w0,w1,w2"]
+        );
+        assert!(plan(Op::Reload, &[member("db", Role::Database)], ALL).is_empty());
+    }
+
+    #[test]
+    fn reload_or_restart_puts_the_master_first() {
+        let shape = Shape {
+            or_restart: true,
+            ..ALL
+        };
+        assert_eq!(
+            show(&plan(Op::Reload, &deployment(true, true), shape)),
+            [
+                "reload-or-restart/ignore-requirements:m",
+                "reload-or-restart/ignore-requirements:w0,w1,w2,bridge"
+            ]
+        );
+        let workers = [member("w0", Role::Worker)];
+        assert_eq!(
+            show(&plan(Op::Reload, &workers, shape)),
+            ["reload-or-restart/ignore-requirements:w0"]
+        );
+    }
 
     #[test]
     fn start_all_awaits_the_database_then_the_master_alone_then_the_rest() {
@@ -355,6 +422,7 @@ mod tests {
         let shape = Shape {
             all: true,
             rolling: Some(2),
+            or_restart: false,
         };
         assert_eq!(
             show(&plan(Op::Restart, &deployment(true, true), shape)),
@@ -369,6 +437,7 @@ mod tests {
         let one = Shape {
             all: true,
             rolling: Some(1),
+            or_restart: false,
         };
         assert_eq!(
             show(&plan(Op::Restart, &deployment(false, false), one)),
@@ -464,6 +533,7 @@ mod tests {
         let shape = Shape {
             all: true,
             rolling: Some(2),
+            or_restart: false,
         };
         assert_eq!(
             show(&plan(Op::Restart, &d, shape)),
@@ -480,6 +550,7 @@ mod tests {
         let shape = Shape {
             all: true,
             rolling: Some(1),
+            or_restart: false,
         };
         assert_eq!(
             show(&plan(Op::Start, &deployment(false, false), shape)),
@@ -504,6 +575,7 @@ mod tests {
         let rolling = Shape {
             all: true,
             rolling: Some(3),
+            or_restart: false,
         };
         assert_eq!(show(&plan(Op::Restart, &d, rolling))[0], "ensure:db,redis");
         assert!(stop_order(&d)

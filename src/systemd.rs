@@ -38,6 +38,10 @@ pub type JobListEntry = (
     OwnedObjectPath,
     OwnedObjectPath,
 );
+/// One command line of `ExecStart=`, `ExecReload=`, …: `(path, argv,
+/// ignore-failure, start realtime, start monotonic, exit realtime, exit
+/// monotonic, pid, code, status)`.
+pub type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
 /// `(type, file, destination)` of a change to unit files.
 pub type UnitFileChange = (String, String, String);
 
@@ -606,6 +610,12 @@ pub trait Service {
     fn n_restarts(&self) -> zbus::Result<u32>;
     #[zbus(property, name = "Type")]
     fn service_type(&self) -> zbus::Result<String>;
+    /// `ExecReload=`: one entry per command line, empty when there is none.
+    #[zbus(property)]
+    fn exec_reload(&self) -> zbus::Result<Vec<ExecCommand>>;
+    /// When the main process was started (µs since the epoch; 0: never).
+    #[zbus(property)]
+    fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
 }
 
 impl Systemd {

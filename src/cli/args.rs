@@ -91,21 +91,39 @@ pub enum Command {
         /// Overwrite unit files that were edited by hand or not written by orch
         #[arg(long)]
         force: bool,
+        /// Then restart the units whose file changed since they started (`restart --changed`)
+        #[arg(long, conflicts_with = "dry_run")]
+        restart_changed: bool,
     },
     /// Start units in parallel and wait until each is ready: database, then master, then workers and dependents.
     Start(Lifecycle),
     /// Stop units in parallel and wait for each: dependents, then workers, then master. The database is never stopped by --all.
     Stop(Lifecycle),
-    /// Restart units: stop in reverse order, start in order, each gated on readiness; or --rolling.
+    /// Restart units: stop in reverse order, start in order, each gated on readiness; or --rolling; or only the --changed ones.
+    #[command(
+        mut_arg("targets", |a| a.required_unless_present_any(["all", "changed"])),
+        group(clap::ArgGroup::new("whole").args(["all", "changed"]).multiple(true))
+    )]
     Restart {
         #[command(flatten)]
         args: Lifecycle,
         /// Restart the master, then workers a batch at a time, each batch gated on readiness
-        #[arg(long, requires = "all")]
+        #[arg(long, requires = "whole")]
         rolling: bool,
+        /// Only the running master and workers whose installed unit file was modified after their process started (e.g. by orch install); "nothing changed" and exit 0 when none
+        #[arg(long, conflicts_with = "targets")]
+        changed: bool,
         /// Workers per batch with --rolling
         #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
+    },
+    /// Reload units in parallel (systemd's reload job: ExecReload=, e.g. SIGHUP), then check each is ready again. The database is never reloaded; units without ExecReload= are refused before anything is sent (exit 2), unless --or-restart.
+    Reload {
+        #[command(flatten)]
+        args: Lifecycle,
+        /// Restart the units that cannot be reloaded (systemd's reload-or-restart job), the master first
+        #[arg(long)]
+        or_restart: bool,
     },
     /// Record what runs, mask every unit at runtime, stop dependents, workers and master, and prove no process is left.
     StopForMaintenance {
@@ -273,6 +291,21 @@ fn parse_since(s: &str) -> Result<String, SinceError> {
         return Err(SinceError::Character);
     }
     Ok(s.to_string())
+}
+
+impl Lifecycle {
+    /// `--all` with every other flag at its default (`install --restart-changed`).
+    pub fn whole() -> Lifecycle {
+        Lifecycle {
+            all: true,
+            targets: Vec::new(),
+            max_parallel: None,
+            timeout: None,
+            cancel_on_interrupt: false,
+            journal_root: None,
+            force: false,
+        }
+    }
 }
 
 impl Global {

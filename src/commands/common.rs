@@ -128,6 +128,7 @@ fn headline(s: &Summary) -> String {
         Op::Start => "start",
         Op::Stop => "stop",
         Op::Restart => "restart",
+        Op::Reload => "reload",
     };
     let secs = s.elapsed_ms as f64 / 1000.0;
     let ok = s.units.iter().filter(|u| is_ok(u)).count();

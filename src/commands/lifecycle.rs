@@ -1,22 +1,28 @@
-//! `orch start`, `stop`, `restart [--rolling]`.
+//! `orch start`, `stop`, `restart [--rolling]`, `reload [--or-restart]`.
 
-use super::common::{print_summary, title};
+use super::common::{print, print_summary, title};
 use crate::cli::{Global, Lifecycle};
 use crate::error::Error;
 use crate::exit;
 use crate::lifecycle::{self, Op};
 use crate::model::Deployment;
 use crate::ops::lifecycle::{Job, Outcome, Request, Selection};
-use crate::output;
+use crate::output::{self, Format};
 
-pub fn run(
-    g: &Global,
-    d: &Deployment,
-    op: Op,
-    a: &Lifecycle,
-    rolling: Option<usize>,
-) -> Result<i32, Error> {
-    let selection = if a.all {
+/// What some verbs add to the common lifecycle flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra {
+    /// `restart --rolling --batch N`.
+    pub rolling: Option<usize>,
+    /// `reload --or-restart`.
+    pub or_restart: bool,
+    /// `restart --changed`: the whole deployment, filtered.
+    pub changed: bool,
+}
+
+pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> Result<i32, Error> {
+    let rolling = extra.rolling;
+    let selection = if a.all || extra.changed {
         Selection::All
     } else {
         Selection::Targets(a.targets.clone())
@@ -28,11 +34,13 @@ pub fn run(
             max_parallel: a.max_parallel.map(|n| n as usize),
             timeout: a.timeout,
             rolling,
+            or_restart: extra.or_restart,
             journal_root: a.journal_root.clone(),
             probe: Default::default(),
         },
         cancel_on_interrupt: a.cancel_on_interrupt,
         force: a.force,
+        changed: extra.changed,
     };
     let verb = format!("{op:?}").to_lowercase();
     let observer =
@@ -40,6 +48,14 @@ pub fn run(
     let outcome = job.run(req, observer.clone());
     observer.finish();
     match outcome? {
+        Outcome::Done(summary) if extra.changed && summary.units.is_empty() && summary.ok => {
+            match g.output {
+                Format::Json => print_summary(g, &summary)?,
+                Format::Human if g.quiet => {}
+                Format::Human => print("restart --changed: nothing changed\n")?,
+            }
+            Ok(exit::OK)
+        }
         Outcome::Done(summary) => {
             print_summary(g, &summary)?;
             Ok(summary.exit_code())

@@ -173,6 +173,7 @@ pub fn resume(
         max_parallel: max_parallel.map(|n| n as usize),
         timeout,
         rolling: None,
+        or_restart: false,
         journal_root: journal_root.clone(),
         probe: Default::default(),
     };

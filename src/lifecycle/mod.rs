@@ -38,6 +38,7 @@ pub enum Op {
     Start,
     Stop,
     Restart,
+    Reload,
 }
 
 /// One unit orch acts on, with its bounds.
@@ -319,6 +320,8 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// `--rolling --batch N`.
     pub rolling: Option<usize>,
+    /// `reload --or-restart`.
+    pub or_restart: bool,
     /// Passed to `journalctl --root` to read a container's journal.
     pub journal_root: Option<PathBuf>,
     pub probe: Limits,
@@ -426,6 +429,7 @@ impl Engine {
         let shape = Shape {
             all,
             rolling: self.opts.rolling,
+            or_restart: self.opts.or_restart,
         };
         phases::plan(op, members, shape)
     }
@@ -465,7 +469,8 @@ impl Engine {
     /// starts and awaits them itself, never silently skips them.
     async fn with_prerequisites(&self, op: Op, members: &[Member]) -> Vec<Member> {
         let master = members.iter().find(|m| m.role == Role::Master);
-        match master.filter(|_| op != Op::Stop) {
+        // Stop and reload never start anything the master needs.
+        match master.filter(|_| matches!(op, Op::Start | Op::Restart)) {
             Some(m) => with_prerequisites(self.jobs.sd(&m.host), members).await,
             None => members.to_vec(),
         }
@@ -815,7 +820,7 @@ fn prerequisite(unit: String, host: &str) -> Member {
 fn progress_phase(kind: JobKind) -> Phase {
     match kind {
         JobKind::Stop => Phase::Stopping,
-        JobKind::Reload => Phase::Reloading,
+        JobKind::Reload | JobKind::ReloadOrRestart => Phase::Reloading,
         JobKind::Start | JobKind::Restart => Phase::Starting,
     }
 }

@@ -1,16 +1,37 @@
-//! `start`, `stop`, `restart`: which units, on which hosts, refused during
-//! maintenance, and what a Ctrl+C does to the jobs already in systemd.
+//! `start`, `stop`, `restart`, `reload`: which units, on which hosts,
+//! refused during maintenance (or, for a reload, without `ExecReload=`), and
+//! what a Ctrl+C does to the jobs already in systemd.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::join_all;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::error::{Error, UsageError};
 use crate::fleet::{Access, Fleet, Target};
+use crate::jobs::ActiveState;
 use crate::lifecycle::{self, Engine, Member, Observer, Op, Summary};
 use crate::model::{Deployment, Role};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use crate::systemd::{Systemd, SystemdError};
+
+/// `restart --changed` could not read a unit file's time (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot tell which units changed on host {host}: {cause}")]
+pub struct ChangedError {
+    pub host: String,
+    pub cause: StoreError,
+}
+
+/// `reload` of units systemd cannot reload (no `ExecReload=`, not
+/// `Type=notify-reload`): refused before any job is sent (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reload {}: no ExecReload= in the unit; set exec_reload for it in the configuration and run orch install, or pass --or-restart to restart it instead", units.join(", "))]
+pub struct NotReloadable {
+    pub units: Vec<String>,
+}
 
 /// What the operator named.
 #[derive(Debug, Clone)]
@@ -61,6 +82,8 @@ pub struct Request {
     pub cancel_on_interrupt: bool,
     /// Start or restart even though the deployment is in maintenance.
     pub force: bool,
+    /// `restart --changed`: only the units whose file changed since they started.
+    pub changed: bool,
 }
 
 impl<'a> Job<'a> {
@@ -100,13 +123,15 @@ impl<'a> Job<'a> {
             // Installed before anything else so an early Ctrl+C is ours, not the default kill.
             let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
             let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
-            let (fleet, engine) = tokio::select! {
+            let (fleet, engine, members) = tokio::select! {
                 r = self.connect(&req, observer) => r?,
                 _ = sigint.recv() => return Ok(Outcome::NotStarted),
                 _ = sigterm.recv() => return Ok(Outcome::NotStarted),
             };
+            // --changed is a whole-deployment operation: the master alone.
+            let all = self.all || req.changed;
             {
-                let run = engine.run(self.op, &self.members, self.all);
+                let run = engine.run(self.op, &members, all);
                 tokio::pin!(run);
                 tokio::select! {
                     s = &mut run => return Ok(Outcome::Done(s)),
@@ -114,7 +139,7 @@ impl<'a> Job<'a> {
                     _ = sigterm.recv() => {}
                 }
             }
-            let mut s = engine.summary(self.op, &self.members, Vec::new(), true);
+            let mut s = engine.summary(self.op, &members, Vec::new(), true);
             if req.cancel_on_interrupt {
                 cancel(&fleet, &engine, &mut s).await;
             }
@@ -124,26 +149,131 @@ impl<'a> Job<'a> {
 
     /// Connects (first, so an unreachable host is named as such, not as a
     /// failure to read the journal on it), refuses during maintenance,
-    /// checks polkit, and starts the engine's job watchers.
+    /// checks polkit, and starts the engine's job watchers. Returns the
+    /// units to act on (with `--changed`, the changed ones).
     async fn connect(
         &self,
         req: &Request,
         observer: Arc<dyn Observer>,
-    ) -> Result<(Fleet, Engine), Error> {
+    ) -> Result<(Fleet, Engine, Vec<Member>), Error> {
         let fleet = self.access.connect(&self.targets).await?;
-        // The database is never masked: during maintenance the operator
-        // starts and stops it through orch (a restore into a new cluster).
+        // All but the database is stopped and masked in maintenance: a reload
+        // would fail, a reload-or-restart would start units. The database is
+        // never masked: the operator starts and stops it through orch then
+        // (a restore into a new cluster).
         let only_database = self.members.iter().all(|m| m.role == Role::Database);
-        if matches!(self.op, Op::Start | Op::Restart) && !req.force && !only_database {
+        let refused = matches!(self.op, Op::Start | Op::Restart | Op::Reload);
+        if refused && !req.force && !only_database {
             crate::maintenance::refuse_if_in_maintenance(self.d, &self.home).await?;
         }
         let what = format!("{:?} units of {}", self.op, self.d.name).to_lowercase();
         fleet
             .preflight(&what, &[crate::systemd::actions::MANAGE_UNITS])
             .await?;
+        if self.op == Op::Reload && !req.opts.or_restart {
+            let units = not_reloadable(&fleet, &self.members).await?;
+            if !units.is_empty() {
+                return Err(UsageError::from(NotReloadable { units }).into());
+            }
+        }
+        let members = match req.changed {
+            true => self.changed(&fleet).await?,
+            false => self.members.clone(),
+        };
         let engine = Engine::new(&fleet, req.opts.clone(), observer).await?;
-        Ok((fleet, engine))
+        Ok((fleet, engine, members))
     }
+
+    /// The master and workers that run and whose installed unit file
+    /// (`unit_dir/UNIT` on their host) was modified after their main process
+    /// started: both times come from that host's clock. The database and
+    /// dependents are not orch's files, so never "changed".
+    async fn changed(&self, fleet: &Fleet) -> Result<Vec<Member>, Error> {
+        let ours: Vec<&Member> = self
+            .members
+            .iter()
+            .filter(|m| matches!(m.role, Role::Master | Role::Worker))
+            .collect();
+        let started = join_all(ours.iter().map(|m| started_at(fleet.get(&m.host), &m.unit)));
+        let started = started.await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let mut changed = Vec::new();
+        for t in &self.targets {
+            let here: Vec<usize> = (0..ours.len())
+                .filter(|&i| ours[i].host == t.name)
+                .collect();
+            let paths: Vec<_> = here
+                .iter()
+                .map(|&i| self.d.unit_dir.join(&ours[i].unit))
+                .collect();
+            let times = t
+                .store
+                .modified(&paths)
+                .await
+                .map_err(|cause| ChangedError {
+                    host: t.name.clone(),
+                    cause,
+                })?;
+            for (&i, written) in here.iter().zip(times) {
+                if let (Some(written), Some(started)) = (written, started[i]) {
+                    tracing::debug!(unit = %ours[i].unit, ?written, ?started, "unit file and process times");
+                    if written > started {
+                        changed.push(i);
+                    }
+                }
+            }
+        }
+        changed.sort();
+        Ok(changed.into_iter().map(|i| ours[i].clone()).collect())
+    }
+}
+
+/// The services of `members` that systemd could not reload, read at once
+/// (each call under a permit). The database and prerequisites are never
+/// reloaded; a unit of another type is left for systemd to judge.
+async fn not_reloadable(fleet: &Fleet, members: &[Member]) -> Result<Vec<String>, SystemdError> {
+    let checks = members
+        .iter()
+        .filter(|m| !matches!(m.role, Role::Database | Role::Prerequisite))
+        .filter(|m| m.unit.ends_with(".service"))
+        .map(|m| async move {
+            let sd = fleet.get(&m.host);
+            let _call = sd.permit().await;
+            let path = sd
+                .manager
+                .load_unit(&m.unit)
+                .await
+                .map_err(|e| sd.err(format!("load {}", m.unit), e))?;
+            let svc = sd.service_at(path).await?;
+            let what = || format!("read ExecReload of {}", m.unit);
+            let exec = svc.exec_reload().await.map_err(|e| sd.err(what(), e))?;
+            // notify-reload: systemd reloads with a signal, no ExecReload= needed.
+            let notify =
+                svc.service_type().await.map_err(|e| sd.err(what(), e))? == "notify-reload";
+            Ok::<_, SystemdError>((exec.is_empty() && !notify).then(|| m.unit.clone()))
+        });
+    let found = futures_util::future::join_all(checks).await;
+    found.into_iter().filter_map(Result::transpose).collect()
+}
+
+/// When `unit`'s main process started, `None` when it does not run.
+async fn started_at(sd: &Systemd, unit: &str) -> Result<Option<SystemTime>, SystemdError> {
+    let _call = sd.permit().await;
+    let what = || format!("read the start time of {unit}");
+    let path = sd
+        .manager
+        .load_unit(unit)
+        .await
+        .map_err(|e| sd.err(what(), e))?;
+    let state = sd.unit_at(path.clone()).await?.active_state().await;
+    if !ActiveState::from_dbus(&state.map_err(|e| sd.err(what(), e))?).is_up() {
+        return Ok(None);
+    }
+    let svc = sd.service_at(path).await?;
+    let us = svc
+        .exec_main_start_timestamp()
+        .await
+        .map_err(|e| sd.err(what(), e))?;
+    Ok((us > 0).then(|| UNIX_EPOCH + Duration::from_micros(us)))
 }
 
 pub(crate) fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {

@@ -16,6 +16,7 @@ use crate::model::Deployment;
 use crate::plan::{self, Plan};
 use crate::render::{self, RenderedUnit};
 use crate::status::{self, DeploymentStatus};
+use crate::systemd::actions;
 
 /// One thread is enough: every wait is on the network or on systemd.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -73,6 +74,19 @@ pub fn install(
     runtime()?.block_on(async {
         // Taken before the plan: two installs at once would both plan against
         // the same folder and leave a mix of their units.
+        // Connected and permitted first: a caller systemd would refuse hears
+        // so before anything, even before the lock's folder is touched.
+        let fleet = match dry_run {
+            true => None,
+            false => {
+                let fleet = access.connect(&targets).await?;
+                let needed = [actions::MANAGE_UNIT_FILES, actions::RELOAD_DAEMON];
+                fleet
+                    .preflight(&format!("install {}", d.name), &needed)
+                    .await?;
+                Some(fleet)
+            }
+        };
         let _lock = match dry_run {
             true => None,
             false => Some(crate::maintenance::lock_within(d, &home, INSTALL_LOCK_WAIT).await?),
@@ -83,11 +97,6 @@ pub fn install(
             dry_run,
             force,
             in_maintenance,
-        };
-        let fleet = if dry_run {
-            None
-        } else {
-            Some(access.connect(&targets).await?)
         };
         install::install(d, &plans, &targets, fleet.as_ref(), opts)
             .await

@@ -14,6 +14,20 @@ use super::{
 pub struct LocalStore;
 
 impl FileStore for LocalStore {
+    async fn modified(
+        &self,
+        paths: &[PathBuf],
+    ) -> Result<Vec<Option<std::time::SystemTime>>, StoreError> {
+        paths
+            .iter()
+            .map(|p| match std::fs::metadata(p) {
+                Ok(m) => m.modified().map(Some).map_err(io(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io(p)(e)),
+            })
+            .collect()
+    }
+
     async fn list_services(&self, dir: &Path) -> Result<Vec<Entry>, StoreError> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,

@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 mod guard;
 mod local;
@@ -174,6 +175,14 @@ pub trait FileStore {
         paths: &[PathBuf],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The modification time of each of `paths` (through a symlink), `None`
+    /// for one that does not exist: what `restart --changed` compares with
+    /// a process's start, both read from the same host's clock.
+    fn modified(
+        &self,
+        paths: &[PathBuf],
+    ) -> impl Future<Output = Result<Vec<Option<SystemTime>>, StoreError>> + Send;
+
     /// Removes temporary files an orch killed mid-write left in `dir`.
     fn remove_leftovers(&self, dir: &Path) -> impl Future<Output = ()> + Send;
 
@@ -254,6 +263,9 @@ impl Store {
             return Ok(());
         }
         forward!(self, s => s.remove_files(dir, paths).await)
+    }
+    pub async fn modified(&self, paths: &[PathBuf]) -> Result<Vec<Option<SystemTime>>, StoreError> {
+        forward!(self, s => s.modified(paths).await)
     }
     pub async fn remove_leftovers(&self, dir: &Path) {
         forward!(self, s => s.remove_leftovers(dir).await)

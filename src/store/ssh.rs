@@ -177,6 +177,39 @@ impl FileStore for SshStore {
         Ok(())
     }
 
+    async fn modified(
+        &self,
+        paths: &[PathBuf],
+    ) -> Result<Vec<Option<std::time::SystemTime>>, StoreError> {
+        // One line per path: seconds.nanoseconds since the epoch, or `-`.
+        let mut script = String::new();
+        for p in paths {
+            script.push_str(&format!(
+                "stat -L -c %.9Y -- {} 2>/dev/null || echo -\n",
+                sq_path(p)
+            ));
+        }
+        script.push_str("echo ORCH-END\n");
+        let what = "read the unit files' times";
+        let out = self.run(what, &script).await?;
+        let lines: Vec<&str> = out.lines().take_while(|l| *l != "ORCH-END").collect();
+        if lines.len() != paths.len() {
+            return Err(self.fail(
+                what,
+                format!("{} lines for {} files", lines.len(), paths.len()),
+            ));
+        }
+        lines
+            .into_iter()
+            .map(|l| match l.trim() {
+                "-" => Ok(None),
+                t => parse_epoch(t)
+                    .map(Some)
+                    .ok_or_else(|| self.fail(what, format!("not a time: {t}"))),
+            })
+            .collect()
+    }
+
     async fn remove_files(&self, dir: &Path, paths: &[PathBuf]) -> Result<(), StoreError> {
         let mut script = String::from("set -e\n");
         for p in paths {
@@ -418,6 +451,15 @@ pub fn sq(s: &str) -> String {
         .unwrap_or_else(|_| format!("'{}'", s.replace('\'', r"'\''")))
 }
 
+/// `SECONDS[.FRACTION]` since the epoch, as `stat -c %.9Y` prints it.
+fn parse_epoch(t: &str) -> Option<std::time::SystemTime> {
+    let (secs, frac) = t.split_once('.').unwrap_or((t, "0"));
+    let secs: u64 = secs.parse().ok()?;
+    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let nanos: u32 = digits.parse().ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
 fn sq_path(p: &Path) -> String {
     sq(&p.to_string_lossy())
 }
@@ -445,6 +487,24 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_times_parse_to_the_nanosecond() {
+        let t = parse_epoch("1796281246.021044116").unwrap();
+        assert_eq!(
+            t.duration_since(std::time::UNIX_EPOCH).unwrap(),
+            Duration::new(1796281246, 21044116)
+        );
+        assert_eq!(
+            parse_epoch("12.5").unwrap(),
+            std::time::UNIX_EPOCH + Duration::from_millis(12500)
+        );
+        assert_eq!(
+            parse_epoch("12").unwrap(),
+            std::time::UNIX_EPOCH + Duration::from_secs(12)
+        );
+        assert!(parse_epoch("soon").is_none());
+    }
 
     #[test]
     fn base64_round_trips() {

@@ -244,3 +244,24 @@ async fn a_state_folder_others_could_rename_is_refused_unless_sticky() {
         assert!(s.lock(&lock).await.unwrap().is_ok(), "sticky, like /tmp");
     }
 }
+
+#[tokio::test]
+async fn modification_times_are_exact_and_absent_files_none() {
+    let b = both();
+    for (i, s) in b.stores.iter().enumerate() {
+        let units = b.folder(i, "times");
+        let (a, gone) = (units.join("a.service"), units.join("gone.service"));
+        std::fs::write(&a, "[Unit]\n").unwrap();
+        // A time with nanoseconds, as a write on a modern file system has.
+        let t = std::time::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        let got = s.modified(&[a.clone(), gone, a.clone()]).await.unwrap();
+        assert_eq!(got, [Some(t), None, Some(t)], "{}", s.describe());
+        assert_eq!(s.modified(&[]).await.unwrap(), []);
+    }
+}

@@ -16,6 +16,7 @@ mod probe;
 mod promises;
 mod properties;
 mod reliability;
+mod reload;
 mod remote;
 mod render;
 mod ssh_real;

@@ -188,7 +188,10 @@ fn lifecycle_and_status_over_the_ssh_bridge() {
         &format!(
             "while [ \"$1\" != -- ]; do shift; done; shift 2\n\
              [ \"$*\" = \"sh -s\" ] || exec nsenter -t {0} -m -u -i -p -- sh -c \"$*\"\n\
-             awk 'f {{ $0 = (substr($0,1,1) == \"A\" ? \"B\" : \"A\") substr($0,2); f = 0 }} /^base64 -d/ {{ f = 1 }} {{ print }}' |\n\
+             f=0; while IFS= read -r l; do\n\
+               if [ $f = 1 ]; then r=${{l#?}}; case $l in A*) l=B$r;; *) l=A$r;; esac; f=0; fi\n\
+               case $l in 'base64 -d'*) f=1;; esac; printf '%s\\n' \"$l\"\n\
+             done |\n\
              nsenter -t {0} -m -u -i -p -- sh -c \"$*\"",
             c.leader()
         ),

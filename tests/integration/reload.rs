@@ -1,0 +1,273 @@
+//! `orch reload` and `orch restart --changed` against a real systemd, with
+//! fixture processes (tests/fixtures/worker.py) that log each SIGHUP.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::support::Container;
+
+const FIXTURE: &str =
+    "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
+const HUP: &str = r#"exec_reload = "/bin/kill -HUP $MAINPID""#;
+
+struct Setup {
+    c: Container,
+    cfg: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Boots a container with the fixtures and a log folder, writes the
+/// configuration (`{FIXTURE}` and `{HUP}` replaced), installs and starts it.
+fn setup(config: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let logdir = dir.path().join("log");
+    std::fs::create_dir(&logdir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&logdir, "/opt/log")
+        .boot();
+    let cfg = dir.path().join("orch.toml");
+    let s = Setup {
+        c,
+        cfg,
+        log: logdir.join("events.log"),
+        _dir: dir,
+    };
+    write_config(&s, config);
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    s
+}
+
+fn write_config(s: &Setup, config: &str) {
+    let text = config.replace("{FIXTURE}", FIXTURE).replace("{HUP}", HUP);
+    std::fs::write(&s.cfg, text).unwrap();
+}
+
+/// How many times each fixture logged `event`.
+fn count(log: &Path, event: &str) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for l in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let mut p = l.split_whitespace();
+        if p.next() == Some(event) {
+            *n.entry(p.next().unwrap_or("").to_string()).or_default() += 1;
+        }
+    }
+    n
+}
+
+/// Waits (bounded) until the fixtures logged `want` SIGHUPs in all: the
+/// signal handler may run just after the reload job ended.
+fn hups(log: &Path, want: usize) -> HashMap<String, usize> {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = count(log, "hup");
+        if n.values().sum::<usize>() >= want || Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `unit -> MainPID` from `orch status`.
+fn pids(s: &Setup) -> HashMap<String, u64> {
+    let v = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let unit = r["unit"].as_str().unwrap().to_string();
+            (unit, r["main_pid"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Ports from 33000 + `base` (the containers share the host's network).
+fn reloadable(base: u16) -> String {
+    RELOADABLE
+        .replace("33000", &(33000 + base).to_string())
+        .replace("33010", &(33010 + base).to_string())
+        .replace("33020", &(33020 + base).to_string())
+}
+
+const RELOADABLE: &str = r#"
+[deployment]
+name = "rl"
+[master]
+exec_start = "{FIXTURE} --port {{ port }}"
+{HUP}
+port = 33000
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = 33010
+exec_start = "{FIXTURE} --port {{ port }}"
+{HUP}
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "pusher"
+count = 1
+port_base = 33020
+exec_start = "{FIXTURE} --port {{ port }}"
+health = "tcp://127.0.0.1:{{ port }}"
+"#;
+
+#[test]
+fn reload_reaches_every_process_once_and_refuses_units_without_exec_reload() {
+    let s = setup(&reloadable(0));
+    let before = pids(&s);
+
+    // The pusher has no ExecReload=: refused, by name, before anything is sent.
+    let o = orch(&s.c, &s.cfg, &["reload", "--all"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("rl-worker-2-pusher.service"), "{err}");
+    assert!(err.contains("--or-restart"), "{err}");
+    assert!(!err.contains("rl-worker-0-generic"), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        count(&s.log, "hup").is_empty(),
+        "a refused reload sent something"
+    );
+
+    let o = orch_ok(
+        &s.c,
+        &s.cfg,
+        &["reload", "master", "generic", "--output", "json"],
+    );
+    let sum = summary(&o);
+    assert_eq!(sum["op"], "reload", "{sum}");
+    assert_eq!(sum["units"].as_array().unwrap().len(), 3, "{sum}");
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
+    let n = hups(&s.log, 3);
+    let want: HashMap<String, usize> = ["rl", "rl-worker-0-generic", "rl-worker-1-generic"]
+        .into_iter()
+        .map(|u| (u.to_string(), 1))
+        .collect();
+    assert_eq!(n, want, "each process exactly one SIGHUP, the pusher none");
+    assert_eq!(pids(&s), before, "a reload restarts nothing");
+
+    // ReloadPropagatedFrom=: systemd's own reload of the master reaches the workers.
+    let o = s.c.systemctl(&["reload", "rl.service"]);
+    assert!(o.status.success(), "{o:?}");
+    let n = hups(&s.log, 6);
+    assert_eq!(n, want.iter().map(|(k, v)| (k.clone(), v * 2)).collect());
+}
+
+#[test]
+fn reload_or_restart_restarts_what_cannot_reload() {
+    let s = setup(&reloadable(100));
+    let before = pids(&s);
+    let o = orch_ok(
+        &s.c,
+        &s.cfg,
+        &["reload", "--all", "--or-restart", "--output", "json"],
+    );
+    let sum = summary(&o);
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
+    assert_eq!(sum["units"].as_array().unwrap().len(), 4, "{sum}");
+    let n = hups(&s.log, 3);
+    assert_eq!(n.len(), 3, "{n:?}");
+    assert!(!n.contains_key("rl-worker-2-pusher"), "{n:?}");
+    let after = pids(&s);
+    let pusher = "rl-worker-2-pusher.service";
+    assert_ne!(after[pusher], before[pusher], "the pusher was restarted");
+    for u in [
+        "rl.service",
+        "rl-worker-0-generic.service",
+        "rl-worker-1-generic.service",
+    ] {
+        assert_eq!(after[u], before[u], "{u} was reloaded, not restarted");
+    }
+}
+
+const CHANGING: &str = r#"
+[deployment]
+name = "ch"
+[master]
+exec_start = "{FIXTURE} --port {{ port }}"
+port = 33200
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = 33210
+exec_start = "{FIXTURE} --port {{ port }}GENERIC"
+health = "http://127.0.0.1:{{ port }}/health"
+[[workers]]
+kind = "pusher"
+count = 1
+port_base = 33220
+exec_start = "{FIXTURE} --port {{ port }}PUSHER"
+health = "tcp://127.0.0.1:{{ port }}"
+"#;
+
+fn changing(generic: &str, pusher: &str) -> String {
+    CHANGING
+        .replace("GENERIC", generic)
+        .replace("PUSHER", pusher)
+}
+
+/// The units whose PID differs between `a` and `b`, sorted.
+fn moved(a: &HashMap<String, u64>, b: &HashMap<String, u64>) -> Vec<String> {
+    let mut v: Vec<String> = a
+        .iter()
+        .filter(|(u, p)| b.get(*u) != Some(p))
+        .map(|(u, _)| u.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn restart_changed_restarts_exactly_the_changed_kind_then_nothing() {
+    let s = setup(&changing("", ""));
+    let before = pids(&s);
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nothing changed"),
+        "{o:?}"
+    );
+    assert_eq!(pids(&s), before, "nothing changed: nothing restarted");
+
+    write_config(&s, &changing(" --ready-after 0.2", ""));
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
+    let mut units: Vec<&str> = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["unit"].as_str().unwrap())
+        .collect();
+    units.sort();
+    let generic = ["ch-worker-0-generic.service", "ch-worker-1-generic.service"];
+    assert_eq!(units, generic, "{sum}");
+    let after = pids(&s);
+    assert_eq!(
+        moved(&before, &after),
+        generic,
+        "only the generic workers restarted"
+    );
+
+    // A second run: nothing changed since they started.
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed", "--output", "json"]);
+    let sum = summary(&o);
+    assert_eq!(sum["units"].as_array().unwrap().len(), 0, "{sum}");
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing changed"));
+    assert_eq!(pids(&s), after);
+
+    // install --restart-changed: one command for both.
+    write_config(&s, &changing(" --ready-after 0.2", " --ready-after 0.1"));
+    orch_ok(&s.c, &s.cfg, &["install", "--restart-changed"]);
+    let last = pids(&s);
+    assert_eq!(moved(&after, &last), ["ch-worker-2-pusher.service"]);
+}
