@@ -90,7 +90,7 @@ pub async fn status(
             if let (Some(probe), "active") = (&m.health, row.active_state.as_str()) {
                 row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
-                    Err(e) => e.0,
+                    Err(e) => e.to_string(),
                 });
             }
             row
