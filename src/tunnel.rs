@@ -250,8 +250,19 @@ async fn refused(
     let known = *forwards;
     let reason = match (classify(&text), known) {
         (Refusal::Unclear, None) => {
-            let direct = tokio::time::timeout_at(deadline, ask_directly(state, target)).await;
-            direct.map(|t| classify(&t)).unwrap_or(Refusal::Unclear)
+            // A handshake of its own takes longer than a channel; the
+            // attempt's overall bound still holds.
+            let ask = deadline + Duration::from_secs(2);
+            let direct = tokio::time::timeout_at(ask, ask_directly(state, target)).await;
+            // Anything but sshd's prohibition means it forwards: the port
+            // may simply have opened in between (the ask then connects).
+            match direct.map(|t| classify(&t)) {
+                Ok(Refusal::Prohibited) => Refusal::Prohibited,
+                Ok(Refusal::ConnectFailed(why)) => Refusal::ConnectFailed(why),
+                Ok(Refusal::Unclear) => Refusal::ConnectFailed("Connection refused".into()),
+                // No answer in time: nothing learnt, ask again next time.
+                Err(_) => Refusal::Unclear,
+            }
         }
         (r, _) => r,
     };
