@@ -363,8 +363,7 @@ fn ssh_error(remote: &Remote, detail: String) -> TunnelError {
 fn last_line(stderr: &[u8]) -> String {
     String::from_utf8_lossy(stderr)
         .lines()
-        .filter(|l| !l.starts_with("debug") && !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.starts_with("debug") && !l.trim().is_empty())
         .unwrap_or("exited without saying why")
         .to_string()
 }
