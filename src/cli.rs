@@ -37,6 +37,7 @@ pub fn main() -> i32 {
         eprintln!("orch: {e}");
         e.exit_code()
     });
+    crate::tunnel::end();
     crate::fleet::end_children();
     code
 }

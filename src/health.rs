@@ -1,6 +1,7 @@
 //! Readiness probes: `http://`, `tcp://`, `exec:`.
 //!
-//! A host name is resolved to every address it has, and all of them are tried
+//! A unit on a remote host is probed from that host (`src/tunnel.rs`).
+//! Locally, a host name is resolved to every address it has, and all of them are tried
 //! at once, each with its own short connect timeout: an address that
 //! black-holes (IPv6 `localhost` with nobody listening, a dead route) never
 //! delays one that answers.
@@ -8,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
@@ -33,10 +34,26 @@ impl Default for Limits {
     }
 }
 
-/// Why a probe attempt did not pass, in words for the operator.
+/// Why a probe attempt did not pass.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ProbeError(pub String);
+pub enum ProbeError {
+    /// In words for the operator; a later attempt may pass.
+    #[error("{0}")]
+    Failed(String),
+    /// Connecting from the unit's host through SSH failed.
+    #[error("{probe}: {cause}")]
+    Tunnel {
+        probe: String,
+        cause: crate::tunnel::TunnelError,
+    },
+}
+
+impl ProbeError {
+    /// True when no later attempt can pass (see [`crate::tunnel::TunnelError::is_final`]).
+    pub fn is_final(&self) -> bool {
+        matches!(self, ProbeError::Tunnel { cause, .. } if cause.is_final())
+    }
+}
 
 /// Why a unit did not become ready while being probed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,93 +65,133 @@ pub enum ReadyError {
     /// sight of it.
     #[error("{0}")]
     Died(String),
+    /// The probe cannot pass however long orch waits (e.g. the host's sshd
+    /// refuses forwarding): reported at the first attempt.
+    #[error("{0}")]
+    Impossible(ProbeError),
 }
 
 /// Runs one probe attempt. `Ok(())` when ready, otherwise why not. `on` is
-/// the unit's host when it is reached over SSH: an `exec:` probe runs there,
-/// where the unit runs; `http://` and `tcp://` connect from here.
+/// the unit's host when it is reached over SSH: every probe then runs from
+/// there, where the unit runs (`exec:` as a command, `http://` and `tcp://`
+/// through an SSH channel), so its address means what it means locally.
 pub async fn check(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), ProbeError> {
     match tokio::time::timeout(limits.attempt, attempt(probe, limits, on)).await {
-        Ok(r) => r.map_err(ProbeError),
-        Err(_) => Err(ProbeError(format!(
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Failed(format!(
             "{probe}: no answer within {:?}",
             limits.attempt
         ))),
     }
 }
 
-async fn attempt(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), String> {
-    match probe {
-        Probe::Tcp { host, port } => resolve_and_connect(host, *port, limits.connect)
+async fn attempt(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), ProbeError> {
+    let failed = |e: String| ProbeError::Failed(e);
+    let tunnel = |cause| ProbeError::Tunnel {
+        probe: probe.to_string(),
+        cause,
+    };
+    match (probe, on) {
+        (Probe::Tcp { host, port }, None) => resolve_and_connect(host, *port, limits.connect)
             .await
-            .map(drop),
-        Probe::Http { host, port, path } => {
-            let mut stream = resolve_and_connect(host, *port, limits.connect).await?;
-            let host_header = if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
-            let request = format!("GET {path} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: orch\r\nConnection: close\r\n\r\n");
-            stream
-                .write_all(request.as_bytes())
+            .map(drop)
+            .map_err(failed),
+        (Probe::Tcp { host, port }, Some(r)) => {
+            crate::tunnel::connect(r, host, *port, limits.connect)
                 .await
-                .map_err(|e| format!("{probe}: {e}"))?;
-            // The status line is all we need; read just enough of it.
-            let mut buf = Vec::with_capacity(64);
-            let mut chunk = [0u8; 64];
-            while !buf.contains(&b'\n') && buf.len() < 1024 {
-                let n = stream
-                    .read(&mut chunk)
-                    .await
-                    .map_err(|e| format!("{probe}: {e}"))?;
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let line = String::from_utf8_lossy(&buf);
-            let line = line.lines().next().unwrap_or("");
-            let status = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse::<u16>().ok());
-            match status {
-                Some(s) if (200..300).contains(&s) => Ok(()),
-                Some(s) => Err(format!("{probe}: HTTP {s}")),
-                None => Err(format!("{probe}: not an HTTP answer: {line:?}")),
-            }
+                .map(drop)
+                .map_err(tunnel)
         }
-        Probe::Exec { command } => {
-            let mut cmd = match on {
-                // The remote shell runs the command line, as `sh -c` does here.
-                Some(r) => {
-                    let (program, args) = r.run(command);
-                    let mut c = tokio::process::Command::new(program);
-                    c.args(args);
-                    c
-                }
-                None => {
-                    let mut c = tokio::process::Command::new("/bin/sh");
-                    c.arg("-c").arg(command);
-                    c
-                }
-            };
-            let mut child = cmd
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                // The attempt's timeout drops the future; the command must not outlive it.
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("{probe}: cannot run: {e}"))?;
-            let status = child.wait().await.map_err(|e| format!("{probe}: {e}"))?;
-            match (status.code(), on) {
-                (Some(0), _) => Ok(()),
-                (Some(255), Some(r)) => Err(format!("{probe}: ssh to {} failed", r.destination)),
-                _ => Err(format!("{probe}: {status}")),
-            }
+        (Probe::Http { host, port, .. }, None) => {
+            let stream = resolve_and_connect(host, *port, limits.connect)
+                .await
+                .map_err(failed)?;
+            http_exchange(probe, stream).await.map_err(failed)
         }
+        (Probe::Http { host, port, .. }, Some(r)) => {
+            let stream = crate::tunnel::connect(r, host, *port, limits.connect)
+                .await
+                .map_err(tunnel)?;
+            http_exchange(probe, stream).await.map_err(failed)
+        }
+        (Probe::Exec { command }, on) => exec(probe, command, on).await.map_err(failed),
+    }
+}
+
+/// `GET path` over any byte stream (a socket here, ssh's pipes from a
+/// remote host); a 2xx status line passes.
+async fn http_exchange<S>(probe: &Probe, mut stream: S) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Probe::Http { host, port, path } = probe else {
+        unreachable!("an http probe")
+    };
+    let host_header = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host_header}\r\nUser-Agent: orch\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("{probe}: {e}"))?;
+    stream.flush().await.map_err(|e| format!("{probe}: {e}"))?;
+    // The status line is all we need; read just enough of it.
+    let mut buf = Vec::with_capacity(64);
+    let mut chunk = [0u8; 64];
+    while !buf.contains(&b'\n') && buf.len() < 1024 {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("{probe}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let line = line.lines().next().unwrap_or("");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(s) if (200..300).contains(&s) => Ok(()),
+        Some(s) => Err(format!("{probe}: HTTP {s}")),
+        None => Err(format!("{probe}: not an HTTP answer: {line:?}")),
+    }
+}
+
+async fn exec(probe: &Probe, command: &str, on: Option<&Remote>) -> Result<(), String> {
+    let mut cmd = match on {
+        // The remote shell runs the command line, as `sh -c` does here.
+        Some(r) => {
+            let (program, args) = r.run(command);
+            let mut c = tokio::process::Command::new(program);
+            c.args(args);
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(command);
+            c
+        }
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // The attempt's timeout drops the future; the command must not outlive it.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{probe}: cannot run: {e}"))?;
+    let status = child.wait().await.map_err(|e| format!("{probe}: {e}"))?;
+    match (status.code(), on) {
+        (Some(0), _) => Ok(()),
+        (Some(255), Some(r)) => Err(format!("{probe}: ssh to {} failed", r.destination)),
+        _ => Err(format!("{probe}: {status}")),
     }
 }
 
@@ -147,7 +204,7 @@ pub async fn connect_any(
 ) -> Result<TcpStream, ProbeError> {
     resolve_and_connect(host, port, connect_timeout)
         .await
-        .map_err(ProbeError)
+        .map_err(ProbeError::Failed)
 }
 
 async fn resolve_and_connect(
@@ -175,7 +232,7 @@ pub async fn connect_addrs(
 ) -> Result<TcpStream, ProbeError> {
     connect_all(addrs, connect_timeout)
         .await
-        .map_err(ProbeError)
+        .map_err(ProbeError::Failed)
 }
 
 async fn connect_all(addrs: &[SocketAddr], connect_timeout: Duration) -> Result<TcpStream, String> {
@@ -233,7 +290,8 @@ where
         };
         match check(probe, l, on).await {
             Ok(()) => return Ok(()),
-            Err(e) => last = e.0,
+            Err(e) if e.is_final() => return Err(ReadyError::Impossible(e)),
+            Err(e) => last = e.to_string(),
         }
         // The liveness check talks to systemd: it may not outlast the probe's own bound.
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -270,7 +328,7 @@ mod tests {
             path: "/health".into(),
         };
         let first = check(&probe, Limits::default(), None).await;
-        assert!(first.unwrap_err().0.contains("HTTP 503"));
+        assert!(first.unwrap_err().to_string().contains("HTTP 503"));
         assert_eq!(check(&probe, Limits::default(), None).await, Ok(()));
         server.await.unwrap();
     }
@@ -328,7 +386,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(err.0.contains("refused"), "{err}");
+        assert!(err.to_string().contains("refused"), "{err}");
     }
 
     #[tokio::test]

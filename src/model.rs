@@ -418,7 +418,7 @@ impl Resolver<'_> {
             Some(db) => {
                 let db = db.get_ref();
                 let host = host_of(db.host.as_ref(), "database.host", &master_host.name)?;
-                let health = self.probe(db.health.as_ref(), "database.health", &host)?;
+                let health = self.probe(db.health.as_ref(), "database.health")?;
                 Some(External {
                     unit: self.external_unit(&db.unit, "database.unit")?,
                     host: host.name,
@@ -578,7 +578,7 @@ impl Resolver<'_> {
             }
             dependents.push(External {
                 unit,
-                health: self.probe(dep.health.as_ref(), &at("health"), &host)?,
+                health: self.probe(dep.health.as_ref(), &at("health"))?,
                 host: host.name.clone(),
                 start_timeout: self.duration(
                     dep.start_timeout.as_ref(),
@@ -679,7 +679,6 @@ impl Resolver<'_> {
             Some(h) => {
                 let text = self.expand(h, &at("health"), &vars)?;
                 let p = parse_probe(&text).map_err(|m| self.err(h.span(), &at("health"), m))?;
-                self.probe_reaches(&p, host, h, &at("health"))?;
                 Some(p)
             }
             None => None,
@@ -759,46 +758,12 @@ impl Resolver<'_> {
         Ok(out)
     }
 
-    fn probe(
-        &self,
-        v: Option<&S<String>>,
-        key: &str,
-        host: &Host,
-    ) -> Result<Option<Probe>, ConfigError> {
+    fn probe(&self, v: Option<&S<String>>, key: &str) -> Result<Option<Probe>, ConfigError> {
         v.map(|v| {
             let text = self.value(v, key)?;
-            let p = parse_probe(text).map_err(|m| self.err(v.span(), key, m))?;
-            self.probe_reaches(&p, host, v, key)?;
-            Ok(p)
+            parse_probe(text).map_err(|m| self.err(v.span(), key, m))
         })
         .transpose()
-    }
-
-    /// Probes connect from the machine orch runs on: a loopback address in
-    /// the probe of a unit on another machine would test this one instead.
-    fn probe_reaches(
-        &self,
-        p: &Probe,
-        host: &Host,
-        v: &S<String>,
-        key: &str,
-    ) -> Result<(), ConfigError> {
-        let target = match p {
-            Probe::Http { host, .. } | Probe::Tcp { host, .. } => host,
-            Probe::Exec { .. } => return Ok(()),
-        };
-        if is_loopback(target) && !host.is_this_machine() {
-            return Err(self.err(
-                v.span(),
-                key,
-                format!(
-                    "http and tcp probes connect from the machine orch runs on, so `{target}` would reach this machine, not host `{}` ({}); write an address of that host (e.g. {{{{ host }}}}), or use an exec: probe, which runs on the unit's host",
-                    host.name,
-                    host.address.as_deref().unwrap_or("")
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn abs_dir(&self, v: &S<String>, key: &str) -> Result<PathBuf, ConfigError> {

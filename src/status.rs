@@ -102,7 +102,7 @@ pub async fn status(
             if let (Some(probe), true) = (&m.health, row.is_active()) {
                 row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
-                    Err(e) => e.0,
+                    Err(e) => e.to_string(),
                 });
             }
             row

@@ -202,12 +202,24 @@ impl Remote {
     /// host-key prompt fail at once instead of waiting for a terminal that
     /// is not there. The remote shell parses `remote_command`.
     pub fn run(&self, remote_command: &str) -> (String, Vec<String>) {
+        self.with_options(&[], Some(remote_command))
+    }
+
+    /// `ssh … OPTIONS -- DEST [REMOTE_COMMAND]`: `options` go after the
+    /// operator's own, before the destination (`-W`, `-o ControlPath=…`).
+    pub fn with_options(
+        &self,
+        options: &[String],
+        remote_command: Option<&str>,
+    ) -> (String, Vec<String>) {
         let mut args: Vec<String> = self.ssh[1..].to_vec();
         args.extend(["-xT".into(), "-o".into(), "BatchMode=yes".into()]);
         if let Some(p) = self.port {
             args.extend(["-p".into(), p.to_string()]);
         }
-        args.extend(["--".into(), self.destination.clone(), remote_command.into()]);
+        args.extend(options.iter().cloned());
+        args.extend(["--".into(), self.destination.clone()]);
+        args.extend(remote_command.map(str::to_string));
         (self.ssh[0].clone(), args)
     }
 }

@@ -83,7 +83,7 @@ impl Engine {
             Err(e @ ReadyError::NotHealthy { .. }) => {
                 self.report(m, Phase::Timeout, job, Some(e.to_string()))
             }
-            Err(e @ ReadyError::Died(_)) => {
+            Err(e @ (ReadyError::Died(_) | ReadyError::Impossible(_))) => {
                 self.diagnosed(self.report(m, Phase::Failed, job, Some(e.to_string())))
                     .await
             }

@@ -46,6 +46,8 @@ fn boot() -> Hosts {
         &ssh,
         format!(
             "#!/bin/sh\n\
+             w=; prev=\n\
+             for a in \"$@\"; do [ \"$prev\" = -W ] && w=$a; [ \"$prev\" = -O ] && exit 0; prev=$a; done\n\
              while [ \"$1\" != -- ]; do shift; done; shift\n\
              case \"$1\" in\n\
              *@127.0.0.2|127.0.0.2) pid={a} ;;\n\
@@ -54,9 +56,11 @@ fn boot() -> Hosts {
              *) echo \"ssh: connect to host $1 port 22: Connection refused\" >&2; exit 255 ;;\n\
              esac\n\
              shift\n\
+             [ -n \"$w\" ] && exec /usr/bin/python3 {forward} \"$w\"\n\
              exec nsenter -t $pid -m -u -i -p -- sh -c \"$*\"\n",
             a = a.leader(),
-            b = b.leader()
+            b = b.leader(),
+            forward = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forward.py"),
         ),
     )
     .unwrap();

@@ -44,6 +44,9 @@ struct Remote {
     host_pub: String,
     cfg: PathBuf,
     dir: tempfile::TempDir,
+    /// Set for a container with its own network: ssh runs in it (nsenter),
+    /// so sshd and the units are reachable only through ssh.
+    netns: Option<String>,
 }
 
 fn preflight() {
@@ -105,6 +108,12 @@ fn exec_ok(c: &Container, args: &[&str]) -> Output {
 
 impl Remote {
     fn start() -> Remote {
+        Remote::start_with(false, &[])
+    }
+
+    /// `private`: the container gets its own network namespace. `sshd_options`
+    /// are added to sshd's command line (`-o KEY=VALUE`).
+    fn start_with(private: bool, sshd_options: &[&str]) -> Remote {
         preflight();
         let dir = tempfile::tempdir().unwrap();
         // Server side, bound into the container; the client key stays outside.
@@ -144,7 +153,14 @@ impl Remote {
         )
         .unwrap();
 
-        let c = Container::builder().bind_ro(&server, SSHD_DIR).boot();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut b = Container::builder()
+            .bind_ro(&server, SSHD_DIR)
+            .bind_ro(&fixtures, "/opt/fixtures");
+        if private {
+            b = b.private_network();
+        }
+        let c = b.boot();
         exec_ok(
             &c,
             &["systemd-sysusers", &format!("{SSHD_DIR}/sysusers.conf")],
@@ -152,7 +168,8 @@ impl Remote {
         // sysusers creates root locked ("!*"), and without PAM sshd refuses a
         // locked account even for public-key logins: "*" is no password, not locked.
         exec_ok(&c, &["usermod", "-p", "*", "root"]);
-        let port = start_sshd(&c);
+        let port = start_sshd(&c, sshd_options);
+        let netns = private.then(|| format!("/proc/{}/ns/net", c.leader()));
 
         let cfg = dir.path().join("orch.toml");
         std::fs::write(&cfg, CONFIG).unwrap();
@@ -163,6 +180,7 @@ impl Remote {
             host_pub: read(server.join("host_key.pub")),
             cfg,
             dir,
+            netns,
         }
     }
 
@@ -180,8 +198,12 @@ impl Remote {
     /// The operator's ssh command: no config files, only our key, only our
     /// known_hosts, strict host-key checking. orch adds `-xT -o BatchMode=yes -p PORT`.
     fn ssh_command(&self, known_hosts: &Path) -> String {
+        let netns = match &self.netns {
+            Some(ns) => format!("nsenter --net={ns} "),
+            None => String::new(),
+        };
         format!(
-            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} \
+            "{netns}ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} \
              -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o ConnectTimeout=5",
             self.client_key.display(),
             known_hosts.display()
@@ -218,7 +240,7 @@ fn sshd_unit(port: u16) -> String {
 /// listens. The port is checked free from the host (the container shares its
 /// network namespace); if another process takes it before sshd binds, the
 /// unit fails and the next port is tried.
-fn start_sshd(c: &Container) -> u16 {
+fn start_sshd(c: &Container, options: &[&str]) -> u16 {
     // Spread concurrent test processes and the tests within one over the range.
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let offset = (std::process::id() as u16)
@@ -236,10 +258,11 @@ fn start_sshd(c: &Container) -> u16 {
         let unit = sshd_unit(port);
         let listen = format!("ListenAddress=127.0.0.1:{port}");
         let config = format!("{SSHD_DIR}/sshd_config");
-        let o = c.exec(&[
+        let unit_arg = format!("--unit={unit}");
+        let mut args = vec![
             "systemd-run",
             "--quiet",
-            &format!("--unit={unit}"),
+            &unit_arg,
             "--property=Type=notify",
             "--property=RuntimeDirectory=sshd",
             "--property=RuntimeDirectoryMode=0755",
@@ -251,7 +274,11 @@ fn start_sshd(c: &Container) -> u16 {
             &config,
             "-o",
             &listen,
-        ]);
+        ];
+        for o in options {
+            args.extend(["-o", o]);
+        }
+        let o = c.exec(&args);
         if o.status.success() {
             return port;
         }
@@ -432,4 +459,153 @@ fn a_wrong_host_key_is_a_bounded_failure_naming_the_host() {
     let good = r.known_hosts("known_hosts", &r.host_pub);
     let (o, _) = r.orch(&good, &["status", "--output", "json"], LIMIT);
     assert_ok(&o, "status");
+}
+
+/// The fixture's port inside a private network (no clash with the host's).
+const PROBE_PORT: u16 = 34600;
+
+/// Master and two workers serving /health on the container's loopback,
+/// ready after a second (so several attempts fail first).
+fn probed_config(port: u16) -> String {
+    let exec = "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --port {{ port }} --ready-after 1";
+    format!(
+        "[deployment]\nname = \"fx\"\n\
+         [master]\nexec_start = \"{exec}\"\nport = {port}\n\
+         health = \"http://127.0.0.1:{{{{ port }}}}/health\"\n\
+         [[workers]]\nkind = \"w\"\ncount = 2\nport_base = {wport}\nexec_start = \"{exec}\"\n\
+         health = \"http://127.0.0.1:{{{{ port }}}}/health\"\n",
+        wport = port + 1
+    )
+}
+
+fn accepted(r: &Remote) -> usize {
+    r.sshd_journal().matches("Accepted publickey").count()
+}
+
+fn reachable_from_here(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
+#[test]
+fn loopback_probes_of_a_remote_unit_run_on_its_host_over_one_master() {
+    // Its own network: 127.0.0.1 there is not 127.0.0.1 here, so a probe
+    // that passes can only have connected from the container.
+    let r = Remote::start_with(true, &[]);
+    std::fs::write(&r.cfg, probed_config(PROBE_PORT)).unwrap();
+    let kh = r.known_hosts("known_hosts", &r.host_pub);
+    let (o, _) = r.orch(&kh, &["install"], LIMIT);
+    assert_ok(&o, "install");
+
+    // What a command without probes costs (the D-Bus bridge, the remote
+    // shell sessions), to compare a start with about 20 attempts against.
+    let before = accepted(&r);
+    let (o, _) = r.orch(&kh, &["stop", "--all"], LIMIT);
+    assert_ok(&o, "stop --all");
+    let baseline = accepted(&r) - before;
+    let before = accepted(&r);
+    let (o, _) = r.orch(&kh, &["start", "--all", "--output", "json"], LIMIT);
+    assert_ok(&o, "start --all");
+    let sum = summary(&o);
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
+    assert!(
+        !reachable_from_here(PROBE_PORT),
+        "the fixture must not be reachable from the test"
+    );
+    // Beyond a stop's: start's read of the maintenance journal, the probes'
+    // master, and one direct connection that learns why the first closed
+    // port was refused; none per attempt (three units, each failing for a
+    // second at up to 150 ms intervals: about 20 attempts).
+    let during = accepted(&r) - before;
+    assert!(
+        during <= baseline + 3,
+        "{during} SSH connections for one start, {baseline} for a stop\n{}",
+        r.sshd_journal()
+    );
+
+    let (o, _) = r.orch(&kh, &["restart", "--all", "--output", "json"], LIMIT);
+    assert_ok(&o, "restart --all");
+    assert!(all_in_phase(&summary(&o), "ready"));
+    let (o, _) = r.orch(&kh, &["status", "--output", "json"], LIMIT);
+    assert_ok(&o, "status");
+    let units = json(&o)["units"].as_array().unwrap().clone();
+    assert_eq!(units.len(), 3);
+    assert!(units.iter().all(|u| u["health"] == "ok"), "{units:?}");
+
+    attempts_over_one_master(&r, &kh);
+}
+
+/// Many attempts through the library: one new SSH connection (the master)
+/// for all of them, a closed port fails fast, and the rate is printed for
+/// docs/performance.md.
+fn attempts_over_one_master(r: &Remote, kh: &Path) {
+    use orch::health::{check, Limits};
+    use orch::model::Probe;
+    let remote = orch::systemd::Remote::parse(&r.host(), &r.ssh_command(kh)).unwrap();
+    let ok = Probe::Http {
+        host: "127.0.0.1".into(),
+        port: PROBE_PORT,
+        path: "/health".into(),
+    };
+    let closed = Probe::Tcp {
+        host: "127.0.0.1".into(),
+        port: PROBE_PORT + 100,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = accepted(r);
+    let n = 100;
+    let (took, closed_err, closed_took) = rt.block_on(async {
+        let t = Instant::now();
+        for _ in 0..n {
+            check(&ok, Limits::default(), Some(&remote)).await.unwrap();
+        }
+        let took = t.elapsed();
+        let t = Instant::now();
+        let e = check(&closed, Limits::default(), Some(&remote))
+            .await
+            .unwrap_err();
+        (took, e, t.elapsed())
+    });
+    orch::tunnel::end();
+    eprintln!(
+        "{n} http attempts over one ssh master in {took:?}: {:.0}/s",
+        n as f64 / took.as_secs_f64()
+    );
+    let new = accepted(r) - before;
+    // The master, and one direct connection that learns why the closed port
+    // was refused (sshd says so only to a connection of its own).
+    assert!(new <= 2, "{new} SSH connections for {n} attempts");
+    assert!(!closed_err.is_final(), "{closed_err}");
+    assert!(
+        closed_err.to_string().contains("Connection refused"),
+        "{closed_err}"
+    );
+    assert!(closed_took < Duration::from_secs(2), "{closed_took:?}");
+}
+
+#[test]
+fn a_host_that_refuses_forwarding_is_named_at_the_first_probe() {
+    let r = Remote::start_with(true, &["AllowTcpForwarding=no"]);
+    std::fs::write(&r.cfg, probed_config(PROBE_PORT)).unwrap();
+    let kh = r.known_hosts("known_hosts", &r.host_pub);
+    let (o, _) = r.orch(&kh, &["install"], LIMIT);
+    assert_ok(&o, "install");
+    // health_timeout defaults to far more than this bound.
+    let (o, took) = r.orch(&kh, &["start", "--all", "--output", "json"], LIMIT);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{text}");
+    assert!(took < Duration::from_secs(10), "took {took:?}: {text}");
+    assert!(text.contains("host root@127.0.0.1"), "{text}");
+    assert!(text.contains("AllowTcpForwarding no"), "{text}");
+    let (o, _) = r.orch(&kh, &["status", "--output", "json"], LIMIT);
+    // Units still active are probed, and say why they cannot be.
+    let units = json(&o)["units"].to_string();
+    assert!(units.contains("AllowTcpForwarding"), "{units}");
 }

@@ -43,7 +43,7 @@ fn signal(pid: i32, sig: i32) {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Configures extra bind mounts before booting a [`Container`].
+/// Configures extra bind mounts (and nspawn options) before booting a [`Container`].
 #[derive(Default)]
 pub struct ContainerBuilder {
     binds: Vec<String>,
@@ -69,6 +69,13 @@ impl ContainerBuilder {
             "--bind={}",
             bind_spec(host.as_ref(), container.as_ref())
         ));
+        self
+    }
+
+    /// A network namespace of its own, with only a loopback device: what
+    /// listens there is out of reach of the test process.
+    pub fn private_network(mut self) -> Self {
+        self.binds.push("--private-network".into());
         self
     }
 
