@@ -182,14 +182,10 @@ pub struct Lifecycle {
     pub force: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 30s or 2m"))?;
-    // A zero bound would fail every wait at once: surely a typo.
-    if d.is_zero() {
-        return Err("must be longer than zero".into());
-    }
-    Ok(d)
+/// A duration flag: bounded like the configuration's durations (1ms to
+/// 24h), so no deadline computed from it can overflow.
+fn parse_duration(s: &str) -> Result<Duration, crate::model::DurationError> {
+    crate::model::parse_duration(s)
 }
 
 /// Parses arguments, runs the command and returns the process exit code.

@@ -166,6 +166,43 @@ macro_rules! service_view {
 service_view!(RawMaster);
 service_view!(RawWorker);
 
+/// The keys of a unit orch does not generate: the database or a dependent.
+pub struct RawExternal<'a> {
+    pub unit: &'a S<String>,
+    pub host: Option<&'a S<String>>,
+    pub health: Option<&'a S<String>>,
+    pub start_timeout: Option<&'a S<String>>,
+    /// `None` for the database, which has no such key.
+    pub stop_timeout: Option<&'a S<String>>,
+    pub health_timeout: Option<&'a S<String>>,
+}
+
+impl RawDatabase {
+    pub fn external(&self) -> RawExternal<'_> {
+        RawExternal {
+            unit: &self.unit,
+            host: self.host.as_ref(),
+            health: self.health.as_ref(),
+            start_timeout: self.start_timeout.as_ref(),
+            stop_timeout: None,
+            health_timeout: self.health_timeout.as_ref(),
+        }
+    }
+}
+
+impl RawDependent {
+    pub fn external(&self) -> RawExternal<'_> {
+        RawExternal {
+            unit: &self.unit,
+            host: self.host.as_ref(),
+            health: self.health.as_ref(),
+            start_timeout: self.start_timeout.as_ref(),
+            stop_timeout: self.stop_timeout.as_ref(),
+            health_timeout: self.health_timeout.as_ref(),
+        }
+    }
+}
+
 /// The text of a configuration file, kept so errors can quote positions in it.
 #[derive(Debug, Clone)]
 pub struct Source {
