@@ -155,6 +155,16 @@ impl Resolver<'_> {
             None => Ok(PathBuf::from(default)),
         };
         let unit_dir = match &o.unit_dir {
+            // As in the file: a relative folder would depend on where orch runs.
+            Some(p) if !p.is_absolute() => {
+                return Err(ConfigError {
+                    path: self.src.path.clone(),
+                    line: None,
+                    column: None,
+                    key: Some("--unit-dir".into()),
+                    message: format!("`{}` must be an absolute path", p.display()),
+                })
+            }
             Some(p) => p.clone(),
             None => or_default(&d.unit_dir, "deployment.unit_dir", DEFAULT_UNIT_DIR)?,
         };
@@ -709,5 +719,247 @@ impl Resolver<'_> {
                 format!("`{}` is not one of: {}", v.get_ref(), allowed.join(", ")),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[deployment]\nname = \"app\"\n[master]\nexec_start = \"/bin/m\"\n";
+
+    fn resolve(extra: &str) -> Result<Deployment, ConfigError> {
+        let source = Source {
+            path: "t.toml".into(),
+            text: format!("{BASE}{extra}"),
+        };
+        Deployment::from_source(&source, None)
+    }
+
+    /// The error for `extra`, checked to name `line` and `key` and say `says`.
+    fn refused(extra: &str, line: usize, key: &str, says: &str) {
+        let e = resolve(extra).expect_err("should be refused");
+        assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
+
+    const HOSTS: &str = "[[hosts]]\nname = \"db1\"\naddress = \"admin@[2001:db8::1]:2222\"\n";
+
+    #[test]
+    fn hosts_local_first_then_each_block() {
+        let d = resolve(HOSTS).unwrap();
+        let names: Vec<_> = d.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["local", "db1"]);
+        assert_eq!(
+            d.hosts[1].address.as_deref(),
+            Some("admin@[2001:db8::1]:2222")
+        );
+        refused(
+            &format!("{HOSTS}{HOSTS}"),
+            9,
+            "hosts[1].name",
+            "defined twice",
+        );
+        refused(
+            "[[hosts]]\nname = \"local\"\naddress = \"h\"\n",
+            6,
+            "hosts[0].name",
+            "`local`",
+        );
+        refused(
+            "[[hosts]]\nname = \"a\"\naddress = \"h:22:33\"\n",
+            7,
+            "hosts[0].address",
+            "in brackets",
+        );
+    }
+
+    #[test]
+    fn master_takes_the_deployment_name_and_claims_its_port() {
+        let d = resolve("port = 8008\n").unwrap();
+        assert_eq!(d.master.unit, "app.service");
+        assert_eq!(d.master.description, "app master");
+        assert_eq!(d.master.port, Some(8008));
+        refused("port = 70000\n", 5, "master.port", "outside 1..=65535");
+        let clash = "port = 9000\n[[workers]]\nkind = \"w\"\ncount = 1\nport_base = 9000\nexec_start = \"/bin/w\"\n";
+        refused(
+            clash,
+            9,
+            "workers[0].port_base",
+            "already used by app.service",
+        );
+    }
+
+    #[test]
+    fn workers_are_numbered_across_blocks_with_consecutive_ports() {
+        let two = "[[workers]]\nkind = \"a\"\ncount = 2\nport_base = 100\nexec_start = \"/bin/w {{ port }}\"\n\
+                   [[workers]]\nkind = \"b\"\ncount = 1\nexec_start = \"/bin/w {{ index }}\"\n";
+        let d = resolve(two).unwrap();
+        let got: Vec<_> = d
+            .workers
+            .iter()
+            .map(|w| {
+                (
+                    w.index,
+                    w.kind_index,
+                    w.service.unit.as_str(),
+                    w.service.port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0, "app-worker-0-a.service", Some(100)),
+                (1, 1, "app-worker-1-a.service", Some(101)),
+                (2, 0, "app-worker-2-b.service", None),
+            ]
+        );
+        assert_eq!(d.workers[1].service.exec_start, "/bin/w 101");
+        assert_eq!(d.workers[2].service.exec_start, "/bin/w 2");
+        let block = |kind: &str, count: usize| {
+            format!("[[workers]]\nkind = \"{kind}\"\ncount = {count}\nexec_start = \"/bin/w\"\n")
+        };
+        refused(&block("a.b", 1), 6, "workers[0].kind", "`-` and `_`");
+        refused(
+            &format!("{}{}", block("a", 1), block("a", 1)),
+            10,
+            "workers[1].kind",
+            "first defined at line 6",
+        );
+        let over = format!("{}{}", block("a", 4000), block("b", 97));
+        refused(&over, 11, "workers[1].count", "4097 workers; at most 4096");
+        let port =
+            "[[workers]]\nkind = \"a\"\ncount = 2\nport_base = 65535\nexec_start = \"/bin/w\"\n";
+        refused(port, 8, "workers[0].port_base", "port 65536");
+    }
+
+    #[test]
+    fn long_generated_unit_names_are_refused_at_the_kind() {
+        let kind = "k".repeat(180);
+        let text = format!("[[workers]]\nkind = \"{kind}\"\ncount = 1\nexec_start = \"/bin/w\"\n");
+        let source = Source {
+            path: "t.toml".into(),
+            text: format!(
+                "{}{text}",
+                BASE.replace("\"app\"", &format!("\"{}\"", "a".repeat(60)))
+            ),
+        };
+        let e = Deployment::from_source(&source, None).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("workers[0].kind"), "{e}");
+        assert!(
+            e.message.contains(&format!("at most {MAX_UNIT_NAME}")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn database_is_one_external_on_the_masters_host() {
+        let db = format!("host = \"db1\"\n{HOSTS}[database]\nunit = \"postgresql\"\nstart_timeout = \"2m\"\nhealth = \"exec:pg_isready\"\n");
+        let d = resolve(&db).unwrap();
+        let x = d.database.unwrap();
+        assert_eq!(
+            (x.unit.as_str(), x.host.as_str()),
+            ("postgresql.service", "db1")
+        );
+        assert_eq!(x.start_timeout, Duration::from_secs(120));
+        assert_eq!(x.stop_timeout, DEFAULT_STOP_TIMEOUT);
+        assert_eq!(
+            x.health,
+            Some(Probe::Exec {
+                command: "pg_isready".into()
+            })
+        );
+        refused(
+            "[database]\nunit = \"pg\"\nstart_timeout = \"1ns\"\n",
+            7,
+            "database.start_timeout",
+            "shorter than 1ms",
+        );
+        refused(
+            "[database]\nunit = \"app\"\n",
+            6,
+            "database.unit",
+            "a unit orch generates",
+        );
+        let remote = format!(
+            "host = \"db1\"\n{HOSTS}[database]\nunit = \"pg\"\nhealth = \"tcp://127.0.0.1:5432\"\n"
+        );
+        let e = resolve(&remote).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("database.health"), "{e}");
+    }
+
+    #[test]
+    fn dependents_each_once_with_their_own_timeouts() {
+        let deps = "[[dependents]]\nunit = \"bridge\"\nstop_timeout = \"5s\"\n[[dependents]]\nunit = \"irc.socket\"\n";
+        let d = resolve(deps).unwrap();
+        let units: Vec<_> = d.dependents.iter().map(|x| x.unit.as_str()).collect();
+        assert_eq!(units, ["bridge.service", "irc.socket"]);
+        assert_eq!(d.dependents[0].stop_timeout, Duration::from_secs(5));
+        assert_eq!(d.dependents[0].host, LOCAL_HOST);
+        let twice = "[[dependents]]\nunit = \"b\"\n[[dependents]]\nunit = \"b.service\"\n";
+        refused(twice, 8, "dependents[1].unit", "listed twice");
+        refused(
+            "[[dependents]]\nunit = \"b\"\nhealth_timeout = \"25h\"\n",
+            7,
+            "dependents[0].health_timeout",
+            "at most 24h",
+        );
+        refused(
+            "[[dependents]]\nunit = \"b\"\nhealth = \"http://u@h/\"\n",
+            7,
+            "dependents[0].health",
+            "user name",
+        );
+    }
+
+    #[test]
+    fn service_keys_are_checked_and_expanded() {
+        let m = "[deployment]\nname = \"app\"\n[master]\nexec_start = \"/bin/m\"\nuser = \"synapse\"\n\
+                 environment = { A = \"{{ name }}\", B_2 = \"x\" }\nrestart_sec = \"1ms 500us\"\nhealth = \"http://{{ host }}:8/h\"\n";
+        let d = Deployment::from_source(
+            &Source {
+                path: "t.toml".into(),
+                text: m.into(),
+            },
+            None,
+        )
+        .unwrap();
+        let s = &d.master;
+        assert_eq!(s.user.as_deref(), Some("synapse"));
+        assert_eq!(s.environment["A"], "app");
+        assert_eq!(s.restart_sec, Duration::from_millis(2));
+        assert_eq!(
+            s.health.as_ref().unwrap().to_string(),
+            "http://localhost:8/h"
+        );
+        assert_eq!(
+            (s.service_type.as_str(), s.restart.as_str()),
+            ("exec", "on-failure")
+        );
+        refused("user = \"-root\"\n", 5, "master.user", "not a valid user");
+        refused(
+            "environment = { 1A = \"x\" }\n",
+            5,
+            "master.environment",
+            "not a valid environment variable",
+        );
+        refused("type = \"weird\"\n", 5, "master.type", "not one of");
+        refused(
+            "description = \"{{ nope }}\"\n",
+            5,
+            "master.description",
+            "undefined variable",
+        );
+        let big = "x".repeat(MAX_VALUE_LEN + 1);
+        refused(
+            &format!("working_directory = \"{big}\"\n"),
+            5,
+            "master.working_directory",
+            "longer than 65536",
+        );
+        // A loop inside a value ends: the expansion has a bounded amount of fuel.
+        let spin = "description = \"{% for i in range(100000) %}{% endfor %}x\"\n";
+        refused(spin, 5, "master.description", "fuel");
     }
 }
