@@ -341,40 +341,34 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
             s.to_string()
         }
     };
-    // The nearest table header above, with its position among `[[array]]` headers.
-    let above = &text[..line_start];
+    Some(match table_above(&text[..line_start]) {
+        Some(t) if t != key => format!("{t}.{key}"),
+        _ => key,
+    })
+}
+
+/// The nearest table header in `above`, with its position among the
+/// `[[array]]` headers of the same name: `workers[1]`, `master`.
+fn table_above(above: &str) -> Option<String> {
     let header = above
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.starts_with('['));
-    let table = match header {
-        Some(h) if h.starts_with("[[") => {
-            let name = h
-                .trim_start_matches('[')
-                .split(']')
-                .next()?
-                .trim()
-                .to_string();
-            let n = above
-                .lines()
-                .filter(|l| l.trim().starts_with("[[") && l.contains(&format!("[[{name}]]")))
-                .count();
-            Some(format!("{name}[{}]", n.saturating_sub(1)))
-        }
-        Some(h) => Some(
-            h.trim_start_matches('[')
-                .split(']')
-                .next()?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    Some(match table {
-        Some(t) if t != key => format!("{t}.{key}"),
-        _ => key,
-    })
+        .find(|l| l.starts_with('['))?;
+    let name = header
+        .trim_start_matches('[')
+        .split(']')
+        .next()?
+        .trim()
+        .to_string();
+    if !header.starts_with("[[") {
+        return Some(name);
+    }
+    let n = above
+        .lines()
+        .filter(|l| l.trim().starts_with("[[") && l.contains(&format!("[[{name}]]")))
+        .count();
+    Some(format!("{name}[{}]", n.saturating_sub(1)))
 }
 
 /// A configuration error: file, position, key and what is wrong.

@@ -248,19 +248,7 @@ pub fn parse_probe(s: &str) -> Result<Probe, ProbeError> {
         }
         return Ok(Probe::Exec { command });
     }
-    let Some((scheme, _)) = s.split_once("://") else {
-        return Err(ProbeError::Syntax(s.to_string()));
-    };
-    match scheme {
-        "http" | "tcp" => {}
-        "https" => return Err(ProbeError::Https(s.to_string())),
-        other => {
-            return Err(ProbeError::Scheme {
-                probe: s.to_string(),
-                scheme: other.to_string(),
-            })
-        }
-    }
+    let scheme = probe_scheme(s)?;
     let part = |part| ProbeError::Part {
         probe: s.to_string(),
         part,
@@ -306,6 +294,19 @@ pub fn parse_probe(s: &str) -> Result<Probe, ProbeError> {
         port: url.port_or_known_default().unwrap_or(80),
         path,
     })
+}
+
+/// `http` or `tcp`, the only URL schemes a probe takes.
+fn probe_scheme(s: &str) -> Result<&str, ProbeError> {
+    match s.split_once("://") {
+        Some((scheme @ ("http" | "tcp"), _)) => Ok(scheme),
+        Some(("https", _)) => Err(ProbeError::Https(s.to_string())),
+        Some((other, _)) => Err(ProbeError::Scheme {
+            probe: s.to_string(),
+            scheme: other.to_string(),
+        }),
+        None => Err(ProbeError::Syntax(s.to_string())),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
