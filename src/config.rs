@@ -166,6 +166,43 @@ macro_rules! service_view {
 service_view!(RawMaster);
 service_view!(RawWorker);
 
+/// The keys of a unit orch does not generate: the database or a dependent.
+pub struct RawExternal<'a> {
+    pub unit: &'a S<String>,
+    pub host: Option<&'a S<String>>,
+    pub health: Option<&'a S<String>>,
+    pub start_timeout: Option<&'a S<String>>,
+    /// `None` for the database, which has no such key.
+    pub stop_timeout: Option<&'a S<String>>,
+    pub health_timeout: Option<&'a S<String>>,
+}
+
+impl RawDatabase {
+    pub fn external(&self) -> RawExternal<'_> {
+        RawExternal {
+            unit: &self.unit,
+            host: self.host.as_ref(),
+            health: self.health.as_ref(),
+            start_timeout: self.start_timeout.as_ref(),
+            stop_timeout: None,
+            health_timeout: self.health_timeout.as_ref(),
+        }
+    }
+}
+
+impl RawDependent {
+    pub fn external(&self) -> RawExternal<'_> {
+        RawExternal {
+            unit: &self.unit,
+            host: self.host.as_ref(),
+            health: self.health.as_ref(),
+            start_timeout: self.start_timeout.as_ref(),
+            stop_timeout: self.stop_timeout.as_ref(),
+            health_timeout: self.health_timeout.as_ref(),
+        }
+    }
+}
+
 /// The text of a configuration file, kept so errors can quote positions in it.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -193,10 +230,15 @@ impl Source {
         }
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|e| {
-            fail(format!(
-                "not valid UTF-8 (first bad byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ))
+            // Everything before the first bad byte is valid text to count lines in.
+            let good = e.utf8_error().valid_up_to();
+            let prefix = std::str::from_utf8(&e.as_bytes()[..good]).expect("valid up to here");
+            let (line, column) = line_col(prefix, good);
+            ConfigError {
+                line: Some(line),
+                column: Some(column),
+                ..fail("not valid UTF-8: save the file as UTF-8 (a byte here is not a UTF-8 character)".into())
+            }
         })?;
         Ok(Source {
             path: path.to_path_buf(),
@@ -257,14 +299,40 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
     let start = span.start.min(text.len());
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    // An error about a whole table (a missing field, `[[t]]` for `[t]`) points at its header.
+    let at_line_start = text[line_start..start].trim().is_empty();
+    if let Some(header) = text[start..].strip_prefix('[').filter(|_| at_line_start) {
+        let name = header.trim_start_matches('[').split(']').next()?.trim();
+        let table = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        return (!name.is_empty() && name.chars().all(table)).then(|| name.to_string());
+    }
     let before = text[line_start..start].trim();
+    // In an inline table, `outer = { a = 1, key = `: the key is `outer.key`.
+    let (outer, before) = match before.rsplit_once(['{', ',']) {
+        Some((head, inner)) => {
+            let outer = head
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            (Some(outer.to_string()), inner.trim())
+        }
+        None => (None, before),
+    };
     let is_key = |s: &str| {
         !s.is_empty()
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
     let key = match before.strip_suffix('=').map(str::trim) {
-        Some(k) if is_key(k.trim_matches('"')) => k.trim_matches('"').to_string(),
+        Some(k) if is_key(k.trim_matches('"')) => {
+            let k = k.trim_matches('"');
+            match outer.filter(|o| is_key(o)) {
+                Some(o) => format!("{o}.{k}"),
+                None => k.to_string(),
+            }
+        }
         _ => {
             let s = text.get(span)?.trim().trim_matches('"');
             if !is_key(s) {
@@ -273,40 +341,34 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
             s.to_string()
         }
     };
-    // The nearest table header above, with its position among `[[array]]` headers.
-    let above = &text[..line_start];
+    Some(match table_above(&text[..line_start]) {
+        Some(t) if t != key => format!("{t}.{key}"),
+        _ => key,
+    })
+}
+
+/// The nearest table header in `above`, with its position among the
+/// `[[array]]` headers of the same name: `workers[1]`, `master`.
+fn table_above(above: &str) -> Option<String> {
     let header = above
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.starts_with('['));
-    let table = match header {
-        Some(h) if h.starts_with("[[") => {
-            let name = h
-                .trim_start_matches('[')
-                .split(']')
-                .next()?
-                .trim()
-                .to_string();
-            let n = above
-                .lines()
-                .filter(|l| l.trim().starts_with("[[") && l.contains(&format!("[[{name}]]")))
-                .count();
-            Some(format!("{name}[{}]", n.saturating_sub(1)))
-        }
-        Some(h) => Some(
-            h.trim_start_matches('[')
-                .split(']')
-                .next()?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    Some(match table {
-        Some(t) if t != key => format!("{t}.{key}"),
-        _ => key,
-    })
+        .find(|l| l.starts_with('['))?;
+    let name = header
+        .trim_start_matches('[')
+        .split(']')
+        .next()?
+        .trim()
+        .to_string();
+    if !header.starts_with("[[") {
+        return Some(name);
+    }
+    let n = above
+        .lines()
+        .filter(|l| l.trim().starts_with("[[") && l.contains(&format!("[[{name}]]")))
+        .count();
+    Some(format!("{name}[{}]", n.saturating_sub(1)))
 }
 
 /// A configuration error: file, position, key and what is wrong.
@@ -366,6 +428,28 @@ mod tests {
         assert_eq!(err.key.as_deref(), Some("workers[0].count"), "{err}");
         assert!(
             err.message.contains("i64") || err.message.contains("integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_in_an_inline_table_is_named_with_its_table() {
+        let err = parse("[deployment]\nname = \"x\"\n[master]\nexec_start = \"/bin/true\"\nenvironment = { A = \"a\", B = 1 }\n")
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("master.environment.B"), "{err}");
+        assert_eq!(err.line, Some(5), "{err}");
+    }
+
+    #[test]
+    fn an_error_about_a_whole_table_names_the_table() {
+        let err = parse("[deployment]\n[master]\nexec_start = \"/bin/true\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("deployment"), "{err}");
+        assert!(err.message.contains("missing field `name`"), "{err}");
+        let err = parse("[deployment]\nname = \"x\"\n[[master]]\nexec_start = \"/bin/true\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(3), Some("master")),
             "{err}"
         );
     }

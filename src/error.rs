@@ -49,8 +49,8 @@ pub enum Error {
     #[error(transparent)]
     Systemd(#[from] SystemdError),
     /// `render --out` refused a unit name as a file name (render.rs says why).
-    #[error("{0}")]
-    UnitPath(String),
+    #[error(transparent)]
+    UnitPath(#[from] crate::render::UnitPathError),
     /// A file or folder of `render --out`.
     #[error("cannot {action} {}: {cause}", path.display())]
     Write {

@@ -83,8 +83,8 @@ pub enum PlanError {
         path: PathBuf,
         cause: StoreError,
     },
-    #[error("{0}")]
-    Path(String),
+    #[error(transparent)]
+    Path(#[from] crate::render::UnitPathError),
 }
 
 /// Compares the units rendered for `host` with what is in `unit_dir` there.

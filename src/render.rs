@@ -28,6 +28,12 @@ pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
 ];
 
 pub const MARKER_KEY: &str = "X-Orch-Deployment";
+/// The largest unit file a template may produce: systemd reads lines up to
+/// 1 MiB, and a unit near that size is a template bug, not a configuration.
+pub const MAX_UNIT_FILE: usize = 1024 * 1024;
+/// Bounds the work one unit's template may do (a loop must end). The
+/// built-in master template spends about 10 per worker.
+pub const RENDER_FUEL: u64 = 2_000_000;
 const HASH_PREFIX: &str = "# orch-hash: sha256:";
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,13 +60,47 @@ pub enum RenderError {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("{unit} rendered from {template} is not a valid unit file: {message}")]
+    #[error("{unit} rendered from {template} is not a valid unit file: {cause}")]
     Invalid {
         unit: String,
         template: String,
-        message: String,
+        #[source]
+        cause: UnitFileError,
     },
 }
+
+/// Why rendered text is not a unit file orch will install.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitFileError {
+    #[error("line {0} contains the control character {1:?}")]
+    Control(usize, char),
+    #[error("line {0} ends with a backslash (line continuation)")]
+    Continuation(usize),
+    #[error("line {0}: unexpected section [{1}] in a service unit")]
+    Section(usize, String),
+    #[error("line {0}: section [{1}] appears twice")]
+    SectionTwice(usize, String),
+    #[error("line {0} is neither a section, a comment nor Key=value: {1:?}")]
+    NotADirective(usize, String),
+    #[error("line {0}: `{1}` is not a valid directive name")]
+    Key(usize, String),
+    #[error("line {0}: `{1}=` comes before any [Section]")]
+    NoSection(usize, String),
+    #[error("has no [{0}] section")]
+    Missing(&'static str),
+    #[error("it sets `{existing}` but the deployment is `{deployment}`")]
+    Marker {
+        existing: String,
+        deployment: String,
+    },
+    #[error("is larger than {MAX_UNIT_FILE} bytes")]
+    TooLarge,
+}
+
+/// A unit name that would leave the unit directory as a file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unit name {0:?} would leave the unit directory")]
+pub struct UnitPathError(pub String);
 
 /// Where a template comes from: an override in the deployment's templates
 /// folder wins over the built-in of the same name.
@@ -105,20 +145,54 @@ struct Context<'a> {
     /// ordering holds. `none` (or empty) when they live elsewhere.
     master: Option<&'a str>,
     database: Option<&'a str>,
-    workers: Vec<&'a str>,
-    dependents: Vec<&'a str>,
+    /// Built once per host and shared (a minijinja `Value` is reference
+    /// counted), so rendering stays linear in the number of workers.
+    workers: Value,
+    dependents: Value,
     /// The unit's own configuration section, resolved.
     service: &'a Service,
 }
 
-/// Renders every unit of the deployment, master first.
-pub fn render<'a>(d: &'a Deployment) -> Result<Vec<RenderedUnit>, RenderError> {
-    let templates = Templates {
-        overrides: d.templates_dir.clone(),
-    };
-    let env = environment();
-    let ctx = |s: &'a Service, kind: &'a str, index| {
+/// The names of the units on each host, computed once.
+struct Neighbours<'a> {
+    d: &'a Deployment,
+    workers: std::collections::HashMap<&'a str, Value>,
+    dependents: std::collections::HashMap<&'a str, Value>,
+}
+
+impl<'a> Neighbours<'a> {
+    fn new(d: &'a Deployment) -> Self {
+        let mut workers: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+        for w in &d.workers {
+            workers
+                .entry(&w.service.host)
+                .or_default()
+                .push(&w.service.unit);
+        }
+        let mut dependents: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+        for x in &d.dependents {
+            dependents.entry(&x.host).or_default().push(&x.unit);
+        }
+        let values = |m: std::collections::HashMap<&'a str, Vec<&str>>| {
+            m.into_iter()
+                .map(|(h, v)| (h, Value::from(minijinja::value::Serde(&v))))
+                .collect()
+        };
+        Neighbours {
+            d,
+            workers: values(workers),
+            dependents: values(dependents),
+        }
+    }
+
+    fn context(&self, s: &'a Service, kind: &'a str, index: Option<usize>) -> Context<'a> {
+        let d = self.d;
         let here = |host: &str| host == s.host;
+        let on_host = |m: &std::collections::HashMap<&str, Value>| {
+            m.get(s.host.as_str())
+                .cloned()
+                .unwrap_or_else(|| Value::from(Vec::<Value>::new()))
+        };
         Context {
             name: &s.name,
             unit: &s.unit,
@@ -133,50 +207,69 @@ pub fn render<'a>(d: &'a Deployment) -> Result<Vec<RenderedUnit>, RenderError> {
                 .as_ref()
                 .filter(|x| here(&x.host))
                 .map(|x| x.unit.as_str()),
-            workers: d
-                .workers
-                .iter()
-                .filter(|w| here(&w.service.host))
-                .map(|w| w.service.unit.as_str())
-                .collect(),
-            dependents: d
-                .dependents
-                .iter()
-                .filter(|x| here(&x.host))
-                .map(|x| x.unit.as_str())
-                .collect(),
+            workers: on_host(&self.workers),
+            dependents: on_host(&self.dependents),
             service: s,
         }
-    };
+    }
+}
 
+/// Renders every unit of the deployment, master first. Each template is
+/// read and compiled once.
+pub fn render(d: &Deployment) -> Result<Vec<RenderedUnit>, RenderError> {
+    let templates = Templates {
+        overrides: d.templates_dir.clone(),
+    };
+    let mut env = environment();
+    let neighbours = Neighbours::new(d);
+    let mut compiled = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(1 + d.workers.len());
-    let (tname, source) = templates.find(&["master.service.j2".into()])?;
-    out.push(render_one(
-        &env,
-        d,
-        &d.master,
-        Role::Master,
-        &tname,
-        &source,
-        ctx(&d.master, "master", None),
-    )?);
-    for w in &d.workers {
-        let names = [
-            format!("worker-{}.service.j2", w.kind),
-            "worker.service.j2".to_string(),
-        ];
-        let (tname, source) = templates.find(&names)?;
-        out.push(render_one(
-            &env,
-            d,
-            &w.service,
-            Role::Worker,
-            &tname,
-            &source,
-            ctx(&w.service, &w.kind, Some(w.index)),
-        )?);
+    let units = std::iter::once((&d.master, Role::Master, "master", None)).chain(
+        d.workers
+            .iter()
+            .map(|w| (&w.service, Role::Worker, w.kind.as_str(), Some(w.index))),
+    );
+    for (s, role, kind, index) in units {
+        let names = match role {
+            Role::Master => vec!["master.service.j2".to_string()],
+            _ => vec![
+                format!("worker-{kind}.service.j2"),
+                "worker.service.j2".to_string(),
+            ],
+        };
+        let tname = match compiled.get(&names) {
+            Some(t) => String::clone(t),
+            None => {
+                let (tname, source) = templates.find(&names)?;
+                env.add_template_owned(tname.clone(), source)
+                    .map_err(|e| template_error(&tname, &e))?;
+                compiled.insert(names, tname.clone());
+                tname
+            }
+        };
+        let ctx = neighbours.context(s, kind, index);
+        out.push(render_one(&env, d, s, role, &tname, ctx)?);
     }
     Ok(out)
+}
+
+/// Collects a template's output, refusing more than [`MAX_UNIT_FILE`] bytes.
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_UNIT_FILE {
+            return Err(std::io::Error::other(format!(
+                "the unit file would be larger than {MAX_UNIT_FILE} bytes"
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn render_one(
@@ -185,17 +278,22 @@ fn render_one(
     s: &Service,
     role: Role,
     tname: &str,
-    source: &str,
     ctx: Context<'_>,
 ) -> Result<RenderedUnit, RenderError> {
-    let body = env
-        .render_named_str(tname, source, minijinja::value::Serde(ctx))
+    let template = env
+        .get_template(tname)
         .map_err(|e| template_error(tname, &e))?;
-    let invalid = |message: String| RenderError::Invalid {
+    let mut buf = Bounded(Vec::new());
+    template
+        .render_captured_to(minijinja::value::Serde(&ctx), &mut buf)
+        .map_err(|e| template_error(tname, &e))?;
+    let invalid = |cause: UnitFileError| RenderError::Invalid {
         unit: s.unit.clone(),
         template: tname.to_string(),
-        message,
+        cause,
     };
+    // The formatter and `quote` check every value, and template text is UTF-8.
+    let body = String::from_utf8(buf.0).expect("templates write UTF-8");
     check_unit_file(&body).map_err(invalid)?;
     let body = add_marker(&body, &d.name).map_err(invalid)?;
     Ok(RenderedUnit {
@@ -234,6 +332,7 @@ fn template_error(tname: &str, e: &JinjaError) -> RenderError {
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(RENDER_FUEL));
     env.set_syntax(
         minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -285,7 +384,9 @@ fn quote(value: &Value) -> Result<Value, JinjaError> {
     Ok(Value::from_safe_string(format!("\"{escaped}\"")))
 }
 
-/// A number of seconds as systemd's time span (`90s`, `1500ms`).
+/// A number of seconds as systemd's time span (`90s`, `1500ms`), rounded
+/// up to the millisecond: a positive duration never prints as 0, which
+/// systemd reads as *no timeout*.
 fn seconds(value: f64) -> Result<Value, JinjaError> {
     if !value.is_finite() || value < 0.0 {
         return Err(JinjaError::new(
@@ -293,7 +394,9 @@ fn seconds(value: f64) -> Result<Value, JinjaError> {
             "not a duration",
         ));
     }
-    let ms = (value * 1000.0).round() as u64;
+    // Through whole microseconds first: 1.1 * 1000.0 is 1100.0000000000002.
+    let us = (value * 1_000_000.0).round() as u64;
+    let ms = us.div_ceil(1000);
     Ok(Value::from(if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
@@ -303,41 +406,36 @@ fn seconds(value: f64) -> Result<Value, JinjaError> {
 
 /// Checks that rendered text is plain unit-file syntax: sections, `Key=value`
 /// lines and comments, nothing continued across lines.
-pub fn check_unit_file(text: &str) -> Result<(), String> {
+pub fn check_unit_file(text: &str) -> Result<(), UnitFileError> {
+    use UnitFileError as E;
     let mut section: Option<&str> = None;
     let mut seen = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
         let n = i + 1;
         if let Some(c) = line.chars().find(|c| c.is_control()) {
-            return Err(format!("line {n} contains the control character {c:?}"));
+            return Err(E::Control(n, c));
         }
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
             continue;
         }
         if t.ends_with('\\') {
-            return Err(format!(
-                "line {n} ends with a backslash (line continuation)"
-            ));
+            return Err(E::Continuation(n));
         }
         if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
             let known = matches!(name, "Unit" | "Service" | "Install") || name.starts_with("X-");
             if !known {
-                return Err(format!(
-                    "line {n}: unexpected section [{name}] in a service unit"
-                ));
+                return Err(E::Section(n, name.to_string()));
             }
             if seen.contains(&name) {
-                return Err(format!("line {n}: section [{name}] appears twice"));
+                return Err(E::SectionTwice(n, name.to_string()));
             }
             seen.push(name);
             section = Some(name);
             continue;
         }
         let Some((key, _)) = t.split_once('=') else {
-            return Err(format!(
-                "line {n} is neither a section, a comment nor Key=value: {t:?}"
-            ));
+            return Err(E::NotADirective(n, t.to_string()));
         };
         let key = key.trim_end();
         let valid_key = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -345,15 +443,15 @@ pub fn check_unit_file(text: &str) -> Result<(), String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid_key {
-            return Err(format!("line {n}: `{key}` is not a valid directive name"));
+            return Err(E::Key(n, key.to_string()));
         }
         if section.is_none() {
-            return Err(format!("line {n}: `{key}=` comes before any [Section]"));
+            return Err(E::NoSection(n, key.to_string()));
         }
     }
     for required in ["Unit", "Service"] {
         if !seen.contains(&required) {
-            return Err(format!("has no [{required}] section"));
+            return Err(E::Missing(required));
         }
     }
     Ok(())
@@ -361,7 +459,7 @@ pub fn check_unit_file(text: &str) -> Result<(), String> {
 
 /// Puts `X-Orch-Deployment=NAME` first in `[Unit]` (systemd ignores `X-`
 /// keys), unless the template already wrote it.
-fn add_marker(body: &str, deployment: &str) -> Result<String, String> {
+fn add_marker(body: &str, deployment: &str) -> Result<String, UnitFileError> {
     let marker = format!("{MARKER_KEY}={deployment}");
     if let Some(existing) = body
         .lines()
@@ -370,10 +468,10 @@ fn add_marker(body: &str, deployment: &str) -> Result<String, String> {
         return if existing.trim() == marker {
             Ok(body.to_string())
         } else {
-            Err(format!(
-                "it sets `{}` but the deployment is `{deployment}`",
-                existing.trim()
-            ))
+            Err(UnitFileError::Marker {
+                existing: existing.trim().to_string(),
+                deployment: deployment.to_string(),
+            })
         };
     }
     let mut out = String::with_capacity(body.len() + marker.len() + 1);
@@ -445,7 +543,7 @@ pub fn read_marker(text: &str) -> Marker {
 }
 
 /// The file name a unit is written to, refusing anything that would leave `dir`.
-pub fn unit_path(dir: &Path, unit: &str) -> Result<PathBuf, String> {
+pub fn unit_path(dir: &Path, unit: &str) -> Result<PathBuf, UnitPathError> {
     let ok = !unit.is_empty()
         && !unit.contains('/')
         && unit != "."
@@ -453,7 +551,7 @@ pub fn unit_path(dir: &Path, unit: &str) -> Result<PathBuf, String> {
         && !unit.starts_with('.')
         && !unit.contains('\0');
     if !ok {
-        return Err(format!("unit name {unit:?} would leave the unit directory"));
+        return Err(UnitPathError(unit.to_string()));
     }
     Ok(dir.join(unit))
 }
@@ -644,6 +742,6 @@ mod tests {
             units[1].content
         );
         let e = check_unit_file("[Unit]\n1A=b\n[Service]\n").unwrap_err();
-        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(e.to_string().starts_with("line 2:"), "{e}");
     }
 }

@@ -180,7 +180,7 @@ pub struct Remote {
 impl Remote {
     /// Parses `[USER@]HOST[:PORT]` (see [`crate::model::Address`]).
     pub fn parse(spec: &str, ssh_command: &str) -> Result<Remote, String> {
-        let a = crate::model::Address::parse(spec)?;
+        let a = crate::model::Address::parse(spec).map_err(|e| e.to_string())?;
         let ssh: Vec<String> = ssh_command.split_whitespace().map(str::to_string).collect();
         if ssh.is_empty() {
             return Err("the SSH command is empty".into());

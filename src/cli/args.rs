@@ -223,28 +223,10 @@ pub struct Lifecycle {
     pub force: bool,
 }
 
-/// A `--timeout`-like value clap refused.
-#[derive(Debug, thiserror::Error)]
-enum DurationError {
-    #[error("`{text}` is not a duration ({cause}); write e.g. 30s or 2m")]
-    Syntax {
-        text: String,
-        cause: humantime::DurationError,
-    },
-    #[error("must be longer than zero")]
-    Zero,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, DurationError> {
-    let d = humantime::parse_duration(s).map_err(|cause| DurationError::Syntax {
-        text: s.to_string(),
-        cause,
-    })?;
-    // A zero bound would fail every wait at once: surely a typo.
-    if d.is_zero() {
-        return Err(DurationError::Zero);
-    }
-    Ok(d)
+/// A `--timeout`-like value: the same rules as the configuration's
+/// durations (1 ms to 24 h, fractions of a millisecond rounded up).
+fn parse_duration(s: &str) -> Result<Duration, crate::model::DurationError> {
+    crate::model::parse_duration(s)
 }
 
 /// A `-n` value clap refused.
@@ -353,6 +335,8 @@ mod tests {
         );
         let e = parse_duration("soon").unwrap_err().to_string();
         assert!(e.starts_with("`soon` is not a duration ("), "{e}");
-        assert!(e.ends_with("); write e.g. 30s or 2m"), "{e}");
+        assert!(e.ends_with("); write e.g. \"90s\" or \"2m\""), "{e}");
+        let e = parse_duration("292277024626y").unwrap_err().to_string();
+        assert!(e.contains("too long"), "{e}");
     }
 }

@@ -36,7 +36,7 @@ pub fn render(d: &Deployment, out: Option<&Path>) -> Result<Vec<RenderedUnit>, E
             cause,
         })?;
         for u in &units {
-            let path = render::unit_path(dir, &u.unit).map_err(Error::UnitPath)?;
+            let path = render::unit_path(dir, &u.unit)?;
             install::write_atomic(&path, u.content.as_bytes()).map_err(|cause| Error::Write {
                 action: "write",
                 path: path.clone(),

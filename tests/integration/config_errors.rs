@@ -415,3 +415,250 @@ fn a_loopback_probe_is_accepted_when_host_moves_everything_elsewhere() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+// Issue 13: extreme values are refused at validation, naming file, line and key.
+
+#[test]
+fn huge_duration_is_refused_not_a_panic() {
+    refused(
+        &GOOD.replace("count = 2", "count = 2\nstart_timeout = \"292277024626y\""),
+        10,
+        "workers[0].start_timeout",
+        "at most 24h",
+    );
+    refused(
+        &GOOD.replace("count = 2", "count = 2\nrestart_sec = \"25h\""),
+        10,
+        "workers[0].restart_sec",
+        "at most 24h",
+    );
+}
+
+#[test]
+fn huge_duration_flag_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(&cfg, GOOD).unwrap();
+    let c = cfg.to_str().unwrap();
+    let bus = "unix:path=/nonexistent";
+    for args in [
+        &["start", "--all", "--timeout", "292277024626y"][..],
+        &["stop-for-maintenance", "--timeout", "25h"],
+        &["--call-timeout", "292277024626y", "status"],
+    ] {
+        let mut all = vec!["--config", c, "--bus", bus];
+        all.extend_from_slice(args);
+        let o = orch(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("at most 24h"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn sub_millisecond_duration_is_refused_never_rendered_as_zero() {
+    refused(
+        &GOOD.replace("count = 2", "count = 2\nstart_timeout = \"1ns\""),
+        10,
+        "workers[0].start_timeout",
+        "shorter than 1ms",
+    );
+    refused(
+        &GOOD.replace("count = 2", "count = 2\nstop_timeout = \"999us\""),
+        10,
+        "workers[0].stop_timeout",
+        "shorter than 1ms",
+    );
+}
+
+#[test]
+fn a_fractional_millisecond_is_rounded_up_not_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    let text = GOOD.replace("count = 2", "count = 2\nstart_timeout = \"1ms 500us\"");
+    std::fs::write(&cfg, text).unwrap();
+    let out = dir.path().join("units");
+    let o = orch(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "render",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let unit = std::fs::read_to_string(out.join("app-worker-0-generic.service")).unwrap();
+    assert!(unit.contains("TimeoutStartSec=2ms\n"), "{unit}");
+}
+
+#[test]
+fn unit_name_too_long_for_systemd_or_for_orchs_temp_names() {
+    // 378 characters: over systemd's 255.
+    let long = |n: usize| "a".repeat(n);
+    let bad = GOOD
+        .replace("name = \"app\"", &format!("name = \"{}\"", long(180)))
+        .replace("kind = \"generic\"", &format!("kind = \"{}\"", long(180)));
+    refused(&bad, 8, "workers[0].kind", "255");
+    // 240 characters: within 255, but `.orch-mask-PID-` makes the temp name longer.
+    let bad = GOOD
+        .replace("name = \"app\"", &format!("name = \"{}\"", long(110)))
+        .replace("kind = \"generic\"", &format!("kind = \"{}\"", long(112)));
+    refused(&bad, 8, "workers[0].kind", "characters");
+    // A dependent orch masks during maintenance is bounded the same way.
+    let dep = format!("{GOOD}\n[[dependents]]\nunit = \"{}.service\"\n", long(240));
+    refused(&dep, 14, "dependents[0].unit", "characters");
+}
+
+#[test]
+fn value_longer_than_the_bound_is_refused() {
+    let big = format!("/bin/echo {}", "x".repeat(70 * 1024));
+    refused(
+        &GOOD.replace("/bin/sleep infinity", &big),
+        5,
+        "master.exec_start",
+        "longer than 65536 bytes",
+    );
+}
+
+#[test]
+fn malformed_probe_urls_are_refused() {
+    for url in [
+        "http://h:80:90/",
+        "http://user@127.0.0.1:8/x",
+        "http://127.0.0.1 :8/p q",
+        "http://127.0.0.1:8/p q",
+        "http://127.0.0.1:8/p#f",
+    ] {
+        let bad = GOOD.replace(
+            "exec_start = \"/bin/sleep infinity\"",
+            &format!("exec_start = \"/bin/sleep infinity\"\nhealth = \"{url}\""),
+        );
+        refused(&bad, 6, "master.health", url);
+    }
+}
+
+#[test]
+fn a_template_that_writes_more_than_the_bound_is_refused() {
+    // 2,000 lines of 1,000 bytes: 2 MB, each line a valid X- directive.
+    let err = template_refused(
+        "master.service.j2",
+        "[Unit]\n{% for i in range(2000) %}X-Pad{{ i }}={{ 'x' * 1000 }}\n{% endfor %}[Service]\nExecStart=/bin/true\n",
+    );
+    assert!(err.contains("larger than 1048576 bytes"), "{err}");
+}
+
+#[test]
+fn a_template_that_loops_too_long_runs_out_of_fuel() {
+    let err = template_refused(
+        "worker.service.j2",
+        "[Unit]\n{% for i in range(3000) %}{% for j in range(3000) %}{% endfor %}{% endfor %}[Service]\nExecStart=/bin/true\n",
+    );
+    assert!(
+        err.contains("templates/worker.service.j2") && err.contains("fuel"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_loop_inside_a_config_value_is_bounded() {
+    refused(
+        &GOOD.replace(
+            "\"/bin/sleep infinity\"",
+            "\"{% for i in range(100000) %}{% endfor %}/bin/sleep infinity\"",
+        ),
+        5,
+        "master.exec_start",
+        "fuel",
+    );
+}
+
+// Issue 13 item 14: each error names file, line and key in an operator's words.
+
+#[test]
+fn a_wrong_type_inside_an_inline_table_names_its_key() {
+    refused(
+        &GOOD.replace(
+            "exec_start = \"/bin/sleep infinity\"",
+            "exec_start = \"/bin/sleep infinity\"\nenvironment = { A = 1 }",
+        ),
+        6,
+        "master.environment.A",
+        "invalid type",
+    );
+}
+
+#[test]
+fn a_missing_field_and_a_wrong_table_kind_name_the_table() {
+    refused(
+        &GOOD.replace("name = \"app\"\n", ""),
+        1,
+        "deployment",
+        "missing field `name`",
+    );
+    refused(
+        &GOOD.replace("[master]", "[[master]]"),
+        4,
+        "master",
+        "invalid type",
+    );
+}
+
+#[test]
+fn a_worker_kind_error_does_not_offer_the_dot_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        GOOD.replace("kind = \"generic\"", "kind = \"gen.eric\""),
+    )
+    .unwrap();
+    let o = orch(&["--config", cfg.to_str().unwrap(), "render"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("key `workers[0].kind`"), "{err}");
+    assert!(!err.contains("`.`"), "offers `.`: {err}");
+}
+
+#[test]
+fn host_flag_errors_name_the_whole_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(&cfg, GOOD).unwrap();
+    let c = cfg.to_str().unwrap();
+    for (host, says) in [
+        ("host:22:33", "in brackets"),
+        ("[::1]:2222x", "`2222x` is not a port"),
+        ("[::1]x", "`[::1]x`"),
+    ] {
+        let o = orch(&["--config", c, "--host", host, "status"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{host}: {err}");
+        assert!(err.contains(says), "{host}: {err}");
+    }
+}
+
+#[test]
+fn invalid_utf8_is_located_by_line_and_a_relative_unit_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let latin1 = dir.path().join("latin1.toml");
+    std::fs::write(&latin1, b"[deployment]\nname = \"caf\xe9\"\n").unwrap();
+    let o = orch(&["--config", latin1.to_str().unwrap(), "plan"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("latin1.toml:2:12: not valid UTF-8"), "{err}");
+
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(&cfg, GOOD).unwrap();
+    let o = orch(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--unit-dir",
+        "rel",
+        "render",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`--unit-dir`: `rel` must be an absolute path"),
+        "{err}"
+    );
+}
