@@ -71,32 +71,28 @@ fn run(cli: Cli) -> Result<i32, Error> {
         _ => {}
     }
     let d = load(g)?;
-    match &cli.command {
-        Command::Render { out } => commands::render::run(g, &d, out.as_deref()),
-        Command::Plan => commands::plan::run(g, &d),
+    dispatch(g, &d, &cli.command)
+}
+
+/// The commands that act on a deployment, each handed to its file.
+fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error> {
+    let none = Extra::default;
+    match command {
+        Command::Render { out } => commands::render::run(g, d, out.as_deref()),
+        Command::Plan => commands::plan::run(g, d),
         Command::Install {
             dry_run,
             force,
             restart_changed,
-        } => {
-            let code = commands::install::run(g, &d, *dry_run, *force)?;
-            if code != exit::OK || !restart_changed {
-                return Ok(code);
-            }
-            let extra = Extra {
-                changed: true,
-                ..Extra::default()
-            };
-            commands::lifecycle::run(g, &d, Op::Restart, &Lifecycle::whole(), extra)
-        }
-        Command::Start(a) => commands::lifecycle::run(g, &d, Op::Start, a, Extra::default()),
-        Command::Stop(a) => commands::lifecycle::run(g, &d, Op::Stop, a, Extra::default()),
+        } => install(g, d, *dry_run, *force, *restart_changed),
+        Command::Start(a) => commands::lifecycle::run(g, d, Op::Start, a, none()),
+        Command::Stop(a) => commands::lifecycle::run(g, d, Op::Stop, a, none()),
         Command::Reload { args, or_restart } => {
             let extra = Extra {
                 or_restart: *or_restart,
-                ..Extra::default()
+                ..none()
             };
-            commands::lifecycle::run(g, &d, Op::Reload, args, extra)
+            commands::lifecycle::run(g, d, Op::Reload, args, extra)
         }
         Command::Restart {
             args,
@@ -107,10 +103,39 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let extra = Extra {
                 rolling: rolling.then_some(*batch as usize),
                 changed: *changed,
-                ..Extra::default()
+                ..none()
             };
-            commands::lifecycle::run(g, &d, Op::Restart, args, extra)
+            commands::lifecycle::run(g, d, Op::Restart, args, extra)
         }
+        Command::StopForMaintenance { .. } | Command::Resume { .. } => maintenance(g, d, command),
+        Command::Logs { .. } => logs(g, d, command),
+        Command::Status { all_units } => commands::status::run(g, d, *all_units),
+        Command::Completions { .. } | Command::Man => unreachable!("handled in run"),
+    }
+}
+
+/// `install`, then with `--restart-changed` a `restart --changed` of the
+/// whole deployment: one command for one Ansible task.
+fn install(
+    g: &Global,
+    d: &Deployment,
+    dry_run: bool,
+    force: bool,
+    restart: bool,
+) -> Result<i32, Error> {
+    let code = commands::install::run(g, d, dry_run, force)?;
+    if code != exit::OK || !restart {
+        return Ok(code);
+    }
+    let extra = Extra {
+        changed: true,
+        ..Extra::default()
+    };
+    commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
+}
+
+fn maintenance(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error> {
+    match command {
         Command::StopForMaintenance {
             timeout,
             reason,
@@ -125,7 +150,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 journal_root,
                 command,
             };
-            commands::maintenance::stop(g, &d, req)
+            commands::maintenance::stop(g, d, req)
         }
         Command::Resume {
             timeout,
@@ -137,29 +162,33 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 true => crate::maintenance::ResumeScope::Whole,
                 false => crate::maintenance::ResumeScope::Recorded,
             };
-            commands::maintenance::resume(g, &d, *timeout, *max_parallel, journal_root, scope)
+            commands::maintenance::resume(g, d, *timeout, *max_parallel, journal_root, scope)
         }
-        Command::Logs {
-            targets,
-            follow,
-            lines,
-            since,
-            journal_root,
-            timeout,
-        } => {
-            let req = commands::logs::Request {
-                targets: targets.clone(),
-                follow: *follow,
-                lines: *lines,
-                since: since.clone(),
-                journal_root: journal_root.clone(),
-                timeout: *timeout,
-            };
-            commands::logs::run(g, &d, req)
-        }
-        Command::Status { all_units } => commands::status::run(g, &d, *all_units),
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        _ => unreachable!("only maintenance commands come here"),
     }
+}
+
+fn logs(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error> {
+    let Command::Logs {
+        targets,
+        follow,
+        lines,
+        since,
+        journal_root,
+        timeout,
+    } = command
+    else {
+        unreachable!("only logs comes here")
+    };
+    let req = commands::logs::Request {
+        targets: targets.clone(),
+        follow: *follow,
+        lines: *lines,
+        since: since.clone(),
+        journal_root: journal_root.clone(),
+        timeout: *timeout,
+    };
+    commands::logs::run(g, d, req)
 }
 
 /// `--config`, or the first default that exists.

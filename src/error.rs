@@ -104,7 +104,7 @@ impl Error {
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
     #[error("--host {0}")]
-    Host(String),
+    Host(#[from] crate::systemd::RemoteError),
     #[error("no configuration: pass --config PATH (or ORCH_CONFIG), or create ./orch.toml or /etc/orch/orch.toml")]
     NoConfig,
     /// A lifecycle target that names no unit.

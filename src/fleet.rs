@@ -41,9 +41,9 @@ impl Target {
                 store: Store::local(),
             },
             Some(a) => {
-                let remote = Remote::parse(a, ssh_command).map_err(|message| AddressError {
+                let remote = Remote::parse(a, ssh_command).map_err(|e| AddressError {
                     host: host.name.clone(),
-                    message,
+                    message: e.to_string(),
                 })?;
                 Target {
                     name: host.name.clone(),

@@ -125,7 +125,7 @@ pub async fn lock(d: &Deployment, store: &Store) -> Result<crate::store::Lock, M
     let path = dir(d).join(LOCK_FILE);
     match store.lock(&path).await? {
         Ok(l) => Ok(l),
-        Err(holder) => Err(MaintenanceError::Locked {
+        Err(crate::store::Held(holder)) => Err(MaintenanceError::Locked {
             deployment: d.name.clone(),
             holder,
             path,

@@ -177,13 +177,22 @@ pub struct Remote {
     pub ssh: Vec<String>,
 }
 
+/// Why a remote host cannot be reached as given.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(transparent)]
+    Address(#[from] crate::model::AddressError),
+    #[error("the SSH command is empty")]
+    EmptySshCommand,
+}
+
 impl Remote {
     /// Parses `[USER@]HOST[:PORT]` (see [`crate::model::Address`]).
-    pub fn parse(spec: &str, ssh_command: &str) -> Result<Remote, String> {
-        let a = crate::model::Address::parse(spec).map_err(|e| e.to_string())?;
+    pub fn parse(spec: &str, ssh_command: &str) -> Result<Remote, RemoteError> {
+        let a = crate::model::Address::parse(spec)?;
         let ssh: Vec<String> = ssh_command.split_whitespace().map(str::to_string).collect();
         if ssh.is_empty() {
-            return Err("the SSH command is empty".into());
+            return Err(RemoteError::EmptySshCommand);
         }
         Ok(Remote {
             destination: a.destination,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::guard::{judge_dir, judge_file, DirFacts, FileKind};
 use super::{
-    holder_or_unknown, io, lock_holder_text, tmp, unit_paths, Entry, FileStore, Lock, LockInner,
-    StoreError, Unread, MAX_FILE_BYTES,
+    holder_or_unknown, io, lock_holder_text, tmp, unit_paths, Entry, FileStore, Held, Lock,
+    LockInner, StoreError, Unread, MAX_FILE_BYTES,
 };
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -174,7 +174,7 @@ impl FileStore for LocalStore {
         Ok(changed)
     }
 
-    async fn lock(&self, path: &Path) -> Result<Result<Lock, String>, StoreError> {
+    async fn lock(&self, path: &Path) -> Result<Result<Lock, Held>, StoreError> {
         use nix::fcntl::{Flock, FlockArg};
         let dir = parent(path);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -193,7 +193,7 @@ impl FileStore for LocalStore {
             Err((mut f, _)) => {
                 let mut holder = String::new();
                 let _ = (&mut f).take(4096).read_to_string(&mut holder);
-                Ok(Err(holder_or_unknown(&holder)))
+                Ok(Err(Held(holder_or_unknown(&holder))))
             }
         }
     }

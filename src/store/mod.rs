@@ -207,7 +207,7 @@ pub trait FileStore {
     fn lock(
         &self,
         path: &Path,
-    ) -> impl Future<Output = Result<Result<Lock, String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Result<Lock, Held>, StoreError>> + Send;
 
     /// Where this store is, for messages.
     fn describe(&self) -> String;
@@ -276,7 +276,7 @@ impl Store {
     pub async fn unmask(&self, dir: &Path, units: &[String]) -> Result<bool, StoreError> {
         forward!(self, s => s.unmask(dir, units).await)
     }
-    pub async fn lock(&self, path: &Path) -> Result<Result<Lock, String>, StoreError> {
+    pub async fn lock(&self, path: &Path) -> Result<Result<Lock, Held>, StoreError> {
         forward!(self, s => s.lock(path).await)
     }
     pub fn describe(&self) -> String {
@@ -285,6 +285,11 @@ impl Store {
 }
 
 /// Who holds a lock, as its file says.
+/// The lock is held by another process: who, as it wrote itself
+/// (`PID … on HOST`), or "holder unknown".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held(pub String);
+
 fn holder_or_unknown(s: &str) -> String {
     let s = s.trim();
     if s.is_empty() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::guard::{parse_unsafe, FileKind, SHELL};
 use super::{
-    holder_or_unknown, lock_holder_text, tmp, unit_paths, Entry, FileStore, Lock, LockInner,
+    holder_or_unknown, lock_holder_text, tmp, unit_paths, Entry, FileStore, Held, Lock, LockInner,
     StoreError, Unread, MAX_FILE_BYTES,
 };
 use crate::systemd::Remote;
@@ -279,7 +279,7 @@ impl FileStore for SshStore {
 
     /// The lock is held by an SSH session running `flock` until the
     /// returned [`Lock`] is dropped (or orch dies, which closes the session).
-    async fn lock(&self, path: &Path) -> Result<Result<Lock, String>, StoreError> {
+    async fn lock(&self, path: &Path) -> Result<Result<Lock, Held>, StoreError> {
         let dir = path.parent().unwrap_or(Path::new("/"));
         // The checks make the folder orch's alone, so the path cannot be
         // swapped for a link between them and the redirections.
@@ -308,7 +308,7 @@ impl FileStore for SshStore {
                     _stdin: stdin,
                 },
             })),
-            Some("ORCH-HELD") => Ok(Err(holder_or_unknown(&rest))),
+            Some("ORCH-HELD") => Ok(Err(Held(holder_or_unknown(&rest)))),
             Some(l) if l.starts_with("ORCH-UNSAFE ") => {
                 Err(self.refusal(l, dir, path).unwrap_err())
             }

@@ -68,7 +68,7 @@ async fn a_symlinked_lock_is_refused_and_its_target_untouched() {
         // A regular lock works, and a second taker learns the holder.
         std::fs::remove_file(state.join("lock")).unwrap();
         let held = s.lock(&state.join("lock")).await.unwrap().unwrap();
-        let holder = s.lock(&state.join("lock")).await.unwrap().err().unwrap();
+        let Held(holder) = s.lock(&state.join("lock")).await.unwrap().err().unwrap();
         assert!(
             holder.contains(&format!("PID {}", std::process::id())),
             "{holder}"
