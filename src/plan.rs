@@ -77,7 +77,9 @@ impl Plan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read unit directory {} on host {host}: {cause}", path.display())]
+    // The local host's name is not worth a word; a remote store's error
+    // names its host already ("on box: …"), so "local" would only confuse.
+    #[error("cannot read unit directory {}{}: {cause}", path.display(), on_host(host))]
     Read {
         host: String,
         path: PathBuf,
@@ -85,6 +87,13 @@ pub enum PlanError {
     },
     #[error(transparent)]
     Path(#[from] crate::render::UnitPathError),
+}
+
+fn on_host(host: &str) -> String {
+    match host {
+        crate::model::LOCAL_HOST => String::new(),
+        h => format!(" on host {h}"),
+    }
 }
 
 /// Compares the units rendered for `host` with what is in `unit_dir` there.

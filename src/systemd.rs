@@ -233,14 +233,19 @@ impl Remote {
     }
 }
 
+/// A `--bus` value that names no bus.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a bus: use system, user or a D-Bus address such as unix:path=/run/dbus/system_bus_socket")]
+pub struct BusError(String);
+
 impl std::str::FromStr for Bus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BusError;
+    fn from_str(s: &str) -> Result<Self, BusError> {
         match s {
             "system" => Ok(Bus::System),
             "user" | "session" => Ok(Bus::User),
             a if a.contains(':') => Ok(Bus::Address(a.to_string())),
-            other => Err(format!("`{other}` is not a bus: use system, user or a D-Bus address such as unix:path=/run/dbus/system_bus_socket")),
+            other => Err(BusError(other.to_string())),
         }
     }
 }
