@@ -22,6 +22,9 @@ use crate::systemd::Remote;
 /// between phases of one command, and no ssh lingers long after orch.
 pub const PERSIST: &str = "10s";
 
+/// The bound on making a host's master connection (its SSH handshake).
+const WARM_BOUND: Duration = Duration::from_secs(20);
+
 /// What ssh's mux client prints (with `-v`) once the master's channel is
 /// open, i.e. once the remote host has connected to the target.
 const OPENED: &str = "master session id";
@@ -176,9 +179,24 @@ pub async fn connect(
     let (dir, state) = state(remote)?;
     let target = target(host, port);
     let deadline = tokio::time::Instant::now() + bound;
-    tokio::time::timeout_at(deadline, warm(&state, &dir))
+    // The master's handshake may take longer than one attempt's bound on a
+    // loaded machine: it runs in its own task, which an attempt that gives
+    // up does not cancel, so the next attempt finds the master ready.
+    let warming = tokio::spawn({
+        let (state, dir) = (state.clone(), dir.clone());
+        async move {
+            tokio::time::timeout(WARM_BOUND, warm(&state, &dir))
+                .await
+                .unwrap_or_else(|_| {
+                    let why = format!("no master connection within {WARM_BOUND:?}");
+                    Err(ssh_error(&state.remote, why))
+                })
+        }
+    });
+    tokio::time::timeout_at(deadline, warming)
         .await
-        .map_err(|_| ssh_error(remote, format!("no connection within {bound:?}")))??;
+        .map_err(|_| ssh_error(remote, format!("no connection within {bound:?}")))?
+        .map_err(|e| ssh_error(remote, format!("the SSH master task failed: {e}")))??;
     let mut options = mux_options(&dir);
     options.extend(["-v".into(), "-W".into(), target.clone()]);
     let mut child = spawn(remote, &options, true)?;
