@@ -587,7 +587,10 @@ mod tests {
         };
         assert_eq!(show(&plan(Op::Restart, &d, rolling))[0], "ensure:db,redis");
         // Named on the command line, a prerequisite stops after the master.
-        let named = [member("m", Role::Master), member("redis", Role::Prerequisite)];
+        let named = [
+            member("m", Role::Master),
+            member("redis", Role::Prerequisite),
+        ];
         assert_eq!(
             show(&plan(Op::Stop, &named, Shape::default())),
             ["stop/replace:m", "stop/replace:redis"]

@@ -628,7 +628,8 @@ mod tests {
 
     #[test]
     fn the_master_requires_or_wants_its_prerequisites_on_its_host() {
-        let text = "[deployment]\nname = \"app\"\n[[hosts]]\nname = \"far\"\naddress = \"far.example\"\n\
+        let text =
+            "[deployment]\nname = \"app\"\n[[hosts]]\nname = \"far\"\naddress = \"far.example\"\n\
                     [master]\nexec_start = \"/bin/m\"\n[[prerequisites]]\nunit = \"redis\"\n\
                     [[prerequisites]]\nunit = \"proxy\"\nrequires = false\n\
                     [[prerequisites]]\nunit = \"elsewhere\"\nhost = \"far\"\n";
@@ -645,7 +646,10 @@ mod tests {
                 && unit_section.contains("\nWants=proxy.service\nAfter=proxy.service\n"),
             "{master}"
         );
-        assert!(!master.contains("Requires=proxy") && !master.contains("elsewhere"), "{master}");
+        assert!(
+            !master.contains("Requires=proxy") && !master.contains("elsewhere"),
+            "{master}"
+        );
     }
 
     #[test]

@@ -914,7 +914,13 @@ mod tests {
         let got: Vec<_> = d
             .prerequisites
             .iter()
-            .map(|p| (p.external.unit.as_str(), p.requires, p.external.host.as_str()))
+            .map(|p| {
+                (
+                    p.external.unit.as_str(),
+                    p.requires,
+                    p.external.host.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -923,7 +929,10 @@ mod tests {
                 ("proxy.service", false, LOCAL_HOST)
             ]
         );
-        assert_eq!(d.prerequisites[0].external.stop_timeout, Duration::from_secs(5));
+        assert_eq!(
+            d.prerequisites[0].external.stop_timeout,
+            Duration::from_secs(5)
+        );
         assert!(d.prerequisites[0].external.health.is_some());
         refused(
             "[[prerequisites]]\nunit = \"app\"\n",
@@ -966,11 +975,20 @@ mod tests {
             };
             Deployment::from_source(&source, None)
         };
-        assert_eq!(load("tpl").unwrap().templates_dir, Some(dir.path().join("tpl")));
+        assert_eq!(
+            load("tpl").unwrap().templates_dir,
+            Some(dir.path().join("tpl"))
+        );
         for (t, says) in [("missing", "does not exist"), ("file", "is not a folder")] {
             let e = load(t).unwrap_err();
-            assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("deployment.templates")));
-            assert!(e.message.contains(says) && e.message.contains("remove the key"), "{e}");
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(3), Some("deployment.templates"))
+            );
+            assert!(
+                e.message.contains(says) && e.message.contains("remove the key"),
+                "{e}"
+            );
         }
     }
 

@@ -380,7 +380,10 @@ unit = "bridge.service"
         assert_eq!(roles(&m), [Role::Database]);
         let t = Selection::Targets(vec!["prerequisites".into()]);
         let m = members(&d, Op::Stop, &t).unwrap();
-        assert_eq!(m.iter().map(|m| m.unit.as_str()).collect::<Vec<_>>(), ["redis.service"]);
+        assert_eq!(
+            m.iter().map(|m| m.unit.as_str()).collect::<Vec<_>>(),
+            ["redis.service"]
+        );
     }
 
     #[test]
