@@ -1214,6 +1214,14 @@ exec_start = "{FIXTURE}"
         "status probes it: {st}"
     );
 
+    // Awaited by a restart, never restarted by it.
+    let pid = || {
+        s.c.systemctl(&["show", "-P", "MainPID", "fakeredis.service"])
+            .stdout
+    };
+    let before = pid();
+    orch_ok(&s.c, &s.cfg, &["restart", "--all"]);
+    assert_eq!(pid(), before, "restart --all left the prerequisite running");
     orch_ok(&s.c, &s.cfg, &["stop", "--all"]);
     assert_eq!(is_active(&s, "fx.service"), "inactive");
     assert_eq!(
