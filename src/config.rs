@@ -25,6 +25,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub dependents: Vec<S<RawDependent>>,
     #[serde(default)]
+    pub prerequisites: Vec<S<RawPrerequisite>>,
+    #[serde(default)]
     pub hosts: Vec<S<RawHost>>,
 }
 
@@ -119,6 +121,21 @@ pub struct RawDependent {
     pub health_timeout: Option<S<String>>,
 }
 
+/// A unit the deployment needs but does not own (Redis, a reverse proxy):
+/// a dependent's keys, plus how the master depends on it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrerequisite {
+    pub unit: S<String>,
+    pub host: Option<S<String>>,
+    pub health: Option<S<String>>,
+    pub start_timeout: Option<S<String>>,
+    pub stop_timeout: Option<S<String>>,
+    pub health_timeout: Option<S<String>>,
+    /// `true` (the default): `Requires=` in the master; `false`: `Wants=`.
+    pub requires: Option<S<bool>>,
+}
+
 /// The keys the master and a worker block have in common.
 pub struct RawService<'a> {
     pub description: Option<&'a S<String>>,
@@ -191,6 +208,19 @@ impl RawDatabase {
 }
 
 impl RawDependent {
+    pub fn external(&self) -> RawExternal<'_> {
+        RawExternal {
+            unit: &self.unit,
+            host: self.host.as_ref(),
+            health: self.health.as_ref(),
+            start_timeout: self.start_timeout.as_ref(),
+            stop_timeout: self.stop_timeout.as_ref(),
+            health_timeout: self.health_timeout.as_ref(),
+        }
+    }
+}
+
+impl RawPrerequisite {
     pub fn external(&self) -> RawExternal<'_> {
         RawExternal {
             unit: &self.unit,

@@ -151,10 +151,13 @@ pub async fn lock_within(
     }
 }
 
-/// Every unit maintenance covers: the deployment's, and the database's with `include_database`.
+/// Every unit maintenance covers: the deployment's, and the database's with
+/// `include_database`. Never a prerequisite: other services may need it
+/// (Redis, a proxy), and maintenance is about the deployment's data.
 fn covered(d: &Deployment, include_database: bool) -> Vec<Member> {
     lifecycle::members(d)
         .into_iter()
+        .filter(|m| m.role != Role::Prerequisite)
         .filter(|m| m.role != Role::Database || include_database)
         .collect()
 }
@@ -792,13 +795,17 @@ pub async fn resume(
     Ok(report)
 }
 
-/// The recorded set, plus the database: awaited (started if needed) even
-/// when it was not stopped.
+/// The recorded set, plus the database and the prerequisites: awaited
+/// (started if needed) even when they were not stopped.
 fn recorded(d: &Deployment, state: &State) -> Vec<Member> {
     lifecycle::members(d)
         .into_iter()
-        .filter(|m| m.role == Role::Database || state.active.contains(&m.unit))
+        .filter(|m| needed_first(m) || state.active.contains(&m.unit))
         .collect()
+}
+
+fn needed_first(m: &Member) -> bool {
+    matches!(m.role, Role::Database | Role::Prerequisite)
 }
 
 /// Starts `members`, and removes the journal when every one is ready.
@@ -811,7 +818,7 @@ async fn start_recorded(
     observer: std::sync::Arc<dyn lifecycle::Observer>,
     notify: Notify<'_>,
 ) -> Result<lifecycle::Summary, MaintenanceError> {
-    let units = members.iter().filter(|m| m.role != Role::Database).count();
+    let units = members.iter().filter(|m| !needed_first(m)).count();
     notify("starting", &format!("{units} recorded units"));
     let engine = lifecycle::Engine::new(fleet, opts, observer).await?;
     // `all`: the master starts alone, so its Wants= does not pull in workers

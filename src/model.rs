@@ -100,6 +100,9 @@ pub struct Deployment {
     /// Every host, `local` first; units name theirs by `host`.
     pub hosts: Vec<Host>,
     pub database: Option<External>,
+    /// `[[prerequisites]]`: started and awaited before the master, like the
+    /// database, never stopped with the deployment.
+    pub prerequisites: Vec<Prerequisite>,
     pub master: Service,
     pub workers: Vec<Worker>,
     pub dependents: Vec<External>,
@@ -161,6 +164,16 @@ pub struct External {
     pub health_timeout: Duration,
 }
 
+/// A `[[prerequisites]]` unit: what the master needs but orch does not own.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prerequisite {
+    #[serde(flatten)]
+    pub external: External,
+    /// `Requires=` in the master (the master stops with it) rather than
+    /// `Wants=` (the master survives it; orch still starts and awaits it).
+    pub requires: bool,
+}
+
 /// A readiness probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -203,9 +216,10 @@ pub enum Role {
     Master,
     Worker,
     Dependent,
-    /// A unit the master's own unit requires (`Requires=`/`BindsTo=`, from
-    /// a template override or a drop-in), read from systemd: started and
-    /// awaited before the master, like the database, and never stopped.
+    /// A `[[prerequisites]]` unit, or one the master's own unit requires
+    /// (`Requires=`/`BindsTo=`, from a template override or a drop-in), read
+    /// from systemd: started and awaited before the master, like the
+    /// database, and stopped only when named.
     Prerequisite,
 }
 
@@ -257,6 +271,7 @@ impl Deployment {
     pub fn used_hosts(&self) -> Vec<&Host> {
         let mut used: Vec<&str> = self.services().map(|s| s.host.as_str()).collect();
         used.extend(self.database.iter().map(|x| x.host.as_str()));
+        used.extend(self.prerequisites.iter().map(|p| p.external.host.as_str()));
         used.extend(self.dependents.iter().map(|x| x.host.as_str()));
         self.hosts
             .iter()

@@ -46,8 +46,15 @@ pub struct Shape {
     pub or_restart: bool,
 }
 
-/// The roles in the order they stop.
-const STOP_ROLES: [Role; 4] = [Role::Dependent, Role::Worker, Role::Master, Role::Database];
+/// The roles in the order they stop. A prerequisite or the database is
+/// only among the members when named (or in maintenance, the database).
+const STOP_ROLES: [Role; 5] = [
+    Role::Dependent,
+    Role::Worker,
+    Role::Master,
+    Role::Prerequisite,
+    Role::Database,
+];
 
 fn with_role(members: &[Member], role: Role) -> Vec<Member> {
     members.iter().filter(|m| m.role == role).cloned().collect()
@@ -116,12 +123,13 @@ pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
     steps
 }
 
-/// Stop phases. A restart never stops the database: it is awaited, not
-/// restarted; a plain stop stops it only when it was named.
+/// Stop phases. A restart never stops the database nor a prerequisite:
+/// they are awaited, not restarted; a plain stop stops them only when they
+/// were named.
 fn stops(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
     stop_order(members)
         .into_iter()
-        .filter(|g| op == Op::Stop || g[0].role != Role::Database)
+        .filter(|g| op == Op::Stop || !matches!(g[0].role, Role::Database | Role::Prerequisite))
         .map(|g| {
             let mode = match g[0].role {
                 Role::Master => master_mode(shape),
@@ -578,10 +586,15 @@ mod tests {
             or_restart: false,
         };
         assert_eq!(show(&plan(Op::Restart, &d, rolling))[0], "ensure:db,redis");
-        assert!(stop_order(&d)
-            .iter()
-            .flatten()
-            .all(|m| m.role != Role::Prerequisite));
+        // Named on the command line, a prerequisite stops after the master.
+        let named = [
+            member("m", Role::Master),
+            member("redis", Role::Prerequisite),
+        ];
+        assert_eq!(
+            show(&plan(Op::Stop, &named, Shape::default())),
+            ["stop/replace:m", "stop/replace:redis"]
+        );
     }
 
     #[test]

@@ -145,12 +145,22 @@ struct Context<'a> {
     /// ordering holds. `none` (or empty) when they live elsewhere.
     master: Option<&'a str>,
     database: Option<&'a str>,
+    /// `[[prerequisites]]` on the same host: `{unit, requires}` each.
+    prerequisites: Vec<PrerequisiteRef<'a>>,
     /// Built once per host and shared (a minijinja `Value` is reference
     /// counted), so rendering stays linear in the number of workers.
     workers: Value,
     dependents: Value,
     /// The unit's own configuration section, resolved.
     service: &'a Service,
+}
+
+/// A prerequisite as templates see it: the master `Requires=` it, or only
+/// `Wants=` it (`requires = false`).
+#[derive(Serialize)]
+struct PrerequisiteRef<'a> {
+    unit: &'a str,
+    requires: bool,
 }
 
 /// The names of the units on each host, computed once.
@@ -207,6 +217,15 @@ impl<'a> Neighbours<'a> {
                 .as_ref()
                 .filter(|x| here(&x.host))
                 .map(|x| x.unit.as_str()),
+            prerequisites: d
+                .prerequisites
+                .iter()
+                .filter(|p| here(&p.external.host))
+                .map(|p| PrerequisiteRef {
+                    unit: &p.external.unit,
+                    requires: p.requires,
+                })
+                .collect(),
             workers: on_host(&self.workers),
             dependents: on_host(&self.dependents),
             service: s,
@@ -605,6 +624,32 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("control character"), "{err}");
         assert!(env.render_str("X={{ nope }}", ()).is_err());
+    }
+
+    #[test]
+    fn the_master_requires_or_wants_its_prerequisites_on_its_host() {
+        let text =
+            "[deployment]\nname = \"app\"\n[[hosts]]\nname = \"far\"\naddress = \"far.example\"\n\
+                    [master]\nexec_start = \"/bin/m\"\n[[prerequisites]]\nunit = \"redis\"\n\
+                    [[prerequisites]]\nunit = \"proxy\"\nrequires = false\n\
+                    [[prerequisites]]\nunit = \"elsewhere\"\nhost = \"far\"\n";
+        let source = crate::config::Source {
+            path: "t.toml".into(),
+            text: text.into(),
+        };
+        let d = Deployment::from_source(&source, None).unwrap();
+        let units = render(&d).unwrap();
+        let master = &units[0].content;
+        let unit_section = master.split("[Service]").next().unwrap();
+        assert!(
+            unit_section.contains("\nRequires=redis.service\nAfter=redis.service\n")
+                && unit_section.contains("\nWants=proxy.service\nAfter=proxy.service\n"),
+            "{master}"
+        );
+        assert!(
+            !master.contains("Requires=proxy") && !master.contains("elsewhere"),
+            "{master}"
+        );
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub struct Member {
     pub health_timeout: Duration,
 }
 
-/// Every unit of the deployment, in start order.
+/// Every unit of the deployment, in start order: the database and the
+/// `[[prerequisites]]` first.
 pub fn members(d: &Deployment) -> Vec<Member> {
     let mut v = Vec::new();
     let ext = |x: &crate::model::External, role| Member {
@@ -81,6 +82,11 @@ pub fn members(d: &Deployment) -> Vec<Member> {
     if let Some(db) = &d.database {
         v.push(ext(db, Role::Database));
     }
+    v.extend(
+        d.prerequisites
+            .iter()
+            .map(|p| ext(&p.external, Role::Prerequisite)),
+    );
     v.push(svc(&d.master, Role::Master, None));
     v.extend(
         d.workers
@@ -93,7 +99,7 @@ pub fn members(d: &Deployment) -> Vec<Member> {
 
 /// A command-line target that names nothing of the deployment (exit 2).
 #[derive(Debug, thiserror::Error)]
-#[error("`{target}` is not a unit of deployment {deployment} nor a target (master, workers, dependents, database, or a worker kind: {kinds})")]
+#[error("`{target}` is not a unit of deployment {deployment} nor a target (master, workers, dependents, database, prerequisites, or a worker kind: {kinds})")]
 pub struct UnknownTarget {
     pub target: String,
     pub deployment: String,
@@ -101,7 +107,8 @@ pub struct UnknownTarget {
 }
 
 /// Resolves command-line targets: a unit name, a worker kind, `master`,
-/// `workers` or `dependents`. The database is only acted on when named.
+/// `workers`, `dependents`, `database` or `prerequisites`. The database and
+/// the prerequisites are only acted on when named.
 pub fn select(d: &Deployment, targets: &[String]) -> Result<Vec<Member>, UnknownTarget> {
     let all = members(d);
     let mut chosen: Vec<Member> = Vec::new();
@@ -116,6 +123,10 @@ pub fn select(d: &Deployment, targets: &[String]) -> Result<Vec<Member>, Unknown
             "workers" => all.iter().filter(|m| m.role == Role::Worker).collect(),
             "dependents" => all.iter().filter(|m| m.role == Role::Dependent).collect(),
             "database" => all.iter().filter(|m| m.role == Role::Database).collect(),
+            "prerequisites" => all
+                .iter()
+                .filter(|m| m.role == Role::Prerequisite)
+                .collect(),
             _ => {
                 let by_kind: Vec<&Member> = all
                     .iter()

@@ -132,6 +132,7 @@ impl Resolver<'_> {
             .chain([master.unit.clone()])
             .collect();
         let database = self.database(raw, &scope, &mut claimed)?;
+        let prerequisites = self.prerequisites(raw, &scope, &mut claimed)?;
         let dependents = self.dependents(raw, &scope, &mut claimed)?;
         Ok(Deployment {
             name: name.clone(),
@@ -142,6 +143,7 @@ impl Resolver<'_> {
             runtime_dir: dirs.runtime_dir,
             hosts,
             database,
+            prerequisites,
             master,
             workers,
             dependents,
@@ -171,7 +173,7 @@ impl Resolver<'_> {
         // Relative to the configuration file, so a checkout carries its templates.
         let base = self.src.path.parent().unwrap_or(Path::new("."));
         let templates_dir = match &d.templates {
-            Some(s) => Some(base.join(self.value(s, "deployment.templates")?)),
+            Some(s) => Some(self.templates_dir(s, base)?),
             None => None,
         };
         Ok(Dirs {
@@ -184,6 +186,25 @@ impl Resolver<'_> {
                 DEFAULT_RUNTIME_DIR,
             )?,
         })
+    }
+
+    /// `deployment.templates`, relative to the configuration file. Named, it
+    /// must be a folder: a missing one would silently render the built-in
+    /// templates instead of the operator's (leave the key out for those).
+    fn templates_dir(&self, v: &S<String>, base: &Path) -> Result<PathBuf, ConfigError> {
+        let dir = base.join(self.value(v, "deployment.templates")?);
+        if !dir.is_dir() {
+            let why = match dir.exists() {
+                true => "is not a folder",
+                false => "does not exist",
+            };
+            let msg = format!(
+                "`{}` {why}; create it, or remove the key to use the built-in templates",
+                dir.display()
+            );
+            return Err(self.err(v.span(), "deployment.templates", msg));
+        }
+        Ok(dir)
     }
 
     /// `local` (this machine, or `--host`'s), then every `[[hosts]]` block.
@@ -441,6 +462,36 @@ impl Resolver<'_> {
             dependents.push(dep);
         }
         Ok(dependents)
+    }
+
+    /// Every `[[prerequisites]]` block: each unit once (the database
+    /// included), none orch generates.
+    fn prerequisites(
+        &self,
+        raw: &RawConfig,
+        scope: &Scope,
+        claimed: &mut HashSet<String>,
+    ) -> Result<Vec<Prerequisite>, ConfigError> {
+        let mut out = Vec::with_capacity(raw.prerequisites.len());
+        for (i, p) in raw.prerequisites.iter().enumerate() {
+            let p = p.get_ref();
+            let x = p.external();
+            let section = format!("prerequisites[{i}]");
+            let external = self.external(&x, &section, scope)?;
+            if !claimed.insert(external.unit.clone()) {
+                return Err(self.err(
+                    x.unit.span(),
+                    &format!("{section}.unit"),
+                    format!(
+                        "`{}` is listed twice (or is the database) or is a unit orch generates",
+                        external.unit
+                    ),
+                ));
+            }
+            let requires = p.requires.as_ref().is_none_or(|r| *r.get_ref());
+            out.push(Prerequisite { external, requires });
+        }
+        Ok(out)
     }
 
     /// The database or a dependent: on the master's host unless it names one.
@@ -853,6 +904,92 @@ mod tests {
         let d = resolve(&remote).unwrap();
         let db = d.database.unwrap();
         assert_eq!((db.host.as_str(), db.health.is_some()), ("db1", true));
+    }
+
+    #[test]
+    fn prerequisites_each_once_requiring_by_default() {
+        let pre = "[database]\nunit = \"pg\"\n[[prerequisites]]\nunit = \"redis\"\nstop_timeout = \"5s\"\n\
+                   health = \"tcp://127.0.0.1:6379\"\n[[prerequisites]]\nunit = \"proxy.service\"\nrequires = false\n";
+        let d = resolve(pre).unwrap();
+        let got: Vec<_> = d
+            .prerequisites
+            .iter()
+            .map(|p| {
+                (
+                    p.external.unit.as_str(),
+                    p.requires,
+                    p.external.host.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("redis.service", true, LOCAL_HOST),
+                ("proxy.service", false, LOCAL_HOST)
+            ]
+        );
+        assert_eq!(
+            d.prerequisites[0].external.stop_timeout,
+            Duration::from_secs(5)
+        );
+        assert!(d.prerequisites[0].external.health.is_some());
+        refused(
+            "[[prerequisites]]\nunit = \"app\"\n",
+            6,
+            "prerequisites[0].unit",
+            "a unit orch generates",
+        );
+        refused(
+            "[database]\nunit = \"pg\"\n[[prerequisites]]\nunit = \"pg.service\"\n",
+            8,
+            "prerequisites[0].unit",
+            "listed twice",
+        );
+        refused(
+            "[[prerequisites]]\nunit = \"r\"\n[[dependents]]\nunit = \"r\"\n",
+            8,
+            "dependents[0].unit",
+            "listed twice",
+        );
+        refused(
+            "[[prerequisites]]\nunit = \"r\"\nhost = \"nowhere\"\n",
+            7,
+            "prerequisites[0].host",
+            "not a host",
+        );
+    }
+
+    #[test]
+    fn a_named_templates_folder_must_exist() {
+        let text = |t: &str| {
+            format!("[deployment]\nname = \"app\"\ntemplates = \"{t}\"\n[master]\nexec_start = \"/bin/m\"\n")
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tpl")).unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let load = |t: &str| {
+            let source = Source {
+                path: dir.path().join("orch.toml"),
+                text: text(t),
+            };
+            Deployment::from_source(&source, None)
+        };
+        assert_eq!(
+            load("tpl").unwrap().templates_dir,
+            Some(dir.path().join("tpl"))
+        );
+        for (t, says) in [("missing", "does not exist"), ("file", "is not a folder")] {
+            let e = load(t).unwrap_err();
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(3), Some("deployment.templates"))
+            );
+            assert!(
+                e.message.contains(says) && e.message.contains("remove the key"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -43,13 +43,15 @@ pub enum Selection {
 }
 
 /// The units `op` acts on. `--all` is every unit except, for `stop`, the
-/// database: other services may use it, and stopping it is maintenance's
-/// decision (`stop-for-maintenance --include-database`). Named, it is acted on.
+/// database and the prerequisites: other services may use them, and
+/// stopping the database is maintenance's decision (`stop-for-maintenance
+/// --include-database`). Named, they are acted on.
 pub fn members(d: &Deployment, op: Op, selection: &Selection) -> Result<Vec<Member>, UsageError> {
+    let needed = |m: &Member| matches!(m.role, Role::Database | Role::Prerequisite);
     match selection {
         Selection::All => Ok(lifecycle::members(d)
             .into_iter()
-            .filter(|m| m.role != Role::Database || matches!(op, Op::Start | Op::Restart))
+            .filter(|m| !needed(m) || matches!(op, Op::Start | Op::Restart))
             .collect()),
         Selection::Targets(t) => lifecycle::select(d, t).map_err(UsageError::from),
     }
@@ -161,7 +163,11 @@ impl<'a> Job<'a> {
         // would fail, a reload-or-restart would start units. The database is
         // never masked: the operator starts and stops it through orch then
         // (a restore into a new cluster).
-        let only_database = self.members.iter().all(|m| m.role == Role::Database);
+        // Nor are the prerequisites, which are not the deployment's.
+        let only_database = self
+            .members
+            .iter()
+            .all(|m| matches!(m.role, Role::Database | Role::Prerequisite));
         let refused = matches!(self.op, Op::Start | Op::Restart | Op::Reload);
         if refused && !req.force && !only_database {
             crate::maintenance::refuse_if_in_maintenance(self.d, &self.home).await?;
@@ -316,6 +322,8 @@ name = "syn"
 unit_dir = "/tmp/orch-unit-test"
 [database]
 unit = "postgresql.service"
+[[prerequisites]]
+unit = "redis"
 [master]
 exec_start = "/bin/true"
 [[workers]]
@@ -337,10 +345,11 @@ unit = "bridge.service"
     }
 
     #[test]
-    fn all_never_stops_the_database() {
+    fn all_never_stops_the_database_nor_a_prerequisite() {
         let d = deployment();
         let stop = members(&d, Op::Stop, &Selection::All).unwrap();
         assert!(!roles(&stop).contains(&Role::Database), "{stop:?}");
+        assert!(!roles(&stop).contains(&Role::Prerequisite), "{stop:?}");
         assert_eq!(stop.len(), 4, "master, two workers, the dependent");
     }
 
@@ -353,6 +362,7 @@ unit = "bridge.service"
                 roles(&m),
                 [
                     Role::Database,
+                    Role::Prerequisite,
                     Role::Master,
                     Role::Worker,
                     Role::Worker,
@@ -364,10 +374,16 @@ unit = "bridge.service"
     }
 
     #[test]
-    fn a_named_database_is_stopped() {
+    fn a_named_database_or_prerequisite_is_stopped() {
         let d = deployment();
         let m = members(&d, Op::Stop, &Selection::Targets(vec!["database".into()])).unwrap();
         assert_eq!(roles(&m), [Role::Database]);
+        let t = Selection::Targets(vec!["prerequisites".into()]);
+        let m = members(&d, Op::Stop, &t).unwrap();
+        assert_eq!(
+            m.iter().map(|m| m.unit.as_str()).collect::<Vec<_>>(),
+            ["redis.service"]
+        );
     }
 
     #[test]

@@ -662,3 +662,45 @@ fn invalid_utf8_is_located_by_line_and_a_relative_unit_dir_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn prerequisite_without_a_unit() {
+    refused(
+        &format!("{GOOD}[[prerequisites]]\nhealth = \"tcp://127.0.0.1:6379\"\n"),
+        12,
+        "prerequisites",
+        "missing field `unit`",
+    );
+}
+
+#[test]
+fn prerequisite_that_orch_generates() {
+    refused(
+        &format!("{GOOD}[[prerequisites]]\nunit = \"app-worker-1-generic\"\n"),
+        13,
+        "prerequisites[0].unit",
+        "a unit orch generates",
+    );
+}
+
+#[test]
+fn prerequisite_with_a_bad_requires() {
+    refused(
+        &format!("{GOOD}[[prerequisites]]\nunit = \"redis\"\nrequires = \"yes\"\n"),
+        14,
+        "prerequisites[0].requires",
+        "expected a boolean",
+    );
+}
+
+/// Named, the templates folder must be there: a missing one used to render
+/// the built-in templates without a word.
+#[test]
+fn templates_folder_that_does_not_exist() {
+    refused(
+        &GOOD.replace("name = \"app\"", "name = \"app\"\ntemplates = \"nope\""),
+        3,
+        "deployment.templates",
+        "does not exist; create it, or remove the key",
+    );
+}

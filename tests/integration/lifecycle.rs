@@ -1086,3 +1086,231 @@ exec_start = "{FIXTURE}"
     assert_eq!(active("fx.service"), "active", "nothing was stopped");
     assert_eq!(active("fx-worker-0-generic.service"), "active");
 }
+
+/// [`setup`], with maintenance's folders: `{STATE}` and `{MASKS}` in the
+/// configuration are folders of the test's (the masks bound where the
+/// container's systemd reads runtime masks), never the host's own.
+fn setup_with_masks(config: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (logdir, masks, state) = (
+        dir.path().join("log"),
+        dir.path().join("masks"),
+        dir.path().join("state"),
+    );
+    for d in [&logdir, &masks, &state] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&logdir, "/opt/log")
+        .bind(&masks, "/run/systemd/system.control")
+        .boot();
+    let cfg = dir.path().join("orch.toml");
+    let text = config
+        .replace("{FIXTURE}", FIXTURE)
+        .replace("{STATE}", state.to_str().unwrap())
+        .replace("{MASKS}", masks.to_str().unwrap());
+    std::fs::write(&cfg, text).unwrap();
+    Setup {
+        c,
+        cfg,
+        log: logdir.join("events.log"),
+        _dir: dir,
+    }
+}
+
+/// The fixture as a unit the deployment needs but does not own.
+fn write_prerequisite(s: &Setup, unit: &str, args: &str) {
+    let name = unit.trim_end_matches(".service");
+    std::fs::write(
+        s.c.unit_dir().join(unit),
+        format!("[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name {name} --log /opt/log/events.log {args}\n"),
+    )
+    .unwrap();
+    s.c.systemctl(&["daemon-reload"]);
+}
+
+fn is_active(s: &Setup, unit: &str) -> String {
+    let o = s.c.systemctl(&["is-active", unit]);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `[[prerequisites]]`: rendered into the master (`Requires=`, or `Wants=`
+/// with `requires = false`), started and awaited before the master by
+/// `start --all` (once, though systemd also lists it in the master's
+/// `Requires=`), shown by `status` with its probe, left running by `stop
+/// --all` and by maintenance, stopped when named.
+#[test]
+fn declared_prerequisites_start_first_once_and_are_never_stopped_with_the_deployment() {
+    let s = setup_with_masks(
+        r#"
+[deployment]
+name = "fx"
+state_dir = "{STATE}"
+runtime_dir = "{MASKS}"
+[[prerequisites]]
+unit = "fakeredis.service"
+health = "http://127.0.0.1:36010/health"
+[[prerequisites]]
+unit = "fakeproxy"
+requires = false
+[master]
+exec_start = "{FIXTURE} --port 36011"
+health = "http://127.0.0.1:36011/health"
+[[workers]]
+kind = "generic"
+count = 1
+exec_start = "{FIXTURE}"
+"#,
+    );
+    write_prerequisite(&s, "fakeredis.service", "--port 36010 --ready-after 1");
+    write_prerequisite(&s, "fakeproxy.service", "");
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    let master = std::fs::read_to_string(s.c.unit_dir().join("fx.service")).unwrap();
+    assert!(
+        master.contains("\nRequires=fakeredis.service\nAfter=fakeredis.service\n")
+            && master.contains("\nWants=fakeproxy.service\nAfter=fakeproxy.service\n"),
+        "{master}"
+    );
+    assert_eq!(is_active(&s, "fakeredis.service"), "inactive");
+
+    let sum = summary(&orch_ok(
+        &s.c,
+        &s.cfg,
+        &["start", "--all", "--output", "json"],
+    ));
+    let units = sum["units"].as_array().unwrap();
+    for unit in ["fakeredis.service", "fakeproxy.service"] {
+        let rows: Vec<_> = units.iter().filter(|u| u["unit"] == unit).collect();
+        assert_eq!(rows.len(), 1, "{unit} once in the summary: {sum}");
+        assert_eq!(
+            (&rows[0]["role"], &rows[0]["phase"]),
+            (&"prerequisite".into(), &"ready".into()),
+            "{sum}"
+        );
+        assert_eq!(is_active(&s, unit), "active");
+    }
+    // Awaited (its probe passing, after --ready-after) before the master started.
+    let ev = events(&s.log);
+    let at = |event: &str, name: &str| {
+        *ev.get(&(event.to_string(), name.to_string()))
+            .unwrap_or_else(|| panic!("no {event} of {name}: {ev:?}"))
+    };
+    let (redis_ready, master_start) = (at("ready", "fakeredis"), at("start", "fx"));
+    assert!(redis_ready <= master_start, "{ev:?}");
+
+    let st = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    let rows: Vec<_> = st["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["unit"] == "fakeredis.service")
+        .collect();
+    assert_eq!(rows.len(), 1, "once in status: {st}");
+    assert_eq!(
+        (&rows[0]["role"], &rows[0]["health"]),
+        (&"prerequisite".into(), &"ok".into()),
+        "status probes it: {st}"
+    );
+
+    // Awaited by a restart, never restarted by it.
+    let pid = || {
+        s.c.systemctl(&["show", "-P", "MainPID", "fakeredis.service"])
+            .stdout
+    };
+    let before = pid();
+    orch_ok(&s.c, &s.cfg, &["restart", "--all"]);
+    assert_eq!(pid(), before, "restart --all left the prerequisite running");
+    orch_ok(&s.c, &s.cfg, &["stop", "--all"]);
+    assert_eq!(is_active(&s, "fx.service"), "inactive");
+    assert_eq!(
+        is_active(&s, "fakeredis.service"),
+        "active",
+        "stop --all leaves it"
+    );
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    orch_ok(&s.c, &s.cfg, &["stop-for-maintenance", "--reason", "test"]);
+    assert_eq!(is_active(&s, "fx.service"), "inactive");
+    assert_eq!(
+        is_active(&s, "fakeredis.service"),
+        "active",
+        "maintenance leaves it"
+    );
+    let load =
+        s.c.systemctl(&["show", "-P", "LoadState", "fakeredis.service"]);
+    assert_eq!(
+        String::from_utf8_lossy(&load.stdout).trim(),
+        "loaded",
+        "never masked"
+    );
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    assert_eq!(is_active(&s, "fx.service"), "active");
+    // Named, it is stopped like the database.
+    orch_ok(&s.c, &s.cfg, &["stop", "prerequisites"]);
+    assert_eq!(is_active(&s, "fakeproxy.service"), "inactive");
+}
+
+/// A prerequisite whose probe fails: `restart --all` stops nothing of the
+/// deployment and names it (exit 3: its probe never passed in its bound).
+#[test]
+fn restart_with_a_failing_prerequisite_stops_nothing_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("redis-broken");
+    let s = setup(&format!(
+        r#"
+[deployment]
+name = "fx"
+[[prerequisites]]
+unit = "fakeredis"
+health = "exec:test ! -e {}"
+health_timeout = "3s"
+[master]
+exec_start = "{{FIXTURE}} --port 36021"
+health = "http://127.0.0.1:36021/health"
+[[workers]]
+kind = "generic"
+count = 1
+exec_start = "{{FIXTURE}}"
+"#,
+        broken.display()
+    ));
+    write_prerequisite(&s, "fakeredis.service", "");
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let deployment = ["fx.service", "fx-worker-0-generic.service"];
+    let pids = || -> Vec<String> {
+        deployment
+            .iter()
+            .map(|u| {
+                let o = s.c.systemctl(&["show", "-P", "MainPID", u]);
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            })
+            .collect()
+    };
+    let before = pids();
+    assert!(before.iter().all(|p| p != "0"), "all running: {before:?}");
+    std::fs::write(&broken, "").unwrap();
+
+    let o = orch(&s.c, &s.cfg, &["restart", "--all", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(matches!(o.status.code(), Some(1 | 3)), "{sum}");
+    let phases = units_by_phase(&sum);
+    assert!(
+        matches!(phases["fakeredis.service"].as_str(), "failed" | "timeout"),
+        "{sum}"
+    );
+    let redis = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "fakeredis.service")
+        .unwrap();
+    assert!(
+        redis["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "says why: {redis}"
+    );
+    assert_eq!(pids(), before, "nothing of the deployment was stopped");
+    for u in deployment {
+        assert_eq!(phases[u], "skipped", "{sum}");
+    }
+}

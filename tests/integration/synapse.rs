@@ -1,10 +1,10 @@
 //! A real Synapse, driven by orch: the matrix-synapse wheel from PyPI in a
 //! venv of the system's python3, PostgreSQL and Redis from Debian, the master
-//! and six workers of examples/synapse-tested.toml (an event persister with
+//! and six workers of examples/synapse.toml (an event persister with
 //! only a replication listener, a federation sender and a pusher with no
 //! listener, a media worker, two generic client workers), all in the harness
-//! container. orch installs the units, starts them (Redis as a prerequisite
-//! read from the master's drop-in), restarts them at once and rolling, and
+//! container. orch installs the units, starts them (Redis as a declared
+//! `[[prerequisites]]` unit), restarts them at once and rolling, and
 //! stops them for a dump / drop / restore of the database, then resumes,
 //! while a writer sends messages through the generic workers the way a
 //! reverse proxy does: round-robin, a refused connection (or one cut before
@@ -220,31 +220,31 @@ fn psql_in(c: &Container, bin: &Path, db: &str, sql: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-/// The deployment's configuration: examples/synapse-tested.toml with the
-/// test's paths, ports and package units.
+/// The deployment's configuration: examples/synapse.toml with the test's
+/// paths, ports and package units, nothing else.
 fn config(venv: &Path, state: &Path, masks: &Path) -> String {
-    let example = std::fs::read_to_string(root().join("examples/synapse-tested.toml")).unwrap();
+    let example = std::fs::read_to_string(root().join("examples/synapse.toml")).unwrap();
     let venv_python = format!("{}/bin/python", venv.display());
     let state = format!("state_dir = \"{}\"", state.display());
     let masks = format!("runtime_dir = \"{}\"", masks.display());
     let pg = format!("127.0.0.1:{PG_PORT}");
     let master = format!("127.0.0.1:{MASTER_PORT}");
-    let replacements: [(&str, &str); 8] = [
+    let redis = format!("127.0.0.1:{REDIS_PORT}");
+    let replacements: [(&str, &str); 10] = [
         ("/opt/venvs/matrix-synapse/bin/python", &venv_python),
         ("/etc/matrix-synapse", CONF),
         ("state_dir = \"/var/lib/orch\"", &state),
         ("runtime_dir = \"/run/systemd/system.control\"", &masks),
         ("postgresql@15-main.service", "postgresql-test.service"),
+        ("redis-server.service", "redis-test.service"),
+        ("127.0.0.1:6379", &redis),
         ("127.0.0.1:5432", &pg),
         ("127.0.0.1:8008", &master),
         ("port_base = 18", "port_base = 23"),
     ];
     let mut cfg = example;
     for (from, to) in replacements {
-        assert!(
-            cfg.contains(from),
-            "examples/synapse-tested.toml has no {from:?}"
-        );
+        assert!(cfg.contains(from), "examples/synapse.toml has no {from:?}");
         cfg = cfg.replace(from, to);
     }
     cfg
@@ -370,14 +370,6 @@ fn write_service_units(c: &Container, bin: &Path) {
              ExecStart=/usr/bin/redis-server --port {REDIS_PORT} --bind 127.0.0.1 --save \"\" \
              --appendonly no --dir /tmp --supervised systemd\n"
         ),
-    )
-    .unwrap();
-    // The operator's drop-in: the master requires Redis.
-    let dropin = c.unit_dir().join(format!("{NAME}.service.d"));
-    std::fs::create_dir_all(&dropin).unwrap();
-    std::fs::write(
-        dropin.join("redis.conf"),
-        "[Unit]\nRequires=redis-test.service\nAfter=redis-test.service\n",
     )
     .unwrap();
 }
@@ -690,6 +682,21 @@ fn synapse_leftovers(c: &Container, bin: &Path) -> (Vec<String>, String) {
     (procs, sessions)
 }
 
+/// The row of `unit` in `orch status --output json`, wherever the rows are.
+fn status_row(status: &serde_json::Value, unit: &str) -> serde_json::Value {
+    fn find(v: &serde_json::Value, unit: &str) -> Option<serde_json::Value> {
+        match v {
+            serde_json::Value::Object(o) if o.get("unit").is_some_and(|u| u == unit) => {
+                Some(v.clone())
+            }
+            serde_json::Value::Object(o) => o.values().find_map(|x| find(x, unit)),
+            serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, unit)),
+            _ => None,
+        }
+    }
+    find(status, unit).unwrap_or_else(|| panic!("{unit} is not in orch status: {status}"))
+}
+
 fn is_active(c: &Container, unit: &str) -> String {
     String::from_utf8_lossy(&c.systemctl(&["is-active", unit]).stdout)
         .trim()
@@ -784,6 +791,12 @@ fn real_synapse_with_workers_through_orch() {
 
     // start --all: Redis is started by orch, as the master's prerequisite.
     assert_eq!(is_active(&c, "redis-test.service"), "inactive");
+    let master_unit =
+        std::fs::read_to_string(c.unit_dir().join(format!("{NAME}.service"))).unwrap();
+    assert!(
+        master_unit.contains("\nRequires=redis-test.service\nAfter=redis-test.service\n"),
+        "the master requires the declared prerequisite:\n{master_unit}"
+    );
     let (o, _, start_time) = timed_orch(
         &c,
         &cfg,
@@ -801,12 +814,14 @@ fn real_synapse_with_workers_through_orch() {
     assert_eq!(redis["role"], "prerequisite", "{redis}");
     assert_eq!(is_active(&c, "redis-test.service"), "active");
     assert_eq!(sum["units"].as_array().unwrap().len(), 9, "{sum}");
-    // Not asserted (issue 12 asks for it, another change brings it): whether
-    // `orch status` shows the prerequisite.
+    // `orch status` shows the prerequisite, with its declared probe.
     let status = orch_ok(&c, &cfg, &["status", "--output", "json"]);
-    eprintln!(
-        "orch status shows Redis: {}",
-        String::from_utf8_lossy(&status.stdout).contains("redis-test.service")
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let row = status_row(&status, "redis-test.service");
+    assert_eq!(
+        (&row["role"], &row["active_state"], &row["health"]),
+        (&"prerequisite".into(), &"active".into(), &"ok".into()),
+        "{status}"
     );
 
     // A user and a room, then the writer.
