@@ -53,6 +53,8 @@ pub struct RawDatabase {
     pub unit: S<String>,
     pub host: Option<S<String>>,
     pub health: Option<S<String>>,
+    /// `host` (default) or `local`: where an http or tcp probe connects from.
+    pub probe_from: Option<S<String>>,
     pub start_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
 }
@@ -78,6 +80,8 @@ pub struct RawMaster {
     pub restart_sec: Option<S<String>>,
     pub port: Option<S<i64>>,
     pub health: Option<S<String>>,
+    /// `host` (default) or `local`: where an http or tcp probe connects from.
+    pub probe_from: Option<S<String>>,
     pub start_timeout: Option<S<String>>,
     pub stop_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
@@ -103,6 +107,8 @@ pub struct RawWorker {
     pub restart: Option<S<String>>,
     pub restart_sec: Option<S<String>>,
     pub health: Option<S<String>>,
+    /// `host` (default) or `local`: where an http or tcp probe connects from.
+    pub probe_from: Option<S<String>>,
     pub start_timeout: Option<S<String>>,
     pub stop_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
@@ -114,6 +120,8 @@ pub struct RawDependent {
     pub unit: S<String>,
     pub host: Option<S<String>>,
     pub health: Option<S<String>>,
+    /// `host` (default) or `local`: where an http or tcp probe connects from.
+    pub probe_from: Option<S<String>>,
     pub start_timeout: Option<S<String>>,
     pub stop_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
@@ -133,6 +141,7 @@ pub struct RawService<'a> {
     pub restart: Option<&'a S<String>>,
     pub restart_sec: Option<&'a S<String>>,
     pub health: Option<&'a S<String>>,
+    pub probe_from: Option<&'a S<String>>,
     pub start_timeout: Option<&'a S<String>>,
     pub stop_timeout: Option<&'a S<String>>,
     pub health_timeout: Option<&'a S<String>>,
@@ -155,6 +164,7 @@ macro_rules! service_view {
                     restart: self.restart.as_ref(),
                     restart_sec: self.restart_sec.as_ref(),
                     health: self.health.as_ref(),
+                    probe_from: self.probe_from.as_ref(),
                     start_timeout: self.start_timeout.as_ref(),
                     stop_timeout: self.stop_timeout.as_ref(),
                     health_timeout: self.health_timeout.as_ref(),
@@ -171,6 +181,7 @@ pub struct RawExternal<'a> {
     pub unit: &'a S<String>,
     pub host: Option<&'a S<String>>,
     pub health: Option<&'a S<String>>,
+    pub probe_from: Option<&'a S<String>>,
     pub start_timeout: Option<&'a S<String>>,
     /// `None` for the database, which has no such key.
     pub stop_timeout: Option<&'a S<String>>,
@@ -183,6 +194,7 @@ impl RawDatabase {
             unit: &self.unit,
             host: self.host.as_ref(),
             health: self.health.as_ref(),
+            probe_from: self.probe_from.as_ref(),
             start_timeout: self.start_timeout.as_ref(),
             stop_timeout: None,
             health_timeout: self.health_timeout.as_ref(),
@@ -196,6 +208,7 @@ impl RawDependent {
             unit: &self.unit,
             host: self.host.as_ref(),
             health: self.health.as_ref(),
+            probe_from: self.probe_from.as_ref(),
             start_timeout: self.start_timeout.as_ref(),
             stop_timeout: self.stop_timeout.as_ref(),
             health_timeout: self.health_timeout.as_ref(),

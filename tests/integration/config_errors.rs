@@ -662,3 +662,27 @@ fn invalid_utf8_is_located_by_line_and_a_relative_unit_dir_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn probe_from_takes_host_or_local_and_never_an_exec_probe() {
+    let with = |health: &str, from: &str| {
+        GOOD.replace(
+            "exec_start = \"/bin/sleep {{ port }}\"",
+            &format!(
+                "exec_start = \"/bin/sleep {{{{ port }}}}\"\nhealth = \"{health}\"\nprobe_from = \"{from}\""
+            ),
+        )
+    };
+    refused(
+        &with("http://127.0.0.1:{{ port }}/health", "elsewhere"),
+        13,
+        "workers[0].probe_from",
+        "`elsewhere` is not a place to probe from",
+    );
+    refused(
+        &with("exec:true", "local"),
+        13,
+        "workers[0].probe_from",
+        "an exec: probe always runs on the unit's host",
+    );
+}
