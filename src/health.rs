@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::model::Probe;
+use crate::model::{Probe, ProbeFrom};
 use crate::systemd::Remote;
 
 /// Bounds on one probe attempt.
@@ -74,7 +74,9 @@ pub enum ReadyError {
 /// Runs one probe attempt. `Ok(())` when ready, otherwise why not. `on` is
 /// the unit's host when it is reached over SSH: every probe then runs from
 /// there, where the unit runs (`exec:` as a command, `http://` and `tcp://`
-/// through an SSH channel), so its address means what it means locally.
+/// through an SSH channel), so its address means what it means locally;
+/// an http or tcp probe with `probe_from = "local"` connects from this
+/// machine all the same (see [`origin`]).
 pub async fn check(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), ProbeError> {
     match tokio::time::timeout(limits.attempt, attempt(probe, limits, on)).await {
         Ok(r) => r,
@@ -85,18 +87,29 @@ pub async fn check(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result
     }
 }
 
+/// Where an http or tcp attempt connects from: the unit's host (`on`),
+/// unless the probe says `probe_from = "local"`, which connects from this
+/// machine even for a remote unit. `exec:` always runs on the unit's host.
+fn origin<'r>(probe: &Probe, on: Option<&'r Remote>) -> Option<&'r Remote> {
+    match (probe, probe.from()) {
+        (Probe::Exec { .. }, _) | (_, ProbeFrom::Host) => on,
+        (_, ProbeFrom::Local) => None,
+    }
+}
+
 async fn attempt(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), ProbeError> {
+    let on = origin(probe, on);
     let failed = |e: String| ProbeError::Failed(e);
     let tunnel = |cause| ProbeError::Tunnel {
         probe: probe.to_string(),
         cause,
     };
     match (probe, on) {
-        (Probe::Tcp { host, port }, None) => resolve_and_connect(host, *port, limits.connect)
+        (Probe::Tcp { host, port, .. }, None) => resolve_and_connect(host, *port, limits.connect)
             .await
             .map(drop)
             .map_err(failed),
-        (Probe::Tcp { host, port }, Some(r)) => {
+        (Probe::Tcp { host, port, .. }, Some(r)) => {
             crate::tunnel::connect(r, host, *port, limits.connect)
                 .await
                 .map(drop)
@@ -124,7 +137,10 @@ async fn http_exchange<S>(probe: &Probe, mut stream: S) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Probe::Http { host, port, path } = probe else {
+    let Probe::Http {
+        host, port, path, ..
+    } = probe
+    else {
         unreachable!("an http probe")
     };
     let host_header = if host.contains(':') {
@@ -326,6 +342,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
             path: "/health".into(),
+            from: ProbeFrom::Host,
         };
         let first = check(&probe, Limits::default(), None).await;
         assert!(first.unwrap_err().to_string().contains("HTTP 503"));
@@ -380,6 +397,7 @@ mod tests {
             &Probe::Tcp {
                 host: "127.0.0.1".into(),
                 port,
+                from: ProbeFrom::Host,
             },
             Limits::default(),
             None,
@@ -387,6 +405,30 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_local_probe_of_a_remote_unit_connects_from_here() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // An "ssh" that fails at once: any attempt through the host fails.
+        let remote = Remote::parse("admin@unreachable.invalid", "false").unwrap();
+        let probe = |from| Probe::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+            from,
+        };
+        let through_host = check(&probe(ProbeFrom::Host), Limits::default(), Some(&remote)).await;
+        assert!(through_host.is_err(), "the host's probe cannot pass");
+        let local = check(&probe(ProbeFrom::Local), Limits::default(), Some(&remote)).await;
+        assert_eq!(local, Ok(()));
+        // exec: has no "local": it still goes to the unit's host.
+        let exec = Probe::Exec {
+            command: "true".into(),
+        };
+        assert!(origin(&exec, Some(&remote)).is_some());
+        drop(listener);
+        crate::tunnel::end();
     }
 
     #[tokio::test]

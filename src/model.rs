@@ -14,8 +14,9 @@ use serde::Serialize;
 use crate::config::{ConfigError, Source};
 use resolve::Resolver;
 pub use values::{
-    check_unit_name, check_value, parse_duration, parse_probe, AddressError, DurationError,
-    ProbeError, UnitNameError, ValueError, MAX_DURATION, MAX_UNIT_NAME, MAX_VALUE_LEN,
+    check_unit_name, check_value, parse_duration, parse_probe, parse_probe_from, AddressError,
+    DurationError, ProbeError, UnitNameError, ValueError, MAX_DURATION, MAX_UNIT_NAME,
+    MAX_VALUE_LEN,
 };
 
 pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
@@ -183,9 +184,14 @@ pub enum Probe {
         host: String,
         port: u16,
         path: String,
+        from: ProbeFrom,
     },
     /// `tcp://host:port`: ready when a connection is accepted.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+        from: ProbeFrom,
+    },
     /// `exec:COMMAND`: ready when the command exits 0.
     Exec { command: String },
 }
@@ -193,9 +199,52 @@ pub enum Probe {
 impl std::fmt::Display for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Probe::Http { host, port, path } => write!(f, "http://{}:{port}{path}", bracket(host)),
-            Probe::Tcp { host, port } => write!(f, "tcp://{}:{port}", bracket(host)),
+            Probe::Http {
+                host, port, path, ..
+            } => write!(f, "http://{}:{port}{path}", bracket(host)),
+            Probe::Tcp { host, port, .. } => write!(f, "tcp://{}:{port}", bracket(host)),
             Probe::Exec { command } => write!(f, "exec:{command}"),
+        }
+    }
+}
+
+/// Where an `http://` or `tcp://` probe connects from (`probe_from`). An
+/// `exec:` probe has no such choice: its command runs on the unit's host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeFrom {
+    /// The unit's host: directly when it is this machine, through SSH when
+    /// it is remote, so the address means what it means where the unit runs.
+    #[default]
+    Host,
+    /// The machine orch runs on, whatever the unit's host: for a port the
+    /// operator wants checked as seen from outside that host.
+    Local,
+}
+
+impl Probe {
+    /// The probe with `probe_from` applied. `exec:` refuses it: there is no
+    /// "local" for a command that must run beside the unit.
+    pub fn with_from(self, from: ProbeFrom) -> Result<Probe, ProbeError> {
+        match self {
+            Probe::Http {
+                host, port, path, ..
+            } => Ok(Probe::Http {
+                host,
+                port,
+                path,
+                from,
+            }),
+            Probe::Tcp { host, port, .. } => Ok(Probe::Tcp { host, port, from }),
+            Probe::Exec { .. } => Err(ProbeError::ExecFrom),
+        }
+    }
+
+    /// `probe_from` of an http or tcp probe; `Host` for `exec:`.
+    pub fn from(&self) -> ProbeFrom {
+        match self {
+            Probe::Http { from, .. } | Probe::Tcp { from, .. } => *from,
+            Probe::Exec { .. } => ProbeFrom::Host,
         }
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::values::{
-    check_name_part, check_unit_name, check_value, parse_duration, parse_probe, valid_account,
-    NamePart,
+    check_name_part, check_unit_name, check_value, parse_duration, parse_probe, parse_probe_from,
+    valid_account, NamePart,
 };
 use super::*;
 use crate::config::{
@@ -509,6 +509,7 @@ impl Resolver<'_> {
             Some(v) => Some(self.probe(v, self.value(v, &at("health"))?, &at("health"))?),
             None => None,
         };
+        let health = self.probe_from(health, x.probe_from, &at("probe_from"))?;
         let t = self.timeouts(x.start_timeout, x.stop_timeout, x.health_timeout, section)?;
         Ok(External {
             unit,
@@ -552,6 +553,7 @@ impl Resolver<'_> {
             }
             None => None,
         };
+        let health = self.probe_from(health, s.probe_from, &at("probe_from"))?;
         let t = self.timeouts(s.start_timeout, s.stop_timeout, s.health_timeout, section)?;
         Ok(Service {
             unit: format!("{}.service", vars.name),
@@ -680,6 +682,29 @@ impl Resolver<'_> {
     /// on that host, through SSH (src/tunnel.rs).
     fn probe(&self, v: &S<String>, text: &str, key: &str) -> Result<Probe, ConfigError> {
         parse_probe(text).map_err(|e| self.err(v.span(), key, e.to_string()))
+    }
+
+    /// The section's probe with its `probe_from` (key `key`) applied. The
+    /// key without a probe, or on an `exec:` probe, is refused rather than
+    /// ignored: either way the operator expects something orch would not do.
+    fn probe_from(
+        &self,
+        health: Option<Probe>,
+        from: Option<&S<String>>,
+        key: &str,
+    ) -> Result<Option<Probe>, ConfigError> {
+        let Some(v) = from else { return Ok(health) };
+        let err = |e: String| self.err(v.span(), key, e);
+        let from = parse_probe_from(v.get_ref()).map_err(|e| err(e.to_string()))?;
+        let Some(probe) = health else {
+            return Err(err(
+                "probe_from needs a health probe in the same section".into()
+            ));
+        };
+        probe
+            .with_from(from)
+            .map(Some)
+            .map_err(|e| err(e.to_string()))
     }
 
     fn abs_dir(&self, v: &S<String>, key: &str) -> Result<PathBuf, ConfigError> {
@@ -1064,5 +1089,59 @@ mod tests {
         // A loop inside a value ends: the expansion has a bounded amount of fuel.
         let spin = "description = \"{% for i in range(100000) %}{% endfor %}x\"\n";
         refused(spin, 5, "master.description", "fuel");
+    }
+
+    #[test]
+    fn probe_from_is_carried_on_the_probe_of_every_section() {
+        let from = |p: &Option<Probe>| p.as_ref().map(Probe::from);
+        let text = format!(
+            "health = \"http://127.0.0.1:8/h\"\nprobe_from = \"local\"\n\
+             [[workers]]\nkind = \"a\"\ncount = 1\nexec_start = \"/bin/w\"\nhealth = \"tcp://h:9\"\nprobe_from = \"host\"\n\
+             [[workers]]\nkind = \"b\"\ncount = 1\nexec_start = \"/bin/w\"\nhealth = \"tcp://h:10\"\n\
+             {HOSTS}[database]\nunit = \"pg\"\nhost = \"db1\"\nhealth = \"tcp://db:5432\"\nprobe_from = \"local\"\n\
+             [[dependents]]\nunit = \"bot\"\nhealth = \"http://b:1/\"\nprobe_from = \"local\"\n"
+        );
+        let d = resolve(&text).unwrap();
+        assert_eq!(from(&d.master.health), Some(ProbeFrom::Local));
+        assert_eq!(from(&d.workers[0].service.health), Some(ProbeFrom::Host));
+        assert_eq!(from(&d.workers[1].service.health), Some(ProbeFrom::Host));
+        assert_eq!(from(&d.database.unwrap().health), Some(ProbeFrom::Local));
+        assert_eq!(from(&d.dependents[0].health), Some(ProbeFrom::Local));
+    }
+
+    #[test]
+    fn probe_from_is_refused_with_a_bad_value_on_exec_or_without_a_probe() {
+        let tcp = "health = \"tcp://h:9\"\n";
+        refused(
+            &format!("{tcp}probe_from = \"remote\"\n"),
+            6,
+            "master.probe_from",
+            "`remote` is not a place to probe from",
+        );
+        refused(
+            "health = \"exec:true\"\nprobe_from = \"local\"\n",
+            6,
+            "master.probe_from",
+            "an exec: probe always runs on the unit's host",
+        );
+        // Even `host`: the key promises a choice the exec probe does not have.
+        refused(
+            "[database]\nunit = \"pg\"\nhealth = \"exec:pg_isready\"\nprobe_from = \"host\"\n",
+            8,
+            "database.probe_from",
+            "exec:",
+        );
+        refused(
+            "[[dependents]]\nunit = \"b\"\nprobe_from = \"local\"\n",
+            7,
+            "dependents[0].probe_from",
+            "needs a health probe",
+        );
+        refused(
+            "[[workers]]\nkind = \"a\"\ncount = 1\nexec_start = \"/bin/w\"\nprobe_from = 1\n",
+            9,
+            "workers[0].probe_from",
+            "",
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Address, Probe};
+use super::{Address, Probe, ProbeFrom};
 
 /// The longest value orch writes into a unit file. systemd refuses lines over
 /// LONG_LINE_MAX (1 MiB) and a whole unit then fails to load; no real
@@ -234,6 +234,10 @@ pub enum ProbeError {
     Https(String),
     #[error("`{probe}`: unknown probe scheme `{scheme}` (http, tcp, exec)")]
     Scheme { probe: String, scheme: String },
+    #[error("`{0}` is not a place to probe from: write \"host\" (the unit's host, the default) or \"local\" (the machine orch runs on)")]
+    From(String),
+    #[error("an exec: probe always runs on the unit's host; probe_from applies to http:// and tcp:// probes only")]
+    ExecFrom,
 }
 
 /// Parses `http://host[:port][/path][?query]`, `tcp://host:port` or
@@ -283,7 +287,11 @@ pub fn parse_probe(s: &str) -> Result<Probe, ProbeError> {
         let port = url
             .port()
             .ok_or_else(|| ProbeError::TcpPort(s.to_string()))?;
-        return Ok(Probe::Tcp { host, port });
+        return Ok(Probe::Tcp {
+            host,
+            port,
+            from: ProbeFrom::Host,
+        });
     }
     let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
@@ -293,7 +301,17 @@ pub fn parse_probe(s: &str) -> Result<Probe, ProbeError> {
         host,
         port: url.port_or_known_default().unwrap_or(80),
         path,
+        from: ProbeFrom::Host,
     })
+}
+
+/// `probe_from`: `host` (the default) or `local`.
+pub fn parse_probe_from(s: &str) -> Result<ProbeFrom, ProbeError> {
+    match s {
+        "host" => Ok(ProbeFrom::Host),
+        "local" => Ok(ProbeFrom::Local),
+        _ => Err(ProbeError::From(s.to_string())),
+    }
 }
 
 /// `http` or `tcp`, the only URL schemes a probe takes.
@@ -482,6 +500,7 @@ mod tests {
             host: host.into(),
             port,
             path: path.into(),
+            from: ProbeFrom::Host,
         };
         assert_eq!(
             parse_probe("http://127.0.0.1:8008/health"),
@@ -496,7 +515,8 @@ mod tests {
             parse_probe("tcp://db:5432"),
             Ok(Probe::Tcp {
                 host: "db".into(),
-                port: 5432
+                port: 5432,
+                from: ProbeFrom::Host,
             })
         );
         for bad in [
@@ -514,6 +534,30 @@ mod tests {
         ] {
             assert!(parse_probe(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn probe_from_is_host_or_local_and_not_for_exec() {
+        assert_eq!(parse_probe_from("host"), Ok(ProbeFrom::Host));
+        assert_eq!(parse_probe_from("local"), Ok(ProbeFrom::Local));
+        for bad in ["Local", "remote", "", " local"] {
+            assert_eq!(parse_probe_from(bad), Err(ProbeError::From(bad.into())));
+        }
+        let tcp = parse_probe("tcp://db:5432").unwrap();
+        let local = tcp.clone().with_from(ProbeFrom::Local).unwrap();
+        assert_eq!(
+            (tcp.from(), local.from()),
+            (ProbeFrom::Host, ProbeFrom::Local)
+        );
+        // The origin is not part of the address the operator reads.
+        assert_eq!(local.to_string(), "tcp://db:5432");
+        let http = parse_probe("http://h:8/x").unwrap();
+        assert_eq!(
+            http.with_from(ProbeFrom::Local).unwrap().from(),
+            ProbeFrom::Local
+        );
+        let exec = parse_probe("exec:pg_isready").unwrap();
+        assert_eq!(exec.with_from(ProbeFrom::Local), Err(ProbeError::ExecFrom));
     }
 
     #[test]

@@ -167,9 +167,12 @@ impl Setup {
         let masks = dir.path().join("masks");
         std::fs::create_dir(&masks).unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
+        // For the fixtures' `--log /opt/log/events.log` (see `events`).
+        std::fs::create_dir(dir.path().join("log")).unwrap();
         let c = Container::builder()
             .bind_ro(root().join("tests/fixtures"), "/opt/fixtures")
             .bind(&masks, "/run/systemd/system.control")
+            .bind(dir.path().join("log"), "/opt/log")
             .boot();
         let src = dir.path().join("orch.toml");
         let text = config
@@ -249,6 +252,27 @@ impl Setup {
             units.iter().all(|(_, s)| s == state),
             "{why}: not every unit {state}: {units:?}"
         );
+    }
+
+    /// How many times each fixture logged `event` (`start`, `hup`) to
+    /// /opt/log/events.log, once at least `want` were logged in all or
+    /// after 5 s: a SIGHUP handler may run just after the reload job ended.
+    fn events(&self, event: &str, want: usize) -> std::collections::BTreeMap<String, usize> {
+        let log = self.dir.path().join("log/events.log");
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut n = std::collections::BTreeMap::new();
+            for l in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+                let mut p = l.split_whitespace();
+                if p.next() == Some(event) {
+                    *n.entry(p.next().unwrap_or("").to_string()).or_default() += 1;
+                }
+            }
+            if n.values().sum::<usize>() >= want || std::time::Instant::now() > end {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Every file of the unit folder, with its content.
@@ -529,4 +553,125 @@ fn module_lifecycle_states_report_changes_truthfully() {
     );
     assert!(rolling.ok && rolling.changed == 2, "{}", rolling.text);
     s.assert_all("active", "after the rolling restart");
+}
+
+/// Master, two `generic` workers and one `federation` worker, each logging
+/// its start and every SIGHUP, each reloadable with SIGHUP.
+fn reloadable(generic_args: &str) -> String {
+    let exec = format!("{FIXTURE} --log /opt/log/events.log --port {{{{ port }}}}");
+    let hup = r#"exec_reload = "/bin/kill -HUP $MAINPID""#;
+    format!(
+        r#"[deployment]
+name = "ansrl"
+state_dir = "@STATE@"
+runtime_dir = "@MASKS@"
+[master]
+exec_start = "{exec}"
+{hup}
+port = 36600
+health = "http://127.0.0.1:{{{{ port }}}}/health"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = 36610
+exec_start = "{exec} {generic_args}"
+{hup}
+health = "http://127.0.0.1:{{{{ port }}}}/health"
+[[workers]]
+kind = "federation"
+count = 1
+port_base = 36620
+exec_start = "{exec}"
+{hup}
+health = "http://127.0.0.1:{{{{ port }}}}/health"
+"#
+    )
+}
+
+const MASTER: &str = "ansrl";
+const GENERIC: [&str; 2] = ["ansrl-worker-0-generic", "ansrl-worker-1-generic"];
+const FEDERATION: &str = "ansrl-worker-2-federation";
+
+/// `state: reloaded` sends SIGHUP (orch reload) and restarts nothing;
+/// `changed_only: true` after a config edit restarts only the kind whose
+/// unit file changed, reports changed, and a second run reports nothing.
+#[test]
+fn module_reloads_and_restarts_only_what_changed() {
+    let s = Setup::new(&reloadable("--ready-after 0"));
+    let up = s.tasks(
+        "    - orch.systemd.orch: {state: installed}\n    - orch.systemd.orch: {state: started}\n",
+        &[],
+    );
+    assert!(up.ok && up.changed == 2, "{}", up.text);
+    let once: std::collections::BTreeMap<String, usize> =
+        [MASTER, GENERIC[0], GENERIC[1], FEDERATION]
+            .iter()
+            .map(|n| (n.to_string(), 1))
+            .collect();
+    assert_eq!(s.events("start", 4), once);
+
+    let reload = s.tasks(
+        "    - orch.systemd.orch: {state: reloaded}\n      register: r\n    \
+         - ansible.builtin.assert:\n        \
+         that: [\"r.units | map(attribute='phase') | unique == ['ready']\", \"r.units | length == 4\"]\n",
+        &[],
+    );
+    assert!(reload.ok && reload.changed == 1, "{}", reload.text);
+    assert_eq!(s.events("hup", 4), once, "one SIGHUP each");
+    assert_eq!(s.events("start", 4), once, "a reload restarted a unit");
+
+    // Only the generic workers' unit files change.
+    let text = std::fs::read_to_string(&s.src).unwrap();
+    let edited = text.replace("--ready-after 0\"", "--ready-after 0.1\"");
+    assert_ne!(edited, text);
+    std::fs::write(&s.src, edited).unwrap();
+    let changed = "    - orch.systemd.orch: {state: installed}\n    \
+         - orch.systemd.orch: {state: restarted, changed_only: true}\n      register: r\n    \
+         - ansible.builtin.assert:\n        \
+         that: [\"r.units | map(attribute='unit') | sort == ['ansrl-worker-0-generic.service', 'ansrl-worker-1-generic.service'] or not r.changed\"]\n";
+    let first = s.tasks(changed, &[]);
+    assert!(first.ok && first.changed == 2, "{}", first.text);
+    let starts = s.events("start", 6);
+    let want: std::collections::BTreeMap<String, usize> = [
+        (MASTER, 1),
+        (GENERIC[0], 2),
+        (GENERIC[1], 2),
+        (FEDERATION, 1),
+    ]
+    .iter()
+    .map(|(n, k)| (n.to_string(), *k))
+    .collect();
+    assert_eq!(starts, want, "{}", first.text);
+
+    let second = s.tasks(changed, &[]);
+    assert!(second.ok && second.changed == 0, "{}", second.text);
+    assert_eq!(
+        s.events("start", 6),
+        want,
+        "the second run restarted something"
+    );
+
+    // --or-restart reaches orch (every unit here can reload: SIGHUP again).
+    let or_restart = s.tasks(
+        "    - orch.systemd.orch: {state: reloaded, or_restart: true}\n",
+        &[],
+    );
+    assert!(
+        or_restart.ok && or_restart.changed == 1,
+        "{}",
+        or_restart.text
+    );
+    assert_eq!(s.events("hup", 8).values().sum::<usize>(), 8);
+    let refused = s.tasks(
+        "    - orch.systemd.orch: {state: restarted, changed_only: true, targets: [generic]}\n",
+        &[],
+    );
+    assert!(
+        !refused.ok
+            && refused
+                .text
+                .contains("changed_only looks at the whole deployment"),
+        "{}",
+        refused.text
+    );
 }

@@ -704,3 +704,27 @@ fn templates_folder_that_does_not_exist() {
         "does not exist; create it, or remove the key",
     );
 }
+
+#[test]
+fn probe_from_takes_host_or_local_and_never_an_exec_probe() {
+    let with = |health: &str, from: &str| {
+        GOOD.replace(
+            "exec_start = \"/bin/sleep {{ port }}\"",
+            &format!(
+                "exec_start = \"/bin/sleep {{{{ port }}}}\"\nhealth = \"{health}\"\nprobe_from = \"{from}\""
+            ),
+        )
+    };
+    refused(
+        &with("http://127.0.0.1:{{ port }}/health", "elsewhere"),
+        13,
+        "workers[0].probe_from",
+        "`elsewhere` is not a place to probe from",
+    );
+    refused(
+        &with("exec:true", "local"),
+        13,
+        "workers[0].probe_from",
+        "an exec: probe always runs on the unit's host",
+    );
+}

@@ -540,16 +540,18 @@ fn loopback_probes_of_a_remote_unit_run_on_its_host_over_one_master() {
 /// docs/performance.md.
 fn attempts_over_one_master(r: &Remote, kh: &Path) {
     use orch::health::{check, Limits};
-    use orch::model::Probe;
+    use orch::model::{Probe, ProbeFrom};
     let remote = orch::systemd::Remote::parse(&r.host(), &r.ssh_command(kh)).unwrap();
     let ok = Probe::Http {
         host: "127.0.0.1".into(),
         port: PROBE_PORT,
         path: "/health".into(),
+        from: ProbeFrom::Host,
     };
     let closed = Probe::Tcp {
         host: "127.0.0.1".into(),
         port: PROBE_PORT + 100,
+        from: ProbeFrom::Host,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -608,4 +610,74 @@ fn a_host_that_refuses_forwarding_is_named_at_the_first_probe() {
     // Units still active are probed, and say why they cannot be.
     let units = json(&o)["units"].to_string();
     assert!(units.contains("AllowTcpForwarding"), "{units}");
+}
+
+/// A worker.py fixture on this machine's loopback, killed on drop.
+struct LocalFixture(std::process::Child);
+
+impl LocalFixture {
+    fn serve(port: u16) -> LocalFixture {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .args(["--name", "outside", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs the fixture");
+        let f = LocalFixture(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reachable_from_here(port) {
+            assert!(
+                Instant::now() < deadline,
+                "fixture on port {port} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        f
+    }
+}
+
+impl Drop for LocalFixture {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_probe_from_local_connects_from_orchs_machine_not_the_units_host() {
+    // The unit's host has a network of its own and refuses forwarding, so
+    // the fixture on this machine's loopback is reachable neither from the
+    // host nor through it: a probe that passes connected from here.
+    let r = Remote::start_with(true, &["AllowTcpForwarding=no"]);
+    let port = 36731;
+    let _outside = LocalFixture::serve(port);
+    let config = |from: &str| {
+        format!(
+            "[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/sleep infinity\"\n\
+             health = \"http://127.0.0.1:{port}/health\"\n{from}"
+        )
+    };
+    let kh = r.known_hosts("known_hosts", &r.host_pub);
+    // Without the key the probe goes through the host, which refuses.
+    std::fs::write(&r.cfg, config("")).unwrap();
+    let (o, _) = r.orch(&kh, &["install"], LIMIT);
+    assert_ok(&o, "install");
+    let (o, _) = r.orch(&kh, &["start", "--all", "--output", "json"], LIMIT);
+    assert!(!o.status.success(), "a host probe passed: {}", summary(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("AllowTcpForwarding no"),
+        "{}",
+        summary(&o)
+    );
+
+    std::fs::write(&r.cfg, config("probe_from = \"local\"\n")).unwrap();
+    let (o, _) = r.orch(&kh, &["restart", "--all", "--output", "json"], LIMIT);
+    assert_ok(&o, "restart --all with probe_from = \"local\"");
+    assert!(all_in_phase(&summary(&o), "ready"), "{}", summary(&o));
+    let (o, _) = r.orch(&kh, &["status", "--output", "json"], LIMIT);
+    assert_ok(&o, "status");
+    let units = json(&o)["units"].as_array().unwrap().clone();
+    assert_eq!(units.len(), 1);
+    assert_eq!(units[0]["health"], "ok", "{units:?}");
 }

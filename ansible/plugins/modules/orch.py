@@ -19,9 +19,10 @@ description:
     reloads systemd only then; C(changed) is orch's own verdict.
   - C(state=started) and C(state=stopped) are C(changed) only when a unit was
     not already in that state (read with C(orch status) before acting).
-  - C(state=restarted) and C(state=reloaded) always act; with
-    O(changed_only=true) a restart is C(orch restart --changed), and changed
-    only when orch restarted something.
+  - C(state=restarted) and C(state=reloaded) always act (C(orch restart),
+    C(orch reload [--or-restart])); with O(changed_only=true) a restart is
+    C(orch restart --all --changed), and changed only when orch restarted
+    something.
   - C(state=maintenance) is C(orch stop-for-maintenance) (changed unless the
     deployment was already in maintenance), C(state=resumed) is
     C(orch resume) (changed only when it was in maintenance).
@@ -65,8 +66,20 @@ options:
     default: 1
   changed_only:
     description:
-      - With V(restarted), restart only the units whose files changed
-        (C(orch restart --changed)). An orch without that flag fails the task.
+      - With V(restarted), restart only the running master and workers whose
+        installed unit file is newer than their process, e.g. after a
+        V(installed) task wrote it (C(orch restart --all --changed)); C(changed)
+        only when one was restarted. Not with O(targets). May be combined with
+        O(rolling).
+      - In check mode, predicted from C(orch plan) (changed when an install
+        would write a unit file), since nothing is written then.
+    type: bool
+    default: false
+  or_restart:
+    description:
+      - With V(reloaded), restart the units that have no C(exec_reload)
+        instead of refusing them (C(orch reload --or-restart)). Without it
+        orch refuses such units before sending anything, and the task fails.
     type: bool
     default: false
   force:
@@ -138,6 +151,11 @@ EXAMPLES = r"""
   orch.systemd.orch:
     state: restarted
     changed_only: true
+
+- name: Reload (SIGHUP through ExecReload=), restarting units without one
+  orch.systemd.orch:
+    state: reloaded
+    or_restart: true
 
 - name: Database upgrade between maintenance and resume
   block:
@@ -357,6 +375,7 @@ def main():
             rolling=dict(type="bool", default=False),
             batch=dict(type="int", default=1),
             changed_only=dict(type="bool", default=False),
+            or_restart=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
             reason=dict(type="str", default="maintenance"),
             include_database=dict(type="bool", default=False),
@@ -373,6 +392,10 @@ def main():
         module.fail_json(msg="rolling is for state=restarted")
     if p["changed_only"] and state != "restarted":
         module.fail_json(msg="changed_only is for state=restarted")
+    if p["or_restart"] and state != "reloaded":
+        module.fail_json(msg="or_restart is for state=reloaded")
+    if p["changed_only"] and p["targets"]:
+        module.fail_json(msg="changed_only looks at the whole deployment: leave targets empty")
     if p["rolling"] and p["targets"]:
         module.fail_json(msg="rolling restarts the whole deployment: leave targets empty")
     if p["batch"] < 1:
@@ -441,6 +464,8 @@ def main():
         args += ["--rolling", "--batch", str(p["batch"])]
     if p["changed_only"]:
         args.append("--changed")
+    if p["or_restart"]:
+        args.append("--or-restart")
     if p["force"]:
         args.append("--force")
     if p["timeout"]:
