@@ -51,6 +51,13 @@ impl Ports {
     }
 }
 
+/// One `[[workers]]` block's place in the allocation.
+struct Block<'a> {
+    block: usize,
+    naming: Naming,
+    slots: &'a [Slot],
+}
+
 struct Dirs {
     unit_dir: PathBuf,
     templates_dir: Option<PathBuf>,
@@ -125,7 +132,8 @@ impl Resolver<'_> {
         };
         let mut ports = Ports::default();
         let master = self.master(raw, &scope, &mut ports)?;
-        let workers = self.workers(raw, &scope, &mut ports)?;
+        let naming = self.naming(d)?;
+        let workers = self.workers(raw, &scope, &mut ports, naming, &o.installed)?;
         let mut claimed: HashSet<String> = workers
             .iter()
             .map(|w| w.service.unit.clone())
@@ -141,6 +149,7 @@ impl Resolver<'_> {
             state_dir: dirs.state_dir,
             runtime_dir: dirs.runtime_dir,
             hosts,
+            naming,
             database,
             master,
             workers,
@@ -273,20 +282,42 @@ impl Resolver<'_> {
         self.service(&m.service(), "master", vars, scope.master_host, description)
     }
 
-    /// Every `[[workers]]` block, numbered across blocks in file order.
+    /// `[deployment] naming`: `sequential` unless said otherwise.
+    fn naming(&self, d: &RawDeployment) -> Result<Naming, ConfigError> {
+        let key = "deployment.naming";
+        let v = self.choice(d.naming.as_ref(), key, Naming::CHOICES, "sequential")?;
+        Ok(Naming::parse(&v).expect("one of the choices"))
+    }
+
+    /// Every `[[workers]]` block, named by `naming` so that no installed
+    /// worker is renamed (see [`super::names`]).
     fn workers(
         &self,
         raw: &RawConfig,
         scope: &Scope,
         ports: &mut Ports,
+        naming: Naming,
+        installed: &Installed,
     ) -> Result<Vec<Worker>, ConfigError> {
         let mut kinds: HashMap<&str, usize> = HashMap::new();
-        let mut workers = Vec::new();
+        let mut counts = Vec::with_capacity(raw.workers.len());
+        let mut total = 0;
         for (block, w) in raw.workers.iter().enumerate() {
             let wr = w.get_ref();
             self.worker_kind(raw, block, &mut kinds)?;
-            let count = self.worker_count(wr, block, workers.len())?;
-            self.worker_block(wr, block, count, scope, ports, &mut workers)?;
+            let count = self.worker_count(wr, block, total)?;
+            total += count;
+            counts.push((wr.kind.get_ref().as_str(), count));
+        }
+        let slots = allocate(scope.name, naming, &counts, installed);
+        let mut workers = Vec::with_capacity(total);
+        for (block, (w, slots)) in raw.workers.iter().zip(&slots).enumerate() {
+            let block = Block {
+                block,
+                naming,
+                slots,
+            };
+            self.worker_block(w.get_ref(), &block, scope, ports, &mut workers)?;
         }
         Ok(workers)
     }
@@ -343,21 +374,21 @@ impl Resolver<'_> {
     fn worker_block(
         &self,
         wr: &RawWorker,
-        block: usize,
-        count: usize,
+        b: &Block,
         scope: &Scope,
         ports: &mut Ports,
         workers: &mut Vec<Worker>,
     ) -> Result<(), ConfigError> {
+        let block = b.block;
         let at = |k: &str| format!("workers[{block}].{k}");
         let kind = wr.kind.get_ref();
         let default_host = &scope.master_host.name;
         let host = self.host_of(scope.hosts, wr.host.as_ref(), &at("host"), default_host)?;
         let raw_service = wr.service();
         let section = format!("workers[{block}]");
-        for kind_index in 0..count {
-            let index = workers.len();
-            let name = format!("{}-worker-{index}-{kind}", scope.name);
+        for slot in b.slots {
+            let (index, kind_index) = (slot.number, slot.kind_index);
+            let name = b.naming.name(scope.name, kind, index);
             self.unit_name(&format!("{name}.service"), wr.kind.span(), &at("kind"))?;
             let port = self.worker_port(wr, kind_index, &name, &at("port_base"), ports)?;
             let vars = UnitVars {
@@ -374,6 +405,7 @@ impl Resolver<'_> {
                 index,
                 kind_index,
                 kind: kind.clone(),
+                previous: slot.previous.as_ref().map(|p| format!("{p}.service")),
                 service,
             });
         }
