@@ -831,6 +831,57 @@ mod tests {
     }
 
     #[test]
+    fn per_kind_naming_and_installed_workers_keep_names_and_ports() {
+        let two = "[[workers]]\nkind = \"a\"\ncount = 1\nport_base = 100\nexec_start = \"/bin/w {{ index }}\"\n\
+                   [[workers]]\nkind = \"b\"\ncount = 2\nport_base = 200\nexec_start = \"/bin/w {{ port }}\"\n";
+        let text = format!(
+            "{}{two}",
+            BASE.replace("\"app\"\n", "\"app\"\nnaming = \"per-kind\"\n")
+        );
+        let source = Source {
+            path: "t.toml".into(),
+            text,
+        };
+        let d = Deployment::from_source(&source, None).unwrap();
+        assert_eq!(d.naming, Naming::PerKind);
+        let units: Vec<_> = d.workers.iter().map(|w| w.service.unit.as_str()).collect();
+        assert_eq!(
+            units,
+            [
+                "app-worker-a-0.service",
+                "app-worker-b-0.service",
+                "app-worker-b-1.service"
+            ]
+        );
+        assert_eq!(d.workers[2].service.exec_start, "/bin/w 201");
+
+        // Installed b-workers 0 and 1 (sequential): the new kind a, in front, goes above them.
+        let source = Source {
+            path: "t.toml".into(),
+            text: format!("{BASE}{two}"),
+        };
+        let o = Overrides {
+            installed: Installed::new("app", ["app-worker-0-b.service", "app-worker-1-b.service"]),
+            ..Overrides::default()
+        };
+        let d = Deployment::resolve(&source, &o).unwrap();
+        let got: Vec<_> = d
+            .workers
+            .iter()
+            .map(|w| (w.service.unit.as_str(), w.service.port))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("app-worker-2-a.service", Some(100)),
+                ("app-worker-0-b.service", Some(200)),
+                ("app-worker-1-b.service", Some(201)),
+            ]
+        );
+        assert_eq!(d.workers[0].service.exec_start, "/bin/w 2");
+    }
+
+    #[test]
     fn long_generated_unit_names_are_refused_at_the_kind() {
         let kind = "k".repeat(180);
         let text = format!("[[workers]]\nkind = \"{kind}\"\ncount = 1\nexec_start = \"/bin/w\"\n");
