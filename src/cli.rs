@@ -70,7 +70,11 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Man => return commands::docs::man(),
         _ => {}
     }
-    let d = load(g)?;
+    let reach = match &cli.command {
+        Command::Render { .. } => crate::ops::Reach::ThisMachine,
+        _ => crate::ops::Reach::Hosts,
+    };
+    let d = load(g, reach)?;
     dispatch(g, &d, &cli.command)
 }
 
@@ -203,14 +207,22 @@ fn config_path(g: &Global) -> Result<PathBuf, UsageError> {
         .ok_or(UsageError::NoConfig)
 }
 
-/// The deployment, with the global overrides applied.
-fn load(g: &Global) -> Result<Deployment, Error> {
+/// The deployment, with the global overrides applied. Resolved twice when
+/// worker units are installed: the first pass finds the unit folders, the
+/// second keeps the installed workers' names (see `model::names`).
+fn load(g: &Global, reach: crate::ops::Reach) -> Result<Deployment, Error> {
     let path = config_path(g)?;
-    let overrides = crate::model::Overrides {
+    let source = crate::config::Source::read(&path)?;
+    let mut overrides = crate::model::Overrides {
         unit_dir: g.unit_dir.clone(),
         local_address: g.host.clone(),
+        installed: Default::default(),
     };
-    let mut d = Deployment::load_with(&path, &overrides)?;
+    let mut d = Deployment::resolve(&source, &overrides)?;
+    overrides.installed = crate::ops::installed(&d, &g.access(), reach);
+    if !overrides.installed.is_empty() {
+        d = Deployment::resolve(&source, &overrides)?;
+    }
     if let Some(dir) = &g.runtime_dir {
         d.runtime_dir = dir.clone();
     }

@@ -47,6 +47,8 @@ pub struct RawDeployment {
     pub templates: Option<S<String>>,
     pub state_dir: Option<S<String>>,
     pub runtime_dir: Option<S<String>>,
+    /// `sequential` or `per-kind` (see [`crate::model::Naming`]).
+    pub naming: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

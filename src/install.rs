@@ -186,7 +186,10 @@ fn drifted(plans: &[Plan]) -> Vec<(String, String)> {
 /// Whether `u` is a file to write: rendered and new, changed, or (with
 /// `--force`, checked before) drifted.
 fn is_write(u: &PlannedUnit) -> bool {
-    matches!(u.action, Action::Create | Action::Update | Action::Drift) && u.content.is_some()
+    matches!(
+        u.action,
+        Action::Create | Action::Rename | Action::Update | Action::Drift
+    ) && u.content.is_some()
 }
 
 /// Whether `u` is a stale unit to stop, disable and remove: orch's own, or

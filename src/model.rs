@@ -2,6 +2,7 @@
 //! timeout and dependency resolved. Built from [`crate::config::RawConfig`];
 //! nothing after this stage has to check the operator's input again.
 
+mod names;
 mod resolve;
 pub mod values;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{ConfigError, Source};
+pub use names::{allocate, Installed, Naming, Slot};
 use resolve::Resolver;
 pub use values::{
     check_unit_name, check_value, parse_duration, parse_probe, parse_probe_from, AddressError,
@@ -44,6 +46,9 @@ pub struct Overrides {
     pub unit_dir: Option<PathBuf>,
     /// `--host`: the address of the `local` host.
     pub local_address: Option<String>,
+    /// The deployment's worker units already installed, which keep their
+    /// names (see [`names`]); empty for a fresh allocation.
+    pub installed: Installed,
 }
 
 /// A machine units live on.
@@ -100,6 +105,8 @@ pub struct Deployment {
     pub runtime_dir: PathBuf,
     /// Every host, `local` first; units name theirs by `host`.
     pub hosts: Vec<Host>,
+    /// How worker units are named.
+    pub naming: Naming,
     pub database: Option<External>,
     /// `[[prerequisites]]`: started and awaited before the master, like the
     /// database, never stopped with the deployment.
@@ -143,10 +150,14 @@ pub struct Service {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Worker {
-    /// Position across all `[[workers]]` blocks, in file order.
+    /// The number in the unit's name: with `sequential` naming, an index
+    /// across kinds that never shifts; with `per-kind`, `kind_index`.
     pub index: usize,
-    /// Position within its own block (the `i` of `port_base + i`).
+    /// Rank within its kind (the `i` of `port_base + i`).
     pub kind_index: usize,
+    /// The installed unit this worker renames (the naming changed), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
     pub kind: String,
     pub service: Service,
 }
@@ -280,6 +291,7 @@ impl Deployment {
             &Overrides {
                 unit_dir: unit_dir_override.map(Path::to_path_buf),
                 local_address: None,
+                installed: Installed::default(),
             },
         )
     }
@@ -291,6 +303,13 @@ impl Deployment {
         Resolver { src: &source }.deployment(&raw, o)
     }
 
+    /// Validates already-read configuration text, with the command line's
+    /// overrides (and the installed worker names).
+    pub fn resolve(source: &Source, o: &Overrides) -> Result<Deployment, ConfigError> {
+        let raw = source.parse()?;
+        Resolver { src: source }.deployment(&raw, o)
+    }
+
     /// Validates already-read configuration text (used by tests and fuzzing).
     pub fn from_source(
         source: &Source,
@@ -300,6 +319,7 @@ impl Deployment {
         let o = Overrides {
             unit_dir: unit_dir_override.map(Path::to_path_buf),
             local_address: None,
+            installed: Installed::default(),
         };
         Resolver { src: source }.deployment(&raw, &o)
     }

@@ -14,6 +14,10 @@ use crate::store::{Entry, Store, StoreError};
 pub enum Action {
     /// No file yet.
     Create,
+    /// No file yet, and it replaces an installed worker unit of the same
+    /// kind and rank whose name changed (`naming` changed): that one is
+    /// removed in the same install (`renamed_from`).
+    Rename,
     /// orch's own file, with other content.
     Update,
     /// Same bytes on disk.
@@ -34,6 +38,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
+            Action::Rename => "rename",
             Action::Update => "update",
             Action::Unchanged => "unchanged",
             Action::Remove => "remove",
@@ -48,6 +53,9 @@ pub struct PlannedUnit {
     pub host: String,
     pub path: PathBuf,
     pub action: Action,
+    /// With [`Action::Rename`], the installed unit it replaces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What would be written (absent for removals).
@@ -125,6 +133,7 @@ pub async fn plan(
             host: host.to_string(),
             path,
             action,
+            renamed_from: None,
             reason,
             content: Some(r.content.clone()),
             installed,
@@ -232,6 +241,7 @@ fn stale_unit(deployment: &str, host: &str, path: PathBuf, e: &Entry) -> Option<
         host: host.to_string(),
         path,
         action,
+        renamed_from: None,
         reason: Some(reason),
         content: None,
         installed: Some(text.into_owned()),
@@ -249,7 +259,34 @@ pub async fn plan_all(
         async move { plan(&d.name, &t.name, &t.store, &d.unit_dir, &mine).await }
     }))
     .await;
-    plans.into_iter().collect()
+    let mut plans = plans.into_iter().collect::<Result<Vec<_>, _>>()?;
+    mark_renames(d, &mut plans);
+    Ok(plans)
+}
+
+/// Shows a worker whose name changed as what it is: its new unit is a
+/// rename of the old one (which is still removed, saying why), not a
+/// create beside an unrelated removal. Only when the old unit is orch's to
+/// remove (a hand-edited one stays drift, and the new one a create).
+fn mark_renames(d: &crate::model::Deployment, plans: &mut [Plan]) {
+    for w in &d.workers {
+        let Some(old) = &w.previous else { continue };
+        let new = &w.service.unit;
+        let removed = plans
+            .iter_mut()
+            .flat_map(|p| p.units.iter_mut())
+            .find(|u| &u.unit == old && u.action == Action::Remove);
+        let Some(removed) = removed else { continue };
+        removed.reason = Some(format!("renamed to {new}"));
+        let created = plans
+            .iter_mut()
+            .flat_map(|p| p.units.iter_mut())
+            .find(|u| &u.unit == new && u.action == Action::Create);
+        if let Some(created) = created {
+            created.action = Action::Rename;
+            created.renamed_from = Some(old.clone());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
         let verb = match (u.action, dry_run) {
             (Action::Unchanged, _) => "unchanged",
             (Action::Create, false) => "created",
+            (Action::Rename, false) => "renamed",
             (Action::Update, false) => "updated",
             (Action::Remove, false) => "removed",
             (Action::Drift, false) => "overwritten",

@@ -47,18 +47,26 @@ fn unit_json(u: &PlannedUnit) -> serde_json::Value {
 
 fn human(d: &Deployment, plan: &Plan) -> String {
     let mut text = format!(
-        "plan for {} in {}{}: {} to create, {} to update, {} to remove, {} drifted, {} unchanged\n",
+        "plan for {} in {}{}: {} to create,{} {} to update, {} to remove, {} drifted, {} unchanged\n",
         plan.deployment,
         plan.unit_dir.display(),
         host_suffix(d, &plan.host),
         plan.count(Action::Create),
+        // Named only when there are some: renames are rare.
+        match plan.count(Action::Rename) {
+            0 => String::new(),
+            n => format!(" {n} to rename,"),
+        },
         plan.count(Action::Update),
         plan.count(Action::Remove),
         plan.count(Action::Drift),
         plan.count(Action::Unchanged),
     );
     for u in &plan.units {
-        text.push_str(&format!("  {:<10} {}", u.action.as_str(), u.unit));
+        match &u.renamed_from {
+            Some(old) => text.push_str(&format!("  {:<10} {old} -> {}", u.action.as_str(), u.unit)),
+            None => text.push_str(&format!("  {:<10} {}", u.action.as_str(), u.unit)),
+        }
         if let Some(r) = &u.reason {
             text.push_str(&format!("  ({r})"));
         }

@@ -51,6 +51,13 @@ impl Ports {
     }
 }
 
+/// One `[[workers]]` block's place in the allocation.
+struct Block<'a> {
+    block: usize,
+    naming: Naming,
+    slots: &'a [Slot],
+}
+
 struct Dirs {
     unit_dir: PathBuf,
     templates_dir: Option<PathBuf>,
@@ -125,7 +132,8 @@ impl Resolver<'_> {
         };
         let mut ports = Ports::default();
         let master = self.master(raw, &scope, &mut ports)?;
-        let workers = self.workers(raw, &scope, &mut ports)?;
+        let naming = self.naming(d)?;
+        let workers = self.workers(raw, &scope, &mut ports, naming, &o.installed)?;
         let mut claimed: HashSet<String> = workers
             .iter()
             .map(|w| w.service.unit.clone())
@@ -142,6 +150,7 @@ impl Resolver<'_> {
             state_dir: dirs.state_dir,
             runtime_dir: dirs.runtime_dir,
             hosts,
+            naming,
             database,
             prerequisites,
             master,
@@ -294,20 +303,42 @@ impl Resolver<'_> {
         self.service(&m.service(), "master", vars, scope.master_host, description)
     }
 
-    /// Every `[[workers]]` block, numbered across blocks in file order.
+    /// `[deployment] naming`: `sequential` unless said otherwise.
+    fn naming(&self, d: &RawDeployment) -> Result<Naming, ConfigError> {
+        let key = "deployment.naming";
+        let v = self.choice(d.naming.as_ref(), key, Naming::CHOICES, "sequential")?;
+        Ok(Naming::parse(&v).expect("one of the choices"))
+    }
+
+    /// Every `[[workers]]` block, named by `naming` so that no installed
+    /// worker is renamed (see [`super::names`]).
     fn workers(
         &self,
         raw: &RawConfig,
         scope: &Scope,
         ports: &mut Ports,
+        naming: Naming,
+        installed: &Installed,
     ) -> Result<Vec<Worker>, ConfigError> {
         let mut kinds: HashMap<&str, usize> = HashMap::new();
-        let mut workers = Vec::new();
+        let mut counts = Vec::with_capacity(raw.workers.len());
+        let mut total = 0;
         for (block, w) in raw.workers.iter().enumerate() {
             let wr = w.get_ref();
             self.worker_kind(raw, block, &mut kinds)?;
-            let count = self.worker_count(wr, block, workers.len())?;
-            self.worker_block(wr, block, count, scope, ports, &mut workers)?;
+            let count = self.worker_count(wr, block, total)?;
+            total += count;
+            counts.push((wr.kind.get_ref().as_str(), count));
+        }
+        let slots = allocate(scope.name, naming, &counts, installed);
+        let mut workers = Vec::with_capacity(total);
+        for (block, (w, slots)) in raw.workers.iter().zip(&slots).enumerate() {
+            let block = Block {
+                block,
+                naming,
+                slots,
+            };
+            self.worker_block(w.get_ref(), &block, scope, ports, &mut workers)?;
         }
         Ok(workers)
     }
@@ -364,21 +395,21 @@ impl Resolver<'_> {
     fn worker_block(
         &self,
         wr: &RawWorker,
-        block: usize,
-        count: usize,
+        b: &Block,
         scope: &Scope,
         ports: &mut Ports,
         workers: &mut Vec<Worker>,
     ) -> Result<(), ConfigError> {
+        let block = b.block;
         let at = |k: &str| format!("workers[{block}].{k}");
         let kind = wr.kind.get_ref();
         let default_host = &scope.master_host.name;
         let host = self.host_of(scope.hosts, wr.host.as_ref(), &at("host"), default_host)?;
         let raw_service = wr.service();
         let section = format!("workers[{block}]");
-        for kind_index in 0..count {
-            let index = workers.len();
-            let name = format!("{}-worker-{index}-{kind}", scope.name);
+        for slot in b.slots {
+            let (index, kind_index) = (slot.number, slot.kind_index);
+            let name = b.naming.name(scope.name, kind, index);
             self.unit_name(&format!("{name}.service"), wr.kind.span(), &at("kind"))?;
             let port = self.worker_port(wr, kind_index, &name, &at("port_base"), ports)?;
             let vars = UnitVars {
@@ -395,6 +426,7 @@ impl Resolver<'_> {
                 index,
                 kind_index,
                 kind: kind.clone(),
+                previous: slot.previous.as_ref().map(|p| format!("{p}.service")),
                 service,
             });
         }
@@ -872,6 +904,57 @@ mod tests {
         let port =
             "[[workers]]\nkind = \"a\"\ncount = 2\nport_base = 65535\nexec_start = \"/bin/w\"\n";
         refused(port, 8, "workers[0].port_base", "port 65536");
+    }
+
+    #[test]
+    fn per_kind_naming_and_installed_workers_keep_names_and_ports() {
+        let two = "[[workers]]\nkind = \"a\"\ncount = 1\nport_base = 100\nexec_start = \"/bin/w {{ index }}\"\n\
+                   [[workers]]\nkind = \"b\"\ncount = 2\nport_base = 200\nexec_start = \"/bin/w {{ port }}\"\n";
+        let text = format!(
+            "{}{two}",
+            BASE.replace("\"app\"\n", "\"app\"\nnaming = \"per-kind\"\n")
+        );
+        let source = Source {
+            path: "t.toml".into(),
+            text,
+        };
+        let d = Deployment::from_source(&source, None).unwrap();
+        assert_eq!(d.naming, Naming::PerKind);
+        let units: Vec<_> = d.workers.iter().map(|w| w.service.unit.as_str()).collect();
+        assert_eq!(
+            units,
+            [
+                "app-worker-a-0.service",
+                "app-worker-b-0.service",
+                "app-worker-b-1.service"
+            ]
+        );
+        assert_eq!(d.workers[2].service.exec_start, "/bin/w 201");
+
+        // Installed b-workers 0 and 1 (sequential): the new kind a, in front, goes above them.
+        let source = Source {
+            path: "t.toml".into(),
+            text: format!("{BASE}{two}"),
+        };
+        let o = Overrides {
+            installed: Installed::new("app", ["app-worker-0-b.service", "app-worker-1-b.service"]),
+            ..Overrides::default()
+        };
+        let d = Deployment::resolve(&source, &o).unwrap();
+        let got: Vec<_> = d
+            .workers
+            .iter()
+            .map(|w| (w.service.unit.as_str(), w.service.port))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("app-worker-2-a.service", Some(100)),
+                ("app-worker-0-b.service", Some(200)),
+                ("app-worker-1-b.service", Some(201)),
+            ]
+        );
+        assert_eq!(d.workers[0].service.exec_start, "/bin/w 2");
     }
 
     #[test]

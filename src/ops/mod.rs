@@ -12,11 +12,12 @@ use std::path::Path;
 use crate::error::Error;
 use crate::fleet::Access;
 use crate::install::{self, InstallError};
-use crate::model::Deployment;
+use crate::model::{self, Deployment};
 use crate::plan::{self, Plan};
 use crate::render::{self, RenderedUnit};
 use crate::status::{self, DeploymentStatus};
 use crate::systemd::actions;
+use futures_util::future::join_all;
 
 /// One thread is enough: every wait is on the network or on systemd.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -24,6 +25,58 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)
+}
+
+/// Where [`installed`] looks for the worker names to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every host `install` visits (over SSH for remote ones).
+    Hosts,
+    /// Only this machine's unit folder (`orch render` needs no host).
+    ThisMachine,
+}
+
+/// The deployment's worker units installed on the hosts `reach` covers:
+/// the files carrying its `X-Orch-Deployment=` marker (symlinks are
+/// systemd's). A folder that cannot be read counts as empty, with a
+/// warning: `plan` and `install` then fail on it with their own error.
+pub fn installed(d: &Deployment, access: &Access, reach: Reach) -> model::Installed {
+    let targets = match access.install(d) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("worker names not read from the unit folders: {e}");
+            return model::Installed::default();
+        }
+    };
+    let targets: Vec<_> = targets
+        .into_iter()
+        .filter(|t| reach == Reach::Hosts || d.host(&t.name).address.is_none())
+        .collect();
+    let read = async {
+        let lists = join_all(targets.iter().map(|t| t.store.list_services(&d.unit_dir))).await;
+        let mut units = Vec::new();
+        for (t, list) in targets.iter().zip(lists) {
+            match list {
+                Ok(entries) => units.extend(entries.into_iter().filter(|e| ours(d, e))),
+                Err(e) => tracing::warn!(host = %t.name, "worker names not read: {e}"),
+            }
+        }
+        units
+    };
+    let units = match runtime() {
+        Ok(rt) => rt.block_on(read),
+        Err(_) => Vec::new(),
+    };
+    model::Installed::new(&d.name, units.iter().map(|e| e.name.as_str()))
+}
+
+fn ours(d: &Deployment, e: &crate::store::Entry) -> bool {
+    let Ok(bytes) = &e.content else { return false };
+    !e.symlink
+        && render::read_marker(&String::from_utf8_lossy(bytes))
+            .deployment
+            .as_deref()
+            == Some(&d.name)
 }
 
 /// Renders the units; with `out`, also writes one file per unit there.

@@ -145,6 +145,16 @@ fn negative_count() {
 }
 
 #[test]
+fn unknown_naming() {
+    refused(
+        &GOOD.replace("name = \"app\"", "name = \"app\"\nnaming = \"perkind\""),
+        3,
+        "deployment.naming",
+        "`perkind` is not one of: sequential, per-kind",
+    );
+}
+
+#[test]
 fn duplicate_kind() {
     let bad =
         format!("{GOOD}\n[[workers]]\nkind = \"generic\"\ncount = 1\nexec_start = \"/bin/true\"\n");

@@ -12,6 +12,7 @@ mod load;
 mod logs;
 mod maintenance;
 mod multihost;
+mod names;
 mod probe;
 mod promises;
 mod properties;

@@ -165,11 +165,10 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
         "unchanged files were rewritten"
     );
 
-    // Lowering the generic count renumbers the workers after it (numbering runs
-    // across blocks in file order): old generic 2 and 3 and old pushers 4 and 5
-    // are stale; new pushers 2 and 3 are created. A running stale unit is stopped
-    // before its file goes.
-    let stale: Vec<&str> = workers[2..].iter().map(String::as_str).collect();
+    // Lowering the generic count removes its two highest workers and
+    // renames nobody (names never shift: the pushers keep 4 and 5). A
+    // running stale unit is stopped before its file goes.
+    let stale: Vec<&str> = workers[2..4].iter().map(String::as_str).collect();
     rt.block_on(async {
         sd.manager.start_unit(stale[0], "replace").await.unwrap();
         wait_state(&sd, stale[0], "active").await;
@@ -189,30 +188,22 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
     };
     let mut removed = with("remove");
     removed.sort();
-    let mut expected = stale.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    expected.sort();
-    assert_eq!(removed, expected, "{v}");
-    assert_eq!(
-        with("create"),
-        [
-            "demo-worker-2-pusher.service",
-            "demo-worker-3-pusher.service"
-        ],
-        "{v}"
-    );
+    assert_eq!(removed, stale, "{v}");
+    assert!(with("create").is_empty(), "{v}");
     assert_eq!(
         with("update"),
         ["demo.service"],
         "master loses two Wants=: {v}"
     );
+    assert_eq!(with("unchanged").len(), 4, "{v}");
 
     let o = orch(&c, &cfg, &["install", "--output", "json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for gone in &stale {
         assert!(!c.unit_dir().join(gone).exists(), "{gone} still on disk");
     }
-    for w in worker_units(WORKERS - 2) {
-        assert!(c.unit_dir().join(&w).exists(), "{w} missing");
+    for w in workers.iter().filter(|w| !stale.contains(&w.as_str())) {
+        assert!(c.unit_dir().join(w).exists(), "{w} missing");
     }
     rt.block_on(async {
         for gone in &stale {
@@ -357,8 +348,9 @@ fn a_failed_local_install_leaves_the_folder_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 4);
     orch_ok_install(&c, &cfg);
+    // Two more generic workers take new indexes 4 and 5 (the pushers keep 2 and 3).
     let cfg = config(dir.path(), 6);
-    let blocker = c.unit_dir().join("demo-worker-4-pusher.service");
+    let blocker = c.unit_dir().join("demo-worker-4-generic.service");
     std::fs::create_dir(&blocker).unwrap();
     let before = names_and_bytes(c.unit_dir());
 
@@ -366,7 +358,7 @@ fn a_failed_local_install_leaves_the_folder_as_it_was() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("demo-worker-4-pusher.service") && err.contains("a folder"),
+        err.contains("demo-worker-4-generic.service") && err.contains("a folder"),
         "{err}"
     );
     let o = orch(&c, &cfg, &["install", "--force"]);

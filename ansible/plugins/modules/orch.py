@@ -199,7 +199,7 @@ plan_rc:
   type: int
   sample: 4
 plan:
-  description: The units of C(orch plan) (unit, host, path, action, reason), without file contents.
+  description: The units of C(orch plan) (unit, host, path, action, renamed_from, reason), without file contents.
   returned: with V(installed) in check or diff mode
   type: list
   elements: dict
