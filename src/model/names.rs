@@ -90,16 +90,6 @@ impl Installed {
         found.sort();
         found
     }
-
-    /// One above the highest sequential index installed, of any kind (a
-    /// removed kind's units count until they are gone).
-    fn next_sequential(&self, deployment: &str) -> usize {
-        self.tails(deployment)
-            .filter_map(|(_, tail)| number(tail.split_once('-')?.0))
-            .map(|i| i + 1)
-            .max()
-            .unwrap_or(0)
-    }
 }
 
 /// `0`, `17`: decimal digits without a leading zero.
@@ -120,9 +110,8 @@ pub struct Slot {
 
 /// The slots of every kind (`(kind, count)` in file order). Sequential:
 /// each kind keeps its installed indexes (the lowest ones when it shrinks),
-/// and new workers take indexes above the highest installed one, in file
-/// order, so a name is never reused for a worker that another one just
-/// left. Per-kind: `0..count`. A worker that is new under this naming but
+/// and new workers take the lowest indexes no kept worker has, in file
+/// order. Per-kind: `0..count`. A worker that is new under this naming but
 /// whose kind has installed units under the other one renames them, in
 /// order of their numbers (so it keeps their ports too).
 pub fn allocate(
@@ -135,10 +124,9 @@ pub fn allocate(
         Naming::Sequential => Naming::PerKind,
         Naming::PerKind => Naming::Sequential,
     };
-    let mut next = installed.next_sequential(deployment);
-    let mut out: Vec<Vec<Slot>> = Vec::with_capacity(kinds.len());
-    for &(kind, count) in kinds {
-        let kept: Vec<usize> = match naming {
+    let kept: Vec<Vec<usize>> = kinds
+        .iter()
+        .map(|&(kind, count)| match naming {
             Naming::Sequential => installed
                 .of_kind(deployment, kind, naming)
                 .into_iter()
@@ -146,7 +134,23 @@ pub fn allocate(
                 .take(count)
                 .collect(),
             Naming::PerKind => (0..count).collect(),
-        };
+        })
+        .collect();
+    // A new worker takes the lowest number no kept worker has: a deployment
+    // resized back and forth (or an install cut short) converges on the
+    // same names as a fresh one, and a number freed by one kind serves
+    // another under a different unit name.
+    let mut taken: std::collections::BTreeSet<usize> = match naming {
+        Naming::Sequential => kept.iter().flatten().copied().collect(),
+        Naming::PerKind => Default::default(),
+    };
+    let mut fresh_number = || {
+        let n = (0..).find(|n| !taken.contains(n)).expect("a free number");
+        taken.insert(n);
+        n
+    };
+    let mut out: Vec<Vec<Slot>> = Vec::with_capacity(kinds.len());
+    for (&(kind, count), kept) in kinds.iter().zip(&kept) {
         let mut renamed = installed.of_kind(deployment, kind, other).into_iter();
         let mut slots = Vec::with_capacity(count);
         for kind_index in 0..count {
@@ -155,10 +159,7 @@ pub fn allocate(
                     n,
                     naming == Naming::PerKind && !has(installed, deployment, kind, n),
                 ),
-                None => {
-                    next += 1;
-                    (next - 1, true)
-                }
+                None => (fresh_number(), true),
             };
             let previous = fresh.then(|| renamed.next()).flatten().map(|(_, n)| n);
             slots.push(Slot {
