@@ -3,6 +3,7 @@
 //! nothing after this stage has to check the operator's input again.
 
 mod resolve;
+pub mod resources;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::{ConfigError, Source};
 use resolve::Resolver;
+pub use resources::Resources;
 pub use values::{
     check_unit_name, check_value, parse_duration, parse_probe, AddressError, DurationError,
     ProbeError, UnitNameError, ValueError, MAX_DURATION, MAX_UNIT_NAME, MAX_VALUE_LEN,
@@ -97,6 +99,8 @@ pub struct Deployment {
     pub state_dir: PathBuf,
     /// Runtime masks for maintenance (forgotten at reboot).
     pub runtime_dir: PathBuf,
+    /// `NAME.slice`: every generated unit runs in it, on every host.
+    pub slice: String,
     /// Every host, `local` first; units name theirs by `host`.
     pub hosts: Vec<Host>,
     pub database: Option<External>,
@@ -135,6 +139,8 @@ pub struct Service {
     pub stop_timeout: Duration,
     #[serde(with = "secs")]
     pub health_timeout: Duration,
+    /// `MemoryMax=`, `CPUQuota=`, … of the unit.
+    pub resources: Resources,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -207,6 +213,9 @@ pub enum Role {
     /// a template override or a drop-in), read from systemd: started and
     /// awaited before the master, like the database, and never stopped.
     Prerequisite,
+    /// The deployment's `NAME.slice`: installed by orch, never started,
+    /// stopped or masked by it (systemd starts it with its first unit).
+    Slice,
 }
 
 impl Deployment {
