@@ -151,7 +151,7 @@ pub fn tasks_max(v: &RawLimit) -> Result<String, ResourceError> {
     };
     match n {
         // u64::MAX is systemd's own spelling of infinity.
-        Some(n) if n >= 1 && n < u64::MAX => Ok(n.to_string()),
+        Some(n) if (1..u64::MAX).contains(&n) => Ok(n.to_string()),
         _ => Err(ResourceError::Tasks(shown(v))),
     }
 }
