@@ -89,6 +89,12 @@ pub struct RawMaster {
     pub start_timeout: Option<S<String>>,
     pub stop_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
+    // Resources (see [`RawResources`]).
+    pub memory_max: Option<S<RawLimit>>,
+    pub memory_high: Option<S<RawLimit>>,
+    pub cpu_quota: Option<S<RawLimit>>,
+    pub cpu_weight: Option<S<RawLimit>>,
+    pub tasks_max: Option<S<RawLimit>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +122,12 @@ pub struct RawWorker {
     pub start_timeout: Option<S<String>>,
     pub stop_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
+    // Resources (see [`RawResources`]).
+    pub memory_max: Option<S<RawLimit>>,
+    pub memory_high: Option<S<RawLimit>>,
+    pub cpu_quota: Option<S<RawLimit>>,
+    pub cpu_weight: Option<S<RawLimit>>,
+    pub tasks_max: Option<S<RawLimit>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +207,67 @@ macro_rules! service_view {
 }
 service_view!(RawMaster);
 service_view!(RawWorker);
+
+/// A resource value as written: `"512M"`, `"150%"`, `"infinity"` or a bare
+/// number (`cpu_weight = 200`, `tasks_max = 512`). Accepting both TOML types
+/// keeps `cpu_weight = 200` and `cpu_weight = "200"` equally valid; the
+/// model checks what each key allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawLimit {
+    Text(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RawLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawLimit;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a string such as \"512M\", \"50%\" or \"infinity\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawLimit, E> {
+                Ok(RawLimit::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawLimit, E> {
+                i64::try_from(v)
+                    .map(RawLimit::Number)
+                    .map_err(|_| E::custom("number too large"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawLimit, E> {
+                Ok(RawLimit::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// The resource keys of the master and a worker block.
+pub struct RawResources<'a> {
+    pub memory_max: Option<&'a S<RawLimit>>,
+    pub memory_high: Option<&'a S<RawLimit>>,
+    pub cpu_quota: Option<&'a S<RawLimit>>,
+    pub cpu_weight: Option<&'a S<RawLimit>>,
+    pub tasks_max: Option<&'a S<RawLimit>>,
+}
+
+macro_rules! resources_view {
+    ($t:ty) => {
+        impl $t {
+            pub fn resources(&self) -> RawResources<'_> {
+                RawResources {
+                    memory_max: self.memory_max.as_ref(),
+                    memory_high: self.memory_high.as_ref(),
+                    cpu_quota: self.cpu_quota.as_ref(),
+                    cpu_weight: self.cpu_weight.as_ref(),
+                    tasks_max: self.tasks_max.as_ref(),
+                }
+            }
+        }
+    };
+}
+resources_view!(RawMaster);
+resources_view!(RawWorker);
 
 /// The keys of a unit orch does not generate: the database or a dependent.
 pub struct RawExternal<'a> {

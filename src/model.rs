@@ -4,6 +4,7 @@
 
 mod names;
 mod resolve;
+pub mod resources;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use crate::config::{ConfigError, Source};
 pub use names::{allocate, Installed, Naming, Slot};
 use resolve::Resolver;
+pub use resources::Resources;
 pub use values::{
     check_unit_name, check_value, parse_duration, parse_probe, parse_probe_from, AddressError,
     DurationError, ProbeError, UnitNameError, ValueError, MAX_DURATION, MAX_UNIT_NAME,
@@ -103,6 +105,8 @@ pub struct Deployment {
     pub state_dir: PathBuf,
     /// Runtime masks for maintenance (forgotten at reboot).
     pub runtime_dir: PathBuf,
+    /// `NAME.slice`: every generated unit runs in it, on every host.
+    pub slice: String,
     /// Every host, `local` first; units name theirs by `host`.
     pub hosts: Vec<Host>,
     /// How worker units are named.
@@ -146,6 +150,8 @@ pub struct Service {
     pub stop_timeout: Duration,
     #[serde(with = "secs")]
     pub health_timeout: Duration,
+    /// `MemoryMax=`, `CPUQuota=`, … of the unit.
+    pub resources: Resources,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -281,6 +287,9 @@ pub enum Role {
     /// from systemd: started and awaited before the master, like the
     /// database, and stopped only when named.
     Prerequisite,
+    /// The deployment's `NAME.slice`: installed by orch, never started,
+    /// stopped or masked by it (systemd starts it with its first unit).
+    Slice,
 }
 
 impl Deployment {

@@ -443,4 +443,34 @@ mod tests {
             assert_eq!(a.is_change(), a != Action::Unchanged, "{name}");
         }
     }
+
+    #[tokio::test]
+    async fn the_slice_is_planned_and_removed_like_a_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let slice = orch_file("fx", "[Slice]\n");
+        std::fs::write(d.join("fx.slice"), &slice).unwrap();
+        std::fs::write(d.join("other.slice"), orch_file("other", "[Slice]\n")).unwrap();
+        std::fs::write(d.join("fx.socket"), orch_file("fx", "[Socket]\n")).unwrap();
+        // Still rendered: unchanged.
+        let mut r = rendered("fx.slice", &slice);
+        r.role = Role::Slice;
+        let p = plan("fx", "local", &Store::local(), d, &[&r])
+            .await
+            .unwrap();
+        let got: Vec<(&str, Action)> = p
+            .units
+            .iter()
+            .map(|u| (u.unit.as_str(), u.action))
+            .collect();
+        assert_eq!(got, [("fx.slice", Action::Unchanged)]);
+        // No unit left on the host: the slice is stale, and only this deployment's.
+        let p = plan("fx", "local", &Store::local(), d, &[]).await.unwrap();
+        let got: Vec<(&str, Action)> = p
+            .units
+            .iter()
+            .map(|u| (u.unit.as_str(), u.action))
+            .collect();
+        assert_eq!(got, [("fx.slice", Action::Remove)]);
+    }
 }

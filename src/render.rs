@@ -25,6 +25,10 @@ pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
         "worker.service.j2",
         include_str!("../templates/worker.service.j2"),
     ),
+    (
+        "deployment.slice.j2",
+        include_str!("../templates/deployment.slice.j2"),
+    ),
 ];
 
 pub const MARKER_KEY: &str = "X-Orch-Deployment";
@@ -76,7 +80,7 @@ pub enum UnitFileError {
     Control(usize, char),
     #[error("line {0} ends with a backslash (line continuation)")]
     Continuation(usize),
-    #[error("line {0}: unexpected section [{1}] in a service unit")]
+    #[error("line {0}: unexpected section [{1}] for this unit type")]
     Section(usize, String),
     #[error("line {0}: section [{1}] appears twice")]
     SectionTwice(usize, String),
@@ -140,6 +144,8 @@ struct Context<'a> {
     deployment: &'a str,
     /// The host the unit lives on.
     host: &'a str,
+    /// The deployment's slice, `NAME.slice`, for `Slice=`.
+    slice: &'a str,
     /// The units below are only those on the same host: systemd orders and
     /// pulls in units of its own machine only; across hosts orch's own
     /// ordering holds. `none` (or empty) when they live elsewhere.
@@ -211,6 +217,7 @@ impl<'a> Neighbours<'a> {
             port: s.port,
             deployment: &d.name,
             host: &s.host,
+            slice: &d.slice,
             master: here(&d.master.host).then_some(d.master.unit.as_str()),
             database: d
                 .database
@@ -267,9 +274,70 @@ pub fn render(d: &Deployment) -> Result<Vec<RenderedUnit>, RenderError> {
             }
         };
         let ctx = neighbours.context(s, kind, index);
-        out.push(render_one(&env, d, s, role, &tname, ctx)?);
+        let what = Rendering {
+            unit: &s.unit,
+            host: &s.host,
+            role,
+            tname: &tname,
+        };
+        out.push(render_one(&env, d, what, ctx)?);
     }
+    out.extend(render_slices(d, &templates, &mut env)?);
     Ok(out)
+}
+
+/// What the template of a slice sees.
+#[derive(Serialize)]
+struct SliceContext<'a> {
+    name: &'a str,
+    unit: &'a str,
+    deployment: &'a str,
+    host: &'a str,
+}
+
+/// `NAME.slice` on every host a generated unit lives on: the units name it
+/// in `Slice=`, so the whole deployment is one control group per host.
+fn render_slices(
+    d: &Deployment,
+    templates: &Templates,
+    env: &mut Environment<'static>,
+) -> Result<Vec<RenderedUnit>, RenderError> {
+    let (tname, source) = templates.find(&["deployment.slice.j2".to_string()])?;
+    env.add_template_owned(tname.clone(), source)
+        .map_err(|e| template_error(&tname, &e))?;
+    let mut hosts: Vec<&str> = Vec::new();
+    for s in d.services() {
+        if !hosts.contains(&s.host.as_str()) {
+            hosts.push(&s.host);
+        }
+    }
+    let name = d.slice.trim_end_matches(".slice");
+    hosts
+        .into_iter()
+        .map(|host| {
+            let ctx = SliceContext {
+                name,
+                unit: &d.slice,
+                deployment: &d.name,
+                host,
+            };
+            let what = Rendering {
+                unit: &d.slice,
+                host,
+                role: Role::Slice,
+                tname: &tname,
+            };
+            render_one(env, d, what, ctx)
+        })
+        .collect()
+}
+
+/// The unit a template is rendered for.
+struct Rendering<'a> {
+    unit: &'a str,
+    host: &'a str,
+    role: Role,
+    tname: &'a str,
 }
 
 /// Collects a template's output, refusing more than [`MAX_UNIT_FILE`] bytes.
@@ -294,11 +362,15 @@ impl std::io::Write for Bounded {
 fn render_one(
     env: &Environment<'_>,
     d: &Deployment,
-    s: &Service,
-    role: Role,
-    tname: &str,
-    ctx: Context<'_>,
+    what: Rendering<'_>,
+    ctx: impl Serialize,
 ) -> Result<RenderedUnit, RenderError> {
+    let Rendering {
+        unit,
+        host,
+        role,
+        tname,
+    } = what;
     let template = env
         .get_template(tname)
         .map_err(|e| template_error(tname, &e))?;
@@ -307,17 +379,21 @@ fn render_one(
         .render_captured_to(minijinja::value::Serde(&ctx), &mut buf)
         .map_err(|e| template_error(tname, &e))?;
     let invalid = |cause: UnitFileError| RenderError::Invalid {
-        unit: s.unit.clone(),
+        unit: unit.to_string(),
         template: tname.to_string(),
         cause,
     };
     // The formatter and `quote` check every value, and template text is UTF-8.
     let body = String::from_utf8(buf.0).expect("templates write UTF-8");
-    check_unit_file(&body).map_err(invalid)?;
+    match role {
+        Role::Slice => check_slice_file(&body),
+        _ => check_unit_file(&body),
+    }
+    .map_err(invalid)?;
     let body = add_marker(&body, &d.name).map_err(invalid)?;
     Ok(RenderedUnit {
-        unit: s.unit.clone(),
-        host: s.host.clone(),
+        unit: unit.to_string(),
+        host: host.to_string(),
         role,
         template: tname.to_string(),
         content: stamp(&d.name, tname, &body),
@@ -363,7 +439,22 @@ fn environment() -> Environment<'static> {
     env.set_formatter(format_value);
     env.add_filter("quote", quote);
     env.add_filter("seconds", seconds);
+    env.add_filter("limit", limit);
     env
+}
+
+/// A resource value (`150%`, `512M`, `infinity`) printed as systemd reads
+/// it: `CPUQuota=` and `MemoryMax=` expand no specifiers, so `%` must stay
+/// one `%`. Only the characters of a checked limit pass.
+fn limit(value: &Value) -> Result<Value, JinjaError> {
+    let text = value.to_string();
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '%') {
+        return Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("{text:?} is not a resource limit"),
+        ));
+    }
+    Ok(Value::from_safe_string(text))
 }
 
 /// Prints a value into a unit file: checked, with `%` escaped so systemd
@@ -426,6 +517,20 @@ fn seconds(value: f64) -> Result<Value, JinjaError> {
 /// Checks that rendered text is plain unit-file syntax: sections, `Key=value`
 /// lines and comments, nothing continued across lines.
 pub fn check_unit_file(text: &str) -> Result<(), UnitFileError> {
+    check_sections(text, &["Unit", "Service", "Install"], &["Unit", "Service"])
+}
+
+/// As [`check_unit_file`], for a slice: `[Unit]` and `[Slice]`, no `[Install]`
+/// (a slice is started by the first unit in it).
+pub fn check_slice_file(text: &str) -> Result<(), UnitFileError> {
+    check_sections(text, &["Unit", "Slice"], &["Unit", "Slice"])
+}
+
+fn check_sections(
+    text: &str,
+    allowed: &[&str],
+    required: &[&'static str],
+) -> Result<(), UnitFileError> {
     use UnitFileError as E;
     let mut section: Option<&str> = None;
     let mut seen = Vec::new();
@@ -442,7 +547,7 @@ pub fn check_unit_file(text: &str) -> Result<(), UnitFileError> {
             return Err(E::Continuation(n));
         }
         if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            let known = matches!(name, "Unit" | "Service" | "Install") || name.starts_with("X-");
+            let known = allowed.contains(&name) || name.starts_with("X-");
             if !known {
                 return Err(E::Section(n, name.to_string()));
             }
@@ -468,8 +573,8 @@ pub fn check_unit_file(text: &str) -> Result<(), UnitFileError> {
             return Err(E::NoSection(n, key.to_string()));
         }
     }
-    for required in ["Unit", "Service"] {
-        if !seen.contains(&required) {
+    for required in required {
+        if !seen.contains(required) {
             return Err(E::Missing(required));
         }
     }
@@ -775,7 +880,10 @@ mod tests {
         let d = Deployment::from_source(&source, None).unwrap();
         let units = render(&d).unwrap();
         let names: Vec<&str> = units.iter().map(|u| u.unit.as_str()).collect();
-        assert_eq!(names, ["fx.service", "fx-worker-0-generic.service"]);
+        assert_eq!(
+            names,
+            ["fx.service", "fx-worker-0-generic.service", "fx.slice"]
+        );
         assert!(
             units[0].content.contains("fx-worker-0-generic.service"),
             "{}",
@@ -788,5 +896,74 @@ mod tests {
         );
         let e = check_unit_file("[Unit]\n1A=b\n[Service]\n").unwrap_err();
         assert!(e.to_string().starts_with("line 2:"), "{e}");
+    }
+
+    #[test]
+    fn every_unit_runs_in_the_slice_with_its_limits_and_each_host_has_the_slice() {
+        let source = crate::config::Source {
+            path: "/etc/orch/orch.toml".into(),
+            text: "[deployment]\nname = \"fx\"\n[[hosts]]\nname = \"w1\"\naddress = \"w1.example\"\n\
+                   [database]\nunit = \"pg\"\nhost = \"w1\"\n\
+                   [master]\nexec_start = \"/bin/m\"\nmemory_max = \"2G\"\ncpu_quota = \"150%\"\n\
+                   [[workers]]\nkind = \"a\"\ncount = 1\nexec_start = \"/bin/w\"\ncpu_weight = 50\ntasks_max = 64\nmemory_high = \"50%\"\n\
+                   [[workers]]\nkind = \"b\"\ncount = 1\nhost = \"w1\"\nexec_start = \"/bin/w\"\n"
+                .into(),
+        };
+        let d = Deployment::from_source(&source, None).unwrap();
+        let units = render(&d).unwrap();
+        let got: Vec<(&str, &str, Role)> = units
+            .iter()
+            .map(|u| (u.unit.as_str(), u.host.as_str(), u.role))
+            .collect();
+        assert_eq!(
+            &got[3..],
+            [
+                ("fx.slice", "local", Role::Slice),
+                ("fx.slice", "w1", Role::Slice)
+            ]
+        );
+        let lines = |u: &RenderedUnit| -> Vec<String> {
+            u.content
+                .lines()
+                .filter(|l| {
+                    ["Slice=", "Memory", "CPU", "Tasks"]
+                        .iter()
+                        .any(|p| l.starts_with(p))
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        // `%` stays one `%`: these settings expand no specifiers.
+        assert_eq!(
+            lines(&units[0]),
+            ["Slice=fx.slice", "MemoryMax=2G", "CPUQuota=150%"]
+        );
+        assert_eq!(
+            lines(&units[1]),
+            [
+                "Slice=fx.slice",
+                "MemoryHigh=50%",
+                "CPUWeight=50",
+                "TasksMax=64"
+            ]
+        );
+        assert_eq!(lines(&units[2]), ["Slice=fx.slice"]);
+        let slice = &units[3].content;
+        assert!(slice.contains("X-Orch-Deployment=fx\n"), "{slice}");
+        assert!(read_marker(slice).intact == Some(true), "{slice}");
+        assert!(check_slice_file(slice).is_ok());
+        assert!(check_slice_file("[Unit]\n[Slice]\n[Install]\n").is_err());
+        assert!(check_unit_file(slice).is_err(), "a slice is not a service");
+    }
+
+    #[test]
+    fn the_limit_filter_passes_only_limit_characters() {
+        let env = environment();
+        let out = env.render_str("{{ v|limit }}", minijinja::context! { v => "150%" });
+        assert_eq!(out.unwrap(), "150%");
+        for bad in ["1G\nExecStart=/x", "a b", ""] {
+            let out = env.render_str("{{ v|limit }}", minijinja::context! { v => bad });
+            assert!(out.is_err(), "{bad:?}");
+        }
     }
 }

@@ -30,6 +30,11 @@ pub struct UnitStatus {
     /// Milliseconds since the last change of ActiveState.
     pub since_ms: Option<u64>,
     pub restarts: Option<u32>,
+    /// Bytes of memory the unit's control group uses now (`MemoryCurrent`);
+    /// absent when systemd does not account it or the unit is not running.
+    pub memory_current: Option<u64>,
+    /// CPU time the unit used since it started, in nanoseconds (`CPUUsageNSec`).
+    pub cpu_usage_nsec: Option<u64>,
     /// `ok`, the probe's failure, or absent when there is no probe or the unit is not active.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
@@ -75,6 +80,8 @@ pub async fn status(
                 main_pid: None,
                 since_ms: None,
                 restarts: None,
+                memory_current: None,
+                cpu_usage_nsec: None,
                 health: None,
             };
             let Some(e) = entry else {
@@ -92,13 +99,16 @@ pub async fn status(
             row.active_state = e.3.clone();
             row.sub_state = e.4.clone();
             let call = sd.permit().await;
-            let (pid, restarts, changed) = properties(sd, e.6.clone()).await;
+            let p = properties(sd, e.6.clone()).await;
             drop(call);
-            row.main_pid = pid.filter(|p| *p != 0);
-            row.restarts = restarts;
-            row.since_ms = changed
+            row.main_pid = p.pid.filter(|p| *p != 0);
+            row.restarts = p.restarts;
+            row.since_ms = p
+                .changed
                 .filter(|t| *t > 0 && *t <= now_us)
                 .map(|t| (now_us - t) / 1000);
+            row.memory_current = p.memory;
+            row.cpu_usage_nsec = p.cpu;
             if let (Some(probe), true) = (&m.health, row.is_active()) {
                 row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
@@ -126,6 +136,8 @@ pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
             main_pid: None,
             since_ms: None,
             restarts: None,
+            memory_current: None,
+            cpu_usage_nsec: None,
             health: None,
         })
         .collect()
@@ -245,11 +257,19 @@ pub fn merge(
     (rows, lost)
 }
 
-/// MainPID, NRestarts and StateChangeTimestamp, read concurrently.
-async fn properties(
-    sd: &Systemd,
-    path: OwnedObjectPath,
-) -> (Option<u32>, Option<u32>, Option<u64>) {
+/// What [`properties`] reads of one unit; `None` where systemd did not say.
+#[derive(Default)]
+struct Props {
+    pid: Option<u32>,
+    restarts: Option<u32>,
+    changed: Option<u64>,
+    memory: Option<u64>,
+    cpu: Option<u64>,
+}
+
+/// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent and
+/// CPUUsageNSec, read concurrently under the caller's one permit.
+async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
     let Ok(props) = PropertiesProxy::builder(&sd.conn)
         .destination("org.freedesktop.systemd1")
         .path(path)
@@ -257,20 +277,49 @@ async fn properties(
         .build()
         .await
     else {
-        return (None, None, None);
+        return Props::default();
     };
     let service = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
     let unit = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-    let (pid, restarts, changed) = tokio::join!(
+    let (pid, restarts, changed, memory, cpu) = tokio::join!(
         props.get(service.clone(), "MainPID"),
-        props.get(service, "NRestarts"),
+        props.get(service.clone(), "NRestarts"),
         props.get(unit, "StateChangeTimestamp"),
+        props.get(service.clone(), "MemoryCurrent"),
+        props.get(service, "CPUUsageNSec"),
     );
-    (
-        pid.ok().and_then(|v| u32::try_from(v).ok()),
-        restarts.ok().and_then(|v| u32::try_from(v).ok()),
-        changed.ok().and_then(|v| u64::try_from(v).ok()),
-    )
+    Props {
+        pid: number(pid),
+        restarts: number(restarts),
+        changed: number(changed),
+        memory: accounted(number(memory)),
+        cpu: accounted(number(cpu)),
+    }
+}
+
+/// A property's value as the number it is, or `None`.
+fn number<T: TryFrom<V>, V, E>(v: Result<V, E>) -> Option<T> {
+    v.ok().and_then(|v| T::try_from(v).ok())
+}
+
+/// systemd's "not accounted" (`[not set]`, u64::MAX) as `None`.
+fn accounted(v: Option<u64>) -> Option<u64> {
+    v.filter(|n| *n != u64::MAX)
+}
+
+/// `512.0M`, `1.5G`, `300K`: bytes in base 1024, short, for a table.
+pub fn short_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1}{}", UNITS[i])
 }
 
 /// `1h2m`, `3m4s`, `5.2s`: short, for a table.
@@ -297,6 +346,8 @@ struct Row {
     pid: String,
     since: String,
     restarts: String,
+    memory: String,
+    cpu: String,
     health: String,
 }
 
@@ -314,6 +365,10 @@ impl Row {
                 .since_ms
                 .map_or_else(dash, |ms| short_duration(Duration::from_millis(ms))),
             restarts: r.restarts.map_or_else(dash, |n| n.to_string()),
+            memory: r.memory_current.map_or_else(dash, short_bytes),
+            cpu: r
+                .cpu_usage_nsec
+                .map_or_else(dash, |ns| short_duration(Duration::from_nanos(ns))),
             health: r.health.clone().unwrap_or_else(dash),
         }
     }
@@ -328,6 +383,10 @@ impl Row {
             .filter(|r| r.health.as_deref() == Some("ok"))
             .count();
         let restarts: u32 = members.iter().filter_map(|r| r.restarts).sum();
+        // Totals of the kind: what its units use together right now.
+        let total = |v: Vec<u64>| (!v.is_empty()).then(|| v.iter().sum::<u64>());
+        let memory = total(members.iter().filter_map(|r| r.memory_current).collect());
+        let cpu = total(members.iter().filter_map(|r| r.cpu_usage_nsec).collect());
         Row {
             host: members[0].host.clone(),
             unit: format!("{kind} ×{n}"),
@@ -337,6 +396,8 @@ impl Row {
             pid: "-".into(),
             since: "-".into(),
             restarts: restarts.to_string(),
+            memory: memory.map_or_else(|| "-".into(), short_bytes),
+            cpu: cpu.map_or_else(|| "-".into(), |ns| short_duration(Duration::from_nanos(ns))),
             health: if probed == 0 {
                 "-".into()
             } else {
@@ -352,7 +413,7 @@ impl Row {
             String::new()
         };
         format!(
-            "{host}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8}  {}\n",
+            "{host}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
             self.unit,
             self.role,
             self.active,
@@ -360,6 +421,8 @@ impl Row {
             self.pid,
             self.since,
             self.restarts,
+            self.memory,
+            self.cpu,
             self.health
         )
     }
@@ -394,6 +457,8 @@ pub fn table(
         pid: "PID".into(),
         since: "SINCE".into(),
         restarts: "RESTARTS".into(),
+        memory: "MEMORY".into(),
+        cpu: "CPU".into(),
         health: "HEALTH".into(),
     };
     let mut text = header.line(hosts);
@@ -431,6 +496,8 @@ mod tests {
             main_pid: Some(7),
             since_ms: Some(1500),
             restarts: Some(1),
+            memory_current: Some(300 << 20),
+            cpu_usage_nsec: Some(1_500_000_000),
             health: health.map(str::to_string),
         }
     }
@@ -515,5 +582,44 @@ mod tests {
         );
         let flat = table(&rows, false, None);
         assert_eq!(flat.lines().count(), 5, "{flat}");
+    }
+
+    #[test]
+    fn memory_and_cpu_per_unit_and_totals_per_kind() {
+        let mut rows = vec![
+            row("fx.service", Role::Master, "active", None),
+            row("fx-worker-0-generic.service", Role::Worker, "active", None),
+            row("fx-worker-1-generic.service", Role::Worker, "active", None),
+            row("fx-worker-2-pusher.service", Role::Worker, "failed", None),
+        ];
+        rows[2].memory_current = Some(724 << 20);
+        rows[3].memory_current = None;
+        rows[3].cpu_usage_nsec = None;
+        let kinds = [(1, "generic"), (2, "generic"), (3, "pusher")]
+            .iter()
+            .map(|(i, k)| (rows[*i].unit.clone(), k.to_string()))
+            .collect();
+        let text = table(&rows, false, Some(&kinds));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("  MEMORY      CPU  HEALTH"), "{text}");
+        assert!(lines[1].contains("  300.0M     1.5s  "), "{text}");
+        // 300M + 724M, 1.5s + 1.5s.
+        assert!(lines[2].starts_with("generic ×2 "), "{text}");
+        assert!(lines[2].contains("    1.0G     3.0s  "), "{text}");
+        assert!(lines[3].contains("       -        -  "), "{text}");
+        let flat = table(&rows, false, None);
+        assert!(flat.lines().nth(3).unwrap().contains("  724.0M "), "{flat}");
+        let json = serde_json::to_value(&rows[1]).unwrap();
+        assert_eq!(json["memory_current"], 300 << 20);
+        assert_eq!(json["cpu_usage_nsec"], 1_500_000_000u64);
+    }
+
+    #[test]
+    fn sizes_are_short_and_unaccounted_is_none() {
+        assert_eq!(short_bytes(512), "512B");
+        assert_eq!(short_bytes(1536), "1.5K");
+        assert_eq!(short_bytes(2 << 30), "2.0G");
+        assert_eq!(accounted(Some(u64::MAX)), None);
+        assert_eq!(accounted(Some(0)), Some(0));
     }
 }

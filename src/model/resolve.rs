@@ -2,6 +2,8 @@
 //! section, each refusing a bad value with its file, line and key. Values
 //! are checked by [`super::values`]; this file only says where they are.
 
+mod resources;
+
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -118,6 +120,7 @@ impl Resolver<'_> {
         let name = d.name.get_ref();
         self.name_part(&d.name, "deployment.name", NamePart::Deployment)?;
         let dirs = self.dirs(d, o)?;
+        let slice = self.slice(&d.name)?;
         let hosts = self.hosts(raw, o)?;
         let master_host = self.host_of(
             &hosts,
@@ -149,6 +152,7 @@ impl Resolver<'_> {
             templates_dir: dirs.templates_dir,
             state_dir: dirs.state_dir,
             runtime_dir: dirs.runtime_dir,
+            slice,
             hosts,
             naming,
             database,
@@ -300,7 +304,10 @@ impl Resolver<'_> {
             host: scope.master_host.network_name(),
         };
         let description = format!("{} master", scope.name);
-        self.service(&m.service(), "master", vars, scope.master_host, description)
+        let mut service =
+            self.service(&m.service(), "master", vars, scope.master_host, description)?;
+        service.resources = self.resources(&m.resources(), "master")?;
+        Ok(service)
     }
 
     /// `[deployment] naming`: `sequential` unless said otherwise.
@@ -407,6 +414,7 @@ impl Resolver<'_> {
         let host = self.host_of(scope.hosts, wr.host.as_ref(), &at("host"), default_host)?;
         let raw_service = wr.service();
         let section = format!("workers[{block}]");
+        let resources = self.resources(&wr.resources(), &section)?;
         for slot in b.slots {
             let (index, kind_index) = (slot.number, slot.kind_index);
             let name = b.naming.name(scope.name, kind, index);
@@ -421,7 +429,8 @@ impl Resolver<'_> {
                 host: host.network_name(),
             };
             let description = format!("{} worker {index} ({kind})", scope.name);
-            let service = self.service(&raw_service, &section, vars, &host, description)?;
+            let mut service = self.service(&raw_service, &section, vars, &host, description)?;
+            service.resources = resources.clone();
             workers.push(Worker {
                 index,
                 kind_index,
@@ -610,6 +619,8 @@ impl Resolver<'_> {
             start_timeout: t.start,
             stop_timeout: t.stop,
             health_timeout: t.health,
+            // Set by the caller, from the section's resource keys.
+            resources: Resources::default(),
             name: vars.name,
         })
     }

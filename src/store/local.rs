@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::guard::{judge_dir, judge_file, DirFacts, FileKind};
 use super::{
-    holder_or_unknown, io, lock_holder_text, tmp, unit_paths, Entry, FileStore, Held, Lock,
-    LockInner, StoreError, Unread, MAX_FILE_BYTES,
+    holder_or_unknown, io, is_orch_unit_file, lock_holder_text, tmp, unit_paths, Entry, FileStore,
+    Held, Lock, LockInner, StoreError, Unread, MAX_FILE_BYTES,
 };
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,7 +38,7 @@ impl FileStore for LocalStore {
         for e in entries {
             let e = e.map_err(io(dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".service") {
+            if !is_orch_unit_file(&name) {
                 continue;
             }
             let symlink = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);

@@ -109,7 +109,16 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ 
     }
 }
 
-/// Why orch did not read a `*.service` entry.
+/// The unit types orch writes: services, and the deployment's slice. The
+/// SSH store's listing script globs the same suffixes.
+pub const UNIT_SUFFIXES: [&str; 2] = [".service", ".slice"];
+
+/// Whether a file name in a unit folder is of a type orch writes.
+pub fn is_orch_unit_file(name: &str) -> bool {
+    UNIT_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Why orch did not read a `*.service` or `*.slice` entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unread {
     #[error("{0}, not a regular file")]
@@ -120,7 +129,7 @@ pub enum Unread {
     Unreadable(String),
 }
 
-/// A `*.service` entry of a unit folder.
+/// A `*.service` or `*.slice` entry of a unit folder.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
@@ -146,7 +155,7 @@ enum LockInner {
 
 /// What a file store does, on this machine or over SSH.
 pub trait FileStore {
-    /// Every `*.service` entry of `dir` (none when `dir` does not exist).
+    /// Every `*.service` and `*.slice` entry of `dir` (none when `dir` does not exist).
     /// Only regular files are read, at most [`MAX_FILE_BYTES`] each.
     fn list_services(
         &self,

@@ -40,7 +40,7 @@ impl FileStore for SshStore {
         // name, then `ok BASE64`, `irregular KIND…` or `unreadable`.
         let script = format!(
             "cd -- {dir} 2>/dev/null || {{ echo ORCH-END; exit 0; }}\n\
-             for f in *.service; do\n\
+             for f in *.service *.slice; do\n\
              \x20 case $f in *[!A-Za-z0-9:_.@\\\\-]*) continue ;; esac\n\
              \x20 if [ -L \"$f\" ]; then t=l; elif [ -f \"$f\" ]; then t=f; elif [ -e \"$f\" ]; then t=o; else continue; fi\n\
              \x20 if [ -f \"$f\" ] && [ -r \"$f\" ]; then printf '%s %s ok ' \"$t\" \"$f\"; head -c {max} < \"$f\" | base64 -w0 || exit 1; printf '\\n'\n\
@@ -88,6 +88,8 @@ impl FileStore for SshStore {
                 content,
             });
         }
+        // One glob per suffix: sorted as the local store's listing is.
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
     }
 

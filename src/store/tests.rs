@@ -149,6 +149,9 @@ async fn unit_folder_reads_only_regular_files_and_never_hang() {
         .unwrap();
         std::fs::write(units.join("plain.service"), "[Unit]\n").unwrap();
         std::fs::write(units.join("real.txt"), "x").unwrap();
+        // The deployment's slice is orch's too; other unit types are not.
+        std::fs::write(units.join("app.slice"), "[Slice]\n").unwrap();
+        std::fs::write(units.join("app.socket"), "[Socket]\n").unwrap();
         symlink(units.join("plain.service"), units.join("alias.service")).unwrap();
         let started = Instant::now();
         let entries = s.list_services(&units).await.unwrap();
@@ -169,6 +172,7 @@ async fn unit_folder_reads_only_regular_files_and_never_hang() {
             got,
             vec![
                 ("alias.service", true, Ok(&b"[Unit]\n"[..])),
+                ("app.slice", false, Ok(&b"[Slice]\n"[..])),
                 ("big.service", false, Err(&Unread::TooLarge)),
                 ("other.service", false, Err(&fifo)),
                 ("plain.service", false, Ok(&b"[Unit]\n"[..])),

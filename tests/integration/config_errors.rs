@@ -738,3 +738,72 @@ fn probe_from_takes_host_or_local_and_never_an_exec_probe() {
         "an exec: probe always runs on the unit's host",
     );
 }
+
+#[test]
+fn resource_values_that_systemd_would_not_take() {
+    let master = |extra: &str| {
+        GOOD.replace(
+            "exec_start = \"/bin/sleep infinity\"",
+            &format!("exec_start = \"/bin/sleep infinity\"\n{extra}"),
+        )
+    };
+    let worker = |extra: &str| GOOD.replace("count = 2", &format!("count = 2\n{extra}"));
+    refused(
+        &master("memory_max = \"lots\""),
+        6,
+        "master.memory_max",
+        "is not a size",
+    );
+    refused(
+        &master("memory_max = \"512m\""),
+        6,
+        "master.memory_max",
+        "capitals",
+    );
+    refused(
+        &master("memory_max = \"1G\"\nmemory_high = \"2G\""),
+        7,
+        "master.memory_high",
+        "above memory_max 1G",
+    );
+    refused(
+        &worker("memory_high = \"120%\""),
+        10,
+        "workers[0].memory_high",
+        "between 1% and 100%",
+    );
+    refused(
+        &worker("cpu_quota = \"150\""),
+        10,
+        "workers[0].cpu_quota",
+        "such as \"150%\"",
+    );
+    refused(
+        &worker("cpu_weight = 0"),
+        10,
+        "workers[0].cpu_weight",
+        "between 1 and 10000",
+    );
+    refused(
+        &worker("cpu_weight = true"),
+        10,
+        "workers[0].cpu_weight",
+        "invalid type",
+    );
+    refused(
+        &worker("tasks_max = \"many\""),
+        10,
+        "workers[0].tasks_max",
+        "number of tasks",
+    );
+}
+
+#[test]
+fn a_deployment_name_that_cannot_name_its_slice() {
+    refused(
+        &GOOD.replace("name = \"app\"", "name = \"app--x\""),
+        2,
+        "deployment.name",
+        "empty level",
+    );
+}

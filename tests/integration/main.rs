@@ -20,6 +20,7 @@ mod reliability;
 mod reload;
 mod remote;
 mod render;
+mod resources;
 mod ssh_real;
 mod support;
 mod synapse;

@@ -121,7 +121,7 @@ fn install_killed_at_random_points_loses_nothing_and_converges() {
         for e in std::fs::read_dir(c.unit_dir()).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".service") {
+            if !(name.ends_with(".service") || name.ends_with(".slice")) {
                 continue;
             }
             let text = std::fs::read_to_string(e.path()).unwrap();

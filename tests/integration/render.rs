@@ -46,7 +46,7 @@ fn units_folder_matches_rendered_example() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rendered = files(out.path());
     let committed = files(&root().join("units"));
-    assert_eq!(rendered.len(), 7, "master + 6 workers");
+    assert_eq!(rendered.len(), 8, "master + 6 workers + the slice");
     assert!(
         rendered == committed,
         "units/ is out of date: run `cargo run -- render --config examples/synapse.toml --out units` and commit"
@@ -130,10 +130,11 @@ fn issue_example_renders_master_and_numbered_workers() {
             "matrix-synapse-worker-2-generic.service",
             "matrix-synapse-worker-3-generic.service",
             "matrix-synapse-worker-4-stream-writer-typing.service",
+            "matrix-synapse.slice",
         ]
     );
     let master = v["units"][0]["content"].as_str().unwrap();
-    for w in &units[1..] {
+    for w in &units[1..6] {
         assert!(
             master.contains(&format!("\nWants={w}\n")),
             "master lacks Wants={w}"
@@ -245,7 +246,7 @@ fn plan_reports_create_then_nothing_and_exit_codes() {
     // what the Ansible module's diff mode shows.
     assert!(v["units"].as_array().unwrap().iter().all(|u| u["content"]
         .as_str()
-        .is_some_and(|c| c.contains("[Service]"))
+        .is_some_and(|c| c.contains("[Service]") || c.contains("[Slice]"))
         && u.get("installed").is_none()));
     assert!(!units.exists(), "plan must not create the unit folder");
 
@@ -259,7 +260,7 @@ fn plan_reports_create_then_nothing_and_exit_codes() {
         String::from_utf8_lossy(&o.stdout)
     );
     assert!(String::from_utf8_lossy(&o.stdout)
-        .contains("0 to create, 0 to update, 0 to remove, 0 drifted, 7 unchanged"));
+        .contains("0 to create, 0 to update, 0 to remove, 0 drifted, 8 unchanged"));
 }
 
 #[test]
@@ -294,7 +295,19 @@ fn multihost_example_renders_relations_only_within_a_host() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let units = v["units"].as_array().unwrap();
-    assert_eq!(units.len(), 9);
+    assert_eq!(units.len(), 11);
+    // The slice on each host a generated unit lives on, after the services.
+    let slices: Vec<(&str, &str)> = units[9..]
+        .iter()
+        .map(|u| (u["unit"].as_str().unwrap(), u["host"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        slices,
+        [
+            ("matrix-synapse.slice", "local"),
+            ("matrix-synapse.slice", "w1")
+        ]
+    );
     let master = &units[0];
     assert_eq!(
         (master["unit"].as_str(), master["host"].as_str()),
@@ -307,7 +320,7 @@ fn multihost_example_renders_relations_only_within_a_host() {
         !text.contains("Requires=") && !text.contains("Wants="),
         "{text}"
     );
-    for w in &units[1..] {
+    for w in &units[1..9] {
         assert_eq!(w["host"], "w1");
         let text = w["content"].as_str().unwrap();
         assert!(

@@ -117,7 +117,8 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
         reloads >= 1,
         "the first install must reload systemd (and the detector must see it)"
     );
-    assert_eq!(v["units"].as_array().unwrap().len(), 1 + WORKERS);
+    // The master, the workers and the deployment's slice.
+    assert_eq!(v["units"].as_array().unwrap().len(), 2 + WORKERS);
 
     let rt = rt();
     let sd = rt.block_on(connect(&c));
