@@ -34,6 +34,8 @@ fn with(plan: &serde_json::Value, action: &str) -> Vec<String> {
         .iter()
         .filter(|u| u["action"] == action)
         .map(|u| u["unit"].as_str().unwrap().to_string())
+        // The deployment's slice is a unit too, never a worker.
+        .filter(|u| u.ends_with(".service"))
         .collect();
     v.sort();
     v
@@ -178,6 +180,7 @@ fn render_keeps_the_names_in_a_readable_unit_folder() {
             .unwrap()
             .iter()
             .map(|u| u["unit"].as_str().unwrap().to_string())
+            .filter(|u| u.ends_with(".service"))
             .collect()
     };
     let cfg = config(dir.path(), None, ABC);

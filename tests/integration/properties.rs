@@ -120,7 +120,11 @@ proptest! {
         let Ok(units) = render::render(&d) else { return Ok(()) };
         for (u, skel) in units.iter().zip(&expected) {
             prop_assert_eq!(&skeleton(&u.content), skel, "{}", u.content);
-            prop_assert!(render::check_unit_file(&u.content).is_ok());
+            let checked = match u.unit.ends_with(".slice") {
+                true => render::check_slice_file(&u.content),
+                false => render::check_unit_file(&u.content),
+            };
+            prop_assert!(checked.is_ok());
             for line in u.content.lines().filter(|l| !l.starts_with('#')) {
                 prop_assert!(percent_escaped(line), "unescaped % in {:?}", line);
             }

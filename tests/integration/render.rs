@@ -74,7 +74,10 @@ fn systemd_analyze_verify_accepts_example_units() {
         .collect();
     // verify also wants every ExecStart= to exist: the example's venv is not
     // on this machine, the system's python3 stands in for it.
-    for u in &units {
+    for u in units
+        .iter()
+        .filter(|u| u.extension().is_some_and(|e| e == "service"))
+    {
         let text = std::fs::read_to_string(u).unwrap();
         assert!(text.contains(VENV_PYTHON), "{}", u.display());
         std::fs::write(u, text.replace(VENV_PYTHON, "/usr/bin/python3")).unwrap();

@@ -196,7 +196,11 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
         ["demo.service"],
         "master loses two Wants=: {v}"
     );
-    assert_eq!(with("unchanged").len(), 4, "{v}");
+    assert_eq!(
+        with("unchanged").len(),
+        5,
+        "four workers and the slice: {v}"
+    );
 
     let o = orch(&c, &cfg, &["install", "--output", "json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
