@@ -368,6 +368,9 @@ impl Source {
 
     pub fn parse(&self) -> Result<RawConfig, ConfigError> {
         toml::from_str(&self.text).map_err(|e| {
+            if let Some(shape) = self.wrong_shape() {
+                return shape;
+            }
             let message = e.message().trim().to_string();
             match e.span() {
                 Some(span) => {
@@ -383,6 +386,38 @@ impl Source {
                 },
             }
         })
+    }
+
+    /// A section written as a list where the configuration wants one table
+    /// (`[[master]]`), or as one table where it wants a list (`[workers]`):
+    /// said in the configuration's words, not the parser's.
+    fn wrong_shape(&self) -> Option<ConfigError> {
+        let table: toml::Table = self.text.parse().ok()?;
+        let one = ["deployment", "master", "database"];
+        let many = ["workers", "dependents", "prerequisites", "hosts"];
+        let (key, header, message) = one
+            .iter()
+            .find(|k| table.get(**k).is_some_and(toml::Value::is_array))
+            .map(|k| {
+                (
+                    *k,
+                    format!("[[{k}]]"),
+                    format!("`[[{k}]]` declares a list; a deployment has one {k}: write `[{k}]`"),
+                )
+            })
+            .or_else(|| {
+                many.iter()
+                    .find(|k| table.get(**k).is_some_and(toml::Value::is_table))
+                    .map(|k| {
+                        (
+                            *k,
+                            format!("[{k}]"),
+                            format!("`[{k}]` declares one table; write `[[{k}]]`, one block each"),
+                        )
+                    })
+            })?;
+        let at = self.text.find(&header).unwrap_or(0);
+        Some(self.error(at..at + header.len(), Some(key.to_string()), message))
     }
 
     /// An error at a byte range of this file.

@@ -71,6 +71,14 @@ pub fn print_summary(g: &Global, s: &Summary) -> Result<(), Error> {
     }
     text.push_str(&headline(s));
     text.push('\n');
+    if !s.lowest_ready.is_empty() {
+        let kinds: Vec<String> = s
+            .lowest_ready
+            .iter()
+            .map(|(kind, a)| format!("{kind} {}/{}", a.ready, a.of))
+            .collect();
+        text.push_str(&format!("lowest ready per kind: {}\n", kinds.join(", ")));
+    }
     if !s.untouched.is_empty() {
         text.push_str(&format!(
             "not reached (left as they were): {}\n",

@@ -608,7 +608,13 @@ fn a_missing_field_and_a_wrong_table_kind_name_the_table() {
         &GOOD.replace("[master]", "[[master]]"),
         4,
         "master",
-        "invalid type",
+        "`[[master]]` declares a list; a deployment has one master: write `[master]`",
+    );
+    refused(
+        &GOOD.replace("[[workers]]", "[workers]"),
+        7,
+        "workers",
+        "`[workers]` declares one table; write `[[workers]]`, one block each",
     );
 }
 
