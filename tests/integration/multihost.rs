@@ -625,3 +625,112 @@ fn connection_dies(port: u16, extra: &str, says: &str) {
         }
     }
 }
+
+/// Issue 15 with the fake ssh: a host with a network of its own (its
+/// loopback is not this machine's), whose units listen only there, is
+/// started, restarted and reported healthy with `http://127.0.0.1:PORT`
+/// probes, which travel as `ssh -W` (here: a relay run inside that host's
+/// network namespace); a probe to a port nothing listens on fails within
+/// its bound.
+#[test]
+fn loopback_probes_travel_through_ssh_to_a_host_with_its_own_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .private_network()
+        .boot();
+    let ssh = dir.path().join("fake-ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\n\
+             w=; prev=\n\
+             for a in \"$@\"; do [ \"$prev\" = -W ] && w=$a; [ \"$prev\" = -O ] && exit 0; prev=$a; done\n\
+             while [ \"$1\" != -- ]; do shift; done; shift 2\n\
+             [ -n \"$w\" ] && exec nsenter -t {pid} -n -- /usr/bin/python3 {forward} \"$w\"\n\
+             exec nsenter -t {pid} -m -u -i -p -n -- sh -c \"$*\"\n",
+            pid = c.leader(),
+            forward = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forward.py"),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = |worker_port: u16| {
+        let path = dir.path().join("orch.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[deployment]\nname = \"ln\"\nunit_dir = \"/etc/systemd/system\"\n\
+                 [[hosts]]\nname = \"box\"\naddress = \"root@box.example\"\n\
+                 [master]\nhost = \"box\"\nexec_start = \"/usr/bin/python3 /opt/fixtures/worker.py --name m --port 34900\"\n\
+                 health = \"http://127.0.0.1:34900/health\"\n\
+                 [[workers]]\nkind = \"w\"\ncount = 1\nhost = \"box\"\nhealth_timeout = \"3s\"\n\
+                 exec_start = \"/usr/bin/python3 /opt/fixtures/worker.py --name w --port 34901\"\n\
+                 health = \"http://127.0.0.1:{worker_port}/health\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let orch = |cfg: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_orch"))
+            .arg("--config")
+            .arg(cfg)
+            .arg("--ssh-command")
+            .arg(&ssh)
+            .args(["--call-timeout", "10s"])
+            .args(args)
+            .env_remove("ORCH_BUS")
+            .env_remove("ORCH_HOST")
+            .env_remove("ORCH_CONFIG")
+            .output_bounded()
+            .unwrap()
+    };
+    let ok = |o: &Output, what: &str| {
+        assert!(
+            o.status.success(),
+            "{what}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let cfg = config(34901);
+    ok(&orch(&cfg, &["install"]), "install");
+    let o = orch(&cfg, &["start", "--all", "--output", "json"]);
+    ok(&o, "start --all");
+    assert!(crate::common::all_in_phase(&summary(&o), "ready"));
+    // Only the host's own network reaches the units: not this machine.
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &"127.0.0.1:34900".parse().unwrap(),
+            Duration::from_millis(300)
+        )
+        .is_err(),
+        "the master must not be reachable from the test process"
+    );
+    let o = orch(&cfg, &["restart", "--all", "--output", "json"]);
+    ok(&o, "restart --all");
+    assert!(crate::common::all_in_phase(&summary(&o), "ready"));
+    let o = orch(&cfg, &["status", "--output", "json"]);
+    ok(&o, "status");
+    let units = json(&o)["units"].as_array().unwrap().clone();
+    assert!(units.iter().all(|u| u["health"] == "ok"), "{units:?}");
+
+    // A worker probed where nothing listens fails within its 3 s bound.
+    let cfg = config(34999);
+    ok(&orch(&cfg, &["install"]), "install");
+    let t = Instant::now();
+    let o = orch(&cfg, &["restart", "w", "--output", "json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+}
