@@ -97,3 +97,31 @@ pub async fn connect(c: &Container) -> Systemd {
         .await
         .expect("connect to the container's systemd")
 }
+
+/// A container with the fixtures at `/opt/fixtures` and a log folder at
+/// `/opt/log` (the fixtures' `--log /opt/log/events.log` is `log` here),
+/// and where the test's configuration goes.
+pub struct Fixtures {
+    pub c: Container,
+    pub cfg: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    pub _dir: tempfile::TempDir,
+}
+
+/// Boots a [`Fixtures`] container; the configuration is not written yet.
+pub fn fixtures_container() -> Fixtures {
+    let dir = tempfile::tempdir().unwrap();
+    let logdir = dir.path().join("log");
+    std::fs::create_dir(&logdir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&logdir, "/opt/log")
+        .boot();
+    Fixtures {
+        c,
+        cfg: dir.path().join("orch.toml"),
+        log: logdir.join("events.log"),
+        _dir: dir,
+    }
+}

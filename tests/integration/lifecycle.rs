@@ -2,7 +2,7 @@
 //! processes (tests/fixtures/worker.py) that turn healthy after a delay.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -12,33 +12,15 @@ use crate::support::{Container, OutputBounded};
 const FIXTURE: &str =
     "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
 
-struct Setup {
-    c: Container,
-    cfg: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+type Setup = Fixtures;
 
 /// Boots a container with the fixtures and a shared log folder, writes the
 /// configuration (`{FIXTURE}` is replaced) and installs it.
 fn setup(config: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let logdir = dir.path().join("log");
-    std::fs::create_dir(&logdir).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let c = Container::builder()
-        .bind_ro(&fixtures, "/opt/fixtures")
-        .bind(&logdir, "/opt/log")
-        .boot();
-    let cfg = dir.path().join("orch.toml");
-    std::fs::write(&cfg, config.replace("{FIXTURE}", FIXTURE)).unwrap();
-    orch_ok(&c, &cfg, &["install"]);
-    Setup {
-        c,
-        cfg,
-        log: logdir.join("events.log"),
-        _dir: dir,
-    }
+    let s = fixtures_container();
+    std::fs::write(&s.cfg, config.replace("{FIXTURE}", FIXTURE)).unwrap();
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    s
 }
 
 fn units_by_phase(s: &serde_json::Value) -> HashMap<String, String> {
@@ -541,20 +523,8 @@ health = "http://127.0.0.1:{{ port }}/health"
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-        let (mut max_down, mut samples) = (0, 0);
-        loop {
-            let listed = sd.manager.list_units_by_patterns(&[], &pats).await.unwrap();
-            let active = listed
-                .iter()
-                .filter(|u| u.3 == "active" && u.4 == "running")
-                .count();
-            max_down = max_down.max(8 - active);
-            samples += 1;
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let counts = running_while(&sd, &pats, &mut child).await;
+        let (max_down, samples) = (8 - counts.iter().min().unwrap(), counts.len());
         let after: Vec<u32> = orch::status::status(
             &sd,
             &orch::lifecycle::members(&orch::model::Deployment::load(&s.cfg, None).unwrap()),
@@ -580,6 +550,27 @@ health = "http://127.0.0.1:{{ port }}/health"
         max_down <= 2,
         "{max_down} workers were down at once with --batch 2"
     );
+}
+
+/// How many of `units` are active and running, sampled from systemd every
+/// 10 ms until `child` (an orch run) ends.
+async fn running_while(
+    sd: &orch::systemd::Systemd,
+    units: &[&str],
+    child: &mut std::process::Child,
+) -> Vec<usize> {
+    let mut counts = Vec::new();
+    loop {
+        let listed = sd.manager.list_units_by_patterns(&[], units).await.unwrap();
+        let running = listed
+            .iter()
+            .filter(|u| u.3 == "active" && u.4 == "running");
+        counts.push(running.count());
+        if child.try_wait().unwrap().is_some() {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The most units in flight at once, from a lifecycle command's NDJSON events.
@@ -954,25 +945,8 @@ exec_start = "{FIXTURE}"
         .spawn()
         .unwrap();
         let mut child = child;
-        let (mut min_active, mut samples) = (usize::MAX, 0);
-        loop {
-            let listed = sd
-                .manager
-                .list_units_by_patterns(&[], &generic)
-                .await
-                .unwrap();
-            let active = listed
-                .iter()
-                .filter(|u| u.3 == "active" && u.4 == "running")
-                .count();
-            min_active = min_active.min(active);
-            samples += 1;
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        (min_active, samples, child)
+        let counts = running_while(&sd, &generic, &mut child).await;
+        (*counts.iter().min().unwrap(), counts.len(), child)
     });
     let o = child.wait_with_output().unwrap();
     let sum = summary(&o);

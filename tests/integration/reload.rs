@@ -2,41 +2,21 @@
 //! fixture processes (tests/fixtures/worker.py) that log each SIGHUP.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::support::Container;
 
 const FIXTURE: &str =
     "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
 const HUP: &str = r#"exec_reload = "/bin/kill -HUP $MAINPID""#;
 
-struct Setup {
-    c: Container,
-    cfg: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+type Setup = Fixtures;
 
 /// Boots a container with the fixtures and a log folder, writes the
 /// configuration (`{FIXTURE}` and `{HUP}` replaced), installs and starts it.
 fn setup(config: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let logdir = dir.path().join("log");
-    std::fs::create_dir(&logdir).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let c = Container::builder()
-        .bind_ro(&fixtures, "/opt/fixtures")
-        .bind(&logdir, "/opt/log")
-        .boot();
-    let cfg = dir.path().join("orch.toml");
-    let s = Setup {
-        c,
-        cfg,
-        log: logdir.join("events.log"),
-        _dir: dir,
-    };
+    let s = fixtures_container();
     write_config(&s, config);
     orch_ok(&s.c, &s.cfg, &["install"]);
     orch_ok(&s.c, &s.cfg, &["start", "--all"]);
