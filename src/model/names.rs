@@ -168,6 +168,9 @@ pub fn allocate(
                 previous,
             });
         }
+        // In number order, whatever filled a gap: the master's Wants= (and
+        // the start order) are then those of a fresh install of the same set.
+        slots.sort_by_key(|s| s.number);
         out.push(slots);
     }
     out
@@ -223,9 +226,22 @@ mod tests {
     }
 
     #[test]
+    fn gaps_left_by_an_interrupted_install_are_filled_in_number_order() {
+        let mut left: Vec<String> = (0..16).map(|i| format!("app-worker-{i}-w")).collect();
+        left.extend(["app-worker-17-w".into(), "app-worker-19-w".into()]);
+        let refs: Vec<&str> = left.iter().map(String::as_str).collect();
+        let got = names(Naming::Sequential, &[("w", 24)], &installed(&refs));
+        let fresh: Vec<String> = (0..24).map(|i| format!("app-worker-{i}-w")).collect();
+        assert_eq!(
+            got, fresh,
+            "the same names, in the same order, as a fresh install"
+        );
+    }
+
+    #[test]
     fn resizing_and_removing_keep_the_others() {
         let inst = installed(&["app-worker-0-b", "app-worker-1-b", "app-worker-2-c"]);
-        // b grows: its new worker goes above every installed index; c untouched.
+        // b grows: its new worker takes the lowest free index; c untouched.
         let got = names(Naming::Sequential, &[("b", 3), ("c", 1)], &inst);
         assert_eq!(
             got,
