@@ -295,33 +295,28 @@ impl RawDatabase {
     }
 }
 
-impl RawDependent {
-    pub fn external(&self) -> RawExternal<'_> {
-        RawExternal {
-            unit: &self.unit,
-            host: self.host.as_ref(),
-            health: self.health.as_ref(),
-            probe_from: self.probe_from.as_ref(),
-            start_timeout: self.start_timeout.as_ref(),
-            stop_timeout: self.stop_timeout.as_ref(),
-            health_timeout: self.health_timeout.as_ref(),
+/// A dependent and a prerequisite have the same keys for what they are
+/// (a prerequisite adds how the master depends on it): one view of both.
+macro_rules! external_view {
+    ($raw:ty) => {
+        impl $raw {
+            pub fn external(&self) -> RawExternal<'_> {
+                RawExternal {
+                    unit: &self.unit,
+                    host: self.host.as_ref(),
+                    health: self.health.as_ref(),
+                    probe_from: self.probe_from.as_ref(),
+                    start_timeout: self.start_timeout.as_ref(),
+                    stop_timeout: self.stop_timeout.as_ref(),
+                    health_timeout: self.health_timeout.as_ref(),
+                }
+            }
         }
-    }
+    };
 }
 
-impl RawPrerequisite {
-    pub fn external(&self) -> RawExternal<'_> {
-        RawExternal {
-            unit: &self.unit,
-            host: self.host.as_ref(),
-            health: self.health.as_ref(),
-            probe_from: self.probe_from.as_ref(),
-            start_timeout: self.start_timeout.as_ref(),
-            stop_timeout: self.stop_timeout.as_ref(),
-            health_timeout: self.health_timeout.as_ref(),
-        }
-    }
-}
+external_view!(RawDependent);
+external_view!(RawPrerequisite);
 
 /// The text of a configuration file, kept so errors can quote positions in it.
 #[derive(Debug, Clone)]
