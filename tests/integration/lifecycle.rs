@@ -507,22 +507,7 @@ health = "http://127.0.0.1:{{ port }}/health"
         .into_iter()
         .filter_map(|r| r.main_pid)
         .collect();
-        let mut child = orch_cmd(
-            &s.c,
-            &s.cfg,
-            &[
-                "restart",
-                "--all",
-                "--rolling",
-                "--batch",
-                "2",
-                "--output",
-                "json",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut child = rolling_by_two(&s);
         let counts = running_while(&sd, &pats, &mut child).await;
         let (max_down, samples) = (8 - counts.iter().min().unwrap(), counts.len());
         let after: Vec<u32> = orch::status::status(
@@ -550,6 +535,25 @@ health = "http://127.0.0.1:{{ port }}/health"
         max_down <= 2,
         "{max_down} workers were down at once with --batch 2"
     );
+}
+
+/// `restart --all --rolling --batch 2 --output json`, running.
+// The caller waits for it (after sampling systemd while it runs).
+#[allow(clippy::zombie_processes)]
+fn rolling_by_two(s: &Setup) -> std::process::Child {
+    let args = [
+        "restart",
+        "--all",
+        "--rolling",
+        "--batch",
+        "2",
+        "--output",
+        "json",
+    ];
+    orch_cmd(&s.c, &s.cfg, &args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// How many of `units` are active and running, sampled from systemd every
@@ -928,23 +932,7 @@ exec_start = "{FIXTURE}"
     let rt = rt();
     let (min_active, samples, child) = rt.block_on(async {
         let sd = connect(&s.c).await;
-        let child = orch_cmd(
-            &s.c,
-            &s.cfg,
-            &[
-                "restart",
-                "--all",
-                "--rolling",
-                "--batch",
-                "2",
-                "--output",
-                "json",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-        let mut child = child;
+        let mut child = rolling_by_two(&s);
         let counts = running_while(&sd, &generic, &mut child).await;
         (*counts.iter().min().unwrap(), counts.len(), child)
     });
