@@ -141,9 +141,19 @@ pub async fn lock_within(
     wait: Duration,
 ) -> Result<crate::store::Lock, MaintenanceError> {
     let deadline = tokio::time::Instant::now() + wait;
+    let mut said = false;
     loop {
         match lock(d, store).await {
-            Err(MaintenanceError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+            Err(MaintenanceError::Locked { holder, .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                // A wait says what it waits for, once.
+                if !std::mem::replace(&mut said, true) {
+                    tracing::warn!(
+                        "{holder} is working on deployment {}; waiting up to {wait:?} for it",
+                        d.name
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             r => return r,
