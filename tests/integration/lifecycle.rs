@@ -18,7 +18,11 @@ type Setup = Fixtures;
 /// configuration (`{FIXTURE}` is replaced) and installs it.
 fn setup(config: &str) -> Setup {
     let s = fixtures_container();
-    std::fs::write(&s.cfg, config.replace("{FIXTURE}", FIXTURE)).unwrap();
+    std::fs::write(
+        &s.cfg,
+        crate::ports::fill(&config.replace("{FIXTURE}", FIXTURE)),
+    )
+    .unwrap();
     orch_ok(&s.c, &s.cfg, &["install"]);
     s
 }
@@ -54,26 +58,27 @@ fn events(log: &Path) -> HashMap<(String, String), f64> {
 
 #[test]
 fn restart_all_brings_every_unit_up_master_first() {
+    let _ports = crate::ports::lease_groups(3);
     let s = setup(
         r#"
 [deployment]
 name = "fx"
 [master]
 exec_start = "{FIXTURE} --port {{ port }} --ready-after 1"
-port = 21000
+port = @P0@
 health = "http://127.0.0.1:{{ port }}/health"
 stop_timeout = "5s"
 [[workers]]
 kind = "generic"
 count = 12
-port_base = 21100
+port_base = @P1@
 exec_start = "{FIXTURE} --port {{ port }} --ready-after 1"
 health = "http://localhost:{{ port }}/health"
 stop_timeout = "5s"
 [[workers]]
 kind = "pusher"
 count = 4
-port_base = 21200
+port_base = @P2@
 exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.5"
 health = "tcp://127.0.0.1:{{ port }}"
 stop_timeout = "5s"
@@ -172,17 +177,18 @@ fn assert_workers_started_after_the_master_was_ready(log: &Path, workers: usize,
 
 #[test]
 fn failing_worker_is_reported_and_others_come_up() {
+    let _ports = crate::ports::lease_groups(2);
     let s = setup(
         r#"
 [deployment]
 name = "fx"
 [master]
-exec_start = "{FIXTURE} --port 22000"
-health = "http://127.0.0.1:22000/health"
+exec_start = "{FIXTURE} --port @P0@"
+health = "http://127.0.0.1:@P0@/health"
 [[workers]]
 kind = "generic"
 count = 3
-port_base = 22100
+port_base = @P1@
 exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.3"
 health = "http://127.0.0.1:{{ port }}/health"
 [[workers]]
@@ -241,6 +247,7 @@ restart = "no"
 
 #[test]
 fn unhealthy_worker_times_out_with_exit_3() {
+    let _ports = crate::ports::lease_groups(2);
     let s = setup(
         r#"
 [deployment]
@@ -250,13 +257,13 @@ exec_start = "{FIXTURE}"
 [[workers]]
 kind = "generic"
 count = 2
-port_base = 23100
+port_base = @P0@
 exec_start = "{FIXTURE} --port {{ port }}"
 health = "http://127.0.0.1:{{ port }}/health"
 [[workers]]
 kind = "stuck"
 count = 1
-port_base = 23200
+port_base = @P1@
 exec_start = "{FIXTURE} --port {{ port }} --never-ready"
 health = "http://127.0.0.1:{{ port }}/health"
 health_timeout = "3s"
@@ -297,6 +304,7 @@ health_timeout = "3s"
 
 #[test]
 fn stop_of_a_unit_ignoring_sigterm_is_bounded_and_reports_the_kill() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup(
         r#"
 [deployment]
@@ -306,7 +314,7 @@ exec_start = "{FIXTURE}"
 [[workers]]
 kind = "stubborn"
 count = 1
-port_base = 24100
+port_base = @P0@
 # Healthy only once the fixture runs (and so ignores SIGTERM).
 exec_start = "{FIXTURE} --ignore-sigterm --port {{ port }}"
 health = "http://127.0.0.1:{{ port }}/health"
@@ -473,17 +481,18 @@ start_timeout = "60s"
 
 #[test]
 fn rolling_restart_never_has_more_than_batch_workers_down() {
+    let _ports = crate::ports::lease_groups(2);
     let s = setup(
         r#"
 [deployment]
 name = "fx"
 [master]
-exec_start = "{FIXTURE} --port 25000 --ready-after 0.3"
-health = "http://127.0.0.1:25000/health"
+exec_start = "{FIXTURE} --port @P0@ --ready-after 0.3"
+health = "http://127.0.0.1:@P0@/health"
 [[workers]]
 kind = "generic"
 count = 8
-port_base = 25100
+port_base = @P1@
 exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.5"
 health = "http://127.0.0.1:{{ port }}/health"
 "#,
@@ -605,6 +614,7 @@ fn max_in_flight(stdout: &[u8], prefix: &str) -> usize {
 
 #[test]
 fn max_parallel_caps_jobs_in_flight_and_timeout_bounds_everything() {
+    let _ports = crate::ports::lease_groups(2);
     let s = setup(
         r#"
 [deployment]
@@ -614,13 +624,13 @@ exec_start = "{FIXTURE}"
 [[workers]]
 kind = "generic"
 count = 6
-port_base = 31100
+port_base = @P0@
 exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.4"
 health = "http://127.0.0.1:{{ port }}/health"
 [[workers]]
 kind = "stuck"
 count = 1
-port_base = 31200
+port_base = @P1@
 exec_start = "{FIXTURE} --port {{ port }} --never-ready"
 health = "http://127.0.0.1:{{ port }}/health"
 health_timeout = "60s"
@@ -678,6 +688,7 @@ health_timeout = "60s"
 
 #[test]
 fn rolling_restart_stops_at_the_first_failure_and_names_what_is_left() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup(
         r#"
 [deployment]
@@ -693,7 +704,7 @@ kind = "flaky"
 count = 2
 restart = "no"
 exec_start = "{FIXTURE} --port {{ port }} --fail-on-restart /opt/log/{{ name }}.started"
-port_base = 32100
+port_base = @P0@
 health = "http://127.0.0.1:{{ port }}/health"
 health_timeout = "10s"
 "#,
@@ -760,17 +771,18 @@ health_timeout = "10s"
 /// stopped, the exit is 1, and the database is named with its journal.
 #[test]
 fn restart_with_a_dead_database_stops_nothing_and_names_it() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup(
         r#"
 [deployment]
 name = "fx"
 [database]
 unit = "fakedb.service"
-health = "tcp://127.0.0.1:25600"
+health = "tcp://127.0.0.1:@P0@"
 health_timeout = "10s"
 [master]
-exec_start = "{FIXTURE} --port 25601"
-health = "http://127.0.0.1:25601/health"
+exec_start = "{FIXTURE} --port @P0+1@"
+health = "http://127.0.0.1:@P0+1@/health"
 [[workers]]
 kind = "generic"
 count = 2
@@ -779,7 +791,7 @@ exec_start = "{FIXTURE}"
     );
     std::fs::write(
         s.c.unit_dir().join("fakedb.service"),
-        "[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name fakedb --port 25600 --fail-if-exists /opt/log/db-broken\n",
+        crate::ports::fill("[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name fakedb --port @P0@ --fail-if-exists /opt/log/db-broken\n"),
     )
     .unwrap();
     s.c.systemctl(&["daemon-reload"]);
@@ -841,13 +853,14 @@ exec_start = "{FIXTURE}"
 /// first (here a drop-in of the operator's, as for Redis).
 #[test]
 fn start_all_starts_what_the_master_requires() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup(
         r#"
 [deployment]
 name = "fx"
 [master]
-exec_start = "{FIXTURE} --port 25611"
-health = "http://127.0.0.1:25611/health"
+exec_start = "{FIXTURE} --port @P0+11@"
+health = "http://127.0.0.1:@P0+11@/health"
 [[workers]]
 kind = "generic"
 count = 1
@@ -856,7 +869,7 @@ exec_start = "{FIXTURE}"
     );
     std::fs::write(
         s.c.unit_dir().join("fakeredis.service"),
-        "[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name fakeredis --port 25610\n",
+        crate::ports::fill("[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name fakeredis --port @P0+10@\n"),
     )
     .unwrap();
     let dropin = s.c.unit_dir().join("fx.service.d");
@@ -905,6 +918,7 @@ exec_start = "{FIXTURE}"
 /// from systemd while it runs; the summary states the lowest ready count.
 #[test]
 fn rolling_restart_never_takes_a_whole_kind_down() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup(
         r#"
 [deployment]
@@ -914,7 +928,7 @@ exec_start = "{FIXTURE}"
 [[workers]]
 kind = "generic"
 count = 2
-port_base = 25620
+port_base = @P0+20@
 exec_start = "{FIXTURE} --port {{ port }} --ready-after 0.5"
 health = "http://127.0.0.1:{{ port }}/health"
 [[workers]]
@@ -956,13 +970,14 @@ exec_start = "{FIXTURE}"
 /// named with its journal, and nothing of the deployment is stopped.
 #[test]
 fn an_umbrella_database_is_judged_by_its_members() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup(
         r#"
 [deployment]
 name = "fx"
 [database]
 unit = "umbrella.service"
-health = "tcp://127.0.0.1:25630"
+health = "tcp://127.0.0.1:@P0+30@"
 health_timeout = "20s"
 [master]
 exec_start = "{FIXTURE}"
@@ -980,7 +995,7 @@ exec_start = "{FIXTURE}"
     .unwrap();
     std::fs::write(
         dir.join("cluster@.service"),
-        "[Unit]\nPartOf=umbrella.service\n[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name %i --port 25630 --fail-if-exists /opt/log/cluster-broken\n",
+        crate::ports::fill("[Unit]\nPartOf=umbrella.service\n[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name %i --port @P0+30@ --fail-if-exists /opt/log/cluster-broken\n"),
     )
     .unwrap();
     s.c.systemctl(&["daemon-reload"]);
@@ -1073,7 +1088,7 @@ fn setup_with_masks(config: &str) -> Setup {
         .replace("{FIXTURE}", FIXTURE)
         .replace("{STATE}", state.to_str().unwrap())
         .replace("{MASKS}", masks.to_str().unwrap());
-    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(&cfg, crate::ports::fill(&text)).unwrap();
     Setup {
         c,
         cfg,
@@ -1087,7 +1102,7 @@ fn write_prerequisite(s: &Setup, unit: &str, args: &str) {
     let name = unit.trim_end_matches(".service");
     std::fs::write(
         s.c.unit_dir().join(unit),
-        format!("[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name {name} --log /opt/log/events.log {args}\n"),
+        format!("[Service]\nExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name {name} --log /opt/log/events.log {}\n", crate::ports::fill(args)),
     )
     .unwrap();
     s.c.systemctl(&["daemon-reload"]);
@@ -1105,6 +1120,7 @@ fn is_active(s: &Setup, unit: &str) -> String {
 /// --all` and by maintenance, stopped when named.
 #[test]
 fn declared_prerequisites_start_first_once_and_are_never_stopped_with_the_deployment() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup_with_masks(
         r#"
 [deployment]
@@ -1113,20 +1129,20 @@ state_dir = "{STATE}"
 runtime_dir = "{MASKS}"
 [[prerequisites]]
 unit = "fakeredis.service"
-health = "http://127.0.0.1:36010/health"
+health = "http://127.0.0.1:@P0+10@/health"
 [[prerequisites]]
 unit = "fakeproxy"
 requires = false
 [master]
-exec_start = "{FIXTURE} --port 36011"
-health = "http://127.0.0.1:36011/health"
+exec_start = "{FIXTURE} --port @P0+11@"
+health = "http://127.0.0.1:@P0+11@/health"
 [[workers]]
 kind = "generic"
 count = 1
 exec_start = "{FIXTURE}"
 "#,
     );
-    write_prerequisite(&s, "fakeredis.service", "--port 36010 --ready-after 1");
+    write_prerequisite(&s, "fakeredis.service", "--port @P0+10@ --ready-after 1");
     write_prerequisite(&s, "fakeproxy.service", "");
     orch_ok(&s.c, &s.cfg, &["install"]);
     let master = std::fs::read_to_string(s.c.unit_dir().join("fx.service")).unwrap();
@@ -1217,6 +1233,7 @@ exec_start = "{FIXTURE}"
 /// deployment and names it (exit 3: its probe never passed in its bound).
 #[test]
 fn restart_with_a_failing_prerequisite_stops_nothing_and_names_it() {
+    let _ports = crate::ports::lease_groups(1);
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("redis-broken");
     let s = setup(&format!(
@@ -1228,8 +1245,8 @@ unit = "fakeredis"
 health = "exec:test ! -e {}"
 health_timeout = "3s"
 [master]
-exec_start = "{{FIXTURE}} --port 36021"
-health = "http://127.0.0.1:36021/health"
+exec_start = "{{FIXTURE}} --port @P0+21@"
+health = "http://127.0.0.1:@P0+21@/health"
 [[workers]]
 kind = "generic"
 count = 1

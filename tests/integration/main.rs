@@ -13,6 +13,7 @@ mod logs;
 mod maintenance;
 mod multihost;
 mod names;
+mod ports;
 mod probe;
 mod promises;
 mod properties;

@@ -64,7 +64,7 @@ unit = "bridge.service"
         state = state.display(),
         masks = masks.display(),
         mport = port + 1,
-        workers = workers.replace("{FIXTURE}", FIXTURE),
+        workers = crate::ports::fill(&workers.replace("{FIXTURE}", FIXTURE)),
     );
     std::fs::write(&cfg, text).unwrap();
     orch_ok(&c, &cfg, &["install"]);
@@ -174,7 +174,8 @@ fn spawn_until(
 
 #[test]
 fn maintenance_cycle_restores_exactly_what_ran() {
-    let s = setup(26000, &generic(4, 26100));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(4, crate::ports::at(1, 0)));
     let units = all_units(4);
     // Stopped before maintenance: must stay stopped after resume.
     orch_ok(&s.c, &s.cfg, &["stop", "fx-worker-1-generic"]);
@@ -328,11 +329,12 @@ fn maintenance_cycle_restores_exactly_what_ran() {
 
 #[test]
 fn worker_ignoring_sigterm_is_killed_within_timeout() {
+    let _ports = crate::ports::lease_groups(3);
     let workers = format!(
-        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = 27200\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"60s\"\n",
-        generic(2, 27100)
+        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"60s\"\n",
+        generic(2, crate::ports::at(1, 0))
     );
-    let s = setup(27000, &workers);
+    let s = setup(crate::ports::at(2, 0), &workers);
     let t = Instant::now();
     let o = orch(
         &s.c,
@@ -364,11 +366,12 @@ fn worker_ignoring_sigterm_is_killed_within_timeout() {
 
 #[test]
 fn restart_always_worker_killed_while_masked_does_not_come_back() {
+    let _ports = crate::ports::lease_groups(2);
     let workers = format!(
         "{}[[workers]]\nkind = \"phoenix\"\ncount = 1\nexec_start = \"{{FIXTURE}}\"\nrestart = \"always\"\nrestart_sec = \"200ms\"\n",
-        generic(1, 28100)
+        generic(1, crate::ports::at(0, 0))
     );
-    let s = setup(28000, &workers);
+    let s = setup(crate::ports::at(1, 0), &workers);
     let phoenix = "fx-worker-1-phoenix.service";
     assert_eq!(state_of(&s.c, phoenix), "active");
     // Freeze orch right after the masks took effect (after the stop).
@@ -400,7 +403,8 @@ fn restart_always_worker_killed_while_masked_does_not_come_back() {
 
 #[test]
 fn sigkill_mid_operation_then_rerun_completes_and_resume_unmasks() {
-    let s = setup(29000, &generic(3, 29100));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(3, crate::ports::at(1, 0)));
     let units = all_units(3);
     // Killed with the journal written and the masks on disk, before the stop.
     let (mut child, _out) = spawn_until_step(
@@ -451,11 +455,12 @@ fn sigkill_mid_operation_then_rerun_completes_and_resume_unmasks() {
 
 #[test]
 fn second_invocation_fails_at_once_with_the_lock_holder() {
+    let _ports = crate::ports::lease_groups(3);
     let workers = format!(
-        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = 30200\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"60s\"\n",
-        generic(1, 30100)
+        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"60s\"\n",
+        generic(1, crate::ports::at(1, 0))
     );
-    let s = setup(30000, &workers);
+    let s = setup(crate::ports::at(2, 0), &workers);
     let (mut first, _out) = spawn_until_step(
         &s,
         &[
@@ -482,7 +487,8 @@ fn second_invocation_fails_at_once_with_the_lock_holder() {
 
 #[test]
 fn killed_between_mask_files_and_reload_is_completed_by_a_rerun() {
-    let s = setup(31500, &generic(2, 31600));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(2, crate::ports::at(1, 0)));
     let units = all_units(2);
     // What a run killed right after writing its masks leaves: files, no Reload.
     for u in &units {
@@ -511,7 +517,8 @@ fn killed_between_mask_files_and_reload_is_completed_by_a_rerun() {
 /// to be.
 #[test]
 fn units_stop_with_their_own_settings_and_a_late_start_is_stopped_again() {
-    let s = setup(31800, &generic(1, 31900));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(1, crate::ports::at(1, 0)));
     std::fs::write(
         s.c.unit_dir().join("bridge.service"),
         "[Unit]\nDescription=bridge\n[Service]\n\
@@ -586,8 +593,9 @@ fn units_stop_with_their_own_settings_and_a_late_start_is_stopped_again() {
 /// folder others can write is refused; nothing is masked or stopped.
 #[test]
 fn a_symlinked_lock_or_a_writable_state_folder_is_refused() {
+    let _ports = crate::ports::lease_groups(2);
     use std::os::unix::fs::PermissionsExt;
-    let s = setup(20500, &generic(1, 20600));
+    let s = setup(crate::ports::at(0, 0), &generic(1, crate::ports::at(1, 0)));
     let folder = s.state.join("fx");
     std::fs::create_dir_all(&folder).unwrap();
     let victim = s._dir.path().join("victim");
@@ -628,7 +636,8 @@ fn a_symlinked_lock_or_a_writable_state_folder_is_refused() {
 /// the way out, and `resume --all` unmasks and starts the whole deployment.
 #[test]
 fn a_damaged_journal_is_shown_and_resume_all_is_the_way_out() {
-    let s = setup(20700, &generic(2, 20800));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(2, crate::ports::at(1, 0)));
     let units = all_units(2);
     orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
     let journal = s.state.join("fx/maintenance.json");
@@ -671,7 +680,8 @@ fn a_damaged_journal_is_shown_and_resume_all_is_the_way_out() {
 /// upgrade while everything else stays masked.
 #[test]
 fn the_database_can_be_driven_during_maintenance() {
-    let s = setup(20900, &generic(1, 21050));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(1, crate::ports::at(1, 18)));
     orch_ok(
         &s.c,
         &s.cfg,
@@ -732,7 +742,8 @@ fn around(s: &Setup, extra: &[&str], script: &str) -> std::process::Output {
 
 #[test]
 fn command_that_succeeds_runs_stopped_and_is_followed_by_resume() {
-    let s = setup(33500, &generic(2, 33510));
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(crate::ports::at(0, 0), &generic(2, crate::ports::at(0, 10)));
     let seen = s._dir.path().join("seen");
     let script = format!(
         "test -e {state}/fx/maintenance.json && echo \"$ORCH_DEPLOYMENT/$ORCH_MAINTENANCE_REASON\" > {seen} && echo upgrading",
@@ -773,7 +784,11 @@ fn command_that_succeeds_runs_stopped_and_is_followed_by_resume() {
 
 #[test]
 fn command_that_fails_leaves_the_deployment_in_maintenance_with_its_status() {
-    let s = setup(33520, &generic(2, 33530));
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(
+        crate::ports::at(0, 20),
+        &generic(2, crate::ports::at(0, 30)),
+    );
     let o = around(&s, &[], "echo broken >&2; exit 7");
     assert_eq!(o.status.code(), Some(7));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -807,7 +822,8 @@ fn command_that_fails_leaves_the_deployment_in_maintenance_with_its_status() {
 
 #[test]
 fn sigterm_while_the_command_runs_reaches_it_and_keeps_maintenance() {
-    let s = setup(33540, &generic(1, 33550));
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(crate::ports::at(0, 8), &generic(1, crate::ports::at(0, 18)));
     let started = s._dir.path().join("started");
     let script = format!("touch {}; exec sleep 60", started.display());
     let mut child = orch_cmd(
