@@ -202,7 +202,12 @@ const WORKERS: [&str; 2] = ["fx-worker-0-generic.service", "fx-worker-1-generic.
 
 #[test]
 fn stop_all_and_restart_all_stop_workers_and_dependents_before_the_master() {
-    let s = setup(31000, &generic(2, 31010, ""), &[]);
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(
+        crate::ports::at(0, 0),
+        &generic(2, crate::ports::at(0, 10), ""),
+        &[],
+    );
     orch_ok(&s.c, &s.cfg, &["start", "--all"]);
     let mut before = WORKERS.to_vec();
     before.push("bridge.service");
@@ -215,7 +220,12 @@ fn stop_all_and_restart_all_stop_workers_and_dependents_before_the_master() {
 
 #[test]
 fn stop_for_maintenance_stops_workers_and_dependents_before_the_master() {
-    let s = setup(31100, &generic(2, 31110, ""), &[]);
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(
+        crate::ports::at(0, 0),
+        &generic(2, crate::ports::at(0, 10), ""),
+        &[],
+    );
     orch_ok(&s.c, &s.cfg, &["start", "--all"]);
     let since = monotonic_us(&s.c);
     orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
@@ -237,12 +247,13 @@ fn processes_matching(c: &Container, needle: &str) -> Vec<String> {
 
 #[test]
 fn a_process_left_in_a_stopped_units_control_group_is_found_and_killed() {
+    let _ports = crate::ports::lease_groups(1);
     // KillMode=process: stopping the unit ends only its main process; the
     // sleep started by ExecStartPost= stays in the unit's control group.
     let leaky = "fx-worker-0-generic.service";
     let s = setup(
-        31200,
-        &generic(2, 31210, ""),
+        crate::ports::at(0, 0),
+        &generic(2, crate::ports::at(0, 10), ""),
         &[(
             leaky,
             "[Service]\nKillMode=process\nExecStartPost=/bin/sh -c '/bin/sleep 100017 &'\n",
@@ -282,9 +293,14 @@ fn a_process_left_in_a_stopped_units_control_group_is_found_and_killed() {
 
 #[test]
 fn a_failed_resume_keeps_the_journal_names_the_unit_and_can_be_retried() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup(
-        31300,
-        &generic(2, 31310, "--fail-if-exists /opt/mark/broken"),
+        crate::ports::at(0, 0),
+        &generic(
+            2,
+            crate::ports::at(0, 10),
+            "--fail-if-exists /opt/mark/broken",
+        ),
         &[],
     );
     orch_ok(&s.c, &s.cfg, &["start", "--all"]);
@@ -335,6 +351,7 @@ fn a_failed_resume_keeps_the_journal_names_the_unit_and_can_be_retried() {
 
 #[test]
 fn a_crash_loop_while_probing_is_named_long_before_the_health_timeout() {
+    let _ports = crate::ports::lease_groups(1);
     // Crashes 0.5 s after each start, restarted every 100 ms, start limit
     // lifted (so systemd's own start-limit-hit cannot be what ends it), and
     // its probe never passes: only the crash-loop check can end the wait
@@ -343,10 +360,10 @@ fn a_crash_loop_while_probing_is_named_long_before_the_health_timeout() {
     let workers = format!(
         "{}[[workers]]\nkind = \"crashy\"\ncount = 1\nexec_start = \"{{FIXTURE}} --exit-after 0.5\"\n\
          restart = \"always\"\nrestart_sec = \"100ms\"\nhealth = \"tcp://127.0.0.1:1\"\nhealth_timeout = \"60s\"\n",
-        generic(2, 31410, "")
+        generic(2, crate::ports::at(0, 10), "")
     );
     let s = setup(
-        31400,
+        crate::ports::at(0, 0),
         &workers,
         &[(crashy, "[Unit]\nStartLimitIntervalSec=0\n")],
     );

@@ -24,7 +24,8 @@ fn setup(config: &str) -> Setup {
 }
 
 fn write_config(s: &Setup, config: &str) {
-    let text = config.replace("{FIXTURE}", FIXTURE).replace("{HUP}", HUP);
+    // Ports: `@P0@` tokens, filled from the test's lease (crate::ports).
+    let text = crate::ports::fill(&config.replace("{FIXTURE}", FIXTURE).replace("{HUP}", HUP));
     std::fs::write(&s.cfg, text).unwrap();
 }
 
@@ -67,40 +68,33 @@ fn pids(s: &Setup) -> HashMap<String, u64> {
         .collect()
 }
 
-/// Ports from 33000 + `base` (the containers share the host's network).
-fn reloadable(base: u16) -> String {
-    RELOADABLE
-        .replace("33000", &(33000 + base).to_string())
-        .replace("33010", &(33010 + base).to_string())
-        .replace("33020", &(33020 + base).to_string())
-}
-
 const RELOADABLE: &str = r#"
 [deployment]
 name = "rl"
 [master]
 exec_start = "{FIXTURE} --port {{ port }}"
 {HUP}
-port = 33000
+port = @P0@
 health = "http://127.0.0.1:{{ port }}/health"
 [[workers]]
 kind = "generic"
 count = 2
-port_base = 33010
+port_base = @P0+10@
 exec_start = "{FIXTURE} --port {{ port }}"
 {HUP}
 health = "http://127.0.0.1:{{ port }}/health"
 [[workers]]
 kind = "pusher"
 count = 1
-port_base = 33020
+port_base = @P0+20@
 exec_start = "{FIXTURE} --port {{ port }}"
 health = "tcp://127.0.0.1:{{ port }}"
 "#;
 
 #[test]
 fn reload_reaches_every_process_once_and_refuses_units_without_exec_reload() {
-    let s = setup(&reloadable(0));
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(RELOADABLE);
     let before = pids(&s);
 
     // The pusher has no ExecReload=: refused, by name, before anything is sent.
@@ -142,7 +136,8 @@ fn reload_reaches_every_process_once_and_refuses_units_without_exec_reload() {
 
 #[test]
 fn reload_or_restart_restarts_what_cannot_reload() {
-    let s = setup(&reloadable(100));
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(RELOADABLE);
     let before = pids(&s);
     let o = orch_ok(
         &s.c,
@@ -172,18 +167,18 @@ const CHANGING: &str = r#"
 name = "ch"
 [master]
 exec_start = "{FIXTURE} --port {{ port }}"
-port = 33200
+port = @P0@
 health = "http://127.0.0.1:{{ port }}/health"
 [[workers]]
 kind = "generic"
 count = 2
-port_base = 33210
+port_base = @P0+10@
 exec_start = "{FIXTURE} --port {{ port }}GENERIC"
 health = "http://127.0.0.1:{{ port }}/health"
 [[workers]]
 kind = "pusher"
 count = 1
-port_base = 33220
+port_base = @P0+20@
 exec_start = "{FIXTURE} --port {{ port }}PUSHER"
 health = "tcp://127.0.0.1:{{ port }}"
 "#;
@@ -207,6 +202,7 @@ fn moved(a: &HashMap<String, u64>, b: &HashMap<String, u64>) -> Vec<String> {
 
 #[test]
 fn restart_changed_restarts_exactly_the_changed_kind_then_nothing() {
+    let _ports = crate::ports::lease_groups(1);
     let s = setup(&changing("", ""));
     let before = pids(&s);
     let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed"]);

@@ -145,7 +145,8 @@ fn units_on(screen: &str) -> Vec<&str> {
 #[test]
 fn sixty_workers_in_a_thirty_line_window() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, cfg) = deployment(dir.path(), 60, 31600);
+    let ports = crate::ports::reserve(60);
+    let (c, cfg) = deployment(dir.path(), 60, ports.port(0));
     orch(&c, &cfg, &["start", "--all"]);
     let screen = Screen::run(
         dir.path(),
@@ -210,7 +211,8 @@ fn sixty_workers_in_a_thirty_line_window() {
 #[test]
 fn a_few_workers_keep_one_line_per_unit_and_status_groups_when_it_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, cfg) = deployment(dir.path(), 4, 31700);
+    let ports = crate::ports::reserve(4);
+    let (c, cfg) = deployment(dir.path(), 4, ports.port(0));
     orch(&c, &cfg, &["start", "--all"]);
     let screen = Screen::run(
         dir.path(),
@@ -234,7 +236,8 @@ fn a_few_workers_keep_one_line_per_unit_and_status_groups_when_it_does_not_fit()
 
     // 61 units in 30 lines: status groups the workers by kind, -a does not.
     let dir = tempfile::tempdir().unwrap();
-    let (c, cfg) = deployment(dir.path(), 60, 31800);
+    let ports = crate::ports::reserve(60);
+    let (c, cfg) = deployment(dir.path(), 60, ports.port(0));
     let screen = Screen::run(dir.path(), 140, 30, &shell_line(&c, &cfg, &["status"]));
     let (screens, rc) = screen.watch(Duration::from_secs(60));
     let last = screens.last().unwrap();
