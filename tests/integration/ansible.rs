@@ -175,7 +175,8 @@ impl Setup {
             .bind(dir.path().join("log"), "/opt/log")
             .boot();
         let src = dir.path().join("orch.toml");
-        let text = config
+        // Ports: `@P0@` tokens, filled from the test's lease (crate::ports).
+        let text = crate::ports::fill(config)
             .replace("@STATE@", &dir.path().join("state").display().to_string())
             .replace("@MASKS@", &masks.display().to_string());
         std::fs::write(&src, text).unwrap();
@@ -361,7 +362,13 @@ fn module_compiles_and_documents_itself() {
 /// docs/ansible/orch.yml.
 #[test]
 fn playbook_deploys_idempotently_checks_diffs_and_maintains() {
-    let s = Setup::new(&config("ans", 34000, "--ready-after 0.2", ""));
+    let _ports = crate::ports::lease_groups(1);
+    let s = Setup::new(&config(
+        "ans",
+        crate::ports::at(0, 0),
+        "--ready-after 0.2",
+        "",
+    ));
 
     let first = s.play(serde_json::json!({}), &[]);
     assert!(first.ok && first.failed == 0, "{}", first.text);
@@ -411,7 +418,10 @@ fn playbook_deploys_idempotently_checks_diffs_and_maintains() {
     // --diff applies it and shows the unit file's edited line.
     let diff = s.play(serde_json::json!({}), &["--diff"]);
     assert!(diff.ok && diff.changed > 0, "{}", diff.text);
-    let line = "ExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name ans --port 34000 --ready-after 0.3";
+    let line = format!(
+        "ExecStart=/usr/bin/python3 /opt/fixtures/worker.py --name ans --port {} --ready-after 0.3",
+        crate::ports::at(0, 0)
+    );
     assert!(
         diff.text.lines().any(|l| l == format!("+{line}")),
         "--diff does not show +{line}: {}",
@@ -425,7 +435,7 @@ fn playbook_deploys_idempotently_checks_diffs_and_maintains() {
         diff.text
     );
     let unit = std::fs::read_to_string(s.c.unit_dir().join("ans.service")).unwrap();
-    assert!(unit.contains(line), "{unit}");
+    assert!(unit.contains(&line), "{unit}");
     s.assert_all("active", "after the --diff run (restart handler)");
 
     // The database upgrade: the "upgrade" task records what orch status
@@ -482,9 +492,10 @@ fn playbook_deploys_idempotently_checks_diffs_and_maintains() {
 /// A unit that cannot start fails the task, naming it.
 #[test]
 fn failing_unit_fails_the_task_with_its_name() {
+    let _ports = crate::ports::lease_groups(1);
     let s = Setup::new(&config(
         "ansfail",
-        34200,
+        crate::ports::at(0, 0),
         "",
         "--fail-if-exists /opt/fixtures/worker.py",
     ));
@@ -508,7 +519,8 @@ fn failing_unit_fails_the_task_with_its_name() {
 /// outside maintenance.
 #[test]
 fn module_lifecycle_states_report_changes_truthfully() {
-    let s = Setup::new(&config("anslc", 34100, "", ""));
+    let _ports = crate::ports::lease_groups(1);
+    let s = Setup::new(&config("anslc", crate::ports::at(0, 0), "", ""));
     let up = s.tasks(
         "    - orch.systemd.orch: {state: installed}\n    - orch.systemd.orch: {state: started}\n",
         &[],
@@ -568,19 +580,19 @@ runtime_dir = "@MASKS@"
 [master]
 exec_start = "{exec}"
 {hup}
-port = 36600
+port = @P0@
 health = "http://127.0.0.1:{{{{ port }}}}/health"
 [[workers]]
 kind = "generic"
 count = 2
-port_base = 36610
+port_base = @P0+10@
 exec_start = "{exec} {generic_args}"
 {hup}
 health = "http://127.0.0.1:{{{{ port }}}}/health"
 [[workers]]
 kind = "federation"
 count = 1
-port_base = 36620
+port_base = @P0+20@
 exec_start = "{exec}"
 {hup}
 health = "http://127.0.0.1:{{{{ port }}}}/health"
@@ -597,6 +609,7 @@ const FEDERATION: &str = "ansrl-worker-2-federation";
 /// unit file changed, reports changed, and a second run reports nothing.
 #[test]
 fn module_reloads_and_restarts_only_what_changed() {
+    let _ports = crate::ports::lease_groups(1);
     let s = Setup::new(&reloadable("--ready-after 0"));
     let up = s.tasks(
         "    - orch.systemd.orch: {state: installed}\n    - orch.systemd.orch: {state: started}\n",

@@ -660,15 +660,15 @@ fn loopback_probes_travel_through_ssh_to_a_host_with_its_own_network() {
         let path = dir.path().join("orch.toml");
         std::fs::write(
             &path,
-            format!(
+            crate::ports::fill(&format!(
                 "[deployment]\nname = \"ln\"\nunit_dir = \"/etc/systemd/system\"\n\
                  [[hosts]]\nname = \"box\"\naddress = \"root@box.example\"\n\
-                 [master]\nhost = \"box\"\nexec_start = \"/usr/bin/python3 /opt/fixtures/worker.py --name m --port 34900\"\n\
-                 health = \"http://127.0.0.1:34900/health\"\n\
+                 [master]\nhost = \"box\"\nexec_start = \"/usr/bin/python3 /opt/fixtures/worker.py --name m --port @P0@\"\n\
+                 health = \"http://127.0.0.1:@P0@/health\"\n\
                  [[workers]]\nkind = \"w\"\ncount = 1\nhost = \"box\"\nhealth_timeout = \"3s\"\n\
-                 exec_start = \"/usr/bin/python3 /opt/fixtures/worker.py --name w --port 34901\"\n\
+                 exec_start = \"/usr/bin/python3 /opt/fixtures/worker.py --name w --port @P0+1@\"\n\
                  health = \"http://127.0.0.1:{worker_port}/health\"\n"
-            ),
+            )),
         )
         .unwrap();
         path
@@ -695,7 +695,7 @@ fn loopback_probes_travel_through_ssh_to_a_host_with_its_own_network() {
             String::from_utf8_lossy(&o.stderr)
         )
     };
-    let cfg = config(34901);
+    let cfg = config(crate::ports::at(0, 1));
     ok(&orch(&cfg, &["install"]), "install");
     let o = orch(&cfg, &["start", "--all", "--output", "json"]);
     ok(&o, "start --all");
@@ -703,7 +703,7 @@ fn loopback_probes_travel_through_ssh_to_a_host_with_its_own_network() {
     // Only the host's own network reaches the units: not this machine.
     assert!(
         std::net::TcpStream::connect_timeout(
-            &"127.0.0.1:34900".parse().unwrap(),
+            &std::net::SocketAddr::from(([127, 0, 0, 1], crate::ports::at(0, 0))),
             Duration::from_millis(300)
         )
         .is_err(),
@@ -718,7 +718,8 @@ fn loopback_probes_travel_through_ssh_to_a_host_with_its_own_network() {
     assert!(units.iter().all(|u| u["health"] == "ok"), "{units:?}");
 
     // A worker probed where nothing listens fails within its 3 s bound.
-    let cfg = config(34999);
+    // Nothing listens there: the lease keeps the host clear of it too.
+    let cfg = config(crate::ports::at(0, 2));
     ok(&orch(&cfg, &["install"]), "install");
     let t = Instant::now();
     let o = orch(&cfg, &["restart", "w", "--output", "json"]);

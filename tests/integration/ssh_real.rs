@@ -11,22 +11,18 @@
 //! the host's `/usr`, so the same sshd runs inside it.
 
 use crate::support::OutputBounded;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::ports::PortLease;
 use crate::support::Container;
 
 /// Where the host dir holding sshd's key, config and authorized_keys is bound
 /// (read-only) inside the container. Under /run, whose parents are root-owned
 /// and not group/world-writable, so sshd's StrictModes accepts it.
 const SSHD_DIR: &str = "/run/orch-test-sshd";
-/// sshd ports are picked from here: below the kernel's ephemeral range (32768+)
-/// and clear of the fixed ports other tests use, then checked free.
-const PORTS: std::ops::Range<u16> = 19000..19900;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const INSTALL_HINT: &str = "apt-get install -y openssh-server openssh-client";
 
@@ -40,6 +36,8 @@ struct Remote {
     // Dropped first: stopping the container kills sshd and every ssh session.
     c: Container,
     port: u16,
+    /// Held while sshd listens on `port`; dropped after the container.
+    _port_lease: PortLease,
     client_key: PathBuf,
     host_pub: String,
     cfg: PathBuf,
@@ -168,7 +166,7 @@ impl Remote {
         // sysusers creates root locked ("!*"), and without PAM sshd refuses a
         // locked account even for public-key logins: "*" is no password, not locked.
         exec_ok(&c, &["usermod", "-p", "*", "root"]);
-        let port = start_sshd(&c, sshd_options);
+        let (port, port_lease) = start_sshd(&c, sshd_options);
         let netns = private.then(|| format!("/proc/{}/ns/net", c.leader()));
 
         let cfg = dir.path().join("orch.toml");
@@ -176,6 +174,7 @@ impl Remote {
         Remote {
             c,
             port,
+            _port_lease: port_lease,
             client_key,
             host_pub: read(server.join("host_key.pub")),
             cfg,
@@ -235,26 +234,15 @@ fn sshd_unit(port: u16) -> String {
     format!("orch-test-sshd-{port}.service")
 }
 
-/// Starts sshd on a free port as a transient unit inside the container.
+/// Starts sshd on a leased port (crate::ports) as a transient unit inside
+/// the container; the lease lives as long as the returned [`PortLease`].
 /// `Type=notify` (Debian's sshd notifies) makes `systemd-run` return once sshd
-/// listens. The port is checked free from the host (the container shares its
-/// network namespace); if another process takes it before sshd binds, the
-/// unit fails and the next port is tried.
-fn start_sshd(c: &Container, options: &[&str]) -> u16 {
-    // Spread concurrent test processes and the tests within one over the range.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let offset = (std::process::id() as u16)
-        .wrapping_mul(31)
-        .wrapping_add(NEXT.fetch_add(97, Ordering::SeqCst))
-        % PORTS.len() as u16;
-    let candidates = PORTS
-        .clone()
-        .cycle()
-        .skip(offset as usize)
-        .take(PORTS.len())
-        .filter(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+/// listens. If a process that takes no lease binds the port before sshd
+/// does, the unit fails and another port is leased.
+fn start_sshd(c: &Container, options: &[&str]) -> (u16, PortLease) {
     let mut last = String::from("no free port");
-    for port in candidates.take(10) {
+    for lease in std::iter::repeat_with(|| crate::ports::reserve(1)).take(5) {
+        let port = lease.port(0);
         let unit = sshd_unit(port);
         let listen = format!("ListenAddress=127.0.0.1:{port}");
         let config = format!("{SSHD_DIR}/sshd_config");
@@ -280,7 +268,7 @@ fn start_sshd(c: &Container, options: &[&str]) -> u16 {
         }
         let o = c.exec(&args);
         if o.status.success() {
-            return port;
+            return (port, lease);
         }
         let journal = c.journal(&unit);
         last = format!(
@@ -461,7 +449,8 @@ fn a_wrong_host_key_is_a_bounded_failure_naming_the_host() {
     assert_ok(&o, "status");
 }
 
-/// The fixture's port inside a private network (no clash with the host's).
+/// The fixture's port inside a private network namespace: nothing else
+/// listens there, so a fixed port cannot clash (no lease from crate::ports).
 const PROBE_PORT: u16 = 34600;
 
 /// Master and two workers serving /health on the container's loopback,
@@ -650,7 +639,8 @@ fn a_probe_from_local_connects_from_orchs_machine_not_the_units_host() {
     // the fixture on this machine's loopback is reachable neither from the
     // host nor through it: a probe that passes connected from here.
     let r = Remote::start_with(true, &["AllowTcpForwarding=no"]);
-    let port = 36731;
+    let lease = crate::ports::reserve(1);
+    let port = lease.port(0);
     let _outside = LocalFixture::serve(port);
     let config = |from: &str| {
         format!(
