@@ -33,13 +33,30 @@ const VERSION: &str = "1.163.2";
 const CACHE: &str = "/var/tmp/orch-synapse";
 const INSTALL_HINT: &str = "apt-get install -y postgresql redis-server python3-venv python3-dev libpq-dev gcc (or run .ci/run)";
 
-const PG_PORT: u16 = 23432;
-const REDIS_PORT: u16 = 23379;
-const MASTER_PORT: u16 = 23008;
-const REPLICATION_PORT: u16 = 23093;
-const PERSISTER_PORT: u16 = 23201;
-const MEDIA_PORT: u16 = 23401;
-const GENERIC: [u16; 2] = [23111, 23112];
+/// The stack's ports: offsets into one lease (crate::ports) held for the
+/// whole test process, so a second run or any service elsewhere on the host
+/// never meets them. `{PG_PORT}` formats the port; `.get()` is the number.
+static LEASE: std::sync::LazyLock<crate::ports::PortLease> =
+    std::sync::LazyLock::new(|| crate::ports::reserve(8));
+#[derive(Clone, Copy)]
+struct Port(u16);
+impl Port {
+    fn get(self) -> u16 {
+        LEASE.port(self.0)
+    }
+}
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+const PG_PORT: Port = Port(0);
+const REDIS_PORT: Port = Port(1);
+const MASTER_PORT: Port = Port(2);
+const REPLICATION_PORT: Port = Port(3);
+const PERSISTER_PORT: Port = Port(4);
+const MEDIA_PORT: Port = Port(5);
+const GENERIC: [Port; 2] = [Port(6), Port(7)];
 
 const SYNAPSE_UID: u32 = 2001;
 const POSTGRES_UID: u32 = 2002;
@@ -333,15 +350,15 @@ media_instance_running_background_jobs: {MEDIA}
         )
         .unwrap();
     };
-    worker(PERSISTER, "", Some((PERSISTER_PORT, "replication")));
+    worker(PERSISTER, "", Some((PERSISTER_PORT.get(), "replication")));
     worker(FEDERATION, "", None);
     worker(PUSHER, "", None);
     worker(
         MEDIA,
         "enable_media_repo: true\n",
-        Some((MEDIA_PORT, "media")),
+        Some((MEDIA_PORT.get(), "media")),
     );
-    for (name, port) in GENERIC_NAMES.iter().zip(GENERIC) {
+    for (name, port) in GENERIC_NAMES.iter().zip(GENERIC.map(Port::get)) {
         worker(name, "", Some((port, "client, federation")));
     }
 }
@@ -506,13 +523,13 @@ fn writer(token: &str, room: &str, stop: &AtomicBool, log: &Mutex<Vec<Send>>) {
         );
         let content = serde_json::json!({"msgtype": "m.text", "body": body});
         let t = Instant::now();
-        let first = GENERIC[n % 2];
+        let first = GENERIC[n % 2].get();
         let mut r = http(first, "PUT", &path, Some(token), Some(&content));
         let mut outcome = String::new();
         if let Err(HttpError::Refused | HttpError::NoResponse(_)) = &r {
             outcome = format!("{first}: {:?}; retried: ", r.as_ref().unwrap_err());
             r = http(
-                GENERIC[(n + 1) % 2],
+                GENERIC[(n + 1) % 2].get(),
                 "PUT",
                 &path,
                 Some(token),
@@ -603,7 +620,7 @@ fn room_bodies(token: &str, room: &str) -> BTreeSet<String> {
         if let Some(f) = &from {
             path.push_str(&format!("&from={}", encode(f)));
         }
-        let v = match http(GENERIC[0], "GET", &path, Some(token), None) {
+        let v = match http(GENERIC[0].get(), "GET", &path, Some(token), None) {
             Ok((200, v)) => v,
             other => panic!("GET {path}: {other:?}"),
         };
@@ -826,7 +843,7 @@ fn real_synapse_with_workers_through_orch() {
 
     // A user and a room, then the writer.
     let reg = ok_json(
-        GENERIC[0],
+        GENERIC[0].get(),
         "POST",
         "/_matrix/client/v3/register",
         None,
@@ -838,7 +855,7 @@ fn real_synapse_with_workers_through_orch() {
         .expect("access_token")
         .to_string();
     let room = ok_json(
-        GENERIC[1],
+        GENERIC[1].get(),
         "POST",
         "/_matrix/client/v3/createRoom",
         Some(&token),
