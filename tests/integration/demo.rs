@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,9 +12,6 @@ use nix::unistd::Pid;
 
 /// The whole demo takes ~20 s; a cold host (first boot of the container) more.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The demo's ports are fixed (examples/demo.toml), so runs must not overlap.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const HEADINGS: &[&str] = &[
     "==> [1] orch plan",
@@ -36,6 +32,7 @@ struct Demo {
     out: PathBuf,
     err: PathBuf,
     _dir: tempfile::TempDir,
+    _ports: crate::ports::PortLease,
 }
 
 impl Demo {
@@ -43,10 +40,32 @@ impl Demo {
         let name = format!("orch-demo-{tag}-{}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
         let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = root.join("scripts/demo");
+        // examples/demo.toml on leased ports: master, 6 generic, 4 pushers.
+        let ports = crate::ports::reserve(11);
+        let mut config = std::fs::read_to_string(root.join("examples/demo.toml")).unwrap();
+        for (line, port) in [
+            ("port = 20000\n", format!("port = {}\n", ports.port(0))),
+            (
+                "port_base = 20100\n",
+                format!("port_base = {}\n", ports.port(1)),
+            ),
+            (
+                "port_base = 20200\n",
+                format!("port_base = {}\n", ports.port(7)),
+            ),
+        ] {
+            assert!(config.contains(line), "examples/demo.toml has no {line:?}");
+            config = config.replace(line, &port);
+        }
+        let cfg = dir.path().join("demo.toml");
+        std::fs::write(&cfg, config).unwrap();
         // Output goes to files: nothing to drain while we poll, and it survives a hang.
         let child = Command::new(&script)
             .args(["--name", &name])
+            .arg("--config")
+            .arg(&cfg)
             .env("ORCH", env!("CARGO_BIN_EXE_orch"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
@@ -59,6 +78,7 @@ impl Demo {
             out,
             err,
             _dir: dir,
+            _ports: ports,
         }
     }
 
@@ -161,7 +181,6 @@ impl Demo {
 
 #[test]
 fn demo_runs_every_step_and_leaves_nothing_behind() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut demo = Demo::spawn("ok");
     let status = demo.wait(DEMO_TIMEOUT);
     let out = demo.stdout();
@@ -187,7 +206,6 @@ fn demo_runs_every_step_and_leaves_nothing_behind() {
 
 #[test]
 fn demo_tears_down_on_sigterm() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut demo = Demo::spawn("term");
     // Stop it while orch is restarting units inside the container.
     let deadline = Instant::now() + DEMO_TIMEOUT;

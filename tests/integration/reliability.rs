@@ -57,7 +57,7 @@ fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
         "[deployment]\nname = \"fx\"\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n{}",
         dir.join("state").display(),
         dir.join("masks").display(),
-        body.replace("{FIXTURE}", FIXTURE)
+        crate::ports::fill(&body.replace("{FIXTURE}", FIXTURE))
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -151,13 +151,14 @@ fn install_killed_at_random_points_loses_nothing_and_converges() {
 
 #[test]
 fn restart_killed_at_random_points_then_start_brings_everything_up() {
+    let _ports = crate::ports::lease_groups(2);
     let dir = tempfile::tempdir().unwrap();
     let c = fixture_container(dir.path());
     let cfg = write_config(
         dir.path(),
         "orch.toml",
-        "[master]\nexec_start = \"{FIXTURE} --port 17000 --ready-after 0.2\"\nhealth = \"http://127.0.0.1:17000/health\"\n\
-         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 17100\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 0.2\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
+        "[master]\nexec_start = \"{FIXTURE} --port @P0@ --ready-after 0.2\"\nhealth = \"http://127.0.0.1:@P0@/health\"\n\
+         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = @P1@\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 0.2\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
     );
     orch_ok(&c, &cfg, &["install"]);
     orch_ok(&c, &cfg, &["start", "--all"]);
@@ -291,13 +292,14 @@ fn bus_going_away_ends_orch_with_what_it_waited_for() {
 
 #[test]
 fn daemon_reexec_during_restart_is_survived() {
+    let _ports = crate::ports::lease_groups(2);
     let dir = tempfile::tempdir().unwrap();
     let c = fixture_container(dir.path());
     let cfg = write_config(
         dir.path(),
         "orch.toml",
-        "[master]\nexec_start = \"{FIXTURE} --port 17500 --ready-after 0.5\"\nhealth = \"http://127.0.0.1:17500/health\"\n\
-         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 17600\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 1\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
+        "[master]\nexec_start = \"{FIXTURE} --port @P0@ --ready-after 0.5\"\nhealth = \"http://127.0.0.1:@P0@/health\"\n\
+         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = @P1@\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 1\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
     );
     orch_ok(&c, &cfg, &["install"]);
     orch_ok(&c, &cfg, &["start", "--all"]);
@@ -457,13 +459,14 @@ fn full_or_read_only_unit_folder_fails_cleanly_without_reload() {
 
 #[test]
 fn twenty_restarts_in_one_process_leak_no_descriptor() {
+    let _ports = crate::ports::lease_groups(2);
     let dir = tempfile::tempdir().unwrap();
     let c = fixture_container(dir.path());
     let cfg = write_config(
         dir.path(),
         "orch.toml",
-        "[master]\nexec_start = \"{FIXTURE} --port 17800\"\nhealth = \"http://127.0.0.1:17800/health\"\n\
-         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = 17900\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 0.1\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
+        "[master]\nexec_start = \"{FIXTURE} --port @P0@\"\nhealth = \"http://127.0.0.1:@P0@/health\"\n\
+         [[workers]]\nkind = \"w\"\ncount = 6\nport_base = @P1@\nexec_start = \"{FIXTURE} --port {{ port }} --ready-after 0.1\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\n",
     );
     orch_ok(&c, &cfg, &["install"]);
     let d = orch::model::Deployment::load(&cfg, Some(c.unit_dir())).unwrap();
