@@ -565,21 +565,30 @@ fn rolling_by_two(s: &Setup) -> std::process::Child {
         .unwrap()
 }
 
+/// At least this many samples from [`running_while`], whatever the host's
+/// speed (the callers refuse to judge from fewer).
+const MIN_SAMPLES: usize = 40;
+
 /// How many of `units` are active and running, sampled from systemd every
-/// 10 ms until `child` (an orch run) ends.
+/// 10 ms until `child` (an orch run) ends, and on until [`MIN_SAMPLES`]:
+/// on a busy host one D-Bus round trip can take 150 ms, so a 2 s run gave
+/// only a dozen samples. Samples after the run see its final state, which
+/// must satisfy the same bound (nothing down beyond the batch).
 async fn running_while(
     sd: &orch::systemd::Systemd,
     units: &[&str],
     child: &mut std::process::Child,
 ) -> Vec<usize> {
     let mut counts = Vec::new();
+    let mut ended = false;
     loop {
         let listed = sd.manager.list_units_by_patterns(&[], units).await.unwrap();
         let running = listed
             .iter()
             .filter(|u| u.3 == "active" && u.4 == "running");
         counts.push(running.count());
-        if child.try_wait().unwrap().is_some() {
+        ended = ended || child.try_wait().unwrap().is_some();
+        if ended && counts.len() >= MIN_SAMPLES {
             return counts;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
