@@ -449,9 +449,12 @@ fn a_wrong_host_key_is_a_bounded_failure_naming_the_host() {
     assert_ok(&o, "status");
 }
 
-/// The fixture's port inside a private network namespace: nothing else
-/// listens there, so a fixed port cannot clash (no lease from crate::ports).
-const PROBE_PORT: u16 = 34600;
+/// The fixture's port inside a private network namespace. It is leased all
+/// the same (the test's `ports::lease_groups(1)`): the test proves the host
+/// does not reach it, which a foreign listener on the host would disprove.
+fn probe_port() -> u16 {
+    crate::ports::at(0, 0)
+}
 
 /// Master and two workers serving /health on the container's loopback,
 /// ready after a second (so several attempts fail first).
@@ -478,10 +481,11 @@ fn reachable_from_here(port: u16) -> bool {
 
 #[test]
 fn loopback_probes_of_a_remote_unit_run_on_its_host_over_one_master() {
+    let _ports = crate::ports::lease_groups(1);
     // Its own network: 127.0.0.1 there is not 127.0.0.1 here, so a probe
     // that passes can only have connected from the container.
     let r = Remote::start_with(true, &[]);
-    std::fs::write(&r.cfg, probed_config(PROBE_PORT)).unwrap();
+    std::fs::write(&r.cfg, probed_config(probe_port())).unwrap();
     let kh = r.known_hosts("known_hosts", &r.host_pub);
     let (o, _) = r.orch(&kh, &["install"], LIMIT);
     assert_ok(&o, "install");
@@ -498,7 +502,7 @@ fn loopback_probes_of_a_remote_unit_run_on_its_host_over_one_master() {
     let sum = summary(&o);
     assert!(all_in_phase(&sum, "ready"), "{sum}");
     assert!(
-        !reachable_from_here(PROBE_PORT),
+        !reachable_from_here(probe_port()),
         "the fixture must not be reachable from the test"
     );
     // Beyond a stop's: start's read of the maintenance journal, the probes'
@@ -533,13 +537,13 @@ fn attempts_over_one_master(r: &Remote, kh: &Path) {
     let remote = orch::systemd::Remote::parse(&r.host(), &r.ssh_command(kh)).unwrap();
     let ok = Probe::Http {
         host: "127.0.0.1".into(),
-        port: PROBE_PORT,
+        port: probe_port(),
         path: "/health".into(),
         from: ProbeFrom::Host,
     };
     let closed = Probe::Tcp {
         host: "127.0.0.1".into(),
-        port: PROBE_PORT + 100,
+        port: crate::ports::at(0, 20),
         from: ProbeFrom::Host,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -579,8 +583,9 @@ fn attempts_over_one_master(r: &Remote, kh: &Path) {
 
 #[test]
 fn a_host_that_refuses_forwarding_is_named_at_the_first_probe() {
+    let _ports = crate::ports::lease_groups(1);
     let r = Remote::start_with(true, &["AllowTcpForwarding=no"]);
-    std::fs::write(&r.cfg, probed_config(PROBE_PORT)).unwrap();
+    std::fs::write(&r.cfg, probed_config(probe_port())).unwrap();
     let kh = r.known_hosts("known_hosts", &r.host_pub);
     let (o, _) = r.orch(&kh, &["install"], LIMIT);
     assert_ok(&o, "install");
