@@ -56,6 +56,7 @@ const MASTER_PORT: Port = Port(2);
 const REPLICATION_PORT: Port = Port(3);
 const PERSISTER_PORT: Port = Port(4);
 const MEDIA_PORT: Port = Port(5);
+// Consecutive: the example's generic kind numbers them from its port_base.
 const GENERIC: [Port; 2] = [Port(6), Port(7)];
 
 const SYNAPSE_UID: u32 = 2001;
@@ -247,7 +248,11 @@ fn config(venv: &Path, state: &Path, masks: &Path) -> String {
     let pg = format!("127.0.0.1:{PG_PORT}");
     let master = format!("127.0.0.1:{MASTER_PORT}");
     let redis = format!("127.0.0.1:{REDIS_PORT}");
-    let replacements: [(&str, &str); 10] = [
+    let persister = format!("port_base = {PERSISTER_PORT}\n");
+    let media = format!("port_base = {MEDIA_PORT}\n");
+    // The two generic workers: GENERIC[0] and the next port, GENERIC[1].
+    let generic = format!("port_base = {}\n", GENERIC[0]);
+    let replacements: [(&str, &str); 12] = [
         ("/opt/venvs/matrix-synapse/bin/python", &venv_python),
         ("/etc/matrix-synapse", CONF),
         ("state_dir = \"/var/lib/orch\"", &state),
@@ -257,7 +262,9 @@ fn config(venv: &Path, state: &Path, masks: &Path) -> String {
         ("127.0.0.1:6379", &redis),
         ("127.0.0.1:5432", &pg),
         ("127.0.0.1:8008", &master),
-        ("port_base = 18", "port_base = 23"),
+        ("port_base = 18201\n", &persister),
+        ("port_base = 18401\n", &media),
+        ("port_base = 18111\n", &generic),
     ];
     let mut cfg = example;
     for (from, to) in replacements {
