@@ -125,6 +125,15 @@ impl<'a> Job<'a> {
             // Installed before anything else so an early Ctrl+C is ours, not the default kill.
             let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
             let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
+            // Held to the end of the run: a second operator's resume or
+            // install waits for it, and it for theirs (a maintenance's
+            // `-- CMD` runs orch with the holder's token, under its lock).
+            let wait = crate::lock::wait();
+            let _lock = tokio::select! {
+                r = crate::maintenance::lock_within(self.d, &self.home, wait) => r?,
+                _ = sigint.recv() => return Ok(Outcome::NotStarted),
+                _ = sigterm.recv() => return Ok(Outcome::NotStarted),
+            };
             let (fleet, engine, members) = tokio::select! {
                 r = self.connect(&req, observer) => r?,
                 _ = sigint.recv() => return Ok(Outcome::NotStarted),

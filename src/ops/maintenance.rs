@@ -72,6 +72,31 @@ pub fn resume(
     })
 }
 
+/// The deployment's lock, held by this process from the first stop of
+/// `stop-for-maintenance -- CMD` to the end of its resume (or to the exit
+/// that leaves the deployment in maintenance). CMD gets the token.
+pub struct Held {
+    _lock: crate::store::Lock,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        crate::lock::release(&self.path);
+    }
+}
+
+/// Takes the deployment's lock at once, or fails naming the holder.
+pub fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
+    // Made first: the lock file carries its hash.
+    let _ = crate::lock::token();
+    let home = access.home(d)?;
+    let lock = super::runtime()?.block_on(maintenance::lock(d, &home))?;
+    let path = maintenance::lock_path(d);
+    crate::lock::hold(&path);
+    Ok(Held { _lock: lock, path })
+}
+
 /// How long CMD has to end after orch passed it a signal, before orch
 /// kills it with SIGKILL (a second Ctrl+C kills it at once).
 pub const COMMAND_GRACE: Duration = Duration::from_secs(10);
@@ -136,7 +161,8 @@ pub fn run_command(argv: &[String], env: CommandEnv<'_>) -> Result<CommandReport
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .env("ORCH_DEPLOYMENT", env.deployment)
-            .env("ORCH_MAINTENANCE_REASON", env.reason);
+            .env("ORCH_MAINTENANCE_REASON", env.reason)
+            .env(crate::lock::TOKEN_ENV, crate::lock::token());
         if env.stdout_to_stderr {
             if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
                 cmd.stdout(std::process::Stdio::from(fd));

@@ -473,7 +473,10 @@ fn second_invocation_fails_at_once_with_the_lock_holder() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains(&format!("another orch (PID {} on ", first.id())),
+        err.contains(&format!(
+            "another orch (PID {} (orch stop-for-maintenance) on ",
+            first.id()
+        )),
         "{err}"
     );
     assert!(took < Duration::from_secs(1), "{took:?}");
@@ -854,4 +857,87 @@ fn sigterm_while_the_command_runs_reaches_it_and_keeps_maintenance() {
         state_of(&s.c, "fx.service").as_str(),
         "inactive" | "failed"
     ));
+}
+
+/// Waits (bounded) until `path` exists.
+fn wait_for_file(path: &Path, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{} never appeared", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_lock_is_held_from_the_stop_through_the_command_to_the_resume() {
+    let s = setup(40000, &generic(2, 40010));
+    let started = s._dir.path().join("started");
+    let inner = s._dir.path().join("inner");
+    // CMD runs orch itself: with the token it was given, its install acts
+    // under the held lock instead of waiting for it.
+    let cmd = orch_cmd(&s.c, &s.cfg, &["install", "--lock-wait", "0"]);
+    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
+    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let script = format!(
+        "ORCH_JOURNAL_ROOT=/proc/{leader}/root {orch} > {inner} 2>&1; echo \"exit $?\" >> {inner}; touch {started}; sleep 6",
+        leader = s.c.leader(),
+        orch = words.join(" "),
+        inner = inner.display(),
+        started = started.display(),
+    );
+    let args = [
+        "stop-for-maintenance",
+        "--reason",
+        "upgrade",
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ];
+    let mut first = orch_cmd(&s.c, &s.cfg, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&started, &mut first);
+    let said = std::fs::read_to_string(&inner).unwrap();
+    assert!(said.ends_with("exit 0\n"), "orch inside CMD: {said}");
+    let holder = format!("PID {} (orch stop-for-maintenance) on ", first.id());
+    // A second operator's resume fails at once, naming the holder.
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&holder) && err.contains(" since "), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // install and start wait their bound, then fail naming the holder.
+    for args in [&["install"][..], &["start", "--all"][..]] {
+        let t = Instant::now();
+        let o = orch(&s.c, &s.cfg, &[args, &["--lock-wait", "1"]].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&holder), "{args:?}: {err}");
+        assert!(
+            t.elapsed() >= Duration::from_secs(1),
+            "{args:?} did not wait"
+        );
+    }
+    for u in all_units(2) {
+        let st = state_of(&s.c, &u);
+        assert!(matches!(st.as_str(), "inactive" | "failed"), "{u} is {st}");
+    }
+    let o = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("nothing to resume"), "{err}");
+    for u in all_units(2) {
+        assert_eq!(state_of(&s.c, &u), "active", "{u}");
+    }
+    assert!(
+        !s.state.join("fx/maintenance.json").exists(),
+        "journal left"
+    );
 }
