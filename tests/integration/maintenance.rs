@@ -941,3 +941,41 @@ fn the_lock_is_held_from_the_stop_through_the_command_to_the_resume() {
         "journal left"
     );
 }
+
+/// Issue 21 item 8: a journal that is a symbolic link or a FIFO is never
+/// followed or read, but it hides no unit and `resume --all` is the way out.
+#[test]
+fn a_symlinked_or_fifo_journal_is_shown_and_resume_all_removes_it() {
+    let s = setup(40020, &generic(1, 40030));
+    let units = all_units(1);
+    let journal = s.state.join("fx/maintenance.json");
+    let victim = s._dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    for fifo in [false, true] {
+        orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+        std::fs::remove_file(&journal).unwrap();
+        match fifo {
+            false => std::os::unix::fs::symlink(&victim, &journal).unwrap(),
+            true => nix::unistd::mkfifo(&journal, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+        }
+        let o = orch(&s.c, &s.cfg, &["status", "--output", "json"]);
+        assert_eq!(o.status.code(), Some(1));
+        let v = json(&o);
+        assert_eq!(v["units"].as_array().unwrap().len(), units.len() + 1, "{v}");
+        let why = v["maintenance_unreadable"].as_str().unwrap_or_default();
+        assert!(why.contains("orch resume --all"), "{v}");
+        let o = orch(&s.c, &s.cfg, &["resume"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("orch resume --all"), "{err}");
+        orch_ok(&s.c, &s.cfg, &["resume", "--all"]);
+        for u in &units {
+            assert_eq!(state_of(&s.c, u), "active", "{u} (fifo: {fifo})");
+        }
+        assert!(
+            journal.symlink_metadata().is_err(),
+            "the bad journal is removed"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+}
