@@ -77,10 +77,11 @@ fn around(
         Ran::Signaled(s) => format!("was ended by signal {s}"),
         Ran::NotStarted(e) => format!("could not be started: {e}"),
     };
-    let killed = if r.killed {
-        " (killed with SIGKILL)"
-    } else {
-        ""
+    let killed = match (r.leftovers, r.killed) {
+        (true, true) => " and left processes in its group (killed with SIGKILL)",
+        (true, false) => " and left processes in its group (they ended later)",
+        (false, true) => " (killed with SIGKILL)",
+        (false, false) => "",
     };
     if g.output == Format::Json {
         json(&serde_json::json!({
@@ -89,6 +90,7 @@ fn around(
             "exit_code": r.exit_code(),
             "interrupted": r.interrupted,
             "killed": r.killed,
+            "leftovers": r.leftovers,
             "resuming": r.succeeded(),
         }))?;
     }

@@ -979,3 +979,101 @@ fn a_symlinked_or_fifo_journal_is_shown_and_resume_all_removes_it() {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 }
+
+/// PIDs whose command line contains `needle` (e.g. `sleep 4242.123`).
+fn pids_running(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(needle).then_some(pid)
+        })
+        .collect()
+}
+
+/// Runs `stop-for-maintenance -- sh -c SCRIPT` until SCRIPT touched
+/// `started`, sends orch SIGTERM, and returns its exit code and stderr.
+fn terminate_during(s: &Setup, script: &str, started: &Path) -> (Option<i32>, String) {
+    let mut child = orch_cmd(
+        &s.c,
+        &s.cfg,
+        &["stop-for-maintenance", "--", "/bin/sh", "-c", script],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_file(started, &mut child);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Issue 21 item 2: SIGTERM reaches CMD's whole process group, and orch
+/// reports CMD ended only when nothing of it is left.
+#[test]
+fn sigterm_ends_the_command_s_whole_process_group() {
+    let s = setup(40040, &generic(1, 40050));
+    let started = s._dir.path().join("started");
+    let sleep = format!("sleep 4242.{}", std::process::id());
+    let done = s._dir.path().join("done");
+    let script = format!(
+        "touch {}; {sleep}; touch {}",
+        started.display(),
+        done.display()
+    );
+    let (code, err) = terminate_during(&s, &script, &started);
+    assert_eq!(code, Some(128 + 15), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!done.exists(), "the shell went on after its sleep: {err}");
+    let left = pids_running(&sleep);
+    for p in &left {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "`{sleep}` outlived orch: {left:?}\n{err}");
+}
+
+/// Issue 21 item 2: a CMD ignoring SIGTERM is killed with its grandchild.
+#[test]
+fn a_command_ignoring_sigterm_is_killed_with_its_grandchild() {
+    let s = setup(40060, &generic(1, 40070));
+    let started = s._dir.path().join("started");
+    let sleep = format!("sleep 4343.{}", std::process::id());
+    let script = format!(
+        "trap '' TERM; {sleep} & touch {}; wait; wait",
+        started.display()
+    );
+    let (code, err) = terminate_during(&s, &script, &started);
+    assert_eq!(code, Some(128 + 9), "{err}");
+    assert!(err.contains("SIGKILL"), "{err}");
+    let left = pids_running(&sleep);
+    for p in &left {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "`{sleep}` outlived orch: {left:?}\n{err}");
+}
+
+/// Issue 21 item 2: what CMD leaves behind after exit 0 fails the run: no
+/// resume, the deployment stays in maintenance, and orch says why.
+#[test]
+fn leftovers_of_a_successful_command_keep_the_deployment_in_maintenance() {
+    let s = setup(40080, &generic(1, 40090));
+    let o = around(&s, &[], "sleep 1 & exit 0");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("left processes in its group") && err.contains("stays in maintenance"),
+        "{err}"
+    );
+    assert!(s.state.join("fx/maintenance.json").exists(), "resumed");
+    assert!(matches!(
+        state_of(&s.c, "fx.service").as_str(),
+        "inactive" | "failed"
+    ));
+}
