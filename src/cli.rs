@@ -74,8 +74,26 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Render { .. } => crate::ops::Reach::ThisMachine,
         _ => crate::ops::Reach::Hosts,
     };
+    if let Some(wait) = g.lock_wait {
+        crate::lock::set_wait(wait);
+    }
+    crate::lock::set_command(&command_name(&cli.command));
     let d = load(g, reach)?;
     dispatch(g, &d, &cli.command)
+}
+
+/// `stop-for-maintenance` for `Command::StopForMaintenance { … }`: the
+/// name a lock file shows its holder by.
+fn command_name(command: &Command) -> String {
+    let debug = format!("{command:?}");
+    let mut name = String::new();
+    for c in debug.chars().take_while(char::is_ascii_alphanumeric) {
+        if c.is_ascii_uppercase() && !name.is_empty() {
+            name.push('-');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
 }
 
 /// The commands that act on a deployment, each handed to its file.

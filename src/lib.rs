@@ -16,6 +16,7 @@ pub mod install;
 pub mod jobs;
 pub mod lifecycle;
 pub mod live;
+pub mod lock;
 pub mod logs;
 pub mod maintenance;
 pub mod model;

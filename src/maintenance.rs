@@ -62,6 +62,10 @@ pub enum MaintenanceError {
         path: PathBuf,
         cause: serde_json::Error,
     },
+    /// The journal is a symbolic link, a FIFO or another non-file: never
+    /// followed or read, but removable by `resume --all`.
+    #[error("{cause}\n  `orch resume --all` removes it (without following it), unmasks and starts the whole deployment; or remove it yourself after a look")]
+    JournalUnsafe { cause: StoreError },
     #[error("{unit} is still not masked after Reload (LoadState={state}); is {} one of systemd's unit folders?", dir.display())]
     MaskIneffective {
         unit: String,
@@ -95,7 +99,13 @@ pub fn state_path(d: &Deployment) -> PathBuf {
 /// The maintenance state, if the deployment is in maintenance.
 pub async fn read_state(d: &Deployment, store: &Store) -> Result<Option<State>, MaintenanceError> {
     let path = state_path(d);
-    match store.read(&path).await? {
+    let read = match store.read(&path).await {
+        Err(cause) if matches!(&cause, StoreError::Unsafe { path: p, .. } if *p == path) => {
+            return Err(MaintenanceError::JournalUnsafe { cause })
+        }
+        r => r?,
+    };
+    match read {
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|cause| MaintenanceError::State { path, cause }),
@@ -119,15 +129,26 @@ pub async fn refuse_if_in_maintenance(
     }
 }
 
+pub fn lock_path(d: &Deployment) -> PathBuf {
+    dir(d).join(LOCK_FILE)
+}
+
 /// Takes the deployment's lock (next to the journal, on the master's host)
 /// at once, or fails naming the holder.
 pub async fn lock(d: &Deployment, store: &Store) -> Result<crate::store::Lock, MaintenanceError> {
-    let path = dir(d).join(LOCK_FILE);
+    let path = lock_path(d);
+    if crate::lock::held_here(&path) {
+        return Ok(crate::store::Lock::borrowed());
+    }
     match store.lock(&path).await? {
         Ok(l) => Ok(l),
+        // Run by the holder's `-- CMD` with its token: under its lock.
+        Err(crate::store::Held(holder)) if crate::lock::inherited(&holder) => {
+            Ok(crate::store::Lock::borrowed())
+        }
         Err(crate::store::Held(holder)) => Err(MaintenanceError::Locked {
             deployment: d.name.clone(),
-            holder,
+            holder: crate::lock::show(&holder),
             path,
         }),
     }
@@ -778,7 +799,10 @@ pub async fn resume(
     let journal = match (read_state(d, home).await, scope) {
         (Ok(None), _) => Journal::Absent,
         (Ok(Some(s)), _) => Journal::Recorded(s),
-        (Err(MaintenanceError::State { .. }), ResumeScope::Whole) => Journal::Unreadable,
+        (
+            Err(MaintenanceError::State { .. } | MaintenanceError::JournalUnsafe { .. }),
+            ResumeScope::Whole,
+        ) => Journal::Unreadable,
         (Err(e), _) => return Err(e),
     };
     // Every mask orch may have made goes, whatever the state file says: none

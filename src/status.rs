@@ -217,9 +217,10 @@ pub async fn deployment(
         // way out, next to them.
         match crate::maintenance::read_state(d, home).await {
             Ok(m) => maintenance = m,
-            Err(e @ crate::maintenance::MaintenanceError::State { .. }) => {
-                maintenance_unreadable = Some(e.to_string())
-            }
+            Err(
+                e @ (crate::maintenance::MaintenanceError::State { .. }
+                | crate::maintenance::MaintenanceError::JournalUnsafe { .. }),
+            ) => maintenance_unreadable = Some(e.to_string()),
             Err(e) => return Err(e.into()),
         }
     }

@@ -71,6 +71,9 @@ pub struct Global {
     /// Only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// How long install, start, stop, restart and reload wait for another orch holding the deployment's lock, in seconds or as 1m30s (0: fail at once)
+    #[arg(long, global = true, env = "ORCH_LOCK_WAIT", value_name = "SECS", value_parser = parse_lock_wait)]
+    pub lock_wait: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +228,15 @@ pub struct Lifecycle {
 
 /// A `--timeout`-like value: the same rules as the configuration's
 /// durations (1 ms to 24 h, fractions of a millisecond rounded up).
+/// Whole seconds or a duration such as `1m30s`, 0 included, at most a day.
+fn parse_lock_wait(s: &str) -> Result<Duration, crate::model::DurationError> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Ok(Duration::ZERO),
+        Ok(n) => parse_duration(&format!("{n}s")),
+        Err(_) => parse_duration(s),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, crate::model::DurationError> {
     crate::model::parse_duration(s)
 }

@@ -34,6 +34,13 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         timeout: args.timeout,
         include_database: args.include_database,
     };
+    // With `-- CMD`, the lock is held from the first stop through CMD to the
+    // end of the resume: no second operator's resume may start units while
+    // CMD (the database upgrade) runs.
+    let _held = match args.command.is_empty() {
+        true => None,
+        false => Some(crate::ops::maintenance::hold(d, &g.access())?),
+    };
     let report = crate::ops::maintenance::stop(d, &g.access(), req, &step_printer(g))?;
     if g.output == Format::Json {
         json(&serde_json::json!({ "event": "summary", "report": report }))?;
@@ -70,10 +77,11 @@ fn around(
         Ran::Signaled(s) => format!("was ended by signal {s}"),
         Ran::NotStarted(e) => format!("could not be started: {e}"),
     };
-    let killed = if r.killed {
-        " (killed with SIGKILL)"
-    } else {
-        ""
+    let killed = match (r.leftovers, r.killed) {
+        (true, true) => " and left processes in its group (killed with SIGKILL)",
+        (true, false) => " and left processes in its group (they ended later)",
+        (false, true) => " (killed with SIGKILL)",
+        (false, false) => "",
     };
     if g.output == Format::Json {
         json(&serde_json::json!({
@@ -82,6 +90,7 @@ fn around(
             "exit_code": r.exit_code(),
             "interrupted": r.interrupted,
             "killed": r.killed,
+            "leftovers": r.leftovers,
             "resuming": r.succeeded(),
         }))?;
     }

@@ -125,7 +125,8 @@ impl<'a> Job<'a> {
             // Installed before anything else so an early Ctrl+C is ours, not the default kill.
             let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
             let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
-            let (fleet, engine, members) = tokio::select! {
+            // The lock (taken in `connect`) is held to the end of the run.
+            let (fleet, engine, members, _lock) = tokio::select! {
                 r = self.connect(&req, observer) => r?,
                 _ = sigint.recv() => return Ok(Outcome::NotStarted),
                 _ = sigterm.recv() => return Ok(Outcome::NotStarted),
@@ -157,8 +158,18 @@ impl<'a> Job<'a> {
         &self,
         req: &Request,
         observer: Arc<dyn Observer>,
-    ) -> Result<(Fleet, Engine, Vec<Member>), Error> {
+    ) -> Result<(Fleet, Engine, Vec<Member>, crate::store::Lock), Error> {
         let fleet = self.access.connect(&self.targets).await?;
+        let what = format!("{:?} units of {}", self.op, self.d.name).to_lowercase();
+        fleet
+            .preflight(&what, &[crate::systemd::actions::MANAGE_UNITS])
+            .await?;
+        // After the preflight (a caller systemd refuses hears so first), held
+        // to the end of the run: a second operator's resume or install waits
+        // for it, and it for theirs (a maintenance's `-- CMD` runs orch with
+        // the holder's token, under its lock).
+        let wait = crate::lock::wait();
+        let lock = crate::maintenance::lock_within(self.d, &self.home, wait).await?;
         // All but the database is stopped and masked in maintenance: a reload
         // would fail, a reload-or-restart would start units. The database is
         // never masked: the operator starts and stops it through orch then
@@ -172,10 +183,6 @@ impl<'a> Job<'a> {
         if refused && !req.force && !only_database {
             crate::maintenance::refuse_if_in_maintenance(self.d, &self.home).await?;
         }
-        let what = format!("{:?} units of {}", self.op, self.d.name).to_lowercase();
-        fleet
-            .preflight(&what, &[crate::systemd::actions::MANAGE_UNITS])
-            .await?;
         if self.op == Op::Reload && !req.opts.or_restart {
             let units = not_reloadable(&fleet, &self.members).await?;
             if !units.is_empty() {
@@ -187,7 +194,7 @@ impl<'a> Job<'a> {
             false => self.members.clone(),
         };
         let engine = Engine::new(&fleet, req.opts.clone(), observer).await?;
-        Ok((fleet, engine, members))
+        Ok((fleet, engine, members, lock))
     }
 
     /// The master and workers that run and whose installed unit file

@@ -72,6 +72,31 @@ pub fn resume(
     })
 }
 
+/// The deployment's lock, held by this process from the first stop of
+/// `stop-for-maintenance -- CMD` to the end of its resume (or to the exit
+/// that leaves the deployment in maintenance). CMD gets the token.
+pub struct Held {
+    _lock: crate::store::Lock,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        crate::lock::release(&self.path);
+    }
+}
+
+/// Takes the deployment's lock at once, or fails naming the holder.
+pub fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
+    // Made first: the lock file carries its hash.
+    let _ = crate::lock::token();
+    let home = access.home(d)?;
+    let lock = super::runtime()?.block_on(maintenance::lock(d, &home))?;
+    let path = maintenance::lock_path(d);
+    crate::lock::hold(&path);
+    Ok(Held { _lock: lock, path })
+}
+
 /// How long CMD has to end after orch passed it a signal, before orch
 /// kills it with SIGKILL (a second Ctrl+C kills it at once).
 pub const COMMAND_GRACE: Duration = Duration::from_secs(10);
@@ -92,19 +117,23 @@ pub struct CommandReport {
     pub ran: Ran,
     /// SIGINT or SIGTERM came while it ran.
     pub interrupted: bool,
-    /// It outlived [`COMMAND_GRACE`] or a second signal, and orch killed it.
+    /// It outlived [`COMMAND_GRACE`] or a second signal, or what it left
+    /// in its group outlived [`GROUP_GRACE`], and orch killed it.
     pub killed: bool,
+    /// Processes of its group outlived CMD itself.
+    pub leftovers: bool,
 }
 
 impl CommandReport {
     pub fn succeeded(&self) -> bool {
-        matches!(self.ran, Ran::Exited(0)) && !self.interrupted
+        matches!(self.ran, Ran::Exited(0)) && !self.interrupted && !self.leftovers
     }
 
     /// The status orch exits with, as a shell reports it.
     pub fn exit_code(&self) -> i32 {
         match &self.ran {
             Ran::Exited(0) if self.interrupted => crate::exit::INTERRUPTED,
+            Ran::Exited(0) if self.leftovers => crate::exit::FAILURE,
             Ran::Exited(c) => *c,
             Ran::Signaled(s) => 128 + s,
             Ran::NotStarted(e) if e.kind() == std::io::ErrorKind::NotFound => 127,
@@ -122,9 +151,15 @@ pub struct CommandEnv<'a> {
     pub stdout_to_stderr: bool,
 }
 
-/// Runs `argv` with orch's terminal, waits for it, and passes it SIGTERM
-/// (and SIGINT when orch is not on a terminal: there, the terminal sent
-/// Ctrl+C to CMD's process group already).
+/// How long what CMD left in its process group has to end after CMD
+/// itself exited, before orch kills the group with SIGKILL.
+pub const GROUP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `argv` in its own process group (the terminal's foreground group
+/// while it runs, when orch has a terminal), waits for it and for
+/// everything of its group, and passes SIGTERM (and SIGINT when orch is not
+/// on a terminal: there, the terminal sent Ctrl+C to CMD's group already)
+/// to the whole group.
 pub fn run_command(argv: &[String], env: CommandEnv<'_>) -> Result<CommandReport, Error> {
     use std::io::IsTerminal;
     use tokio::signal::unix::SignalKind;
@@ -133,49 +168,149 @@ pub fn run_command(argv: &[String], env: CommandEnv<'_>) -> Result<CommandReport
     super::runtime()?.block_on(async {
         let mut sigint = super::lifecycle::handler(SignalKind::interrupt(), "SIGINT")?;
         let mut sigterm = super::lifecycle::handler(SignalKind::terminate(), "SIGTERM")?;
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env("ORCH_DEPLOYMENT", env.deployment)
-            .env("ORCH_MAINTENANCE_REASON", env.reason);
-        if env.stdout_to_stderr {
-            if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
-                cmd.stdout(std::process::Stdio::from(fd));
-            }
-        }
-        let mut child = match cmd.spawn() {
+        let mut child = match command(argv, &env, on_terminal).spawn() {
             Ok(c) => c,
             Err(e) => return Ok(report(Ran::NotStarted(e), false, false)),
         };
-        let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
-        let pass = |sig| {
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(pid, sig);
-            }
+        let Some(pgid) = child.id().map(|p| Pid::from_raw(p as i32)) else {
+            return Ok(report(ran(child.wait().await), false, false));
         };
-        use nix::sys::signal::Signal;
+        let _terminal = on_terminal.then_some(TakeBack);
         let signal = tokio::select! {
-            s = child.wait() => return Ok(report(ran(s), false, false)),
+            s = child.wait() => {
+                let (leftovers, killed) = drain(pgid).await;
+                let mut r = report(ran(s), false, killed);
+                r.leftovers = leftovers;
+                return Ok(r);
+            }
             _ = sigint.recv() => Signal::SIGINT,
             _ = sigterm.recv() => Signal::SIGTERM,
         };
         if signal == Signal::SIGTERM || !on_terminal {
-            pass(signal);
+            let _ = killpg(pgid, signal);
         }
-        // Bounded: the grace, or a second signal, then SIGKILL.
+        // Bounded: the grace, or a second signal, then SIGKILL for the group.
         let waited = tokio::select! {
             s = child.wait() => Some(s),
             _ = tokio::time::sleep(COMMAND_GRACE) => None,
             _ = sigint.recv() => None,
             _ = sigterm.recv() => None,
         };
-        Ok(match waited {
-            Some(s) => report(ran(s), true, false),
+        let (s, killed) = match waited {
+            Some(s) => (s, false),
             None => {
-                let _ = child.start_kill();
-                report(ran(child.wait().await), true, true)
+                let _ = killpg(pgid, Signal::SIGKILL);
+                (child.wait().await, true)
             }
-        })
+        };
+        let (leftovers, drained_by_kill) = drain(pgid).await;
+        let mut r = report(ran(s), true, killed || drained_by_kill);
+        r.leftovers = leftovers;
+        Ok(r)
     })
+}
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// CMD with its environment, in a process group of its own.
+fn command(argv: &[String], env: &CommandEnv<'_>, on_terminal: bool) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("ORCH_DEPLOYMENT", env.deployment)
+        .env("ORCH_MAINTENANCE_REASON", env.reason)
+        .env(crate::lock::TOKEN_ENV, crate::lock::token())
+        .process_group(0);
+    if on_terminal {
+        // SAFETY: only async-signal-safe calls (sigprocmask, tcsetpgrp,
+        // getpgrp) between fork and exec. The child makes its group the
+        // terminal's foreground itself, before exec, so it never reads the
+        // terminal from the background (SIGTTIN); SIGTTOU is blocked for the
+        // call and unblocked before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                take_terminal(nix::unistd::getpgrp());
+                Ok(())
+            });
+        }
+    }
+    if env.stdout_to_stderr {
+        if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
+            cmd.stdout(std::process::Stdio::from(fd));
+        }
+    }
+    cmd
+}
+
+/// Makes `pgid` the foreground group of the terminal on stdin, with
+/// SIGTTOU blocked (a background group may not otherwise).
+fn take_terminal(pgid: Pid) {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), None);
+    let _ = nix::unistd::tcsetpgrp(std::io::stdin(), pgid);
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&ttou), None);
+}
+
+/// Gives the terminal back to orch's own group when CMD is done.
+struct TakeBack;
+
+impl Drop for TakeBack {
+    fn drop(&mut self) {
+        take_terminal(nix::unistd::getpgrp());
+    }
+}
+
+/// After CMD's leader exited: waits up to [`GROUP_GRACE`] until no
+/// process of its group is left, then kills the group with SIGKILL and
+/// waits (bounded) for that. Returns (something was left, orch killed it).
+async fn drain(pgid: Pid) -> (bool, bool) {
+    if !group_alive(pgid) {
+        return (false, false);
+    }
+    tracing::warn!("processes of the command's group {pgid} outlived it; waiting up to {GROUP_GRACE:?} for them");
+    let deadline = tokio::time::Instant::now() + GROUP_GRACE;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !group_alive(pgid) {
+            return (true, false);
+        }
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while group_alive(pgid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (true, true)
+}
+
+/// True while a live (not zombie) process of group `pgid` exists, as
+/// `/proc/PID/stat` says: `PID (COMM) STATE PPID PGRP …`.
+fn group_alive(pgid: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let numeric = name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        numeric
+            && std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .is_some_and(|stat| in_group(&stat, pgid.as_raw()))
+    })
+}
+
+fn in_group(stat: &str, pgid: i32) -> bool {
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next();
+    let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+    state != Some("Z") && pgrp == Some(pgid)
 }
 
 fn ran(status: std::io::Result<std::process::ExitStatus>) -> Ran {
@@ -195,6 +330,7 @@ fn report(ran: Ran, interrupted: bool, killed: bool) -> CommandReport {
         ran,
         interrupted,
         killed,
+        leftovers: false,
     }
 }
 
@@ -232,6 +368,18 @@ mod tests {
         assert_eq!(r(Ran::NotStarted(missing), false), 127);
         assert!(report(Ran::Exited(0), false, false).succeeded());
         assert!(!report(Ran::Exited(0), true, false).succeeded());
+    }
+
+    #[test]
+    fn a_process_of_the_group_is_told_from_a_zombie_and_another_group() {
+        let stat = "4242 (sh) x) S 1 777 777 0 -1";
+        assert!(in_group(stat, 777));
+        assert!(!in_group(stat, 778));
+        assert!(!in_group("4242 (sleep) Z 1 777 777", 777));
+        let mut r = report(Ran::Exited(0), false, false);
+        r.leftovers = true;
+        assert!(!r.succeeded());
+        assert_eq!(r.exit_code(), crate::exit::FAILURE);
     }
 
     #[test]

@@ -107,11 +107,6 @@ pub fn plan(d: &Deployment, access: &Access) -> Result<Vec<Plan>, Error> {
     Ok(runtime()?.block_on(plan::plan_all(d, &units, &targets))?)
 }
 
-/// How long an install waits for another orch working on the deployment
-/// (two CI jobs at once): installs are short, so the second one usually
-/// gets its turn; past this it fails naming the holder.
-pub const INSTALL_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Renders, plans and installs on every host, under the deployment's lock.
 /// A deployment in maintenance is installed without enabling the master
 /// (its units are masked).
@@ -142,7 +137,7 @@ pub fn install(
         };
         let _lock = match dry_run {
             true => None,
-            false => Some(crate::maintenance::lock_within(d, &home, INSTALL_LOCK_WAIT).await?),
+            false => Some(crate::maintenance::lock_within(d, &home, crate::lock::wait()).await?),
         };
         let plans = plan::plan_all(d, &units, &targets).await?;
         let in_maintenance = crate::maintenance::read_state(d, &home).await?.is_some();

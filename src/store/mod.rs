@@ -151,6 +151,18 @@ enum LockInner {
         _session: tokio::process::Child,
         _stdin: tokio::process::ChildStdin,
     },
+    /// Held by this process across operations, or by the orch whose
+    /// `-- CMD` runs this one: nothing to release here.
+    Borrowed,
+}
+
+impl Lock {
+    /// A lock held by someone responsible for it (see [`LockInner::Borrowed`]).
+    pub fn borrowed() -> Lock {
+        Lock {
+            _held: LockInner::Borrowed,
+        }
+    }
 }
 
 /// What a file store does, on this machine or over SSH.
@@ -308,15 +320,9 @@ fn holder_or_unknown(s: &str) -> String {
     }
 }
 
-/// `PID … on HOST`, written into a lock file for the message a second orch prints.
+/// Written into a lock file for the message a second orch prints (see [`crate::lock::holder_text`]).
 fn lock_holder_text() -> String {
-    format!(
-        "PID {} on {}",
-        std::process::id(),
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "?".into())
-    )
+    crate::lock::holder_text()
 }
 
 fn unit_paths(dir: &Path, units: &[String]) -> Result<Vec<PathBuf>, StoreError> {

@@ -478,7 +478,10 @@ fn second_invocation_fails_at_once_with_the_lock_holder() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains(&format!("another orch (PID {} on ", first.id())),
+        err.contains(&format!(
+            "another orch (PID {} (orch stop-for-maintenance) on ",
+            first.id()
+        )),
         "{err}"
     );
     assert!(took < Duration::from_secs(1), "{took:?}");
@@ -866,6 +869,225 @@ fn sigterm_while_the_command_runs_reaches_it_and_keeps_maintenance() {
         s.state.join("fx/maintenance.json").exists(),
         "journal removed"
     );
+    assert!(matches!(
+        state_of(&s.c, "fx.service").as_str(),
+        "inactive" | "failed"
+    ));
+}
+
+/// Waits (bounded) until `path` exists.
+fn wait_for_file(path: &Path, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{} never appeared", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_lock_is_held_from_the_stop_through_the_command_to_the_resume() {
+    let s = setup(40000, &generic(2, 40010));
+    let started = s._dir.path().join("started");
+    let inner = s._dir.path().join("inner");
+    // CMD runs orch itself: with the token it was given, its install acts
+    // under the held lock instead of waiting for it.
+    let cmd = orch_cmd(&s.c, &s.cfg, &["install", "--lock-wait", "0"]);
+    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
+    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let script = format!(
+        "ORCH_JOURNAL_ROOT=/proc/{leader}/root {orch} > {inner} 2>&1; echo \"exit $?\" >> {inner}; touch {started}; sleep 6",
+        leader = s.c.leader(),
+        orch = words.join(" "),
+        inner = inner.display(),
+        started = started.display(),
+    );
+    let args = [
+        "stop-for-maintenance",
+        "--reason",
+        "upgrade",
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ];
+    let mut first = orch_cmd(&s.c, &s.cfg, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&started, &mut first);
+    let said = std::fs::read_to_string(&inner).unwrap();
+    assert!(said.ends_with("exit 0\n"), "orch inside CMD: {said}");
+    let holder = format!("PID {} (orch stop-for-maintenance) on ", first.id());
+    // A second operator's resume fails at once, naming the holder.
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&holder) && err.contains(" since "), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // install and start wait their bound, then fail naming the holder.
+    for args in [&["install"][..], &["start", "--all"][..]] {
+        let t = Instant::now();
+        let o = orch(&s.c, &s.cfg, &[args, &["--lock-wait", "1"]].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&holder), "{args:?}: {err}");
+        assert!(
+            t.elapsed() >= Duration::from_secs(1),
+            "{args:?} did not wait"
+        );
+    }
+    for u in all_units(2) {
+        let st = state_of(&s.c, &u);
+        assert!(matches!(st.as_str(), "inactive" | "failed"), "{u} is {st}");
+    }
+    let o = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("nothing to resume"), "{err}");
+    for u in all_units(2) {
+        assert_eq!(state_of(&s.c, &u), "active", "{u}");
+    }
+    assert!(
+        !s.state.join("fx/maintenance.json").exists(),
+        "journal left"
+    );
+}
+
+/// Issue 21 item 8: a journal that is a symbolic link or a FIFO is never
+/// followed or read, but it hides no unit and `resume --all` is the way out.
+#[test]
+fn a_symlinked_or_fifo_journal_is_shown_and_resume_all_removes_it() {
+    let s = setup(40020, &generic(1, 40030));
+    let units = all_units(1);
+    let journal = s.state.join("fx/maintenance.json");
+    let victim = s._dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    for fifo in [false, true] {
+        orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+        std::fs::remove_file(&journal).unwrap();
+        match fifo {
+            false => std::os::unix::fs::symlink(&victim, &journal).unwrap(),
+            true => nix::unistd::mkfifo(&journal, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+        }
+        let o = orch(&s.c, &s.cfg, &["status", "--output", "json"]);
+        assert_eq!(o.status.code(), Some(1));
+        let v = json(&o);
+        assert_eq!(v["units"].as_array().unwrap().len(), units.len() + 1, "{v}");
+        let why = v["maintenance_unreadable"].as_str().unwrap_or_default();
+        assert!(why.contains("orch resume --all"), "{v}");
+        let o = orch(&s.c, &s.cfg, &["resume"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("orch resume --all"), "{err}");
+        orch_ok(&s.c, &s.cfg, &["resume", "--all"]);
+        for u in &units {
+            assert_eq!(state_of(&s.c, u), "active", "{u} (fifo: {fifo})");
+        }
+        assert!(
+            journal.symlink_metadata().is_err(),
+            "the bad journal is removed"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+}
+
+/// PIDs whose command line contains `needle` (e.g. `sleep 4242.123`).
+fn pids_running(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(needle).then_some(pid)
+        })
+        .collect()
+}
+
+/// Runs `stop-for-maintenance -- sh -c SCRIPT` until SCRIPT touched
+/// `started`, sends orch SIGTERM, and returns its exit code and stderr.
+fn terminate_during(s: &Setup, script: &str, started: &Path) -> (Option<i32>, String) {
+    let mut child = orch_cmd(
+        &s.c,
+        &s.cfg,
+        &["stop-for-maintenance", "--", "/bin/sh", "-c", script],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_file(started, &mut child);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Issue 21 item 2: SIGTERM reaches CMD's whole process group, and orch
+/// reports CMD ended only when nothing of it is left.
+#[test]
+fn sigterm_ends_the_command_s_whole_process_group() {
+    let s = setup(40040, &generic(1, 40050));
+    let started = s._dir.path().join("started");
+    let sleep = format!("sleep 4242.{}", std::process::id());
+    let done = s._dir.path().join("done");
+    let script = format!(
+        "touch {}; {sleep}; touch {}",
+        started.display(),
+        done.display()
+    );
+    let (code, err) = terminate_during(&s, &script, &started);
+    assert_eq!(code, Some(128 + 15), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!done.exists(), "the shell went on after its sleep: {err}");
+    let left = pids_running(&sleep);
+    for p in &left {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "`{sleep}` outlived orch: {left:?}\n{err}");
+}
+
+/// Issue 21 item 2: a CMD ignoring SIGTERM is killed with its grandchild.
+#[test]
+fn a_command_ignoring_sigterm_is_killed_with_its_grandchild() {
+    let s = setup(40060, &generic(1, 40070));
+    let started = s._dir.path().join("started");
+    let sleep = format!("sleep 4343.{}", std::process::id());
+    let script = format!(
+        "trap '' TERM; {sleep} & touch {}; wait; wait",
+        started.display()
+    );
+    let (code, err) = terminate_during(&s, &script, &started);
+    assert_eq!(code, Some(128 + 9), "{err}");
+    assert!(err.contains("SIGKILL"), "{err}");
+    let left = pids_running(&sleep);
+    for p in &left {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "`{sleep}` outlived orch: {left:?}\n{err}");
+}
+
+/// Issue 21 item 2: what CMD leaves behind after exit 0 fails the run: no
+/// resume, the deployment stays in maintenance, and orch says why.
+#[test]
+fn leftovers_of_a_successful_command_keep_the_deployment_in_maintenance() {
+    let s = setup(40080, &generic(1, 40090));
+    let o = around(&s, &[], "sleep 1 & exit 0");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("left processes in its group") && err.contains("stays in maintenance"),
+        "{err}"
+    );
+    assert!(s.state.join("fx/maintenance.json").exists(), "resumed");
     assert!(matches!(
         state_of(&s.c, "fx.service").as_str(),
         "inactive" | "failed"
