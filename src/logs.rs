@@ -120,6 +120,35 @@ fn text_of(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// A message made safe for a terminal or a plain-text log: every control
+/// character but tab (C0, DEL, C1, and the bidirectional overrides that
+/// reorder what a reader sees) is written escaped (`\x1b`, `\r`, `\u202e`),
+/// as journalctl does for data it cannot show. A unit must not retitle or
+/// clear the operator's terminal, nor forge a line of another unit with a
+/// carriage return. JSON needs none of this: serde escapes them there.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c != '\t'
+            && (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if unsafe_char(c) && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if unsafe_char(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// One line of `journalctl -o json`, with its cursor; `None` for a line
 /// that is not a journal entry.
 pub fn parse(line: &str, host: &str, units: &[String]) -> Option<(Entry, String)> {
@@ -364,6 +393,25 @@ mod tests {
             r#"{"__REALTIME_TIMESTAMP":"1","_SYSTEMD_UNIT":"fx.service","MESSAGE":[104,105,255]}"#;
         let (e, _) = parse(line, "local", &units()).unwrap();
         assert_eq!(e.message, "hi\u{fffd}");
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped_and_tabs_kept() {
+        let hostile = "\u{1b}]0;PWNED\u{7}\u{1b}[2J";
+        assert_eq!(escape_controls(hostile), r"\x1b]0;PWNED\x07\x1b[2J");
+        assert_eq!(
+            escape_controls("x\rm-worker-7-a | forged line"),
+            r"x\rm-worker-7-a | forged line"
+        );
+        assert_eq!(
+            escape_controls("a\tb\u{7f}\u{85}\u{9b}2J\u{202e}"),
+            r"a	b\x7f\u0085\u009b2J\u202e"
+        );
+        assert_eq!(escape_controls("plain é ü 漢"), "plain é ü 漢");
+        assert!(matches!(
+            escape_controls("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -217,3 +217,65 @@ fn follow_shows_a_line_written_after_it_started_and_ends_on_ctrl_c() {
     );
     assert_eq!(status.code(), Some(0));
 }
+
+/// Waits until the JSON output of `orch logs` has a message containing `marker`.
+fn in_journal(s: &Setup, marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = orch_ok(&s.c, &s.cfg, &["logs", "-n", "all", "--output", "json"]);
+        if String::from_utf8_lossy(&o.stdout).contains(marker) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{marker} never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_unit_s_control_characters_never_reach_the_terminal_raw() {
+    let s = setup();
+    // Retitles and clears a terminal; then forges a line of another unit.
+    std::fs::write(
+        s.talk.join("lg"),
+        "said \x1b]0;PWNED\x07\x1b[2J\nx\rlg-worker-7-a | forged line said\n",
+    )
+    .unwrap();
+    in_journal(&s, "forged line said");
+    let o = orch_ok(&s.c, &s.cfg, &["logs", "master", "-n", "all"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !text.contains(['\x1b', '\x07', '\r']),
+        "raw control characters in {text:?}"
+    );
+    assert!(
+        text.contains(r"lg | said \x1b]0;PWNED\x07\x1b[2J"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"lg | x\rlg-worker-7-a | forged line said"),
+        "{text}"
+    );
+    // JSON keeps the message as it was (serde escapes it).
+    let o = orch_ok(
+        &s.c,
+        &s.cfg,
+        &["logs", "master", "-n", "all", "--output", "json"],
+    );
+    let said: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["message"].as_str().map(String::from))
+        .collect();
+    assert!(
+        said.iter()
+            .any(|m| m == "x\rlg-worker-7-a | forged line said"),
+        "{said:?}"
+    );
+    assert!(
+        said.iter().any(|m| m == "said \x1b]0;PWNED\x07\x1b[2J"),
+        "{said:?}"
+    );
+}
