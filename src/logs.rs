@@ -42,8 +42,8 @@ pub enum Lines {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub lines: Lines,
-    /// Passed to `journalctl --since` (validated by the command line).
-    pub since: Option<String>,
+    /// Passed to `journalctl --since` as `@SECONDS` (parsed by the command line).
+    pub since: Option<jiff::Timestamp>,
     pub follow: bool,
     /// `journalctl --root DIR` on this machine.
     pub journal_root: Option<PathBuf>,
@@ -69,6 +69,8 @@ pub enum LogsError {
         status: String,
         stderr: String,
     },
+    #[error("no journal under {}: neither var/log/journal nor run/log/journal holds a *.journal file (is it the root of a machine, e.g. /proc/LEADER/root?)", .root.display())]
+    NoJournal { root: PathBuf },
     #[error("timed out after {} reading the journal of host {host}", humantime::format_duration(*.timeout))]
     Timeout { host: String, timeout: Duration },
 }
@@ -185,8 +187,8 @@ fn arguments(src: &Source, opts: &Options, mode: &Mode<'_>) -> Vec<String> {
             if matches!(opts.lines, Lines::Last(_)) {
                 a.push("-r".into());
             }
-            if let Some(s) = &opts.since {
-                a.extend(["--since".into(), s.clone()]);
+            if let Some(s) = opts.since {
+                a.extend(["--since".into(), crate::since::journalctl_arg(s)]);
             }
         }
         Mode::Follow { after: Some(c) } => a.extend(["-f".into(), format!("--after-cursor={c}")]),
@@ -296,12 +298,42 @@ async fn check(src: &Source, mut child: Child, enough: bool) -> Result<(), LogsE
     })
 }
 
+/// journalctl reads an empty folder as an empty journal and says nothing:
+/// a `--journal-root` with no journal is an operator's mistake to name.
+fn check_root(root: &std::path::Path) -> Result<(), LogsError> {
+    let has_journal = |dir: std::path::PathBuf| {
+        let Ok(machines) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        machines.flatten().any(|m| {
+            std::fs::read_dir(m.path()).is_ok_and(|files| {
+                files.flatten().any(|f| {
+                    let name = f.file_name();
+                    let name = name.to_string_lossy();
+                    name.ends_with(".journal") || name.ends_with(".journal~")
+                })
+            })
+        })
+    };
+    match has_journal(root.join("var/log/journal")) || has_journal(root.join("run/log/journal")) {
+        true => Ok(()),
+        false => Err(LogsError::NoJournal {
+            root: root.to_path_buf(),
+        }),
+    }
+}
+
 /// Every host's history, merged in time order (stable: a host's own order
 /// is kept for lines of the same microsecond). Returns each host's cursor.
 pub async fn read_history(
     sources: &[Source],
     opts: &Options,
 ) -> Result<(Vec<Entry>, Vec<Option<String>>), LogsError> {
+    if let Some(root) = &opts.journal_root {
+        if sources.iter().any(|s| s.remote.is_none()) {
+            check_root(root)?;
+        }
+    }
     let reads = sources.iter().map(|s| async move {
         tokio::time::timeout(opts.timeout, history(s, opts))
             .await
@@ -429,19 +461,34 @@ mod tests {
         };
         let opts = Options {
             lines: Lines::Last(5),
-            since: Some("1h ago".into()),
+            since: Some(jiff::Timestamp::from_second(1_714_557_600).unwrap()),
             follow: true,
             journal_root: None,
             timeout: Duration::from_secs(1),
         };
         let h = arguments(&src, &opts, &Mode::History);
         assert!(
-            h.contains(&"-r".to_string()) && h.contains(&"1h ago".to_string()),
+            h.contains(&"-r".to_string()) && h.contains(&"@1714557600.000000".to_string()),
             "{h:?}"
         );
         assert_eq!(h.iter().filter(|a| *a == "-u").count(), 2);
         let f = arguments(&src, &opts, &Mode::Follow { after: Some("s=1") });
         assert!(f.contains(&"--after-cursor=s=1".to_string()) && !f.contains(&"-r".to_string()));
+    }
+
+    #[test]
+    fn a_root_without_a_journal_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = check_root(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("no journal under {}", dir.path().display())),
+            "{e}"
+        );
+        let m = dir.path().join("var/log/journal/0123");
+        std::fs::create_dir_all(&m).unwrap();
+        assert!(check_root(dir.path()).is_err());
+        std::fs::write(m.join("system.journal"), "").unwrap();
+        check_root(dir.path()).unwrap();
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub struct Request {
     pub targets: Vec<String>,
     pub follow: bool,
     pub lines: Option<Lines>,
-    pub since: Option<String>,
+    pub since: Option<jiff::Timestamp>,
     pub journal_root: Option<std::path::PathBuf>,
     pub timeout: std::time::Duration,
 }

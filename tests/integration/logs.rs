@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::support::Container;
+use crate::support::{Container, OutputBounded};
 
 /// Prints each line written to /opt/talk/NAME, as soon as it appears.
 const TALK: &str = r#"name=$1
@@ -137,10 +137,39 @@ fn lines_of_two_units_come_out_in_time_order_with_their_prefixes() {
         lines[0]
     );
 
-    // A leading dash is refused before journalctl sees it.
-    let o = orch(&s.c, &s.cfg, &["logs", "--since=-1h"]);
+    // --since is read by orch in journalctl's syntax: a relative time
+    // with a leading dash is one; a phrase journalctl refuses is a usage
+    // error before anything runs; a time after every line shows none.
+    for since in ["-1h", "1h ago", "today", "yesterday"] {
+        let o = orch_ok(&s.c, &s.cfg, &["logs", "master", "--since", since]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            spoken(&text),
+            ["lg | said one", "lg | said three"],
+            "{since}: {text}"
+        );
+    }
+    let o = orch_ok(&s.c, &s.cfg, &["logs", "--since", "tomorrow"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    let o = orch(&s.c, &s.cfg, &["logs", "--since", "yesterday-ish"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--since"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--since") && err.contains("yesterday-ish"),
+        "{err}"
+    );
+    assert!(!err.contains("journalctl:"), "{err}");
+
+    // A journal root with no journal is named, not read as an empty journal.
+    let empty = tempfile::tempdir().unwrap();
+    let o = orch_cmd(&s.c, &s.cfg, &["logs"])
+        .arg("--journal-root")
+        .arg(empty.path())
+        .output_bounded()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no journal under"), "{err}");
 }
 
 #[test]
