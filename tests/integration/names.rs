@@ -208,3 +208,91 @@ fn render_keeps_the_names_in_a_readable_unit_folder() {
         ]
     );
 }
+
+/// A deployment `name` whose kinds (kind, count) run `sleep infinity`.
+fn plain(dir: &Path, name: &str, kinds: &[(&str, usize)]) -> PathBuf {
+    let mut text = format!(
+        "[deployment]\nname = \"{name}\"\n[master]\nexec_start = \"/bin/sleep infinity\"\n"
+    );
+    for (kind, count) in kinds {
+        text.push_str(&format!(
+            "[[workers]]\nkind = \"{kind}\"\ncount = {count}\nexec_start = \"/bin/sleep infinity\"\n"
+        ));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn is_active(c: &Container, unit: &str) -> bool {
+    c.systemctl(&["is-active", "--quiet", unit])
+        .status
+        .success()
+}
+
+#[test]
+fn a_new_kind_fills_the_gap_a_shrink_left() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    // a takes 0, 1, 2 and b 3; a shrinks to 0: 1 and 2 are free below b.
+    orch_ok(
+        &c,
+        &plain(dir.path(), "gp", &[("a", 3), ("b", 1)]),
+        &["install"],
+    );
+    orch_ok(
+        &c,
+        &plain(dir.path(), "gp", &[("a", 1), ("b", 1)]),
+        &["install"],
+    );
+    assert!(!c.unit_dir().join("gp-worker-1-a.service").exists());
+    let cfg = plain(dir.path(), "gp", &[("a", 1), ("b", 1), ("c", 1)]);
+    orch_ok(&c, &cfg, &["install"]);
+    let mut workers: Vec<String> = std::fs::read_dir(c.unit_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("gp-worker-"))
+        .collect();
+    workers.sort();
+    assert_eq!(
+        workers,
+        [
+            "gp-worker-0-a.service",
+            "gp-worker-1-c.service",
+            "gp-worker-3-b.service"
+        ],
+        "the new kind takes the lowest free number; b keeps its own"
+    );
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    assert!(is_active(&c, "gp-worker-1-c.service"));
+}
+
+#[test]
+fn two_deployments_share_a_unit_folder_without_touching_each_other() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let a = plain(dir.path(), "da", &[("w", 2)]);
+    let b = plain(dir.path(), "db", &[("w", 2)]);
+    orch_ok(&c, &a, &["install"]);
+    orch_ok(&c, &b, &["install"]);
+    orch_ok(&c, &a, &["start", "--all"]);
+    orch_ok(&c, &b, &["start", "--all"]);
+    let b_units = [
+        "db.service",
+        "db-worker-0-w.service",
+        "db-worker-1-w.service",
+        "db.slice",
+    ];
+    // A shrinks and installs again, with a restart of what changed.
+    let a = plain(dir.path(), "da", &[("w", 1)]);
+    orch_ok(&c, &a, &["install", "--restart-changed"]);
+    assert!(!c.unit_dir().join("da-worker-1-w.service").exists());
+    for u in b_units {
+        assert!(c.unit_dir().join(u).exists(), "A's install removed {u}");
+    }
+    for u in &b_units[..3] {
+        assert!(is_active(&c, u), "A's install stopped {u}");
+    }
+    let o = orch(&c, &b, &["plan", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "B's plan is clean: {}", json(&o));
+}
