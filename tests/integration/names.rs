@@ -296,3 +296,51 @@ fn two_deployments_share_a_unit_folder_without_touching_each_other() {
     let o = orch(&c, &b, &["plan", "--output", "json"]);
     assert_eq!(o.status.code(), Some(0), "B's plan is clean: {}", json(&o));
 }
+
+#[test]
+fn plan_and_install_say_which_update_needs_a_restart() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    orch_ok(&c, &plain(dir.path(), "rn", &[("a", 1)]), &["install"]);
+    // A new kind only adds Wants= to the master: no restart.
+    let cfg = plain(dir.path(), "rn", &[("a", 1), ("b", 1)]);
+    let o = orch(&c, &cfg, &["plan", "--output", "json"]);
+    let plan = json(&o);
+    let master = plan["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "rn.service")
+        .unwrap();
+    assert_eq!(master["action"], "update", "{plan}");
+    assert_eq!(master["restart_needed"], false, "{plan}");
+    let o = orch(&c, &cfg, &["plan"]);
+    assert_eq!(o.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("update (no restart) rn.service"), "{text}");
+    let o = orch_ok(&c, &cfg, &["install"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("updated (no restart) rn.service"), "{text}");
+    // A new command for a kind: its worker needs a restart.
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "/bin/sleep infinity\"\n[[workers]]",
+        "/bin/sleep 100000\"\n[[workers]]",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let o = orch(&c, &cfg, &["plan", "--output", "json"]);
+    let plan = json(&o);
+    let changed: Vec<(String, bool)> = plan["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["action"] == "update")
+        .map(|u| {
+            (
+                u["unit"].as_str().unwrap().into(),
+                u["restart_needed"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(changed, [("rn.service".to_string(), true)], "{plan}");
+}
