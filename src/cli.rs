@@ -206,7 +206,7 @@ fn logs(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error> {
         targets: targets.clone(),
         follow: *follow,
         lines: *lines,
-        since: since.clone(),
+        since: *since,
         journal_root: journal_root.clone(),
         timeout: *timeout,
     };

@@ -38,6 +38,9 @@ pub struct InstalledUnit {
     pub changed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With an update: whether it needs the unit restarted (see `plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_needed: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +124,7 @@ pub async fn install(
                 },
                 changed: u.action.is_change(),
                 reason: u.reason.clone(),
+                restart_needed: u.restart_needed,
             })
             .collect(),
         hosts: Vec::new(),

@@ -25,6 +25,8 @@ pub mod output;
 pub mod phases;
 pub mod plan;
 pub mod render;
+pub mod restart;
+pub mod since;
 pub mod status;
 pub mod store;
 pub mod systemd;

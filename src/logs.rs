@@ -42,8 +42,8 @@ pub enum Lines {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub lines: Lines,
-    /// Passed to `journalctl --since` (validated by the command line).
-    pub since: Option<String>,
+    /// Passed to `journalctl --since` as `@SECONDS` (parsed by the command line).
+    pub since: Option<jiff::Timestamp>,
     pub follow: bool,
     /// `journalctl --root DIR` on this machine.
     pub journal_root: Option<PathBuf>,
@@ -69,6 +69,8 @@ pub enum LogsError {
         status: String,
         stderr: String,
     },
+    #[error("no journal under {}: neither var/log/journal nor run/log/journal holds a *.journal file (is it the root of a machine, e.g. /proc/LEADER/root?)", .root.display())]
+    NoJournal { root: PathBuf },
     #[error("timed out after {} reading the journal of host {host}", humantime::format_duration(*.timeout))]
     Timeout { host: String, timeout: Duration },
 }
@@ -120,6 +122,35 @@ fn text_of(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// A message made safe for a terminal or a plain-text log: every control
+/// character but tab (C0, DEL, C1, and the bidirectional overrides that
+/// reorder what a reader sees) is written escaped (`\x1b`, `\r`, `\u202e`),
+/// as journalctl does for data it cannot show. A unit must not retitle or
+/// clear the operator's terminal, nor forge a line of another unit with a
+/// carriage return. JSON needs none of this: serde escapes them there.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c != '\t'
+            && (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if unsafe_char(c) && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if unsafe_char(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// One line of `journalctl -o json`, with its cursor; `None` for a line
 /// that is not a journal entry.
 pub fn parse(line: &str, host: &str, units: &[String]) -> Option<(Entry, String)> {
@@ -156,8 +187,8 @@ fn arguments(src: &Source, opts: &Options, mode: &Mode<'_>) -> Vec<String> {
             if matches!(opts.lines, Lines::Last(_)) {
                 a.push("-r".into());
             }
-            if let Some(s) = &opts.since {
-                a.extend(["--since".into(), s.clone()]);
+            if let Some(s) = opts.since {
+                a.extend(["--since".into(), crate::since::journalctl_arg(s)]);
             }
         }
         Mode::Follow { after: Some(c) } => a.extend(["-f".into(), format!("--after-cursor={c}")]),
@@ -267,12 +298,42 @@ async fn check(src: &Source, mut child: Child, enough: bool) -> Result<(), LogsE
     })
 }
 
+/// journalctl reads an empty folder as an empty journal and says nothing:
+/// a `--journal-root` with no journal is an operator's mistake to name.
+fn check_root(root: &std::path::Path) -> Result<(), LogsError> {
+    let has_journal = |dir: std::path::PathBuf| {
+        let Ok(machines) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        machines.flatten().any(|m| {
+            std::fs::read_dir(m.path()).is_ok_and(|files| {
+                files.flatten().any(|f| {
+                    let name = f.file_name();
+                    let name = name.to_string_lossy();
+                    name.ends_with(".journal") || name.ends_with(".journal~")
+                })
+            })
+        })
+    };
+    match has_journal(root.join("var/log/journal")) || has_journal(root.join("run/log/journal")) {
+        true => Ok(()),
+        false => Err(LogsError::NoJournal {
+            root: root.to_path_buf(),
+        }),
+    }
+}
+
 /// Every host's history, merged in time order (stable: a host's own order
 /// is kept for lines of the same microsecond). Returns each host's cursor.
 pub async fn read_history(
     sources: &[Source],
     opts: &Options,
 ) -> Result<(Vec<Entry>, Vec<Option<String>>), LogsError> {
+    if let Some(root) = &opts.journal_root {
+        if sources.iter().any(|s| s.remote.is_none()) {
+            check_root(root)?;
+        }
+    }
     let reads = sources.iter().map(|s| async move {
         tokio::time::timeout(opts.timeout, history(s, opts))
             .await
@@ -367,6 +428,25 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_are_shown_escaped_and_tabs_kept() {
+        let hostile = "\u{1b}]0;PWNED\u{7}\u{1b}[2J";
+        assert_eq!(escape_controls(hostile), r"\x1b]0;PWNED\x07\x1b[2J");
+        assert_eq!(
+            escape_controls("x\rm-worker-7-a | forged line"),
+            r"x\rm-worker-7-a | forged line"
+        );
+        assert_eq!(
+            escape_controls("a\tb\u{7f}\u{85}\u{9b}2J\u{202e}"),
+            r"a	b\x7f\u0085\u009b2J\u202e"
+        );
+        assert_eq!(escape_controls("plain é ü 漢"), "plain é ü 漢");
+        assert!(matches!(
+            escape_controls("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
     fn lines_that_are_not_entries_are_skipped() {
         assert!(parse("-- No entries --", "local", &units()).is_none());
         assert!(parse(r#"{"MESSAGE":"no time"}"#, "local", &units()).is_none());
@@ -381,19 +461,34 @@ mod tests {
         };
         let opts = Options {
             lines: Lines::Last(5),
-            since: Some("1h ago".into()),
+            since: Some(jiff::Timestamp::from_second(1_714_557_600).unwrap()),
             follow: true,
             journal_root: None,
             timeout: Duration::from_secs(1),
         };
         let h = arguments(&src, &opts, &Mode::History);
         assert!(
-            h.contains(&"-r".to_string()) && h.contains(&"1h ago".to_string()),
+            h.contains(&"-r".to_string()) && h.contains(&"@1714557600.000000".to_string()),
             "{h:?}"
         );
         assert_eq!(h.iter().filter(|a| *a == "-u").count(), 2);
         let f = arguments(&src, &opts, &Mode::Follow { after: Some("s=1") });
         assert!(f.contains(&"--after-cursor=s=1".to_string()) && !f.contains(&"-r".to_string()));
+    }
+
+    #[test]
+    fn a_root_without_a_journal_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = check_root(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("no journal under {}", dir.path().display())),
+            "{e}"
+        );
+        let m = dir.path().join("var/log/journal/0123");
+        std::fs::create_dir_all(&m).unwrap();
+        assert!(check_root(dir.path()).is_err());
+        std::fs::write(m.join("system.journal"), "").unwrap();
+        check_root(dir.path()).unwrap();
     }
 
     #[test]

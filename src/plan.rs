@@ -31,6 +31,17 @@ pub enum Action {
     Drift,
 }
 
+impl PlannedUnit {
+    /// `update (restart needed)` / `update (no restart)`, else the action.
+    pub fn label(&self, verb: &str) -> String {
+        match self.restart_needed {
+            Some(true) => format!("{verb} (restart needed)"),
+            Some(false) => format!("{verb} (no restart)"),
+            None => verb.to_string(),
+        }
+    }
+}
+
 impl Action {
     pub fn is_change(self) -> bool {
         !matches!(self, Action::Unchanged)
@@ -58,6 +69,10 @@ pub struct PlannedUnit {
     pub renamed_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With [`Action::Update`]: whether the change needs the unit restarted
+    /// (see [`crate::restart`]), or only systemd's reload of its files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_needed: Option<bool>,
     /// What would be written (absent for removals).
     #[serde(skip)]
     pub content: Option<String>,
@@ -128,6 +143,10 @@ pub async fn plan(
         let installed = existing
             .and_then(|e| e.content.as_ref().ok())
             .map(|b| String::from_utf8_lossy(b).into_owned());
+        let restart_needed = match (action, &installed) {
+            (Action::Update, Some(old)) => Some(crate::restart::needs_restart(old, &r.content)),
+            _ => None,
+        };
         units.push(PlannedUnit {
             unit: r.unit.clone(),
             host: host.to_string(),
@@ -135,6 +154,7 @@ pub async fn plan(
             action,
             renamed_from: None,
             reason,
+            restart_needed,
             content: Some(r.content.clone()),
             installed,
         });
@@ -243,6 +263,7 @@ fn stale_unit(deployment: &str, host: &str, path: PathBuf, e: &Entry) -> Option<
         action,
         renamed_from: None,
         reason: Some(reason),
+        restart_needed: None,
         content: None,
         installed: Some(text.into_owned()),
     })

@@ -25,6 +25,12 @@ pub const PERSIST: &str = "10s";
 /// The bound on making a host's master connection (its SSH handshake).
 const WARM_BOUND: Duration = Duration::from_secs(20);
 
+/// After this long without a probe of a host, its master may be near its
+/// [`PERSIST`] end (or gone): it is checked (`ssh -O check`) before the
+/// next probe, and made again if it exited. Well under `PERSIST`, so a
+/// master seen alive this recently outlives the probe that follows.
+const CHECK_AFTER: Duration = Duration::from_secs(3);
+
 /// What ssh's mux client prints (with `-v`) once the master's channel is
 /// open, i.e. once the remote host has connected to the target.
 const OPENED: &str = "master session id";
@@ -93,9 +99,11 @@ impl AsyncWrite for Stream {
 /// What orch knows of one host's SSH.
 struct HostState {
     remote: Remote,
-    /// Held while the master is being made, so that concurrent first
+    /// When the master was last seen alive (made, checked, or a channel
+    /// opened through it); `None` until made or after a failed attempt.
+    /// Held while the master is being checked or made, so that concurrent
     /// probes share one connection instead of racing to be the master.
-    warm: tokio::sync::Mutex<bool>,
+    warm: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     /// Whether its sshd forwards at all; `None` until a refusal is seen.
     /// Held while asking, so concurrent refusals ask once.
     forwards: tokio::sync::Mutex<Option<bool>>,
@@ -123,7 +131,7 @@ fn state(remote: &Remote) -> Result<(PathBuf, Arc<HostState>), TunnelError> {
     }
     let h = Arc::new(HostState {
         remote: remote.clone(),
-        warm: tokio::sync::Mutex::new(false),
+        warm: tokio::sync::Mutex::new(None),
         forwards: tokio::sync::Mutex::new(None),
     });
     reg.hosts.push(h.clone());
@@ -147,17 +155,32 @@ fn private_dir() -> Result<tempfile::TempDir, TunnelError> {
     Ok(dir)
 }
 
+/// Who an ssh is on the control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mux {
+    /// The one ssh that makes (or finds) the master and persists.
+    Master,
+    /// A probe's `-W`: only ever a client. With `auto`, a client that finds
+    /// no master would become one itself, never print [`OPENED`], and be
+    /// waited on until its bound.
+    Client,
+}
+
 /// The multiplexing options; `%C` is a hash of host, port and user, short
 /// enough for a socket path.
-fn mux_options(dir: &std::path::Path) -> Vec<String> {
-    [
-        "ControlMaster=auto".to_string(),
-        format!("ControlPath={}/%C", dir.display()),
-        format!("ControlPersist={PERSIST}"),
-    ]
-    .into_iter()
-    .flat_map(|o| ["-o".to_string(), o])
-    .collect()
+fn mux_options(dir: &std::path::Path, mux: Mux) -> Vec<String> {
+    let path = format!("ControlPath={}/%C", dir.display());
+    let opts = match mux {
+        Mux::Master => vec![
+            "ControlMaster=auto".to_string(),
+            path,
+            format!("ControlPersist={PERSIST}"),
+        ],
+        Mux::Client => vec!["ControlMaster=no".to_string(), path],
+    };
+    opts.into_iter()
+        .flat_map(|o| ["-o".to_string(), o])
+        .collect()
 }
 
 /// `HOST:PORT` as `-W` wants it (an IPv6 address in brackets).
@@ -197,7 +220,7 @@ pub async fn connect(
         .await
         .map_err(|_| ssh_error(remote, format!("no connection within {bound:?}")))?
         .map_err(|e| ssh_error(remote, format!("the SSH master task failed: {e}")))??;
-    let mut options = mux_options(&dir);
+    let mut options = mux_options(&dir, Mux::Client);
     options.extend(["-v".into(), "-W".into(), target.clone()]);
     let mut child = spawn(remote, &options, true)?;
     let stderr = child.stderr.take().expect("piped");
@@ -213,6 +236,13 @@ pub async fn connect(
         false
     })
     .await;
+    if !matches!(opened, Ok(true)) {
+        // The master may have gone between its check and this channel:
+        // the next attempt checks it again rather than trusting it.
+        *state.warm.lock().await = None;
+    } else {
+        *state.warm.lock().await = Some(tokio::time::Instant::now());
+    }
     match opened {
         Ok(true) => Ok(Stream {
             io: tokio::io::join(
@@ -233,12 +263,22 @@ pub async fn connect(
 /// Makes the host's master connection once (`ssh … DEST true` leaves it
 /// running in the background for [`PERSIST`]); later attempts find it. A
 /// master that expired is made again by the next attempt (`auto`).
+/// Makes sure the host's master runs: trusted when seen alive within
+/// [`CHECK_AFTER`], else asked (`ssh -O check`), else made again. A master
+/// exits after [`PERSIST`] without a channel (a slow stop phase, a kind
+/// without probes, `-- CMD`), and one run of orch outlives it.
 async fn warm(state: &HostState, dir: &std::path::Path) -> Result<(), TunnelError> {
     let mut warm = state.warm.lock().await;
-    if *warm {
+    let now = tokio::time::Instant::now();
+    if warm.is_some_and(|t| now.duration_since(t) < CHECK_AFTER) {
         return Ok(());
     }
-    let mut cmd = spawn_command(&state.remote, &mux_options(dir), Some("true"));
+    if warm.is_some() && master_alive(state, dir).await {
+        *warm = Some(now);
+        return Ok(());
+    }
+    *warm = None;
+    let mut cmd = spawn_command(&state.remote, &mux_options(dir, Mux::Master), Some("true"));
     // No pipe on stdout: the master keeps the first client's descriptors.
     cmd.stdout(std::process::Stdio::null());
     let out = cmd
@@ -248,8 +288,18 @@ async fn warm(state: &HostState, dir: &std::path::Path) -> Result<(), TunnelErro
     if !out.status.success() {
         return Err(ssh_error(&state.remote, last_line(&out.stderr)));
     }
-    *warm = true;
+    *warm = Some(tokio::time::Instant::now());
     Ok(())
+}
+
+/// `ssh -O check`: whether the master on the control socket answers.
+async fn master_alive(state: &HostState, dir: &std::path::Path) -> bool {
+    let mut options = mux_options(dir, Mux::Client);
+    options.extend(["-O".into(), "check".into()]);
+    let mut cmd = spawn_command(&state.remote, &options, None);
+    cmd.stdout(std::process::Stdio::null());
+    let check = tokio::time::timeout(Duration::from_secs(5), cmd.output()).await;
+    matches!(check, Ok(Ok(out)) if out.status.success())
 }
 
 /// The channel was not opened: why, from what ssh printed. Over a master
@@ -394,7 +444,7 @@ pub fn end() {
     let Some(dir) = reg.dir.take() else { return };
     let mut children = Vec::new();
     for h in reg.hosts.drain(..) {
-        let mut options = mux_options(dir.path());
+        let mut options = mux_options(dir.path(), Mux::Client);
         options.extend(["-O".into(), "exit".into()]);
         let (program, args) = h.remote.with_options(&options, None);
         if let Ok(c) = std::process::Command::new(program)
@@ -436,6 +486,15 @@ mod tests {
             classify("Stdio forwarding request failed: Session open refused by peer"),
             Refusal::Unclear
         );
+    }
+
+    #[test]
+    fn only_the_master_may_become_one_and_persist() {
+        let dir = std::path::Path::new("/run/x");
+        let client = mux_options(dir, Mux::Client).join(" ");
+        assert_eq!(client, "-o ControlMaster=no -o ControlPath=/run/x/%C");
+        let master = mux_options(dir, Mux::Master).join(" ");
+        assert!(master.contains("ControlMaster=auto") && master.contains("ControlPersist=10s"));
     }
 
     #[test]

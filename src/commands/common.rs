@@ -126,6 +126,8 @@ fn unit_line(u: &UnitReport) -> String {
     }
     text.push('\n');
     for line in &u.journal {
+        // The unit's own words: no control character reaches the terminal.
+        let line = crate::logs::escape_controls(line);
         text.push_str(&format!("      | {line}\n"));
     }
     text

@@ -40,6 +40,11 @@ fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
             (Action::Drift, false) => "overwritten",
             (a, true) => a.as_str(),
         };
+        let verb = match u.restart_needed {
+            Some(true) => format!("{verb} (restart needed)"),
+            Some(false) => format!("{verb} (no restart)"),
+            None => verb.to_string(),
+        };
         if d.is_multi_host() {
             text.push_str(&format!("  {verb:<11} {:<12} {}\n", u.host, u.unit));
         } else {

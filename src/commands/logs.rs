@@ -5,7 +5,7 @@ use super::common::{json, print};
 use crate::cli::Global;
 use crate::error::Error;
 use crate::exit;
-use crate::logs::{Entry, Lines, Options};
+use crate::logs::{escape_controls, Entry, Lines, Options};
 use crate::model::Deployment;
 use crate::ops::lifecycle::Selection;
 use crate::ops::logs::Outcome;
@@ -15,7 +15,7 @@ pub struct Request {
     pub targets: Vec<String>,
     pub follow: bool,
     pub lines: Option<Lines>,
-    pub since: Option<String>,
+    pub since: Option<jiff::Timestamp>,
     pub journal_root: Option<std::path::PathBuf>,
     pub timeout: std::time::Duration,
 }
@@ -49,8 +49,8 @@ pub fn run(g: &Global, d: &Deployment, req: Request) -> Result<i32, Error> {
             Format::Json => json(e),
             Format::Human => print(&format!(
                 "{:<width$} | {}\n",
-                prefix(multi, &e.host, &e.unit),
-                e.message
+                escape_controls(&prefix(multi, &e.host, &e.unit)),
+                escape_controls(&e.message)
             )),
         }
     };

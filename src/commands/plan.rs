@@ -65,7 +65,7 @@ fn human(d: &Deployment, plan: &Plan) -> String {
     for u in &plan.units {
         match &u.renamed_from {
             Some(old) => text.push_str(&format!("  {:<10} {old} -> {}", u.action.as_str(), u.unit)),
-            None => text.push_str(&format!("  {:<10} {}", u.action.as_str(), u.unit)),
+            None => text.push_str(&format!("  {:<10} {}", u.label(u.action.as_str()), u.unit)),
         }
         if let Some(r) = &u.reason {
             text.push_str(&format!("  ({r})"));

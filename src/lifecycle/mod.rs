@@ -685,7 +685,7 @@ impl Engine {
                 to_start.push(m.clone());
                 continue;
             }
-            let r = self.readiness(m, None).await;
+            let r = self.readiness(m, None, JobKind::Start).await;
             let ok = r.phase == Phase::Ready;
             self.record(r);
             if !ok {
@@ -707,11 +707,17 @@ impl Engine {
         let _slot = self.jobs.slot().await;
         self.availability(m, true);
         self.emit(m, progress_phase(kind), None);
+        if kind == JobKind::Reload {
+            if let Some(r) = self.not_running_for_reload(m).await {
+                self.record(r);
+                return false;
+            }
+        }
         let bound = self.bounded(kind.bound(m.start_timeout, m.stop_timeout) + JOB_MARGIN);
         let end = self.jobs.run(&m.unit, &m.host, kind, mode, bound).await;
         let r = match end {
             JobEnd::Done(result) if kind.ends_stopped() => self.stopped(m, result).await,
-            JobEnd::Done(result) => self.readiness(m, Some(result)).await,
+            JobEnd::Done(result) => self.readiness(m, Some(result), kind).await,
             JobEnd::Failed(result) => {
                 let why = format!("{} job {result}", kind.dbus_name());
                 self.diagnosed(self.report(m, Phase::Failed, Some(result), Some(why)))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Engine, Member, Phase, UnitReport};
 use crate::health::{self, ReadyError};
-use crate::jobs::{ActiveState, JobResult};
+use crate::jobs::{ActiveState, JobKind, JobResult};
 
 impl Engine {
     /// After a stop job: the unit must not be running. A stop that needed
@@ -56,13 +56,20 @@ impl Engine {
         (state, result)
     }
 
-    /// After a successful start job: the unit must be active and its probe pass.
-    pub(super) async fn readiness(&self, m: &Member, job: Option<JobResult>) -> UnitReport {
+    /// After a successful start, restart or reload job (`kind`): the unit
+    /// must be active and its probe pass.
+    pub(super) async fn readiness(
+        &self,
+        m: &Member,
+        job: Option<JobResult>,
+        kind: JobKind,
+    ) -> UnitReport {
         let state = self.jobs.active_state(&m.unit, &m.host).await;
         if !state.as_ref().is_some_and(ActiveState::is_up) {
             let why = format!(
-                "unit is {} after its start job",
-                state.as_ref().map_or("unknown", ActiveState::as_str)
+                "unit is {} after its {} job",
+                state.as_ref().map_or("unknown", ActiveState::as_str),
+                kind.dbus_name()
             );
             return self
                 .diagnosed(self.report(m, Phase::Failed, job, Some(why)))
@@ -88,6 +95,22 @@ impl Engine {
                     .await
             }
         }
+    }
+
+    /// A reload of a unit that is not running: systemd has nothing to
+    /// reload and its `Result`/exit status describe the run that ended
+    /// before, so the report says so and shows only the state and journal.
+    pub(super) async fn not_running_for_reload(&self, m: &Member) -> Option<UnitReport> {
+        let state = self.jobs.active_state(&m.unit, &m.host).await?;
+        if !state.is_down() {
+            return None;
+        }
+        let why = format!("not running ({state}): a reload does not start it; use `orch start`");
+        let mut r = self.report(m, Phase::Failed, None, Some(why));
+        r.active_state = Some(state);
+        let sd = self.jobs.sd(&m.host);
+        r.journal = journal(&m.unit, self.opts.journal_root.as_deref(), sd.remote(), 10).await;
+        Some(r)
     }
 
     /// Probes until healthy within the unit's `health_timeout`, checking

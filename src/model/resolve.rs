@@ -106,6 +106,24 @@ const RESTART_POLICIES: &[&str] = &[
     "always",
 ];
 
+/// Why `unit` cannot be a database, prerequisite or dependent: a unit
+/// orch generates (stopping the deployment's slice stops every unit in
+/// it; a worker name may be one orch creates later), or a template,
+/// which systemd cannot start without an instance.
+fn not_external(unit: &str, deployment: &str) -> Option<&'static str> {
+    let (stem, _) = unit.rsplit_once('.').unwrap_or((unit, ""));
+    if unit == format!("{deployment}.slice") {
+        return Some("is the deployment's own slice, a unit orch generates");
+    }
+    if stem == deployment || stem.starts_with(&format!("{deployment}-worker-")) {
+        return Some("is a unit orch generates (the master's or a worker's name)");
+    }
+    if stem.ends_with('@') {
+        return Some("is a template without an instance; name one, e.g. `bridge@main.service`");
+    }
+    None
+}
+
 impl Resolver<'_> {
     fn err(&self, span: Range<usize>, key: &str, msg: impl Into<String>) -> ConfigError {
         self.src.error(span, Some(key.to_string()), msg)
@@ -544,6 +562,9 @@ impl Resolver<'_> {
     ) -> Result<External, ConfigError> {
         let at = |k: &str| format!("{section}.{k}");
         let unit = self.external_unit(x.unit, &at("unit"))?;
+        if let Some(why) = not_external(&unit, scope.name) {
+            return Err(self.err(x.unit.span(), &at("unit"), format!("`{unit}` {why}")));
+        }
         let default_host = &scope.master_host.name;
         let host = self.host_of(scope.hosts, x.host, &at("host"), default_host)?;
         let health = match x.health {
@@ -1023,6 +1044,36 @@ mod tests {
         let d = resolve(&remote).unwrap();
         let db = d.database.unwrap();
         assert_eq!((db.host.as_str(), db.health.is_some()), ("db1", true));
+    }
+
+    #[test]
+    fn generated_units_and_bare_templates_are_never_external() {
+        for (extra, key, says) in [
+            (
+                "[[prerequisites]]\nunit = \"app.slice\"\n",
+                "prerequisites[0].unit",
+                "own slice",
+            ),
+            (
+                "[[dependents]]\nunit = \"bridge@.service\"\n",
+                "dependents[0].unit",
+                "template without an instance",
+            ),
+            (
+                "[[dependents]]\nunit = \"app-worker-9-x\"\n",
+                "dependents[0].unit",
+                "a unit orch generates",
+            ),
+            (
+                "[database]\nunit = \"app.service\"\n",
+                "database.unit",
+                "a unit orch generates",
+            ),
+        ] {
+            refused(extra, 6, key, says);
+        }
+        let d = resolve("[[dependents]]\nunit = \"bridge@main.service\"\n").unwrap();
+        assert_eq!(d.dependents[0].unit, "bridge@main.service");
     }
 
     #[test]

@@ -813,3 +813,31 @@ fn a_deployment_name_that_cannot_name_its_slice() {
         "empty level",
     );
 }
+
+#[test]
+fn the_deployment_s_own_slice_is_not_a_prerequisite() {
+    let bad = format!("{GOOD}\n[[prerequisites]]\nunit = \"app.slice\"\n");
+    refused(
+        &bad,
+        14,
+        "prerequisites[0].unit",
+        "the deployment's own slice",
+    );
+}
+
+#[test]
+fn a_worker_name_is_not_a_dependent() {
+    let bad = format!("{GOOD}\n[[dependents]]\nunit = \"app-worker-7-generic\"\n");
+    refused(&bad, 14, "dependents[0].unit", "a unit orch generates");
+}
+
+#[test]
+fn a_template_without_instance_is_not_a_dependent() {
+    let bad = format!("{GOOD}\n[[dependents]]\nunit = \"bridge@.service\"\n");
+    refused(
+        &bad,
+        14,
+        "dependents[0].unit",
+        "template without an instance",
+    );
+}

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::support::Container;
+use crate::support::{Container, OutputBounded};
 
 /// Prints each line written to /opt/talk/NAME, as soon as it appears.
 const TALK: &str = r#"name=$1
@@ -137,10 +137,39 @@ fn lines_of_two_units_come_out_in_time_order_with_their_prefixes() {
         lines[0]
     );
 
-    // A leading dash is refused before journalctl sees it.
-    let o = orch(&s.c, &s.cfg, &["logs", "--since=-1h"]);
+    // --since is read by orch in journalctl's syntax: a relative time
+    // with a leading dash is one; a phrase journalctl refuses is a usage
+    // error before anything runs; a time after every line shows none.
+    for since in ["-1h", "1h ago", "today", "yesterday"] {
+        let o = orch_ok(&s.c, &s.cfg, &["logs", "master", "--since", since]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            spoken(&text),
+            ["lg | said one", "lg | said three"],
+            "{since}: {text}"
+        );
+    }
+    let o = orch_ok(&s.c, &s.cfg, &["logs", "--since", "tomorrow"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    let o = orch(&s.c, &s.cfg, &["logs", "--since", "yesterday-ish"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--since"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--since") && err.contains("yesterday-ish"),
+        "{err}"
+    );
+    assert!(!err.contains("journalctl:"), "{err}");
+
+    // A journal root with no journal is named, not read as an empty journal.
+    let empty = tempfile::tempdir().unwrap();
+    let o = orch_cmd(&s.c, &s.cfg, &["logs"])
+        .arg("--journal-root")
+        .arg(empty.path())
+        .output_bounded()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no journal under"), "{err}");
 }
 
 #[test]
@@ -216,4 +245,66 @@ fn follow_shows_a_line_written_after_it_started_and_ends_on_ctrl_c() {
         t.elapsed()
     );
     assert_eq!(status.code(), Some(0));
+}
+
+/// Waits until the JSON output of `orch logs` has a message containing `marker`.
+fn in_journal(s: &Setup, marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = orch_ok(&s.c, &s.cfg, &["logs", "-n", "all", "--output", "json"]);
+        if String::from_utf8_lossy(&o.stdout).contains(marker) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{marker} never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_unit_s_control_characters_never_reach_the_terminal_raw() {
+    let s = setup();
+    // Retitles and clears a terminal; then forges a line of another unit.
+    std::fs::write(
+        s.talk.join("lg"),
+        "said \x1b]0;PWNED\x07\x1b[2J\nx\rlg-worker-7-a | forged line said\n",
+    )
+    .unwrap();
+    in_journal(&s, "forged line said");
+    let o = orch_ok(&s.c, &s.cfg, &["logs", "master", "-n", "all"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !text.contains(['\x1b', '\x07', '\r']),
+        "raw control characters in {text:?}"
+    );
+    assert!(
+        text.contains(r"lg | said \x1b]0;PWNED\x07\x1b[2J"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"lg | x\rlg-worker-7-a | forged line said"),
+        "{text}"
+    );
+    // JSON keeps the message as it was (serde escapes it).
+    let o = orch_ok(
+        &s.c,
+        &s.cfg,
+        &["logs", "master", "-n", "all", "--output", "json"],
+    );
+    let said: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["message"].as_str().map(String::from))
+        .collect();
+    assert!(
+        said.iter()
+            .any(|m| m == "x\rlg-worker-7-a | forged line said"),
+        "{said:?}"
+    );
+    assert!(
+        said.iter().any(|m| m == "said \x1b]0;PWNED\x07\x1b[2J"),
+        "{said:?}"
+    );
 }

@@ -208,3 +208,139 @@ fn render_keeps_the_names_in_a_readable_unit_folder() {
         ]
     );
 }
+
+/// A deployment `name` whose kinds (kind, count) run `sleep infinity`.
+fn plain(dir: &Path, name: &str, kinds: &[(&str, usize)]) -> PathBuf {
+    let mut text = format!(
+        "[deployment]\nname = \"{name}\"\n[master]\nexec_start = \"/bin/sleep infinity\"\n"
+    );
+    for (kind, count) in kinds {
+        text.push_str(&format!(
+            "[[workers]]\nkind = \"{kind}\"\ncount = {count}\nexec_start = \"/bin/sleep infinity\"\n"
+        ));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn is_active(c: &Container, unit: &str) -> bool {
+    c.systemctl(&["is-active", "--quiet", unit])
+        .status
+        .success()
+}
+
+#[test]
+fn a_new_kind_fills_the_gap_a_shrink_left() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    // a takes 0, 1, 2 and b 3; a shrinks to 0: 1 and 2 are free below b.
+    orch_ok(
+        &c,
+        &plain(dir.path(), "gp", &[("a", 3), ("b", 1)]),
+        &["install"],
+    );
+    orch_ok(
+        &c,
+        &plain(dir.path(), "gp", &[("a", 1), ("b", 1)]),
+        &["install"],
+    );
+    assert!(!c.unit_dir().join("gp-worker-1-a.service").exists());
+    let cfg = plain(dir.path(), "gp", &[("a", 1), ("b", 1), ("c", 1)]);
+    orch_ok(&c, &cfg, &["install"]);
+    let mut workers: Vec<String> = std::fs::read_dir(c.unit_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("gp-worker-"))
+        .collect();
+    workers.sort();
+    assert_eq!(
+        workers,
+        [
+            "gp-worker-0-a.service",
+            "gp-worker-1-c.service",
+            "gp-worker-3-b.service"
+        ],
+        "the new kind takes the lowest free number; b keeps its own"
+    );
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    assert!(is_active(&c, "gp-worker-1-c.service"));
+}
+
+#[test]
+fn two_deployments_share_a_unit_folder_without_touching_each_other() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let a = plain(dir.path(), "da", &[("w", 2)]);
+    let b = plain(dir.path(), "db", &[("w", 2)]);
+    orch_ok(&c, &a, &["install"]);
+    orch_ok(&c, &b, &["install"]);
+    orch_ok(&c, &a, &["start", "--all"]);
+    orch_ok(&c, &b, &["start", "--all"]);
+    let b_units = [
+        "db.service",
+        "db-worker-0-w.service",
+        "db-worker-1-w.service",
+        "db.slice",
+    ];
+    // A shrinks and installs again, with a restart of what changed.
+    let a = plain(dir.path(), "da", &[("w", 1)]);
+    orch_ok(&c, &a, &["install", "--restart-changed"]);
+    assert!(!c.unit_dir().join("da-worker-1-w.service").exists());
+    for u in b_units {
+        assert!(c.unit_dir().join(u).exists(), "A's install removed {u}");
+    }
+    for u in &b_units[..3] {
+        assert!(is_active(&c, u), "A's install stopped {u}");
+    }
+    let o = orch(&c, &b, &["plan", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "B's plan is clean: {}", json(&o));
+}
+
+#[test]
+fn plan_and_install_say_which_update_needs_a_restart() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    orch_ok(&c, &plain(dir.path(), "rn", &[("a", 1)]), &["install"]);
+    // A new kind only adds Wants= to the master: no restart.
+    let cfg = plain(dir.path(), "rn", &[("a", 1), ("b", 1)]);
+    let o = orch(&c, &cfg, &["plan", "--output", "json"]);
+    let plan = json(&o);
+    let master = plan["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "rn.service")
+        .unwrap();
+    assert_eq!(master["action"], "update", "{plan}");
+    assert_eq!(master["restart_needed"], false, "{plan}");
+    let o = orch(&c, &cfg, &["plan"]);
+    assert_eq!(o.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("update (no restart) rn.service"), "{text}");
+    let o = orch_ok(&c, &cfg, &["install"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("updated (no restart) rn.service"), "{text}");
+    // A new command for a kind: its worker needs a restart.
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "/bin/sleep infinity\"\n[[workers]]",
+        "/bin/sleep 100000\"\n[[workers]]",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let o = orch(&c, &cfg, &["plan", "--output", "json"]);
+    let plan = json(&o);
+    let changed: Vec<(String, bool)> = plan["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["action"] == "update")
+        .map(|u| {
+            (
+                u["unit"].as_str().unwrap().into(),
+                u["restart_needed"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(changed, [("rn.service".to_string(), true)], "{plan}");
+}

@@ -247,3 +247,36 @@ fn restart_changed_restarts_exactly_the_changed_kind_then_nothing() {
     let last = pids(&s);
     assert_eq!(moved(&after, &last), ["ch-worker-2-pusher.service"]);
 }
+
+#[test]
+fn reload_of_a_dead_worker_says_it_is_not_running_without_a_stale_result() {
+    let s = setup(
+        r#"
+[deployment]
+name = "rd"
+[master]
+exec_start = "{FIXTURE}"
+{HUP}
+[[workers]]
+kind = "generic"
+count = 1
+exec_start = "{FIXTURE}"
+{HUP}
+"#,
+    );
+    // The worker dies as an operator's stop would leave it: cleanly, with
+    // a `success` result and exit status 15 from its last run.
+    let o = s.c.systemctl(&["stop", "rd-worker-0-generic.service"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = orch(&s.c, &s.cfg, &["reload", "--all"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("rd-worker-0-generic.service"))
+        .unwrap_or_else(|| panic!("no row for the worker: {out}"));
+    assert!(line.contains("a reload does not start it"), "{line}");
+    assert!(!line.contains("start job"), "{line}");
+    assert!(!line.contains("result success"), "{line}");
+    assert!(!line.contains("exit status"), "{line}");
+}

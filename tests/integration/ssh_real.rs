@@ -676,3 +676,55 @@ fn a_probe_from_local_connects_from_orchs_machine_not_the_units_host() {
     assert_eq!(units.len(), 1);
     assert_eq!(units[0]["health"], "ok", "{units:?}");
 }
+
+/// The database (probed first by a restart), a probed master, and a worker
+/// whose stop takes longer than the probes' ControlPersist (10 s).
+fn slow_stop_config(port: u16) -> String {
+    let exec = "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --port {{ port }}";
+    format!(
+        "[deployment]\nname = \"fx\"\n\
+         [database]\nunit = \"fakedb.service\"\nhealth = \"tcp://127.0.0.1:{db}\"\n\
+         [master]\nexec_start = \"{exec}\"\nport = {port}\n\
+         health = \"http://127.0.0.1:{{{{ port }}}}/health\"\n\
+         [[workers]]\nkind = \"slow\"\ncount = 1\nstop_timeout = \"40s\"\n\
+         exec_start = \"/bin/sh -c 'trap \\\"sleep 13; exit 0\\\" TERM; while :; do sleep 0.2; done'\"\n",
+        db = port + 1
+    )
+}
+
+// Note: this passes on the code before the fix too (measured: the master's
+// probe was ready 300 ms after the 13 s stop either way); it guards the
+// behaviour, it does not prove the issue's premise in this harness.
+#[test]
+fn a_probe_after_a_stop_longer_than_control_persist_makes_a_new_master() {
+    // Own network: the probes can only pass through the SSH tunnel.
+    let r = Remote::start_with(true, &[]);
+    let port = 41600;
+    exec_ok(
+        &r.c,
+        &[
+            "systemd-run",
+            "--unit=fakedb",
+            "/usr/bin/python3",
+            "/opt/fixtures/worker.py",
+            "--port",
+            &(port + 1).to_string(),
+        ],
+    );
+    std::fs::write(&r.cfg, slow_stop_config(port)).unwrap();
+    let kh = r.known_hosts("known_hosts", &r.host_pub);
+    let (o, _) = r.orch(&kh, &["install"], LIMIT);
+    assert_ok(&o, "install");
+    let (o, _) = r.orch(&kh, &["start", "--all"], LIMIT);
+    assert_ok(&o, "start --all");
+    // The database is probed (the master made), then ~13 s of stop without
+    // a probe: the master exits; the master unit's probe must make another.
+    let (o, took) = r.orch(&kh, &["restart", "--all", "--output", "json"], LIMIT);
+    assert_ok(&o, "restart --all");
+    let sum = summary(&o);
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
+    assert!(
+        took > Duration::from_secs(12),
+        "the stop must outlast ControlPersist: {took:?}"
+    );
+}
