@@ -254,12 +254,15 @@ fn read_unit_file(path: &Path, symlink: bool) -> Option<Result<Vec<u8>, Unread>>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => return unreadable(e),
     };
-    match file.metadata() {
+    let len = match file.metadata() {
         Ok(m) if !m.is_file() => return irregular(FileKind::of(m.file_type())),
-        Ok(_) => {}
+        Ok(m) => m.len(),
         Err(e) => return unreadable(e),
-    }
-    let mut bytes = Vec::new();
+    };
+    // Sized from the stat (bounded): one read for the file and one for the
+    // end, not a read per doubling of the buffer (`take` hides the size
+    // hint), which added up to 7 reads per unit at 5,000 units.
+    let mut bytes = Vec::with_capacity(len.min(MAX_FILE_BYTES) as usize + 1);
     if let Err(e) = file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
         return unreadable(e);
     }
