@@ -58,6 +58,12 @@ pub enum Error {
         path: PathBuf,
         cause: std::io::Error,
     },
+    /// The files of `render --out`, written as one batch.
+    #[error("cannot write the units into {}: {cause}", dir.display())]
+    WriteUnits {
+        dir: PathBuf,
+        cause: crate::store::StoreError,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot handle {signal}: {cause}")]
@@ -93,6 +99,7 @@ impl Error {
             | Error::Changed(_)
             | Error::UnitPath(_)
             | Error::Write { .. }
+            | Error::WriteUnits { .. }
             | Error::Runtime(_)
             | Error::Signal { .. }
             | Error::Output(_) => exit::FAILURE,

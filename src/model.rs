@@ -33,10 +33,15 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// More workers than this in one block is almost certainly a typo.
-pub const MAX_COUNT: i64 = 4096;
-/// The most workers of a deployment, all blocks together: every command
-/// handles each unit, and systemd itself slows down well before this.
-pub const MAX_WORKERS: usize = 4096;
+pub const MAX_COUNT: i64 = 10_000;
+/// The most workers of a deployment, all blocks together. Celery and PHP-FPM
+/// pools run thousands of processes, one unit each; orch renders, plans and
+/// installs 5,000 in well under a second and time grows linearly
+/// (docs/performance.md), so the bound is systemd's comfort, not orch's: a
+/// few thousand units load in seconds, and 10,000 stays within the default
+/// `DefaultTasksMax` headroom and file-descriptor limits of PID 1. It also
+/// bounds every per-unit list orch builds (the master's `Wants=`, a plan).
+pub const MAX_WORKERS: usize = 10_000;
 /// The host a unit lives on when nothing says otherwise: the machine orch
 /// runs on (over `--bus`), or the one `--host` names.
 pub const LOCAL_HOST: &str = "local";

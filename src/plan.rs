@@ -2,6 +2,7 @@
 //!
 //! Reads only; [`crate::install`] carries a plan out.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -9,7 +10,7 @@ use serde::Serialize;
 use crate::render::{read_marker, unit_path, RenderedUnit};
 use crate::store::{Entry, Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// No file yet.
@@ -135,10 +136,14 @@ pub async fn plan(
             path: unit_dir.to_path_buf(),
             cause,
         })?;
+    // Looked up by name once per unit: a linear search was quadratic in the
+    // unit count (thousands of workers).
+    let by_name: HashMap<&str, &Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    let rendered_names: HashSet<&str> = rendered.iter().map(|r| r.unit.as_str()).collect();
     let mut units = Vec::with_capacity(rendered.len());
     for r in rendered {
         let path = unit_path(unit_dir, &r.unit).map_err(PlanError::Path)?;
-        let existing = entries.iter().find(|e| e.name == r.unit);
+        let existing = by_name.get(r.unit.as_str()).copied();
         let (action, reason) = compare(deployment, &path, r, existing);
         let installed = existing
             .and_then(|e| e.content.as_ref().ok())
@@ -161,7 +166,7 @@ pub async fn plan(
     }
     let mut stale = Vec::new();
     for e in &entries {
-        if rendered.iter().any(|r| r.unit == e.name) {
+        if rendered_names.contains(e.name.as_str()) {
             continue;
         }
         let path = unit_path(unit_dir, &e.name).map_err(PlanError::Path)?;
@@ -290,22 +295,32 @@ pub async fn plan_all(
 /// create beside an unrelated removal. Only when the old unit is orch's to
 /// remove (a hand-edited one stays drift, and the new one a create).
 fn mark_renames(d: &crate::model::Deployment, plans: &mut [Plan]) {
+    // (plan, unit) positions by (name, action), built once: a search of
+    // every plan per worker was quadratic in the unit count.
+    let mut at: HashMap<(&str, Action), (usize, usize)> = HashMap::new();
+    for (pi, p) in plans.iter().enumerate() {
+        for (ui, u) in p.units.iter().enumerate() {
+            if matches!(u.action, Action::Remove | Action::Create) {
+                at.entry((u.unit.as_str(), u.action)).or_insert((pi, ui));
+            }
+        }
+    }
+    let mut changes = Vec::new();
     for w in &d.workers {
         let Some(old) = &w.previous else { continue };
         let new = &w.service.unit;
-        let removed = plans
-            .iter_mut()
-            .flat_map(|p| p.units.iter_mut())
-            .find(|u| &u.unit == old && u.action == Action::Remove);
-        let Some(removed) = removed else { continue };
-        removed.reason = Some(format!("renamed to {new}"));
-        let created = plans
-            .iter_mut()
-            .flat_map(|p| p.units.iter_mut())
-            .find(|u| &u.unit == new && u.action == Action::Create);
-        if let Some(created) = created {
+        let Some(&removed) = at.get(&(old.as_str(), Action::Remove)) else {
+            continue;
+        };
+        let created = at.get(&(new.as_str(), Action::Create)).copied();
+        changes.push((removed, created, old.clone(), new.clone()));
+    }
+    for ((rp, ru), created, old, new) in changes {
+        plans[rp].units[ru].reason = Some(format!("renamed to {new}"));
+        if let Some((cp, cu)) = created {
+            let created = &mut plans[cp].units[cu];
             created.action = Action::Rename;
-            created.renamed_from = Some(old.clone());
+            created.renamed_from = Some(old);
         }
     }
 }

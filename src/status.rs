@@ -67,8 +67,11 @@ pub async fn status(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as u64;
+    // By name, once: a search of the listing per member was quadratic.
+    let by_unit: std::collections::HashMap<&str, _> =
+        listed.iter().map(|e| (e.0.as_str(), e)).collect();
     let rows = members.iter().map(|m| {
-        let entry = listed.iter().find(|e| e.0 == m.unit);
+        let entry = by_unit.get(m.unit.as_str()).copied();
         async move {
             let mut row = UnitStatus {
                 unit: m.unit.clone(),

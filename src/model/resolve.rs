@@ -931,8 +931,13 @@ mod tests {
             "workers[1].kind",
             "first defined at line 6",
         );
-        let over = format!("{}{}", block("a", 4000), block("b", 97));
-        refused(&over, 11, "workers[1].count", "4097 workers; at most 4096");
+        let over = format!("{}{}", block("a", 9000), block("b", 1001));
+        refused(
+            &over,
+            11,
+            "workers[1].count",
+            "10001 workers; at most 10000",
+        );
         let port =
             "[[workers]]\nkind = \"a\"\ncount = 2\nport_base = 65535\nexec_start = \"/bin/w\"\n";
         refused(port, 8, "workers[0].port_base", "port 65536");

@@ -88,14 +88,18 @@ pub fn render(d: &Deployment, out: Option<&Path>) -> Result<Vec<RenderedUnit>, E
             path: dir.to_path_buf(),
             cause,
         })?;
+        // One batch: one sync for all the files, not one per file (4,096
+        // units took 17 s one by one), and none renamed in unless all are
+        // written.
+        let mut files = Vec::with_capacity(units.len());
         for u in &units {
             let path = render::unit_path(dir, &u.unit)?;
-            install::write_atomic(&path, u.content.as_bytes()).map_err(|cause| Error::Write {
-                action: "write",
-                path: path.clone(),
-                cause,
-            })?;
+            files.push((path, u.content.as_bytes().to_vec()));
         }
+        crate::store::write_batch(dir, &files).map_err(|cause| Error::WriteUnits {
+            dir: dir.to_path_buf(),
+            cause,
+        })?;
     }
     Ok(units)
 }

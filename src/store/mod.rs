@@ -23,7 +23,7 @@ mod local;
 mod ssh;
 
 pub use guard::FileKind;
-pub use local::{sync_dir, write_atomic, LocalStore};
+pub use local::{sync_dir, write_atomic, write_batch, LocalStore};
 pub use ssh::{sq, SshStore};
 
 use crate::systemd::Remote;

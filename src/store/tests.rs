@@ -269,3 +269,45 @@ async fn modification_times_are_exact_and_absent_files_none() {
         assert_eq!(s.modified(&[]).await.unwrap(), []);
     }
 }
+
+/// Many files (the one-syncfs path): a failure after every file is staged
+/// and synced, before the first rename, leaves the old set exactly as it was
+/// and no temporary file behind; the same write then lands whole.
+#[tokio::test]
+async fn a_batched_write_failing_midway_keeps_the_old_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    for i in 0..50 {
+        std::fs::write(units.join(format!("w{i}.service")), format!("old {i}")).unwrap();
+    }
+    let files: Vec<(PathBuf, Vec<u8>)> = (0..200)
+        .map(|i| {
+            (
+                units.join(format!("w{i}.service")),
+                format!("new {i}").into_bytes(),
+            )
+        })
+        .collect();
+    let before = listing(&units);
+    let s = Store::local();
+    super::local::FAIL_WRITE_OF.with(|f| f.set(Some(files.len())));
+    let e = s.write_files(&units, &files).await.unwrap_err();
+    super::local::FAIL_WRITE_OF.with(|f| f.set(None));
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    assert_eq!(listing(&units), before, "the folder changed");
+    for i in 0..50 {
+        assert_eq!(
+            std::fs::read_to_string(units.join(format!("w{i}.service"))).unwrap(),
+            format!("old {i}")
+        );
+    }
+    s.write_files(&units, &files).await.unwrap();
+    assert_eq!(listing(&units).len(), 200);
+    for i in [0, 49, 50, 199] {
+        assert_eq!(
+            std::fs::read_to_string(units.join(format!("w{i}.service"))).unwrap(),
+            format!("new {i}")
+        );
+    }
+}
