@@ -1,0 +1,207 @@
+//! Container-backed units against a real podman inside the harness's
+//! systemd (see /work/shared/notes/podman-in-the-test-container.md): the
+//! image is a rootfs tarball imported with `podman import` (no registry),
+//! whose `/bin`, `/lib`… point into the host's `/usr`, bind-mounted
+//! read-only, so the fixture worker runs on the host's python.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const CONTAINERS_CONF: &str = "[containers]\n\
+    # nspawn's seccomp filter refuses keyctl()\nkeyring = false\n\
+    # crun's cgroup eBPF program needs CAP_SYS_RESOURCE, which the VM does not grant\ncgroups = \"disabled\"\n\
+    netns = \"host\"\n";
+const POLICY: &str = r#"{"default":[{"type":"insecureAcceptAnything"}]}"#;
+const IMAGE: &str = "localhost/orch-fixture:1";
+
+fn need_podman() {
+    for tool in [
+        "/usr/bin/podman",
+        "/usr/bin/crun",
+        "/usr/bin/conmon",
+        "/usr/bin/catatonit",
+    ] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: apt-get install -y podman crun conmon catatonit"
+        );
+    }
+}
+
+/// A rootfs of symlinks into `/usr` and a passwd, as a tarball.
+fn rootfs_tar(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["etc", "tmp", "proc", "sys", "dev", "run", "opt"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for l in ["bin", "sbin", "lib", "lib64"] {
+        std::os::unix::fs::symlink(format!("usr/{l}"), root.join(l)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let tar = dir.join("rootfs.tar");
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    tar
+}
+
+/// A container with the fixtures, a log folder and a runtime-mask folder
+/// (for maintenance), bound from `dir`.
+fn container(dir: &Path) -> Fixtures {
+    let (log, masks) = (dir.join("log"), dir.join("masks"));
+    std::fs::create_dir(&log).unwrap();
+    std::fs::create_dir(&masks).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = crate::support::Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&log, "/opt/log")
+        .bind(&masks, "/run/systemd/system.control")
+        .boot();
+    Fixtures {
+        c,
+        cfg: dir.join("orch.toml"),
+        log: log.join("events.log"),
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Writes podman's configuration in the container and imports the image.
+fn prepare(f: &Fixtures, dir: &Path) {
+    let tar = rootfs_tar(dir);
+    let shared = f.log.parent().unwrap();
+    std::fs::copy(&tar, shared.join("rootfs.tar")).unwrap();
+    std::fs::write(shared.join("containers.conf"), CONTAINERS_CONF).unwrap();
+    std::fs::write(shared.join("policy.json"), POLICY).unwrap();
+    let script = format!(
+        "mkdir -p /etc/containers && cd /opt/log && mv containers.conf policy.json /etc/containers/ \
+         && podman import -q rootfs.tar {IMAGE} && rm rootfs.tar"
+    );
+    let out = f.c.exec(&["/bin/sh", "-c", &script]);
+    assert!(out.status.success(), "podman setup: {out:?}");
+}
+
+fn config(base: u16) -> String {
+    format!(
+        r#"
+[deployment]
+name = "ct"
+[master]
+exec_start = "/usr/bin/python3 /opt/fixtures/worker.py --name {{{{ name }}}} --port {base} --log /opt/log/events.log"
+type = "notify"
+image = "{IMAGE}"
+volumes = ["/usr:/usr:ro", "/opt/fixtures:/opt/fixtures:ro", "/opt/log:/opt/log"]
+reload_signal = "HUP"
+health = "http://127.0.0.1:{base}/health"
+stop_timeout = "10s"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = {w}
+exec_start = "/usr/bin/python3 /opt/fixtures/worker.py --name {{{{ name }}}} --port {{{{ port }}}} --log /opt/log/events.log"
+type = "notify"
+image = "{IMAGE}"
+volumes = ["/usr:/usr:ro", "/opt/fixtures:/opt/fixtures:ro", "/opt/log:/opt/log"]
+reload_signal = "HUP"
+stop_timeout = "10s"
+"#,
+        w = base + 1
+    )
+}
+
+/// Output of a command run in the container, trimmed; fails the test unless it succeeds.
+fn inside(f: &Fixtures, args: &[&str]) -> String {
+    let out = f.c.exec(args);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `name id` of the deployment's running containers, sorted.
+fn running(f: &Fixtures) -> Vec<String> {
+    let out = inside(
+        f,
+        &[
+            "podman",
+            "ps",
+            "--filter",
+            "label=orch.deployment=ct",
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ],
+    );
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn hups(log: &Path, want: usize) -> usize {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let n = text.lines().filter(|l| l.starts_with("hup ")).count();
+        if n >= want || Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Port block 42100..42110 (the containers share the host's network; the
+/// test fails, never skips, if another process holds one).
+#[test]
+fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
+    need_podman();
+    let dir = tempfile::tempdir().unwrap();
+    let f = container(dir.path());
+    prepare(&f, dir.path());
+    let (state, masks) = (dir.path().join("state"), dir.path().join("masks"));
+    let text = config(42100).replace(
+        "name = \"ct\"\n",
+        &format!("name = \"ct\"\nstate_dir = {state:?}\nruntime_dir = {masks:?}\n"),
+    );
+    std::fs::write(&f.cfg, text).unwrap();
+    orch_ok(&f.c, &f.cfg, &["install"]);
+    orch_ok(&f.c, &f.cfg, &["start", "--all", "--output", "json"]);
+    let before = running(&f);
+    assert_eq!(before.len(), 3, "{before:?}");
+    // Each container's main process lives in its unit's own cgroup.
+    for line in &before {
+        let name = line.split(' ').next().unwrap();
+        let pid = inside(
+            &f,
+            &["podman", "inspect", "--format", "{{.State.Pid}}", name],
+        );
+        let cg = inside(&f, &["cat", &format!("/proc/{pid}/cgroup")]);
+        assert!(
+            cg.contains(&format!("/ct.slice/{name}.service")),
+            "{name}: {cg}"
+        );
+    }
+    orch_ok(&f.c, &f.cfg, &["reload", "--all"]);
+    assert_eq!(hups(&f.log, 3), 3, "every container got SIGHUP");
+    assert_eq!(running(&f), before, "reload replaced no container");
+
+    orch_ok(&f.c, &f.cfg, &["restart", "--all", "--rolling"]);
+    let after = running(&f);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(
+        after.iter().all(|c| !before.contains(c)),
+        "restart made new containers"
+    );
+
+    let o = orch_ok(&f.c, &f.cfg, &["stop-for-maintenance", "--output", "json"]);
+    let report = maintenance_report(&o);
+    assert!(running(&f).is_empty(), "{report}");
+    let all = inside(&f, &["podman", "ps", "-a", "--format", "{{.Names}}"]);
+    assert!(all.is_empty(), "no container record is left: {all}");
+    orch_ok(&f.c, &f.cfg, &["resume"]);
+    assert_eq!(running(&f).len(), 3);
+}
