@@ -162,12 +162,10 @@ fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
     let dir = tempfile::tempdir().unwrap();
     let f = container(dir.path());
     prepare(&f, dir.path());
-    let (state, masks) = (dir.path().join("state"), dir.path().join("masks"));
-    let text = config(42100).replace(
-        "name = \"ct\"\n",
-        &format!("name = \"ct\"\nstate_dir = {state:?}\nruntime_dir = {masks:?}\n"),
-    );
-    std::fs::write(&f.cfg, text).unwrap();
+    std::fs::write(&f.cfg, config(42100)).unwrap();
+    let ssh = fake_ssh(&f, dir.path());
+    let orch_ok =
+        |_: &crate::support::Container, cfg: &Path, args: &[&str]| remote_ok(&ssh, cfg, args);
     orch_ok(&f.c, &f.cfg, &["install"]);
     orch_ok(&f.c, &f.cfg, &["start", "--all", "--output", "json"]);
     let before = running(&f);
@@ -202,6 +200,86 @@ fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
     assert!(running(&f).is_empty(), "{report}");
     let all = inside(&f, &["podman", "ps", "-a", "--format", "{{.Names}}"]);
     assert!(all.is_empty(), "no container record is left: {all}");
+    assert_eq!(
+        report["stray_containers"],
+        serde_json::json!([]),
+        "{report}"
+    );
     orch_ok(&f.c, &f.cfg, &["resume"]);
     assert_eq!(running(&f).len(), 3);
+
+    // A container of the deployment started by hand, outside any unit: the
+    // proof names it, stops it and reports it.
+    let stray = format!(
+        "podman run -d --rm --init --cgroups=disabled --network=host --name=ct-by-hand \
+         --label=orch.deployment=ct -v /usr:/usr:ro {IMAGE} /bin/sleep 1000"
+    );
+    inside(&f, &["/bin/sh", "-c", &stray]);
+    let o = orch_ok(&f.c, &f.cfg, &["stop-for-maintenance", "--output", "json"]);
+    let report = maintenance_report(&o);
+    let strays = report["stray_containers"]
+        .as_array()
+        .expect("stray_containers");
+    assert_eq!(strays.len(), 1, "{report}");
+    assert_eq!(
+        (strays[0]["name"].as_str(), strays[0]["stopped"].as_bool()),
+        (Some("ct-by-hand"), Some(true)),
+        "{report}"
+    );
+    assert!(running(&f).is_empty(), "{report}");
+    let human = remote_ok(&ssh, &f.cfg, &["status"]);
+    drop(human);
+}
+
+/// An ssh that runs the command in the container (`nsenter`), so orch asks
+/// that container's podman, as it would on a remote host.
+fn fake_ssh(f: &Fixtures, dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let ssh = dir.join("fake-ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\n\
+             w=; prev=\n\
+             for a in \"$@\"; do [ \"$prev\" = -W ] && w=$a; [ \"$prev\" = -O ] && exit 0; prev=$a; done\n\
+             while [ \"$1\" != -- ]; do shift; done; shift 2\n\
+             [ -n \"$w\" ] && exec /usr/bin/python3 {forward} \"$w\"\n\
+             exec nsenter -t {pid} -m -u -i -p -- sh -c \"$*\"\n",
+            pid = f.c.leader(),
+            forward = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forward.py"),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ssh
+}
+
+/// orch with the container as host `127.0.0.2`, through [`fake_ssh`].
+fn remote_ok(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
+    use crate::support::OutputBounded;
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("--config")
+        .arg(cfg)
+        .args([
+            "--host",
+            "root@127.0.0.2",
+            "--call-timeout",
+            "10s",
+            "--ssh-command",
+        ])
+        .arg(ssh)
+        .args(args)
+        .env_remove("ORCH_BUS")
+        .env_remove("ORCH_HOST")
+        .env_remove("ORCH_CONFIG")
+        .output_bounded()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
 }
