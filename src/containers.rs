@@ -33,7 +33,15 @@ pub enum ContainersError {
         host: String,
         command: String,
         status: String,
+        /// The exit code, when it exited.
+        code: Option<i32>,
         stderr: String,
+    },
+    #[error("image {image} is not present on host {host} (needed by {}); units never pull: pull it there first (`podman pull {image}`)", units.join(", "))]
+    MissingImage {
+        host: String,
+        image: String,
+        units: Vec<String>,
     },
 }
 
@@ -86,6 +94,7 @@ async fn run(
             host: host.into(),
             command,
             status: out.status.to_string(),
+            code: out.status.code(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
@@ -171,4 +180,43 @@ pub async fn stop_strays(
             name,
         })
         .collect())
+}
+
+/// Refuses, before any job, a start of a container unit whose image is not
+/// on its host (`podman image exists`): the operator learns it before
+/// anything stops, not from a failed unit's journal.
+pub async fn check_images(
+    d: &Deployment,
+    units: &[&str],
+    remote_of: impl Fn(&str) -> Option<Remote>,
+) -> Result<(), ContainersError> {
+    let mut wanted: Vec<(String, String, Vec<String>)> = Vec::new();
+    for s in d.services().filter(|s| units.contains(&s.unit.as_str())) {
+        let Some(c) = &s.container else { continue };
+        match wanted.iter_mut().find(|w| w.0 == s.host && w.1 == c.image) {
+            Some(w) => w.2.push(s.unit.clone()),
+            None => wanted.push((s.host.clone(), c.image.clone(), vec![s.unit.clone()])),
+        }
+    }
+    for (host, image, units) in wanted {
+        let remote = remote_of(&host);
+        let args = ["image".to_string(), "exists".into(), image.clone()];
+        match run(
+            Runtime::Podman,
+            &host,
+            remote.as_ref(),
+            &args,
+            QUERY_TIMEOUT,
+        )
+        .await
+        {
+            Ok(_) => {}
+            // `podman image exists` says "no" by exit status 1.
+            Err(ContainersError::Failed { code: Some(1), .. }) => {
+                return Err(ContainersError::MissingImage { host, image, units });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -227,8 +227,21 @@ fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
         "{report}"
     );
     assert!(running(&f).is_empty(), "{report}");
-    let human = remote_ok(&ssh, &f.cfg, &["status"]);
-    drop(human);
+
+    // An image missing on the host: start refuses before any job, naming it.
+    remote_ok(&ssh, &f.cfg, &["resume"]);
+    remote_ok(&ssh, &f.cfg, &["stop", "--all"]);
+    inside(&f, &["podman", "rmi", "--force", IMAGE]);
+    let o = remote(&ssh, &f.cfg, &["start", "--all"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("image {IMAGE} is not present on host local")),
+        "{err}"
+    );
+    assert!(running(&f).is_empty());
+    let all = inside(&f, &["podman", "ps", "-a", "--format", "{{.Names}}"]);
+    assert!(all.is_empty(), "nothing was started: {all}");
 }
 
 /// An ssh that runs the command in the container (`nsenter`), so orch asks
@@ -255,9 +268,9 @@ fn fake_ssh(f: &Fixtures, dir: &Path) -> std::path::PathBuf {
 }
 
 /// orch with the container as host `127.0.0.2`, through [`fake_ssh`].
-fn remote_ok(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
+fn remote(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
     use crate::support::OutputBounded;
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+    std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
         .arg("--config")
         .arg(cfg)
         .args([
@@ -273,7 +286,12 @@ fn remote_ok(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
         .env_remove("ORCH_HOST")
         .env_remove("ORCH_CONFIG")
         .output_bounded()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`remote`], failing the test unless orch succeeds.
+fn remote_ok(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
+    let o = remote(ssh, cfg, args);
     assert!(
         o.status.success(),
         "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
