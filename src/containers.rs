@@ -37,6 +37,8 @@ pub enum ContainersError {
         code: Option<i32>,
         stderr: String,
     },
+    #[error("cannot read podman's answer on host {host}: {cause}")]
+    Parse { host: String, cause: String },
     #[error("image {image} is not present on host {host} (needed by {}); units never pull: pull it there first (`podman pull {image}`)", units.join(", "))]
     MissingImage {
         host: String,
@@ -219,4 +221,38 @@ pub async fn check_images(
         }
     }
     Ok(())
+}
+
+/// `name -> state` (`running`, `exited`, …) of every container of the
+/// deployment on `host`, running or not.
+pub async fn states(
+    d: &Deployment,
+    host: &str,
+    on: Option<&Remote>,
+) -> Result<std::collections::HashMap<String, String>, ContainersError> {
+    // `{{.State}}` is the human "Up 3 seconds" in podman 4; the JSON has the state.
+    let args = [
+        "ps".to_string(),
+        "--all".into(),
+        "--filter".into(),
+        format!("label=orch.deployment={}", d.name),
+        "--format".into(),
+        "json".into(),
+    ];
+    let out = run(Runtime::Podman, host, on, &args, QUERY_TIMEOUT).await?;
+    #[derive(serde::Deserialize)]
+    struct Ps {
+        #[serde(rename = "Names", default)]
+        names: Vec<String>,
+        #[serde(rename = "State", default)]
+        state: String,
+    }
+    let list: Vec<Ps> = serde_json::from_str(&out).map_err(|e| ContainersError::Parse {
+        host: host.into(),
+        cause: e.to_string(),
+    })?;
+    Ok(list
+        .into_iter()
+        .flat_map(|p| p.names.into_iter().map(move |n| (n, p.state.clone())))
+        .collect())
 }

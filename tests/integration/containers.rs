@@ -170,6 +170,14 @@ fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
     orch_ok(&f.c, &f.cfg, &["start", "--all", "--output", "json"]);
     let before = running(&f);
     assert_eq!(before.len(), 3, "{before:?}");
+    let status = json(&orch_ok(&f.c, &f.cfg, &["status", "--output", "json"]));
+    for u in status["units"].as_array().expect("units") {
+        assert_eq!(
+            (u["image"].as_str(), u["container_state"].as_str()),
+            (Some(IMAGE), Some("running")),
+            "{u}"
+        );
+    }
     // Each container's main process lives in its unit's own cgroup.
     for line in &before {
         let name = line.split(' ').next().unwrap();
