@@ -95,6 +95,12 @@ pub struct RawMaster {
     pub cpu_quota: Option<S<RawLimit>>,
     pub cpu_weight: Option<S<RawLimit>>,
     pub tasks_max: Option<S<RawLimit>>,
+    // Container (see [`RawContainer`]).
+    pub image: Option<S<String>>,
+    pub runtime: Option<S<String>>,
+    pub volumes: Option<S<Vec<S<String>>>>,
+    pub container_args: Option<S<Vec<S<String>>>>,
+    pub reload_signal: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +134,12 @@ pub struct RawWorker {
     pub cpu_quota: Option<S<RawLimit>>,
     pub cpu_weight: Option<S<RawLimit>>,
     pub tasks_max: Option<S<RawLimit>>,
+    // Container (see [`RawContainer`]).
+    pub image: Option<S<String>>,
+    pub runtime: Option<S<String>>,
+    pub volumes: Option<S<Vec<S<String>>>>,
+    pub container_args: Option<S<Vec<S<String>>>>,
+    pub reload_signal: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +280,34 @@ macro_rules! resources_view {
 }
 resources_view!(RawMaster);
 resources_view!(RawWorker);
+
+/// The container keys of the master and a worker block: `image` makes the
+/// unit container-backed; `reload_signal` applies to bare units too.
+pub struct RawContainer<'a> {
+    pub image: Option<&'a S<String>>,
+    pub runtime: Option<&'a S<String>>,
+    pub volumes: Option<&'a S<Vec<S<String>>>>,
+    pub container_args: Option<&'a S<Vec<S<String>>>>,
+    pub reload_signal: Option<&'a S<String>>,
+}
+
+macro_rules! container_view {
+    ($t:ty) => {
+        impl $t {
+            pub fn container(&self) -> RawContainer<'_> {
+                RawContainer {
+                    image: self.image.as_ref(),
+                    runtime: self.runtime.as_ref(),
+                    volumes: self.volumes.as_ref(),
+                    container_args: self.container_args.as_ref(),
+                    reload_signal: self.reload_signal.as_ref(),
+                }
+            }
+        }
+    };
+}
+container_view!(RawMaster);
+container_view!(RawWorker);
 
 /// The keys of a unit orch does not generate: the database or a dependent.
 pub struct RawExternal<'a> {

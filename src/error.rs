@@ -47,6 +47,8 @@ pub enum Error {
     #[error(transparent)]
     Changed(#[from] crate::ops::lifecycle::ChangedError),
     #[error(transparent)]
+    Containers(#[from] crate::containers::ContainersError),
+    #[error(transparent)]
     Systemd(#[from] SystemdError),
     /// `render --out` refused a unit name as a file name (render.rs says why).
     #[error(transparent)]
@@ -97,6 +99,7 @@ impl Error {
             Error::Systemd(e) => e.exit_code(),
             Error::Plan(_)
             | Error::Changed(_)
+            | Error::Containers(_)
             | Error::UnitPath(_)
             | Error::Write { .. }
             | Error::WriteUnits { .. }

@@ -74,6 +74,8 @@ pub enum MaintenanceError {
     },
     #[error(transparent)]
     Systemd(#[from] SystemdError),
+    #[error(transparent)]
+    Containers(#[from] crate::containers::ContainersError),
 }
 
 impl MaintenanceError {
@@ -349,6 +351,10 @@ pub struct StopReport {
     pub stopped_again: Vec<String>,
     /// Units that still hold processes (never expected; `ok` is false then).
     pub left: Vec<String>,
+    /// Running containers of the deployment found outside every unit once
+    /// the units were stopped: named, stopped, and reported (`ok` is false
+    /// if one is still running).
+    pub stray_containers: Vec<crate::containers::Stray>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseState>,
     pub state_file: PathBuf,
@@ -420,9 +426,12 @@ pub async fn stop_for_maintenance(
         notify("killed", unit);
     }
     let proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    let strays = stray_containers(d, fleet, &budget, notify).await?;
     let database = database_state(d, fleet, &state).await?;
     let mut report = StopReport::new(d, &state, resumed, proofs, killed, database);
     report.stopped_again = again;
+    report.ok &= strays.iter().all(|s| s.stopped);
+    report.stray_containers = strays;
     Ok(report)
 }
 
@@ -629,6 +638,38 @@ async fn prove_or_kill(
     Ok(proofs)
 }
 
+/// The engine's view on each host with container units: containers of the
+/// deployment still running once every unit is stopped are strays, stopped
+/// within the stop bound (killed after it).
+async fn stray_containers(
+    d: &Deployment,
+    fleet: &Fleet,
+    budget: &Budget,
+    notify: Notify<'_>,
+) -> Result<Vec<crate::containers::Stray>, MaintenanceError> {
+    let grace = d
+        .services()
+        .filter(|s| s.container.is_some())
+        .map(|s| s.stop_timeout)
+        .max()
+        .unwrap_or_default()
+        .min(
+            budget
+                .deadline
+                .saturating_duration_since(tokio::time::Instant::now()),
+        );
+    let mut all = Vec::new();
+    for host in crate::containers::container_hosts(d) {
+        let on = fleet.get(&host).remote();
+        let strays = crate::containers::stop_strays(d, &host, on, grace).await?;
+        for s in &strays {
+            notify("stray container", &format!("{} on host {}", s.name, s.host));
+        }
+        all.extend(strays);
+    }
+    Ok(all)
+}
+
 /// The database's state, when maintenance left it running.
 async fn database_state(
     d: &Deployment,
@@ -669,6 +710,7 @@ impl StopReport {
             killed,
             stopped_again: Vec::new(),
             left,
+            stray_containers: Vec::new(),
             database,
             state_file: state_path(d),
         }

@@ -2,6 +2,7 @@
 //! timeout and dependency resolved. Built from [`crate::config::RawConfig`];
 //! nothing after this stage has to check the operator's input again.
 
+pub mod container;
 mod names;
 mod resolve;
 pub mod resources;
@@ -157,6 +158,14 @@ pub struct Service {
     pub health_timeout: Duration,
     /// `MemoryMax=`, `CPUQuota=`, … of the unit.
     pub resources: Resources,
+    /// Set when the section has an `image`: `exec_start` is then the
+    /// engine's command line and the container's own command is here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<container::Container>,
+    pub exec_stop: Option<String>,
+    pub exec_stop_post: Option<String>,
+    /// `NotifyAccess=`: `all` for a container (conmon notifies, not podman).
+    pub notify_access: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

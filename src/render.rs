@@ -966,4 +966,32 @@ mod tests {
             assert!(out.is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn the_containers_example_renders_podman_units_with_stop_and_reload() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/synapse-containers.toml");
+        let source = crate::config::Source::read(&path).unwrap();
+        let d = Deployment::from_source(&source, None).unwrap();
+        let units = render(&d).unwrap();
+        let media = units
+            .iter()
+            .find(|u| u.unit == "matrix-synapse-worker-3-media.service")
+            .expect("media worker");
+        check_unit_file(&media.content).unwrap();
+        for line in [
+            "\nType=notify\n",
+            "\nNotifyAccess=all\n",
+            "\nExecStart=/usr/bin/podman run --name=matrix-synapse-worker-3-media --replace",
+            "--sdnotify=container",
+            "--user=matrix-synapse",
+            "--volume=/opt/venvs/matrix-synapse:/opt/venvs/matrix-synapse:ro",
+            "\nExecReload=/usr/bin/podman kill --signal=HUP matrix-synapse-worker-3-media\n",
+            // stop_timeout = 60s: the engine kills a second before systemd would.
+            "\nExecStop=/usr/bin/podman stop --ignore --time=59 matrix-synapse-worker-3-media\n",
+            "\nExecStopPost=-/usr/bin/podman rm --force --ignore matrix-synapse-worker-3-media\n",
+        ] {
+            assert!(media.content.contains(line), "{line} in\n{}", media.content);
+        }
+        assert!(!media.content.contains("\nUser="), "{}", media.content);
+    }
 }

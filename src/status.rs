@@ -38,6 +38,13 @@ pub struct UnitStatus {
     /// `ok`, the probe's failure, or absent when there is no probe or the unit is not active.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// A container unit's image (from the configuration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A container unit's container as the engine reports it (`running`,
+    /// `exited`, `absent`, or why it could not be asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_state: Option<String>,
 }
 
 impl UnitStatus {
@@ -86,6 +93,8 @@ pub async fn status(
                 memory_current: None,
                 cpu_usage_nsec: None,
                 health: None,
+                image: None,
+                container_state: None,
             };
             let Some(e) = entry else {
                 // Not loaded (e.g. masked and stopped, so systemd let it go):
@@ -142,6 +151,8 @@ pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
             memory_current: None,
             cpu_usage_nsec: None,
             health: None,
+            image: None,
+            container_state: None,
         })
         .collect()
 }
@@ -205,7 +216,8 @@ pub async fn deployment(
             (t.name.clone(), rows)
         }
     });
-    let (rows, unreachable) = merge(&members, join_all(reads).await);
+    let (mut rows, unreachable) = merge(&members, join_all(reads).await);
+    container_states(d, targets, &mut rows).await;
     if !unreachable.is_empty() && unreachable.len() == targets.len() {
         let (_, cause) = unreachable.into_iter().next().expect("not empty");
         return Err(StatusError::Unreachable {
@@ -234,6 +246,32 @@ pub async fn deployment(
         maintenance_known,
         maintenance_unreadable,
     })
+}
+
+/// The image and the engine's view of each container unit, per host
+/// (bounded; a host whose engine cannot be asked says why in each row).
+async fn container_states(d: &Deployment, targets: &[Target], rows: &mut [UnitStatus]) {
+    for host in crate::containers::container_hosts(d) {
+        let Some(t) = targets.iter().find(|t| t.name == host) else {
+            continue;
+        };
+        let remote = match &t.bus {
+            crate::systemd::Bus::Remote(r) => Some(r),
+            _ => None,
+        };
+        let states = crate::containers::states(d, &host, remote).await;
+        for s in d.services().filter(|s| s.host == host) {
+            let Some(c) = &s.container else { continue };
+            let Some(row) = rows.iter_mut().find(|r| r.unit == s.unit) else {
+                continue;
+            };
+            row.image = Some(c.image.clone());
+            row.container_state = Some(match &states {
+                Ok(m) => m.get(&c.name).cloned().unwrap_or_else(|| "absent".into()),
+                Err(e) => format!("unknown: {e}"),
+            });
+        }
+    }
 }
 
 fn on_host(members: &[Member], host: &str) -> Vec<Member> {
@@ -502,6 +540,8 @@ mod tests {
             restarts: Some(1),
             memory_current: Some(300 << 20),
             cpu_usage_nsec: Some(1_500_000_000),
+            image: None,
+            container_state: None,
             health: health.map(str::to_string),
         }
     }

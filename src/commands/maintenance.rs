@@ -148,15 +148,35 @@ fn human(d: &Deployment, report: &StopReport) -> String {
     if !report.left.is_empty() {
         text.push_str(&format!("NOT PROVEN STOPPED: {}\n", report.left.join(", ")));
     }
+    for s in &report.stray_containers {
+        let what = if s.stopped {
+            "stopped"
+        } else {
+            "STILL RUNNING"
+        };
+        text.push_str(&format!(
+            "stray container {} on host {} (outside every unit): {what}\n",
+            s.name, s.host
+        ));
+    }
     text
 }
 
 fn totals(report: &StopReport) -> String {
     let processes = report.processes_left();
+    // "0 processes left" only when the container engine agrees with the cgroups.
+    let running = report
+        .stray_containers
+        .iter()
+        .filter(|s| !s.stopped)
+        .count();
     let mut line = format!(
         "{} units stopped, {processes} processes left",
         report.units.len() - report.left.len(),
     );
+    if running > 0 {
+        line.push_str(&format!(", {running} stray containers still running"));
+    }
     if !report.killed.is_empty() {
         line.push_str(&format!("; killed {}", report.killed.join(", ")));
     }

@@ -2,6 +2,7 @@
 //! section, each refusing a bad value with its file, line and key. Values
 //! are checked by [`super::values`]; this file only says where they are.
 
+mod container;
 mod resources;
 
 use std::collections::hash_map::Entry;
@@ -325,6 +326,7 @@ impl Resolver<'_> {
         let mut service =
             self.service(&m.service(), "master", vars, scope.master_host, description)?;
         service.resources = self.resources(&m.resources(), "master")?;
+        self.container(&m.container(), "master", scope.name, &mut service)?;
         Ok(service)
     }
 
@@ -449,6 +451,7 @@ impl Resolver<'_> {
             let description = format!("{} worker {index} ({kind})", scope.name);
             let mut service = self.service(&raw_service, &section, vars, &host, description)?;
             service.resources = resources.clone();
+            self.container(&wr.container(), &section, scope.name, &mut service)?;
             workers.push(Worker {
                 index,
                 kind_index,
@@ -642,6 +645,11 @@ impl Resolver<'_> {
             health_timeout: t.health,
             // Set by the caller, from the section's resource keys.
             resources: Resources::default(),
+            // Set by the caller, from the section's container keys.
+            container: None,
+            exec_stop: None,
+            exec_stop_post: None,
+            notify_access: None,
             name: vars.name,
         })
     }
@@ -1292,6 +1300,86 @@ mod tests {
             9,
             "workers[0].probe_from",
             "",
+        );
+    }
+
+    #[test]
+    fn container_keys_are_checked_and_make_a_container_unit() {
+        let w = "[[workers]]\nkind = \"a\"\ncount = 1\nexec_start = \"/bin/w {{ index }}\"\n";
+        let d = resolve(&format!(
+            "{w}image = \"localhost/tiny:1\"\nvolumes = [\"/usr:/usr:ro\"]\nreload_signal = \"USR1\"\ntype = \"notify\"\nuser = \"synapse\"\nenvironment = {{ A = \"1\" }}\n"
+        ))
+        .unwrap();
+        let s = &d.workers[0].service;
+        let c = s.container.as_ref().expect("container");
+        assert_eq!(
+            (c.command.as_str(), c.user.as_deref()),
+            ("/bin/w 0", Some("synapse"))
+        );
+        assert!(
+            s.exec_start.contains("--sdnotify=container"),
+            "{}",
+            s.exec_start
+        );
+        assert!(
+            s.exec_start.ends_with("localhost/tiny:1 /bin/w 0"),
+            "{}",
+            s.exec_start
+        );
+        assert_eq!(
+            s.exec_reload.as_deref(),
+            Some("/usr/bin/podman kill --signal=USR1 app-worker-0-a")
+        );
+        assert_eq!(
+            (s.service_type.as_str(), s.user.as_deref()),
+            ("notify", None)
+        );
+        assert!(d.master.container.is_none());
+        // A bare unit's reload_signal signals its main process.
+        let bare = resolve(&format!("{w}reload_signal = \"HUP\"\n")).unwrap();
+        let reload = bare.workers[0].service.exec_reload.as_deref();
+        assert_eq!(reload, Some("/bin/kill -s HUP $MAINPID"));
+        refused(
+            &format!("{w}image = \"Bad Image\"\n"),
+            9,
+            "workers[0].image",
+            "image reference",
+        );
+        refused(
+            &format!("{w}image = \"a\"\nruntime = \"docker\"\n"),
+            10,
+            "workers[0].runtime",
+            "not supported",
+        );
+        refused(
+            &format!("{w}image = \"a\"\nvolumes = [\"rel:/x\"]\n"),
+            10,
+            "workers[0].volumes",
+            "HOST:CONTAINER",
+        );
+        refused(
+            &format!("{w}image = \"a\"\ncontainer_args = [\"--name=x\"]\n"),
+            10,
+            "workers[0].container_args",
+            "managed by orch",
+        );
+        refused(
+            &format!("{w}reload_signal = \"NOPE\"\n"),
+            9,
+            "workers[0].reload_signal",
+            "signal name",
+        );
+        refused(
+            &format!("{w}volumes = [\"/a:/b\"]\n"),
+            9,
+            "workers[0].volumes",
+            "needs `image`",
+        );
+        refused(
+            &format!("{w}exec_reload = \"/bin/r\"\nreload_signal = \"HUP\"\n"),
+            10,
+            "workers[0].reload_signal",
+            "not both",
         );
     }
 }

@@ -193,6 +193,11 @@ impl<'a> Job<'a> {
             true => self.changed(&fleet).await?,
             false => self.members.clone(),
         };
+        if matches!(self.op, Op::Start | Op::Restart) {
+            let units: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
+            let remote = |h: &str| fleet.get(h).remote().cloned();
+            crate::containers::check_images(self.d, &units, remote).await?;
+        }
         let engine = Engine::new(&fleet, req.opts.clone(), observer).await?;
         Ok((fleet, engine, members, lock))
     }

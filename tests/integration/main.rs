@@ -5,6 +5,7 @@ mod ansible;
 mod cli;
 mod common;
 mod config_errors;
+mod containers;
 mod demo;
 mod harness;
 mod lifecycle;

@@ -1,0 +1,311 @@
+//! Container-backed units against a real podman inside the harness's
+//! systemd (see /work/shared/notes/podman-in-the-test-container.md): the
+//! image is a rootfs tarball imported with `podman import` (no registry),
+//! whose `/bin`, `/lib`… point into the host's `/usr`, bind-mounted
+//! read-only, so the fixture worker runs on the host's python.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const CONTAINERS_CONF: &str = "[containers]\n\
+    # nspawn's seccomp filter refuses keyctl()\nkeyring = false\n\
+    # crun's cgroup eBPF program needs CAP_SYS_RESOURCE, which the VM does not grant\ncgroups = \"disabled\"\n\
+    netns = \"host\"\n";
+const POLICY: &str = r#"{"default":[{"type":"insecureAcceptAnything"}]}"#;
+const IMAGE: &str = "localhost/orch-fixture:1";
+
+fn need_podman() {
+    for tool in [
+        "/usr/bin/podman",
+        "/usr/bin/crun",
+        "/usr/bin/conmon",
+        "/usr/bin/catatonit",
+    ] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: apt-get install -y podman crun conmon catatonit"
+        );
+    }
+}
+
+/// A rootfs of symlinks into `/usr` and a passwd, as a tarball.
+fn rootfs_tar(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["etc", "tmp", "proc", "sys", "dev", "run", "opt"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for l in ["bin", "sbin", "lib", "lib64"] {
+        std::os::unix::fs::symlink(format!("usr/{l}"), root.join(l)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let tar = dir.join("rootfs.tar");
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    tar
+}
+
+/// A container with the fixtures, a log folder and a runtime-mask folder
+/// (for maintenance), bound from `dir`.
+fn container(dir: &Path) -> Fixtures {
+    let (log, masks) = (dir.join("log"), dir.join("masks"));
+    std::fs::create_dir(&log).unwrap();
+    std::fs::create_dir(&masks).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let c = crate::support::Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&log, "/opt/log")
+        .bind(&masks, "/run/systemd/system.control")
+        .boot();
+    Fixtures {
+        c,
+        cfg: dir.join("orch.toml"),
+        log: log.join("events.log"),
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Writes podman's configuration in the container and imports the image.
+fn prepare(f: &Fixtures, dir: &Path) {
+    let tar = rootfs_tar(dir);
+    let shared = f.log.parent().unwrap();
+    std::fs::copy(&tar, shared.join("rootfs.tar")).unwrap();
+    std::fs::write(shared.join("containers.conf"), CONTAINERS_CONF).unwrap();
+    std::fs::write(shared.join("policy.json"), POLICY).unwrap();
+    let script = format!(
+        "mkdir -p /etc/containers && cd /opt/log && mv containers.conf policy.json /etc/containers/ \
+         && podman import -q rootfs.tar {IMAGE} && rm rootfs.tar"
+    );
+    let out = f.c.exec(&["/bin/sh", "-c", &script]);
+    assert!(out.status.success(), "podman setup: {out:?}");
+}
+
+fn config(base: u16) -> String {
+    format!(
+        r#"
+[deployment]
+name = "ct"
+[master]
+exec_start = "/usr/bin/python3 /opt/fixtures/worker.py --name {{{{ name }}}} --port {base} --log /opt/log/events.log"
+type = "notify"
+image = "{IMAGE}"
+volumes = ["/usr:/usr:ro", "/opt/fixtures:/opt/fixtures:ro", "/opt/log:/opt/log"]
+reload_signal = "HUP"
+health = "http://127.0.0.1:{base}/health"
+stop_timeout = "10s"
+[[workers]]
+kind = "generic"
+count = 2
+port_base = {w}
+exec_start = "/usr/bin/python3 /opt/fixtures/worker.py --name {{{{ name }}}} --port {{{{ port }}}} --log /opt/log/events.log"
+type = "notify"
+image = "{IMAGE}"
+volumes = ["/usr:/usr:ro", "/opt/fixtures:/opt/fixtures:ro", "/opt/log:/opt/log"]
+reload_signal = "HUP"
+stop_timeout = "10s"
+"#,
+        w = base + 1
+    )
+}
+
+/// Output of a command run in the container, trimmed; fails the test unless it succeeds.
+fn inside(f: &Fixtures, args: &[&str]) -> String {
+    let out = f.c.exec(args);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `name id` of the deployment's running containers, sorted.
+fn running(f: &Fixtures) -> Vec<String> {
+    let out = inside(
+        f,
+        &[
+            "podman",
+            "ps",
+            "--filter",
+            "label=orch.deployment=ct",
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ],
+    );
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn hups(log: &Path, want: usize) -> usize {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let n = text.lines().filter(|l| l.starts_with("hup ")).count();
+        if n >= want || Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Port block 42100..42110 (the containers share the host's network; the
+/// test fails, never skips, if another process holds one).
+#[test]
+fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
+    need_podman();
+    let dir = tempfile::tempdir().unwrap();
+    let f = container(dir.path());
+    prepare(&f, dir.path());
+    std::fs::write(&f.cfg, config(42100)).unwrap();
+    let ssh = fake_ssh(&f, dir.path());
+    let orch_ok =
+        |_: &crate::support::Container, cfg: &Path, args: &[&str]| remote_ok(&ssh, cfg, args);
+    orch_ok(&f.c, &f.cfg, &["install"]);
+    orch_ok(&f.c, &f.cfg, &["start", "--all", "--output", "json"]);
+    let before = running(&f);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let status = json(&orch_ok(&f.c, &f.cfg, &["status", "--output", "json"]));
+    for u in status["units"].as_array().expect("units") {
+        assert_eq!(
+            (u["image"].as_str(), u["container_state"].as_str()),
+            (Some(IMAGE), Some("running")),
+            "{u}"
+        );
+    }
+    // Each container's main process lives in its unit's own cgroup.
+    for line in &before {
+        let name = line.split(' ').next().unwrap();
+        let pid = inside(
+            &f,
+            &["podman", "inspect", "--format", "{{.State.Pid}}", name],
+        );
+        let cg = inside(&f, &["cat", &format!("/proc/{pid}/cgroup")]);
+        assert!(
+            cg.contains(&format!("/ct.slice/{name}.service")),
+            "{name}: {cg}"
+        );
+    }
+    orch_ok(&f.c, &f.cfg, &["reload", "--all"]);
+    assert_eq!(hups(&f.log, 3), 3, "every container got SIGHUP");
+    assert_eq!(running(&f), before, "reload replaced no container");
+
+    orch_ok(&f.c, &f.cfg, &["restart", "--all", "--rolling"]);
+    let after = running(&f);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(
+        after.iter().all(|c| !before.contains(c)),
+        "restart made new containers"
+    );
+
+    let o = orch_ok(&f.c, &f.cfg, &["stop-for-maintenance", "--output", "json"]);
+    let report = maintenance_report(&o);
+    assert!(running(&f).is_empty(), "{report}");
+    let all = inside(&f, &["podman", "ps", "-a", "--format", "{{.Names}}"]);
+    assert!(all.is_empty(), "no container record is left: {all}");
+    assert_eq!(
+        report["stray_containers"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    orch_ok(&f.c, &f.cfg, &["resume"]);
+    assert_eq!(running(&f).len(), 3);
+
+    // A container of the deployment started by hand, outside any unit: the
+    // proof names it, stops it and reports it.
+    let stray = format!(
+        "podman run -d --rm --init --cgroups=disabled --network=host --name=ct-by-hand \
+         --label=orch.deployment=ct -v /usr:/usr:ro {IMAGE} /bin/sleep 1000"
+    );
+    inside(&f, &["/bin/sh", "-c", &stray]);
+    let o = orch_ok(&f.c, &f.cfg, &["stop-for-maintenance", "--output", "json"]);
+    let report = maintenance_report(&o);
+    let strays = report["stray_containers"]
+        .as_array()
+        .expect("stray_containers");
+    assert_eq!(strays.len(), 1, "{report}");
+    assert_eq!(
+        (strays[0]["name"].as_str(), strays[0]["stopped"].as_bool()),
+        (Some("ct-by-hand"), Some(true)),
+        "{report}"
+    );
+    assert!(running(&f).is_empty(), "{report}");
+
+    // An image missing on the host: start refuses before any job, naming it.
+    remote_ok(&ssh, &f.cfg, &["resume"]);
+    remote_ok(&ssh, &f.cfg, &["stop", "--all"]);
+    inside(&f, &["podman", "rmi", "--force", IMAGE]);
+    let o = remote(&ssh, &f.cfg, &["start", "--all"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("image {IMAGE} is not present on host local")),
+        "{err}"
+    );
+    assert!(running(&f).is_empty());
+    let all = inside(&f, &["podman", "ps", "-a", "--format", "{{.Names}}"]);
+    assert!(all.is_empty(), "nothing was started: {all}");
+}
+
+/// An ssh that runs the command in the container (`nsenter`), so orch asks
+/// that container's podman, as it would on a remote host.
+fn fake_ssh(f: &Fixtures, dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let ssh = dir.join("fake-ssh");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\n\
+             w=; prev=\n\
+             for a in \"$@\"; do [ \"$prev\" = -W ] && w=$a; [ \"$prev\" = -O ] && exit 0; prev=$a; done\n\
+             while [ \"$1\" != -- ]; do shift; done; shift 2\n\
+             [ -n \"$w\" ] && exec /usr/bin/python3 {forward} \"$w\"\n\
+             exec nsenter -t {pid} -m -u -i -p -- sh -c \"$*\"\n",
+            pid = f.c.leader(),
+            forward = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forward.py"),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ssh
+}
+
+/// orch with the container as host `127.0.0.2`, through [`fake_ssh`].
+fn remote(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
+    use crate::support::OutputBounded;
+    std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("--config")
+        .arg(cfg)
+        .args([
+            "--host",
+            "root@127.0.0.2",
+            "--call-timeout",
+            "10s",
+            "--ssh-command",
+        ])
+        .arg(ssh)
+        .args(args)
+        .env_remove("ORCH_BUS")
+        .env_remove("ORCH_HOST")
+        .env_remove("ORCH_CONFIG")
+        .output_bounded()
+        .unwrap()
+}
+
+/// [`remote`], failing the test unless orch succeeds.
+fn remote_ok(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
+    let o = remote(ssh, cfg, args);
+    assert!(
+        o.status.success(),
+        "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
