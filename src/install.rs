@@ -253,6 +253,14 @@ async fn install_host(
         .collect();
     if !stale.is_empty() {
         remove_stale(sd, &plan.host, &plan.unit_dir, store, &stale).await?;
+        // A removed unit keeps no runtime mask (made by a maintenance that
+        // is still on): it would outlive the unit and mask it when it comes
+        // back. Only `/dev/null` links are removed: orch's masks.
+        let names: Vec<String> = stale.iter().map(|u| u.unit.clone()).collect();
+        store
+            .unmask(&d.runtime_dir, &names)
+            .await
+            .map_err(store_err)?;
         report.changed = true;
     }
 

@@ -38,6 +38,19 @@ pub struct State {
     /// Units that were active when maintenance began: what `resume` starts.
     pub active: Vec<String>,
     pub include_database: bool,
+    /// Every runtime mask this maintenance makes, with its host: `resume`
+    /// removes these whatever the configuration says by then (an install
+    /// during maintenance may have removed a unit, and its mask must not
+    /// outlive it). Absent in journals of older versions.
+    #[serde(default)]
+    pub masked: Vec<MaskRecord>,
+}
+
+/// One runtime mask orch made: a unit on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskRecord {
+    pub host: String,
+    pub unit: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -508,6 +521,14 @@ async fn record(
         since_text: humantime::format_rfc3339_seconds(now).to_string(),
         active,
         include_database: opts.include_database,
+        // Written before the masks are: the journal never misses one.
+        masked: covered(d, false)
+            .into_iter()
+            .map(|m| MaskRecord {
+                host: m.host,
+                unit: m.unit,
+            })
+            .collect(),
     };
     let bytes = serde_json::to_vec_pretty(&s).expect("state serializes");
     home.write_files(&dir(d), &[(state_path(d), bytes)]).await?;
@@ -847,9 +868,14 @@ pub async fn resume(
         ) => Journal::Unreadable,
         (Err(e), _) => return Err(e),
     };
-    // Every mask orch may have made goes, whatever the state file says: none
-    // may outlive a successful resume.
-    let all = covered(d, true);
+    // Every mask orch may have made goes: the deployment's units as
+    // configured now, and every mask the journal recorded (a unit removed by
+    // an install during maintenance is no longer configured): none may
+    // outlive a successful resume.
+    let mut all = covered(d, true);
+    if let Journal::Recorded(state) = &journal {
+        all.extend(recorded_masks(d, &all, state));
+    }
     let unmasked = set_masks(d, fleet, targets, &all, false).await?;
     if unmasked {
         notify("unmasked", &format!("{} units unmasked", all.len()));
@@ -869,6 +895,28 @@ pub async fn resume(
     let summary = start_recorded(d, fleet, home, &members, opts, observer, notify).await?;
     report.summary = Some(summary);
     Ok(report)
+}
+
+/// The masks the journal recorded for units no longer in `current` (removed
+/// from the configuration during maintenance), as members to unmask.
+fn recorded_masks(d: &Deployment, current: &[Member], state: &State) -> Vec<Member> {
+    let template = lifecycle::members(d)
+        .into_iter()
+        .find(|m| m.role == Role::Master)
+        .expect("a deployment has a master");
+    state
+        .masked
+        .iter()
+        .filter(|r| !current.iter().any(|m| m.unit == r.unit && m.host == r.host))
+        .map(|r| Member {
+            unit: r.unit.clone(),
+            host: r.host.clone(),
+            role: Role::Worker,
+            kind: None,
+            health: None,
+            ..template.clone()
+        })
+        .collect()
 }
 
 /// The recorded set, plus the database and the prerequisites: awaited

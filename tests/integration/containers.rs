@@ -154,15 +154,15 @@ fn hups(log: &Path, want: usize) -> usize {
     }
 }
 
-/// Port block 42100..42110 (the containers share the host's network; the
-/// test fails, never skips, if another process holds one).
+/// Ports from a lease (the containers share the host's network).
 #[test]
 fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
     need_podman();
     let dir = tempfile::tempdir().unwrap();
     let f = container(dir.path());
     prepare(&f, dir.path());
-    std::fs::write(&f.cfg, config(42100)).unwrap();
+    let ports = crate::ports::reserve(12);
+    std::fs::write(&f.cfg, config(ports.port(0))).unwrap();
     let ssh = fake_ssh(&f, dir.path());
     let orch_ok =
         |_: &crate::support::Container, cfg: &Path, args: &[&str]| remote_ok(&ssh, cfg, args);

@@ -889,7 +889,8 @@ fn wait_for_file(path: &Path, child: &mut Child) {
 
 #[test]
 fn the_lock_is_held_from_the_stop_through_the_command_to_the_resume() {
-    let s = setup(40000, &generic(2, 40010));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(2, crate::ports::at(1, 0)));
     let started = s._dir.path().join("started");
     let inner = s._dir.path().join("inner");
     // CMD runs orch itself: with the token it was given, its install acts
@@ -962,7 +963,8 @@ fn the_lock_is_held_from_the_stop_through_the_command_to_the_resume() {
 /// followed or read, but it hides no unit and `resume --all` is the way out.
 #[test]
 fn a_symlinked_or_fifo_journal_is_shown_and_resume_all_removes_it() {
-    let s = setup(40020, &generic(1, 40030));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(1, crate::ports::at(1, 0)));
     let units = all_units(1);
     let journal = s.state.join("fx/maintenance.json");
     let victim = s._dir.path().join("victim");
@@ -1013,29 +1015,43 @@ fn pids_running(needle: &str) -> Vec<i32> {
 /// Runs `stop-for-maintenance -- sh -c SCRIPT` until SCRIPT touched
 /// `started`, sends orch SIGTERM, and returns its exit code and stderr.
 fn terminate_during(s: &Setup, script: &str, started: &Path) -> (Option<i32>, String) {
+    // stderr goes to a file, not a pipe: a leftover of CMD (the very bug
+    // these tests look for) would hold a pipe open and hang the test
+    // instead of failing it.
+    let err_path = s._dir.path().join("orch.stderr");
+    let err_file = std::fs::File::create(&err_path).unwrap();
     let mut child = orch_cmd(
         &s.c,
         &s.cfg,
         &["stop-for-maintenance", "--", "/bin/sh", "-c", script],
     )
     .stdout(Stdio::null())
-    .stderr(Stdio::piped())
+    .stderr(err_file)
     .spawn()
     .unwrap();
     wait_for_file(started, &mut child);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("orch still running 60 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    (status.code(), err)
 }
 
 /// Issue 21 item 2: SIGTERM reaches CMD's whole process group, and orch
 /// reports CMD ended only when nothing of it is left.
 #[test]
 fn sigterm_ends_the_command_s_whole_process_group() {
-    let s = setup(40040, &generic(1, 40050));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(1, crate::ports::at(1, 0)));
     let started = s._dir.path().join("started");
     let sleep = format!("sleep 4242.{}", std::process::id());
     let done = s._dir.path().join("done");
@@ -1058,7 +1074,8 @@ fn sigterm_ends_the_command_s_whole_process_group() {
 /// Issue 21 item 2: a CMD ignoring SIGTERM is killed with its grandchild.
 #[test]
 fn a_command_ignoring_sigterm_is_killed_with_its_grandchild() {
-    let s = setup(40060, &generic(1, 40070));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(1, crate::ports::at(1, 0)));
     let started = s._dir.path().join("started");
     let sleep = format!("sleep 4343.{}", std::process::id());
     let script = format!(
@@ -1079,7 +1096,8 @@ fn a_command_ignoring_sigterm_is_killed_with_its_grandchild() {
 /// resume, the deployment stays in maintenance, and orch says why.
 #[test]
 fn leftovers_of_a_successful_command_keep_the_deployment_in_maintenance() {
-    let s = setup(40080, &generic(1, 40090));
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(1, crate::ports::at(1, 0)));
     let o = around(&s, &[], "sleep 1 & exit 0");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -1092,4 +1110,59 @@ fn leftovers_of_a_successful_command_keep_the_deployment_in_maintenance() {
         state_of(&s.c, "fx.service").as_str(),
         "inactive" | "failed"
     ));
+}
+
+/// Issue 21 item 3: a unit removed by an install during maintenance keeps no
+/// runtime mask after resume (the journal records every mask orch made), so
+/// the worker can come back and start.
+#[test]
+fn a_unit_removed_during_maintenance_keeps_no_mask_after_resume() {
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(3, crate::ports::at(1, 0)));
+    let three = std::fs::read_to_string(&s.cfg).unwrap();
+    assert!(three.contains("count = 3"), "{three}");
+    orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    let masked = std::fs::read_dir(&s.masks).unwrap().count();
+    assert!(
+        masked >= 4,
+        "{masked} masks: the master and 3 workers at least"
+    );
+    std::fs::write(&s.cfg, three.replace("count = 3", "count = 2")).unwrap();
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    assert!(
+        !s.masks.join("fx-worker-2-generic.service").exists(),
+        "install removed the unit but left its mask"
+    );
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    let left: Vec<String> = std::fs::read_dir(&s.masks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "masks outlived resume: {left:?}");
+    // The worker comes back: created, and started like the others.
+    std::fs::write(&s.cfg, &three).unwrap();
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    for u in all_units(3) {
+        assert_eq!(state_of(&s.c, &u), "active", "{u}");
+    }
+}
+
+/// Issue 21 item 3, resume's side: every mask orch made goes, whatever the
+/// configuration says now (here a worker dropped from the file during
+/// maintenance, with no install to remove its unit).
+#[test]
+fn resume_removes_every_mask_it_recorded_whatever_the_configuration_says() {
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(3, crate::ports::at(1, 0)));
+    let three = std::fs::read_to_string(&s.cfg).unwrap();
+    orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    assert!(s.masks.join("fx-worker-2-generic.service").exists());
+    std::fs::write(&s.cfg, three.replace("count = 3", "count = 2")).unwrap();
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    let left: Vec<String> = std::fs::read_dir(&s.masks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "masks outlived resume: {left:?}");
 }
