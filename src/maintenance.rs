@@ -285,6 +285,10 @@ async fn write_masks(
     each_host(fleet, members, |sd, mine| async move {
         let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
         let store = store_of(targets, &sd.host);
+        // A run killed between a mask's temporary link and its rename left
+        // that link behind; under the lock, nothing else of this deployment
+        // is writing there.
+        store.remove_leftovers(&d.runtime_dir).await;
         let changed = match mask {
             true => store.mask(&d.runtime_dir, &units).await?,
             false => store.unmask(&d.runtime_dir, &units).await?,
