@@ -41,6 +41,9 @@ pub struct InstalledUnit {
     /// With an update: whether it needs the unit restarted (see `plan`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_needed: Option<bool>,
+    /// A created unit masked at runtime (see `plan`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub runtime_mask: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +128,7 @@ pub async fn install(
                 changed: u.action.is_change(),
                 reason: u.reason.clone(),
                 restart_needed: u.restart_needed,
+                runtime_mask: u.runtime_mask,
             })
             .collect(),
         hosts: Vec::new(),

@@ -74,6 +74,11 @@ pub struct PlannedUnit {
     /// (see [`crate::restart`]), or only systemd's reload of its files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_needed: Option<bool>,
+    /// A unit to create that a runtime mask (a `/dev/null` link in the
+    /// deployment's runtime folder, left by a maintenance still on or by
+    /// hand) would keep from starting.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub runtime_mask: bool,
     /// What would be written (absent for removals).
     #[serde(skip)]
     pub content: Option<String>,
@@ -160,6 +165,7 @@ pub async fn plan(
             renamed_from: None,
             reason,
             restart_needed,
+            runtime_mask: false,
             content: Some(r.content.clone()),
             installed,
         });
@@ -269,6 +275,7 @@ fn stale_unit(deployment: &str, host: &str, path: PathBuf, e: &Entry) -> Option<
         renamed_from: None,
         reason: Some(reason),
         restart_needed: None,
+        runtime_mask: false,
         content: None,
         installed: Some(text.into_owned()),
     })
@@ -287,7 +294,41 @@ pub async fn plan_all(
     .await;
     let mut plans = plans.into_iter().collect::<Result<Vec<_>, _>>()?;
     mark_renames(d, &mut plans);
+    for (plan, t) in plans.iter_mut().zip(targets) {
+        mark_runtime_masks(plan, &t.store, &d.runtime_dir).await;
+    }
     Ok(plans)
+}
+
+/// Marks (and warns about) each unit to create that is masked in the
+/// runtime folder: it would be written, then refuse to start until the mask
+/// goes. A folder that cannot be read is only logged: the mask is a hint.
+async fn mark_runtime_masks(plan: &mut Plan, store: &crate::store::Store, runtime: &Path) {
+    let entries = match store.list_services(runtime).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::debug!(dir = %runtime.display(), "runtime folder not read: {e}");
+            return;
+        }
+    };
+    // A mask is a link whose target is not a regular file (`/dev/null`).
+    let masked: HashSet<&str> = entries
+        .iter()
+        .filter(|e| e.symlink && e.content.is_err())
+        .map(|e| e.name.as_str())
+        .collect();
+    for u in &mut plan.units {
+        if matches!(u.action, Action::Create | Action::Rename) && masked.contains(u.unit.as_str()) {
+            u.runtime_mask = true;
+            tracing::warn!(
+                unit = %u.unit,
+                host = %plan.host,
+                "{} is masked in {}: it will not start until the mask goes (`orch resume` if a maintenance is on, or remove the link)",
+                u.unit,
+                runtime.display()
+            );
+        }
+    }
 }
 
 /// Shows a worker whose name changed as what it is: its new unit is a

@@ -45,10 +45,14 @@ fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
             Some(false) => format!("{verb} (no restart)"),
             None => verb.to_string(),
         };
+        let mask = match u.runtime_mask {
+            true => "  (masked at runtime: it will not start until the mask goes)",
+            false => "",
+        };
         if d.is_multi_host() {
-            text.push_str(&format!("  {verb:<11} {:<12} {}\n", u.host, u.unit));
+            text.push_str(&format!("  {verb:<11} {:<12} {}{mask}\n", u.host, u.unit));
         } else {
-            text.push_str(&format!("  {verb:<11} {}\n", u.unit));
+            text.push_str(&format!("  {verb:<11} {}{mask}\n", u.unit));
         }
     }
     text

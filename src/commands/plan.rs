@@ -70,6 +70,9 @@ fn human(d: &Deployment, plan: &Plan) -> String {
         if let Some(r) = &u.reason {
             text.push_str(&format!("  ({r})"));
         }
+        if u.runtime_mask {
+            text.push_str("  (masked at runtime: it will not start until the mask goes)");
+        }
         text.push('\n');
     }
     text

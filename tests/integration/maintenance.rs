@@ -1166,3 +1166,41 @@ fn resume_removes_every_mask_it_recorded_whatever_the_configuration_says() {
         .collect();
     assert!(left.is_empty(), "masks outlived resume: {left:?}");
 }
+
+/// Issue 21 item 3: plan and install say when a unit they create is masked
+/// at runtime (it would be written, then refuse to start).
+#[test]
+fn plan_and_install_warn_about_a_runtime_mask_on_a_unit_they_create() {
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(3, crate::ports::at(1, 0)));
+    let three = std::fs::read_to_string(&s.cfg).unwrap();
+    std::os::unix::fs::symlink("/dev/null", s.masks.join("fx-worker-3-generic.service")).unwrap();
+    std::fs::write(&s.cfg, three.replace("count = 3", "count = 4")).unwrap();
+    let o = orch(&s.c, &s.cfg, &["plan", "--output", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let unit = |name: &str| {
+        plan["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["unit"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {plan}"))
+    };
+    assert_eq!(
+        unit("fx-worker-3-generic.service")["runtime_mask"],
+        true,
+        "{plan}"
+    );
+    assert!(unit("fx-worker-2-generic.service")
+        .get("runtime_mask")
+        .is_none());
+    let o = orch_ok(&s.c, &s.cfg, &["install"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        out.contains("fx-worker-3-generic.service  (masked at runtime"),
+        "{out}"
+    );
+    assert!(err.contains("is masked in"), "{err}");
+}
