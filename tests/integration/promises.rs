@@ -198,15 +198,21 @@ fn monotonic_us(c: &Container) -> u64 {
     (secs * 1e6) as u64
 }
 
+/// A dependent whose stop takes 2 s (its own `ExecStop=`), so the order of
+/// the stop phases shows in systemd's journal.
+const SLOW_BRIDGE_STOP: (&str, &str) = ("bridge.service", "[Service]\nExecStop=/bin/sleep 2\n");
+
 const WORKERS: [&str; 2] = ["fx-worker-0-generic.service", "fx-worker-1-generic.service"];
 
 #[test]
 fn stop_all_and_restart_all_stop_workers_and_dependents_before_the_master() {
     let _ports = crate::ports::lease_groups(1);
+    // The bridge's stop is slow and it has no After=: a merged phase would
+    // show the master's stop beginning while the bridge still stops.
     let s = setup(
         crate::ports::at(0, 0),
         &generic(2, crate::ports::at(0, 10), ""),
-        &[],
+        &[SLOW_BRIDGE_STOP],
     );
     orch_ok(&s.c, &s.cfg, &["start", "--all"]);
     let mut before = WORKERS.to_vec();
@@ -221,10 +227,12 @@ fn stop_all_and_restart_all_stop_workers_and_dependents_before_the_master() {
 #[test]
 fn stop_for_maintenance_stops_workers_and_dependents_before_the_master() {
     let _ports = crate::ports::lease_groups(1);
+    // The bridge's stop is slow and it has no After=: a merged phase would
+    // show the master's stop beginning while the bridge still stops.
     let s = setup(
         crate::ports::at(0, 0),
         &generic(2, crate::ports::at(0, 10), ""),
-        &[],
+        &[SLOW_BRIDGE_STOP],
     );
     orch_ok(&s.c, &s.cfg, &["start", "--all"]);
     let since = monotonic_us(&s.c);
