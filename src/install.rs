@@ -257,14 +257,7 @@ async fn install_host(
         .collect();
     if !stale.is_empty() {
         remove_stale(sd, &plan.host, &plan.unit_dir, store, &stale).await?;
-        // A removed unit keeps no runtime mask (made by a maintenance that
-        // is still on): it would outlive the unit and mask it when it comes
-        // back. Only `/dev/null` links are removed: orch's masks.
-        let names: Vec<String> = stale.iter().map(|u| u.unit.clone()).collect();
-        store
-            .unmask(&d.runtime_dir, &names)
-            .await
-            .map_err(store_err)?;
+        unmask_removed(&d.runtime_dir, &plan.host, store, &stale).await?;
         report.changed = true;
     }
 
@@ -292,6 +285,26 @@ async fn install_host(
         report.reloaded = true;
     }
     Ok(report)
+}
+
+/// A removed unit keeps no runtime mask (made by a maintenance that is
+/// still on): it would outlive the unit and mask it when it comes back.
+/// Only `/dev/null` links are removed: orch's masks.
+async fn unmask_removed(
+    runtime_dir: &std::path::Path,
+    host: &str,
+    store: &crate::store::Store,
+    stale: &[&PlannedUnit],
+) -> Result<(), InstallError> {
+    let names: Vec<String> = stale.iter().map(|u| u.unit.clone()).collect();
+    store
+        .unmask(runtime_dir, &names)
+        .await
+        .map_err(|cause| InstallError::Store {
+            host: host.to_string(),
+            cause,
+        })?;
+    Ok(())
 }
 
 /// Stops and disables `stale` units while systemd still knows their files,
