@@ -33,7 +33,11 @@ pub fn orch(c: &Container, cfg: &Path, args: &[&str]) -> Output {
 
 /// Runs orch and fails the test with its output unless it exits `code`.
 pub fn orch_ok(c: &Container, cfg: &Path, args: &[&str]) -> Output {
-    let o = orch(c, cfg, args);
+    assert_orch_ok(orch(c, cfg, args), args)
+}
+
+/// Fails the test with orch's output unless it succeeded.
+pub fn assert_orch_ok(o: Output, args: &[&str]) -> Output {
     assert!(
         o.status.success(),
         "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",

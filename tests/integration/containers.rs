@@ -299,13 +299,5 @@ fn remote(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
 
 /// [`remote`], failing the test unless orch succeeds.
 fn remote_ok(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
-    let o = remote(ssh, cfg, args);
-    assert!(
-        o.status.success(),
-        "orch {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    crate::common::assert_orch_ok(remote(ssh, cfg, args), args)
 }

@@ -1046,6 +1046,16 @@ fn terminate_during(s: &Setup, script: &str, started: &Path) -> (Option<i32>, St
     (status.code(), err)
 }
 
+/// Fails unless no process runs `sleep`; ends (by PID) any that do, so a
+/// failing test leaves nothing behind.
+fn assert_none_left(sleep: &str, err: &str) {
+    let left = pids_running(sleep);
+    for p in &left {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "`{sleep}` outlived orch: {left:?}\n{err}");
+}
+
 /// Issue 21 item 2: SIGTERM reaches CMD's whole process group, and orch
 /// reports CMD ended only when nothing of it is left.
 #[test]
@@ -1064,11 +1074,7 @@ fn sigterm_ends_the_command_s_whole_process_group() {
     assert_eq!(code, Some(128 + 15), "{err}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(!done.exists(), "the shell went on after its sleep: {err}");
-    let left = pids_running(&sleep);
-    for p in &left {
-        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
-    }
-    assert!(left.is_empty(), "`{sleep}` outlived orch: {left:?}\n{err}");
+    assert_none_left(&sleep, &err);
 }
 
 /// Issue 21 item 2: a CMD ignoring SIGTERM is killed with its grandchild.
@@ -1085,11 +1091,7 @@ fn a_command_ignoring_sigterm_is_killed_with_its_grandchild() {
     let (code, err) = terminate_during(&s, &script, &started);
     assert_eq!(code, Some(128 + 9), "{err}");
     assert!(err.contains("SIGKILL"), "{err}");
-    let left = pids_running(&sleep);
-    for p in &left {
-        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
-    }
-    assert!(left.is_empty(), "`{sleep}` outlived orch: {left:?}\n{err}");
+    assert_none_left(&sleep, &err);
 }
 
 /// Issue 21 item 2: what CMD leaves behind after exit 0 fails the run: no
@@ -1110,6 +1112,14 @@ fn leftovers_of_a_successful_command_keep_the_deployment_in_maintenance() {
         state_of(&s.c, "fx.service").as_str(),
         "inactive" | "failed"
     ));
+}
+
+/// What is in the runtime (mask) folder.
+fn masks_left(s: &Setup) -> Vec<String> {
+    std::fs::read_dir(&s.masks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Issue 21 item 3: a unit removed by an install during maintenance keeps no
@@ -1134,10 +1144,7 @@ fn a_unit_removed_during_maintenance_keeps_no_mask_after_resume() {
         "install removed the unit but left its mask"
     );
     orch_ok(&s.c, &s.cfg, &["resume"]);
-    let left: Vec<String> = std::fs::read_dir(&s.masks)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let left = masks_left(&s);
     assert!(left.is_empty(), "masks outlived resume: {left:?}");
     // The worker comes back: created, and started like the others.
     std::fs::write(&s.cfg, &three).unwrap();
@@ -1160,10 +1167,7 @@ fn resume_removes_every_mask_it_recorded_whatever_the_configuration_says() {
     assert!(s.masks.join("fx-worker-2-generic.service").exists());
     std::fs::write(&s.cfg, three.replace("count = 3", "count = 2")).unwrap();
     orch_ok(&s.c, &s.cfg, &["resume"]);
-    let left: Vec<String> = std::fs::read_dir(&s.masks)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let left = masks_left(&s);
     assert!(left.is_empty(), "masks outlived resume: {left:?}");
 }
 
