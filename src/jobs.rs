@@ -403,6 +403,18 @@ impl Jobs {
     ) -> JobEnd {
         let sd = self.sd(host);
         let deadline = tokio::time::Instant::now() + bound;
+        // Held until the job (and its transaction) has ended: systemd's
+        // per-job tracking of orch is bounded (MAX_TRACKED_JOBS).
+        let Ok(_tracked) = tokio::time::timeout_at(deadline, sd.job_permit()).await else {
+            return JobEnd::NotEnqueued(SystemdError::Timeout {
+                action: format!(
+                    "{} {unit} (waiting for one of the {} jobs orch keeps queued at once)",
+                    kind.dbus_name(),
+                    crate::systemd::MAX_TRACKED_JOBS
+                ),
+                timeout: bound,
+            });
+        };
         let call = sd.permit().await;
         if kind.resets_failed() {
             if let Err(e) = sd.manager.reset_failed_unit(unit).await {
