@@ -101,7 +101,16 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
     let none = Extra::default;
     match command {
         Command::Render { out } => commands::render::run(g, d, out.as_deref()),
-        Command::Plan => commands::plan::run(g, d),
+        Command::Plan { rollback, to } => match rollback {
+            true => commands::plan::rollback(g, d, *to),
+            false => commands::plan::run(g, d),
+        },
+        Command::Rollback {
+            to,
+            dry_run,
+            force,
+            restart_changed,
+        } => rollback(g, d, *to, *dry_run, *force, *restart_changed),
         Command::Install {
             dry_run,
             force,
@@ -151,6 +160,34 @@ fn install(
     }
     let extra = Extra {
         changed: true,
+        ..Extra::default()
+    };
+    commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
+}
+
+/// `rollback`, then with `--restart-changed` a `restart --changed` limited
+/// to the units whose put-back file needs a restart (`restart::needs_restart`).
+fn rollback(
+    g: &Global,
+    d: &Deployment,
+    to: Option<u64>,
+    dry_run: bool,
+    force: bool,
+    restart: bool,
+) -> Result<i32, Error> {
+    let (code, report) = commands::install::rollback(g, d, to, dry_run, force)?;
+    if code != exit::OK || !restart {
+        return Ok(code);
+    }
+    let needed: Vec<String> = report
+        .units
+        .iter()
+        .filter(|u| u.restart_needed == Some(true))
+        .map(|u| u.unit.clone())
+        .collect();
+    let extra = Extra {
+        changed: true,
+        only: Some(needed),
         ..Extra::default()
     };
     commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)

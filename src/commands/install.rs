@@ -11,6 +11,23 @@ use crate::plan::Action;
 
 pub fn run(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32, Error> {
     let report = crate::ops::install(d, &g.access(), dry_run, force)?;
+    show(g, d, &report, dry_run)
+}
+
+/// `orch rollback [--to N] [--dry-run] [--force]`: the install report, with
+/// the generation put back; returned for `--restart-changed`.
+pub fn rollback(
+    g: &Global,
+    d: &Deployment,
+    to: Option<u64>,
+    dry_run: bool,
+    force: bool,
+) -> Result<(i32, Report), Error> {
+    let report = crate::ops::rollback(d, &g.access(), to, dry_run, force)?;
+    Ok((show(g, d, &report, dry_run)?, report))
+}
+
+fn show(g: &Global, d: &Deployment, report: &Report, dry_run: bool) -> Result<i32, Error> {
     match g.output {
         Format::Json => json(&report)?,
         Format::Human if g.quiet => {}
@@ -59,7 +76,7 @@ fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
 }
 
 fn summary(d: &Deployment, report: &Report, dry_run: bool) -> String {
-    match (dry_run, report.changed) {
+    let text = match (dry_run, report.changed) {
         (true, true) => "dry run: changes pending, nothing written".to_string(),
         (true, false) => "dry run: nothing to do".to_string(),
         (false, true) => format!(
@@ -76,7 +93,14 @@ fn summary(d: &Deployment, report: &Report, dry_run: bool) -> String {
             "installed {}: nothing changed, systemd not reloaded",
             d.name
         ),
-    }
+    };
+    let generation = match (report.rolled_back_to, report.generation) {
+        (Some(n), _) if dry_run => format!(" (rollback to generation {n})"),
+        (Some(n), _) => format!("; rolled back to generation {n}"),
+        (None, Some(n)) => format!("; generation {n}"),
+        (None, None) => String::new(),
+    };
+    text + &generation
 }
 
 /// `, systemd reloaded`, naming the hosts when there are several.

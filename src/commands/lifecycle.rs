@@ -10,7 +10,7 @@ use crate::ops::lifecycle::{Job, Outcome, Request, Selection};
 use crate::output::{self, Format};
 
 /// What some verbs add to the common lifecycle flags.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Extra {
     /// `restart --rolling --batch N`.
     pub rolling: Option<usize>,
@@ -18,6 +18,8 @@ pub struct Extra {
     pub or_restart: bool,
     /// `restart --changed`: the whole deployment, filtered.
     pub changed: bool,
+    /// With `changed`: only these of the changed units (`rollback --restart-changed`).
+    pub only: Option<Vec<String>>,
 }
 
 pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> Result<i32, Error> {
@@ -41,6 +43,7 @@ pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> R
         cancel_on_interrupt: a.cancel_on_interrupt,
         force: a.force,
         changed: extra.changed,
+        only: extra.only.clone(),
     };
     let verb = format!("{op:?}").to_lowercase();
     let observer =

@@ -86,6 +86,9 @@ pub struct Request {
     pub force: bool,
     /// `restart --changed`: only the units whose file changed since they started.
     pub changed: bool,
+    /// With `changed`: only these of them (`rollback --restart-changed`
+    /// names the units whose file change needs a restart).
+    pub only: Option<Vec<String>>,
 }
 
 impl<'a> Job<'a> {
@@ -190,7 +193,13 @@ impl<'a> Job<'a> {
             }
         }
         let members = match req.changed {
-            true => self.changed(&fleet).await?,
+            true => {
+                let mut changed = self.changed(&fleet).await?;
+                if let Some(only) = &req.only {
+                    changed.retain(|m| only.contains(&m.unit));
+                }
+                changed
+            }
             false => self.members.clone(),
         };
         if matches!(self.op, Op::Start | Op::Restart) {
