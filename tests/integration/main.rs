@@ -23,6 +23,7 @@ mod reload;
 mod remote;
 mod render;
 mod resources;
+mod rollback;
 mod ssh_real;
 mod support;
 mod synapse;
