@@ -130,10 +130,16 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
             rolling,
             batch,
             changed,
+            canary,
+            hold,
         } => {
             let extra = Extra {
                 rolling: rolling.then_some(*batch as usize),
                 changed: *changed,
+                canary: canary.map(|n| crate::phases::Canary {
+                    count: n.map(|n| n as usize),
+                    hold: *hold,
+                }),
                 ..none()
             };
             commands::lifecycle::run(g, d, Op::Restart, args, extra)

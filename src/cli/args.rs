@@ -138,6 +138,12 @@ pub enum Command {
         /// Only the running master and workers whose installed unit file was modified after their process started (e.g. by orch install); "nothing changed" and exit 0 when none
         #[arg(long, conflicts_with = "targets")]
         changed: bool,
+        /// With --rolling: restart N workers first (one of each kind that has twins when N is omitted), watch them for --hold (ready, still active, not restarted by Restart=), and stop the whole operation, the rest untouched, if one fails
+        #[arg(long, value_name = "N", num_args = 0..=1, requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
+        canary: Option<Option<u32>>,
+        /// How long canaries are watched before the rest
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        hold: Duration,
         /// Workers per batch with --rolling
         #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,

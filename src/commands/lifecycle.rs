@@ -20,6 +20,8 @@ pub struct Extra {
     pub changed: bool,
     /// With `changed`: only these of the changed units (`rollback --restart-changed`).
     pub only: Option<Vec<String>>,
+    /// `restart --rolling --canary [N] --hold D`.
+    pub canary: Option<crate::phases::Canary>,
 }
 
 pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> Result<i32, Error> {
@@ -37,6 +39,7 @@ pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> R
             timeout: a.timeout,
             rolling,
             or_restart: extra.or_restart,
+            canary: extra.canary,
             journal_root: a.journal_root.clone(),
             probe: Default::default(),
         },
