@@ -30,3 +30,4 @@ mod support;
 mod synapse;
 mod systemd_install;
 mod terminal;
+mod window;
