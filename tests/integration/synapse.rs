@@ -689,6 +689,60 @@ fn event_times(o: &Output) -> HashMap<(String, String), Duration> {
     m
 }
 
+/// Issue 26 part 5: the units with no twin (the master and the four
+/// workers alone of their kind) restart in one window. Measures the
+/// clients' longest gap over that window against each unit's own restart
+/// (its `starting` to `ready` events) and fails when the gap is longer than
+/// the slowest of them by more than the writer can tell apart (a send in
+/// flight when the window opens, one probe interval).
+fn outage_window(o: &Output, log: &[Send], from: Instant) -> Vec<(String, String)> {
+    let ev = event_times(o);
+    let lone = [NAME, PERSISTER, FEDERATION, PUSHER, MEDIA];
+    let mut own = Vec::new();
+    let (mut opened, mut closed) = (Duration::MAX, Duration::ZERO);
+    for name in lone {
+        let unit = format!("{name}.service");
+        let at = |phase: &str| {
+            *ev.get(&(unit.clone(), phase.to_string()))
+                .unwrap_or_else(|| panic!("no {phase} event of {unit}: {ev:?}"))
+        };
+        let (start, ready) = (at("starting"), at("ready"));
+        opened = opened.min(start);
+        closed = closed.max(ready);
+        own.push((name, ready.saturating_sub(start)));
+    }
+    let (slowest, longest) = own.iter().max_by_key(|(_, d)| *d).copied().unwrap();
+    let w = window(log, from + opened, from + closed);
+    let own_text: Vec<String> = own
+        .iter()
+        .map(|(n, d)| format!("{} {}", n.trim_start_matches("matrix-synapse-"), secs(*d)))
+        .collect();
+    let slack = Duration::from_millis(1500);
+    assert!(
+        w.gap <= longest + slack,
+        "one outage window: the clients' gap {} is longer than the slowest unit's own restart \
+         ({slowest}, {}) + {}: {}",
+        secs(w.gap),
+        secs(longest),
+        secs(slack),
+        own_text.join(", ")
+    );
+    vec![
+        (
+            "rolling: outage window (master + lone workers), open".into(),
+            secs(closed - opened),
+        ),
+        (
+            "rolling: own restart of each unit in the window".into(),
+            own_text.join(", "),
+        ),
+        (
+            "rolling: clients' longest gap in the window".into(),
+            w.describe(),
+        ),
+    ]
+}
+
 /// Synapse's processes in the container and its role's database sessions,
 /// read without orch: `ps` in the container and `pg_stat_activity`.
 fn synapse_leftovers(c: &Container, bin: &Path) -> (Vec<String>, String) {
@@ -940,6 +994,7 @@ fn real_synapse_with_workers_through_orch() {
         let all = window(&log.lock().unwrap(), from, from + took);
         let workers = window(&log.lock().unwrap(), from + workers_from, from + took);
         timings.push(("restart --all --rolling --batch 1".into(), secs(took)));
+        timings.extend(outage_window(&o, &log.lock().unwrap(), from));
         timings.push((
             "rolling: longest client gap (master step included)".into(),
             all.describe(),

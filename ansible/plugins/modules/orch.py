@@ -23,9 +23,9 @@ description:
     C(orch reload [--or-restart])); with O(changed_only=true) a restart is
     C(orch restart --all --changed), and changed only when orch restarted
     something.
-  - C(state=rolled_back) is C(orch rollback): install's path with the unit
+  - C(state=rolled_back) is C(orch rollback), install's path with the unit
     files of a generation kept by an earlier install; C(changed) when a file
-    changed. Check and diff mode read C(orch plan --rollback).
+    changed or a unit was restarted. Check and diff mode read C(orch plan --rollback).
   - C(state=maintenance) is C(orch stop-for-maintenance) (changed unless the
     deployment was already in maintenance), C(state=resumed) is
     C(orch resume) (changed only when it was in maintenance).
