@@ -415,6 +415,42 @@ fn real_synapse_in_podman_containers_through_orch() {
             acked.len()
         ),
     ));
+    // Synapse's output reaches its unit's journal (`--log-driver=passthrough`),
+    // with no integrity error in it.
+    let o = exec_ok(
+        &c,
+        &[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "cat",
+            "-u",
+            "matrix-synapse*",
+        ],
+    );
+    let journal = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        journal.contains("synapse.storage"),
+        "Synapse's log is in the units' journal"
+    );
+    let bad: Vec<&str> = journal
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            [
+                "foreign key",
+                "foreignkeyviolation",
+                "integrityerror",
+                "uniqueviolation",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "integrity errors in Synapse's journal: {bad:#?}"
+    );
     timings.push(("whole test".into(), secs(test_start.elapsed())));
     eprintln!("real Synapse {VERSION} in podman containers, timings:");
     for (what, value) in &timings {
