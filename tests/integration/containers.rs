@@ -450,3 +450,82 @@ fn podman_missing_or_image_missing_is_named_before_any_job_and_status_shows_cont
     assert_eq!(running(&f).len(), 3);
     assert!(masks(dir.path()).is_empty());
 }
+
+/// A master ready at once and a worker that never says READY=1, both
+/// `type = "notify"` containers.
+fn silent_config(base: u16) -> String {
+    let run =
+        "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
+    format!(
+        r#"
+[deployment]
+name = "ct"
+[master]
+exec_start = "{run} --port {base}"
+type = "notify"
+image = "{IMAGE}"
+volumes = ["/usr:/usr:ro", "/opt/fixtures:/opt/fixtures:ro", "/opt/log:/opt/log"]
+stop_timeout = "5s"
+[[workers]]
+kind = "silent"
+count = 1
+exec_start = "{run} --no-notify"
+type = "notify"
+image = "{IMAGE}"
+volumes = ["/usr:/usr:ro", "/opt/fixtures:/opt/fixtures:ro", "/opt/log:/opt/log"]
+start_timeout = "6s"
+stop_timeout = "5s"
+"#
+    )
+}
+
+/// What the harness' podman configuration hid: with podman's own cgroup
+/// handling back on, orch's `--cgroups=disabled` alone keeps the container
+/// in its unit's cgroup; and a `type = "notify"` unit is ready only when the
+/// process in the container says so (`--sdnotify=container`), not when the
+/// container starts.
+#[test]
+fn podman_units_keep_the_units_cgroup_and_are_ready_only_from_inside() {
+    need_podman();
+    let dir = tempfile::tempdir().unwrap();
+    let f = container(dir.path());
+    prepare(&f, dir.path());
+    inside(
+        &f,
+        &[
+            "sed",
+            "-i",
+            "/^cgroups/d",
+            "/etc/containers/containers.conf",
+        ],
+    );
+    let conf = inside(&f, &["cat", "/etc/containers/containers.conf"]);
+    assert!(!conf.contains("cgroups"), "{conf}");
+    let ports = crate::ports::reserve(1);
+    std::fs::write(&f.cfg, silent_config(ports.port(0))).unwrap();
+    let ssh = fake_ssh(&f.c, dir.path(), "");
+    remote_ok(&ssh, &f.cfg, &["install"]);
+    remote_ok(&ssh, &f.cfg, &["start", "master"]);
+    let pid = inside(
+        &f,
+        &["podman", "inspect", "--format", "{{.State.Pid}}", "ct"],
+    );
+    let cg = inside(&f, &["cat", &format!("/proc/{pid}/cgroup")]);
+    assert!(cg.contains("/ct.slice/ct.service"), "{cg}");
+
+    let o = remote(&ssh, &f.cfg, &["start", "--all"]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !o.status.success(),
+        "a worker that never said READY=1 is not ready:\n{out}"
+    );
+    let worker = "ct-worker-0-silent";
+    let state = f.c.systemctl(&["is-active", &format!("{worker}.service")]);
+    let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+    assert_ne!(state, "active", "{out}");
+    assert!(out.contains(worker), "orch names the unit: {out}");
+}
