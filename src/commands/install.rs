@@ -32,11 +32,11 @@ fn show(g: &Global, d: &Deployment, report: &Report, dry_run: bool) -> Result<i3
         Format::Json => json(&report)?,
         Format::Human if g.quiet => {}
         Format::Human => {
-            let mut text = units(d, &report, dry_run);
+            let mut text = units(d, report, dry_run);
             if let Some(why) = &report.enable_skipped {
                 text.push_str(&format!("  note: {why}\n"));
             }
-            text.push_str(&summary(d, &report, dry_run));
+            text.push_str(&summary(d, report, dry_run));
             text.push('\n');
             print(&text)?;
         }
