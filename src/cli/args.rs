@@ -142,7 +142,7 @@ pub enum Command {
         #[arg(long, value_name = "N", num_args = 0..=1, requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
         canary: Option<Option<u32>>,
         /// How long canaries are watched before the rest
-        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "30s", requires = "canary", value_parser = parse_duration)]
         hold: Duration,
         /// Workers per batch with --rolling
         #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
