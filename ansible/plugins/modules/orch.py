@@ -180,6 +180,19 @@ EXAMPLES = r"""
     state: restarted
     changed_only: true
 
+- name: A new release, one generic worker tried for a minute before the rest
+  orch.systemd.orch:
+    state: restarted
+    rolling: true
+    changed_only: true
+    canary: 0
+    hold: 1m
+
+- name: Put the previous install's unit files back and restart what they change
+  orch.systemd.orch:
+    state: rolled_back
+    restart_changed: true
+
 - name: Reload (SIGHUP through ExecReload=), restarting units without one
   orch.systemd.orch:
     state: reloaded
