@@ -198,3 +198,64 @@ fn rollback_puts_back_the_previous_units_byte_identical_and_restarts_only_what_n
         stderr(&o)
     );
 }
+
+/// A rollback across a `naming` change puts the old names back, the way
+/// an install of the old configuration renames them: the renamed units'
+/// files go (stopped, disabled, removed), the old ones come back byte for
+/// byte and start.
+#[test]
+fn rollback_across_a_naming_change_puts_the_old_names_back() {
+    let c = Container::boot();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    let write = |naming: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[deployment]\nname = \"rn\"\nstate_dir = \"{}\"\nnaming = \"{naming}\"\n\
+                 [master]\nexec_start = \"/bin/sleep infinity\"\nstop_timeout = \"5s\"\n\
+                 [[workers]]\nkind = \"generic\"\ncount = 2\nexec_start = \"/bin/sleep infinity\"\n\
+                 stop_timeout = \"5s\"\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+    };
+    write("sequential");
+    orch_ok(&c, &cfg, &["install"]);
+    let a = files(c.unit_dir());
+    assert!(
+        a.iter().any(|(n, _)| n == "rn-worker-0-generic.service"),
+        "{a:?}"
+    );
+    write("per-kind");
+    orch_ok(&c, &cfg, &["install"]);
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    let b = files(c.unit_dir());
+    assert!(
+        b.iter().any(|(n, _)| n == "rn-worker-generic-0.service"),
+        "{b:?}"
+    );
+
+    let o = orch_ok(&c, &cfg, &["rollback", "--output", "json"]);
+    let v = json(&o);
+    assert_eq!(v["rolled_back_to"], 1, "{v}");
+    assert_eq!(
+        files(c.unit_dir()),
+        a,
+        "the sequential names, byte for byte"
+    );
+    let state = |u: &str| {
+        let o = c.systemctl(&["show", "-P", "ActiveState", u]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(
+        state("rn-worker-generic-0.service"),
+        "inactive",
+        "renamed unit stopped"
+    );
+    write("sequential");
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    assert_eq!(state("rn-worker-0-generic.service"), "active");
+    assert_eq!(state("rn-worker-1-generic.service"), "active");
+}
