@@ -132,7 +132,7 @@ pub async fn note(
         }
         Err(e) => return Err(e),
     };
-    let before = record.clone();
+    let before = record.units.clone();
     record.version = 1;
     record.units.retain(|u, _| !removed.contains(&u.as_str()));
     for t in targets {
@@ -159,7 +159,8 @@ pub async fn note(
             record.units.insert(u.unit.clone(), change);
         }
     }
-    if record == before {
+    // Nothing new to keep: no write (and none on a state folder that is full).
+    if record.units == before {
         return Ok(());
     }
     let bytes = serde_json::to_vec_pretty(&record).expect("record serializes");
