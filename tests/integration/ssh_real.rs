@@ -762,9 +762,13 @@ fn masters_of(r: &Remote) -> Vec<i32> {
 }
 
 /// Item 5 of issue 21: a host's probe master that ends in the middle of a
-/// run (killed, or `ssh -O exit`, as its ControlPersist end would) is made
-/// again by the next probe, which passes at once instead of waiting out
-/// its bound.
+/// run (SIGTERM as `ssh -O exit` would, or SIGKILL, leaving its socket) is
+/// made again by the next probe, which passes at once instead of waiting
+/// out its bound. Within the 3 s orch trusts a master seen alive, a
+/// `ControlMaster=no` client finds no master and falls back to a connection
+/// of its own; before the fix that ends it, the probe failed `no connection
+/// within 1s`. (The pre-fix `ControlMaster=auto` code passes: its client
+/// became the new master, backgrounded it and re-entered as a mux client.)
 #[test]
 fn a_probe_after_the_master_ended_mid_run_passes_at_once() {
     use orch::health::{check, Limits};
