@@ -212,7 +212,7 @@ pub struct Lifecycle {
     /// Cap on jobs in flight [default: unlimited]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
-    /// Bound on the whole operation (each unit is also bounded by its own timeouts)
+    /// Bound on the whole operation (each unit is also bounded by its own timeouts); a failed unit's state and journal are read within what is left, or 0.5 s past it
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// On Ctrl+C or SIGTERM, cancel the jobs orch enqueued that systemd has not finished

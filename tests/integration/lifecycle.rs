@@ -1346,3 +1346,50 @@ exec_start = "{{FIXTURE}}"
         assert_eq!(phases[u], "skipped", "{sum}");
     }
 }
+
+/// Issue 21: `--timeout` bounds the whole operation, the failure report
+/// included. The unit dies while being probed, 1.2 s into a `--timeout 2s`
+/// start, and `journalctl` (a stand-in first on PATH) never answers: the
+/// journal read gets what is left of the 2 s, not its own 3 s.
+#[test]
+fn a_failing_start_ends_within_its_timeout_even_when_the_journal_hangs() {
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "/bin/sh -c 'sleep 1.2; exit 1'"
+restart = "no"
+health = "tcp://127.0.0.1:@P0@"
+"#,
+    );
+    let bin = s._dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("journalctl");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut cmd = orch_cmd(
+        &s.c,
+        &s.cfg,
+        &["start", "--all", "--timeout", "2s", "--output", "json"],
+    );
+    cmd.env("PATH", path);
+    let t = Instant::now();
+    let o = cmd.output_bounded().unwrap();
+    let took = t.elapsed();
+    eprintln!("a failing start --timeout 2s with a hanging journalctl took {took:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert_eq!(
+        units_by_phase(&summary(&o))["fx.service"],
+        "failed",
+        "{text}"
+    );
+    // 2 s, the 0.5 s slice a report may take past it, and start-up.
+    assert!(
+        took < Duration::from_millis(3500),
+        "took {took:?} with --timeout 2s:\n{text}"
+    );
+}
