@@ -734,6 +734,28 @@ mod tests {
     }
 
     #[test]
+    fn restart_needed_ends_the_row_of_a_unit_and_is_counted_per_kind() {
+        let mut rows = vec![
+            row("fx.service", Role::Master, "active", Some("ok")),
+            row("fx-worker-0-a.service", Role::Worker, "active", None),
+            row("fx-worker-1-a.service", Role::Worker, "active", None),
+        ];
+        rows[0].restart_needed = true;
+        rows[2].restart_needed = true;
+        let flat = table(&rows, false, None);
+        let lines: Vec<&str> = flat.lines().collect();
+        assert!(lines[1].ends_with("ok  restart needed"), "{flat}");
+        assert!(!lines[2].contains("restart needed"), "{flat}");
+        assert!(lines[3].ends_with("  restart needed"), "{flat}");
+        let kinds = (1..3)
+            .map(|i| (rows[i].unit.clone(), "a".to_string()))
+            .collect();
+        let grouped = table(&rows, false, Some(&kinds));
+        let kind = grouped.lines().find(|l| l.starts_with("a ×2")).unwrap();
+        assert!(kind.ends_with("  1/2 restart needed"), "{grouped}");
+    }
+
+    #[test]
     fn memory_and_cpu_per_unit_and_totals_per_kind() {
         let mut rows = vec![
             row("fx.service", Role::Master, "active", None),
