@@ -171,8 +171,9 @@ fn install(
     commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
 }
 
-/// `rollback`, then with `--restart-changed` a `restart --changed` limited
-/// to the units whose put-back file needs a restart (`restart::needs_restart`).
+/// `rollback`, then with `--restart-changed` a `restart --changed`, as
+/// `install --restart-changed` does: a rollback is noted as an install is
+/// (`changes`), so only the units whose put-back file needs a restart are.
 fn rollback(
     g: &Global,
     d: &Deployment,
@@ -181,19 +182,12 @@ fn rollback(
     force: bool,
     restart: bool,
 ) -> Result<i32, Error> {
-    let (code, report) = commands::install::rollback(g, d, to, dry_run, force)?;
+    let code = commands::install::rollback(g, d, to, dry_run, force)?;
     if code != exit::OK || !restart {
         return Ok(code);
     }
-    let needed: Vec<String> = report
-        .units
-        .iter()
-        .filter(|u| u.restart_needed == Some(true))
-        .map(|u| u.unit.clone())
-        .collect();
     let extra = Extra {
         changed: true,
-        only: Some(needed),
         ..Extra::default()
     };
     commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)

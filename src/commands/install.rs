@@ -15,16 +15,16 @@ pub fn run(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32
 }
 
 /// `orch rollback [--to N] [--dry-run] [--force]`: the install report, with
-/// the generation put back; returned for `--restart-changed`.
+/// the generation put back.
 pub fn rollback(
     g: &Global,
     d: &Deployment,
     to: Option<u64>,
     dry_run: bool,
     force: bool,
-) -> Result<(i32, Report), Error> {
+) -> Result<i32, Error> {
     let report = crate::ops::rollback(d, &g.access(), to, dry_run, force)?;
-    Ok((show(g, d, &report, dry_run)?, report))
+    show(g, d, &report, dry_run)
 }
 
 fn show(g: &Global, d: &Deployment, report: &Report, dry_run: bool) -> Result<i32, Error> {

@@ -18,8 +18,6 @@ pub struct Extra {
     pub or_restart: bool,
     /// `restart --changed`: the whole deployment, filtered.
     pub changed: bool,
-    /// With `changed`: only these of the changed units (`rollback --restart-changed`).
-    pub only: Option<Vec<String>>,
     /// `restart --rolling --canary [N] --hold D`.
     pub canary: Option<crate::phases::Canary>,
 }
@@ -46,7 +44,6 @@ pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> R
         cancel_on_interrupt: a.cancel_on_interrupt,
         force: a.force,
         changed: extra.changed,
-        only: extra.only.clone(),
     };
     let verb = format!("{op:?}").to_lowercase();
     let observer =

@@ -223,10 +223,12 @@ fn put(
                     deployment: d.name.clone(),
                     cause,
                 },
-                e => e.into(),
+                e => Error::from(e),
             })?;
         report.rolled_back_to = rolled_back;
         if !dry_run {
+            // Under the lock still: what `status` and `restart --changed` read.
+            crate::changes::note(d, &home, &targets, &report).await?;
             report.generation = record(d, &home, &mut kept, &units, rolled_back).await;
         }
         Ok(report)
