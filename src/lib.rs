@@ -5,6 +5,7 @@
 //! [`plan`] (diff against the unit directory) → [`install`] (the only stage
 //! that changes anything, through [`systemd`] over D-Bus).
 
+pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod containers;
 pub mod error;
 pub mod exit;
 pub mod fleet;
+pub mod generations;
 pub mod health;
 pub mod install;
 pub mod jobs;

@@ -45,6 +45,14 @@ pub struct UnitStatus {
     /// `exited`, `absent`, or why it could not be asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_state: Option<String>,
+    /// It runs a process started before the unit's last restart-worthy
+    /// change (the restart record, [`crate::changes`]): `orch restart
+    /// --changed` restarts it.
+    pub restart_needed: bool,
+    /// When its main process last started, in microseconds since the epoch
+    /// on its host (`ExecMainStartTimestamp`; 0: never).
+    #[serde(skip)]
+    pub main_started_us: u64,
 }
 
 impl UnitStatus {
@@ -95,6 +103,8 @@ pub async fn status(
                 health: None,
                 image: None,
                 container_state: None,
+                restart_needed: false,
+                main_started_us: 0,
             };
             let Some(e) = entry else {
                 // Not loaded (e.g. masked and stopped, so systemd let it go):
@@ -121,6 +131,7 @@ pub async fn status(
                 .map(|t| (now_us - t) / 1000);
             row.memory_current = p.memory;
             row.cpu_usage_nsec = p.cpu;
+            row.main_started_us = p.started.unwrap_or(0);
             if let (Some(probe), true) = (&m.health, row.is_active()) {
                 row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
@@ -153,6 +164,8 @@ pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
             health: None,
             image: None,
             container_state: None,
+            restart_needed: false,
+            main_started_us: 0,
         })
         .collect()
 }
@@ -170,6 +183,10 @@ pub struct DeploymentStatus {
     pub maintenance_known: bool,
     /// The journal exists but cannot be read: why, and the way out.
     pub maintenance_unreadable: Option<String>,
+    /// The installed generation of unit files (`orch rollback`), when known.
+    pub generation: Option<crate::generations::Summary>,
+    /// The kept generations' numbers, oldest first.
+    pub generations_kept: Vec<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,14 +255,46 @@ pub async fn deployment(
             ) => maintenance_unreadable = Some(e.to_string()),
             Err(e) => return Err(e.into()),
         }
+        mark_restart_needed(d, home, &mut rows).await;
     }
+    // Only a hint beside the units: a record that cannot be read is logged.
+    let kept = match maintenance_known {
+        true => crate::generations::Generations::read(d, home)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                Default::default()
+            }),
+        false => Default::default(),
+    };
     Ok(DeploymentStatus {
         rows,
         unreachable,
         maintenance,
         maintenance_known,
         maintenance_unreadable,
+        generation: kept.installed().map(|g| g.summary()),
+        generations_kept: kept.kept.iter().map(|g| g.number).collect(),
     })
+}
+
+/// Marks the running units older than their last restart-worthy change.
+/// A record orch cannot read hides nothing else: it is logged.
+async fn mark_restart_needed(d: &Deployment, home: &Store, rows: &mut [UnitStatus]) {
+    let record = match crate::changes::read(d, home).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return;
+        }
+    };
+    for r in rows {
+        let now = crate::changes::Running {
+            up: r.is_active(),
+            started_us: r.main_started_us,
+        };
+        r.restart_needed = record.need(&r.unit, now) == crate::changes::Need::Restart;
+    }
 }
 
 /// The image and the engine's view of each container unit, per host
@@ -313,13 +362,15 @@ struct Props {
     changed: Option<u64>,
     memory: Option<u64>,
     cpu: Option<u64>,
+    started: Option<u64>,
 }
 
 /// The calls [`properties`] makes at once.
-const PROPERTY_READS: u32 = 5;
+const PROPERTY_READS: u32 = 6;
 
-/// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent and
-/// CPUUsageNSec, read concurrently under the caller's [`PROPERTY_READS`] permits.
+/// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent, CPUUsageNSec
+/// and ExecMainStartTimestamp, read concurrently under the caller's
+/// [`PROPERTY_READS`] permits.
 async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
     let Ok(props) = PropertiesProxy::builder(&sd.conn)
         .destination("org.freedesktop.systemd1")
@@ -332,12 +383,13 @@ async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
     };
     let service = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
     let unit = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-    let (pid, restarts, changed, memory, cpu) = tokio::join!(
+    let (pid, restarts, changed, memory, cpu, started) = tokio::join!(
         props.get(service.clone(), "MainPID"),
         props.get(service.clone(), "NRestarts"),
         props.get(unit, "StateChangeTimestamp"),
         props.get(service.clone(), "MemoryCurrent"),
-        props.get(service, "CPUUsageNSec"),
+        props.get(service.clone(), "CPUUsageNSec"),
+        props.get(service, "ExecMainStartTimestamp"),
     );
     Props {
         pid: number(pid),
@@ -345,6 +397,7 @@ async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
         changed: number(changed),
         memory: accounted(number(memory)),
         cpu: accounted(number(cpu)),
+        started: number(started),
     }
 }
 
@@ -400,6 +453,11 @@ struct Row {
     memory: String,
     cpu: String,
     health: String,
+    /// `restart needed` (per unit) or how many need one (per kind).
+    note: String,
+    /// The engine's state and the image, for a container unit; empty for a
+    /// bare one (a table without container units has no such column).
+    container: String,
 }
 
 impl Row {
@@ -421,6 +479,11 @@ impl Row {
                 .cpu_usage_nsec
                 .map_or_else(dash, |ns| short_duration(Duration::from_nanos(ns))),
             health: r.health.clone().unwrap_or_else(dash),
+            note: match r.restart_needed {
+                true => "restart needed".into(),
+                false => String::new(),
+            },
+            container: container_cell(r),
         }
     }
 
@@ -434,6 +497,7 @@ impl Row {
             .filter(|r| r.health.as_deref() == Some("ok"))
             .count();
         let restarts: u32 = members.iter().filter_map(|r| r.restarts).sum();
+        let stale = members.iter().filter(|r| r.restart_needed).count();
         // Totals of the kind: what its units use together right now.
         let total = |v: Vec<u64>| (!v.is_empty()).then(|| v.iter().sum::<u64>());
         let memory = total(members.iter().filter_map(|r| r.memory_current).collect());
@@ -454,16 +518,21 @@ impl Row {
             } else {
                 format!("{ok}/{probed} ok")
             },
+            note: match stale {
+                0 => String::new(),
+                k => format!("{k}/{n} restart needed"),
+            },
+            container: group_container_cell(members),
         }
     }
 
-    fn line(&self, hosts: bool) -> String {
+    fn line(&self, hosts: bool, containers: bool) -> String {
         let host = if hosts {
             format!("{:<12} ", self.host)
         } else {
             String::new()
         };
-        format!(
+        let row = format!(
             "{host}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
             self.unit,
             self.role,
@@ -475,8 +544,56 @@ impl Row {
             self.memory,
             self.cpu,
             self.health
-        )
+        );
+        let row = match containers {
+            // HEALTH stops being the last column: pad it, then the engine's view.
+            true => {
+                let row = row.trim_end_matches('\n');
+                let health_at = row.len() - self.health.len();
+                format!(
+                    "{}{:<10}  {}\n",
+                    &row[..health_at],
+                    self.health,
+                    self.container
+                )
+            }
+            false => row,
+        };
+        // `restart needed` last: it is there only for some rows.
+        match self.note.is_empty() {
+            true => row,
+            false => format!("{}  {}\n", row.trim_end_matches('\n'), self.note),
+        }
     }
+}
+
+/// `running localhost/app:1`: the engine's state (the reason why it could not
+/// be asked is in the JSON output) and the image.
+fn container_cell(r: &UnitStatus) -> String {
+    let Some(image) = &r.image else {
+        return String::new();
+    };
+    let state = r.container_state.as_deref().unwrap_or("-");
+    let state = state.split(':').next().unwrap_or(state);
+    format!("{state} {image}")
+}
+
+/// `2/3 running localhost/app:1` for a kind's containers.
+fn group_container_cell(members: &[&UnitStatus]) -> String {
+    let with: Vec<&&UnitStatus> = members.iter().filter(|r| r.image.is_some()).collect();
+    let Some(first) = with.first() else {
+        return String::new();
+    };
+    let running = with
+        .iter()
+        .filter(|r| r.container_state.as_deref() == Some("running"))
+        .count();
+    let same = with.iter().all(|r| r.image == first.image);
+    let image = match same {
+        true => first.image.clone().unwrap_or_default(),
+        false => "(several images)".into(),
+    };
+    format!("{running}/{} running {image}", with.len())
 }
 
 fn role_name(role: Role) -> String {
@@ -511,8 +628,11 @@ pub fn table(
         memory: "MEMORY".into(),
         cpu: "CPU".into(),
         health: "HEALTH".into(),
+        note: String::new(),
+        container: "CONTAINER".into(),
     };
-    let mut text = header.line(hosts);
+    let containers = rows.iter().any(|r| r.image.is_some());
+    let mut text = header.line(hosts, containers);
     let mut grouped: Vec<((String, String), Vec<&UnitStatus>)> = Vec::new();
     for r in rows {
         match kinds.and_then(|k| k.get(&r.unit)) {
@@ -523,11 +643,11 @@ pub fn table(
                     None => grouped.push((key, vec![r])),
                 }
             }
-            None => text.push_str(&Row::of(r).line(hosts)),
+            None => text.push_str(&Row::of(r).line(hosts, containers)),
         }
     }
     for ((_, kind), members) in &grouped {
-        text.push_str(&Row::group(kind, members).line(hosts));
+        text.push_str(&Row::group(kind, members).line(hosts, containers));
     }
     text
 }
@@ -552,6 +672,8 @@ mod tests {
             image: None,
             container_state: None,
             health: health.map(str::to_string),
+            restart_needed: false,
+            main_started_us: 0,
         }
     }
 
@@ -638,6 +760,28 @@ mod tests {
     }
 
     #[test]
+    fn restart_needed_ends_the_row_of_a_unit_and_is_counted_per_kind() {
+        let mut rows = vec![
+            row("fx.service", Role::Master, "active", Some("ok")),
+            row("fx-worker-0-a.service", Role::Worker, "active", None),
+            row("fx-worker-1-a.service", Role::Worker, "active", None),
+        ];
+        rows[0].restart_needed = true;
+        rows[2].restart_needed = true;
+        let flat = table(&rows, false, None);
+        let lines: Vec<&str> = flat.lines().collect();
+        assert!(lines[1].ends_with("ok  restart needed"), "{flat}");
+        assert!(!lines[2].contains("restart needed"), "{flat}");
+        assert!(lines[3].ends_with("  restart needed"), "{flat}");
+        let kinds = (1..3)
+            .map(|i| (rows[i].unit.clone(), "a".to_string()))
+            .collect();
+        let grouped = table(&rows, false, Some(&kinds));
+        let kind = grouped.lines().find(|l| l.starts_with("a ×2")).unwrap();
+        assert!(kind.ends_with("  1/2 restart needed"), "{grouped}");
+    }
+
+    #[test]
     fn memory_and_cpu_per_unit_and_totals_per_kind() {
         let mut rows = vec![
             row("fx.service", Role::Master, "active", None),
@@ -674,5 +818,51 @@ mod tests {
         assert_eq!(short_bytes(2 << 30), "2.0G");
         assert_eq!(accounted(Some(u64::MAX)), None);
         assert_eq!(accounted(Some(0)), Some(0));
+    }
+
+    #[test]
+    fn container_units_show_state_and_image_and_bare_tables_stay_as_they_were() {
+        let mut rows = vec![
+            row("fx.service", Role::Master, "active", Some("ok")),
+            row("fx-worker-0-generic.service", Role::Worker, "active", None),
+            row("fx-worker-1-generic.service", Role::Worker, "failed", None),
+        ];
+        let bare = table(&rows, false, None);
+        assert!(!bare.contains("CONTAINER"), "{bare}");
+        assert!(bare.lines().nth(1).unwrap().ends_with("  ok"), "{bare}");
+        for (r, state) in rows
+            .iter_mut()
+            .zip(["running", "running", "unknown: timeout"])
+        {
+            r.image = Some("localhost/app:1".into());
+            r.container_state = Some(state.into());
+        }
+        let text = table(&rows, false, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("HEALTH      CONTAINER"), "{text}");
+        assert!(
+            lines[1].ends_with("ok          running localhost/app:1"),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("  unknown localhost/app:1"), "{text}");
+        // Columns before HEALTH are where they were.
+        assert_eq!(
+            lines[1].find("  ok"),
+            bare.lines().nth(1).unwrap().find("  ok"),
+            "{text}"
+        );
+        let kinds = [1, 2]
+            .iter()
+            .map(|&i| (rows[i].unit.clone(), "generic".to_string()))
+            .collect();
+        let grouped = table(&rows, false, Some(&kinds));
+        assert!(
+            grouped
+                .lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("  1/2 running localhost/app:1"),
+            "{grouped}"
+        );
     }
 }

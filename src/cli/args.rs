@@ -85,7 +85,14 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     /// Compare the rendered units with the unit directory. Exit 0: nothing to do; 4: changes pending.
-    Plan,
+    Plan {
+        /// Plan `orch rollback` instead: a kept generation against the unit directory
+        #[arg(long)]
+        rollback: bool,
+        /// With --rollback: generation N (see `orch status`) instead of the one before the installed one
+        #[arg(long, value_name = "N", requires = "rollback")]
+        to: Option<u64>,
+    },
     /// Write changed unit files atomically, remove stale ones, reload systemd only if something changed.
     Install {
         /// Show what would change, change nothing
@@ -94,7 +101,22 @@ pub enum Command {
         /// Overwrite unit files that were edited by hand or not written by orch
         #[arg(long)]
         force: bool,
-        /// Then restart the units whose file changed since they started (`restart --changed`)
+        /// Then restart the units whose restart-worthy change is newer than their process (`restart --changed`)
+        #[arg(long, conflicts_with = "dry_run")]
+        restart_changed: bool,
+    },
+    /// Put back the unit files of a kept generation (install keeps the last three before the installed one), the way install writes them: same plan, lock, drift refusal, all-or-nothing, one reload.
+    Rollback {
+        /// Generation N (see `orch status` or `orch plan --rollback`) [default: the one before the installed one]
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// Show what would change, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite unit files that were edited by hand or not written by orch
+        #[arg(long)]
+        force: bool,
+        /// Then restart the running units whose file changed in a way that needs a restart
         #[arg(long, conflicts_with = "dry_run")]
         restart_changed: bool,
     },
@@ -113,9 +135,15 @@ pub enum Command {
         /// Restart the master, then workers a batch at a time, each batch gated on readiness
         #[arg(long, requires = "whole")]
         rolling: bool,
-        /// Only the running master and workers whose installed unit file was modified after their process started (e.g. by orch install); "nothing changed" and exit 0 when none
+        /// Only the running master and workers whose process started before their last restart-worthy change installed (status says restart needed), and new workers that never ran; "nothing changed" and exit 0 when none
         #[arg(long, conflicts_with = "targets")]
         changed: bool,
+        /// With --rolling: restart N workers first (one of each kind that has twins when N is omitted), watch them for --hold (ready, still active, not restarted by Restart=), and stop the whole operation, the rest untouched, if one fails
+        #[arg(long, value_name = "N", num_args = 0..=1, requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
+        canary: Option<Option<u32>>,
+        /// How long canaries are watched before the rest
+        #[arg(long, value_name = "DURATION", default_value = "30s", requires = "canary", value_parser = parse_duration)]
+        hold: Duration,
         /// Workers per batch with --rolling
         #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
@@ -212,7 +240,7 @@ pub struct Lifecycle {
     /// Cap on jobs in flight [default: unlimited]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
-    /// Bound on the whole operation (each unit is also bounded by its own timeouts)
+    /// Bound on the whole operation (each unit is also bounded by its own timeouts); a failed unit's state and journal are read within what is left, or 0.5 s past it
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// On Ctrl+C or SIGTERM, cancel the jobs orch enqueued that systemd has not finished
