@@ -54,9 +54,18 @@ fn init_logging(g: &Global) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("orch={level},warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// Colour only on a terminal, never with `NO_COLOR` set (no-color.org: set
+/// and not empty), so a pipe or a CI log gets plain text.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 fn run(cli: Cli) -> Result<i32, Error> {

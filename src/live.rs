@@ -101,13 +101,21 @@ impl Board {
         self.note_ready_per_kind();
     }
 
-    /// A worker is down while it is in flight or failed; queued ones still run.
+    /// A worker is down while it is in flight, failed or stopped; queued
+    /// ones and ones not seen yet still run. Counted against every worker of
+    /// the kind from the start (units get their display lines one at a
+    /// time, so counting only the lines seen would start every kind at 1).
     fn note_ready_per_kind(&mut self) {
         let mut ready: BTreeMap<&str, usize> = BTreeMap::new();
+        for kind in self.title.kinds.values() {
+            *ready.entry(kind).or_default() += 1;
+        }
         for l in &self.lines {
             if let Some(kind) = self.title.kinds.get(&l.unit) {
-                let up = !(l.phase.in_flight() || l.phase.failed() || l.phase == Phase::Stopped);
-                *ready.entry(kind).or_default() += usize::from(up);
+                let down = l.phase.in_flight() || l.phase.failed() || l.phase == Phase::Stopped;
+                if down {
+                    *ready.entry(kind).or_default() -= 1;
+                }
             }
         }
         for (kind, n) in ready {
@@ -210,6 +218,20 @@ pub fn render(board: &Board, rows: usize, cols: usize, now: Instant) -> String {
         .join("\n")
 }
 
+/// The bar on screen while a live display runs: a line printed to stderr
+/// then (a maintenance step, a warning) goes above the block instead of
+/// through it, which would leave a stale copy of the block behind.
+static CURRENT: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Writes `line` to stderr, above the live display if one is on screen.
+pub fn eprintln_above(line: &str) {
+    let bar = CURRENT.lock().unwrap().clone();
+    match bar {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
+}
+
 /// The terminal observer: one block redrawn in place, cleared by `finish`.
 pub struct Live {
     board: Arc<Mutex<Board>>,
@@ -222,6 +244,7 @@ impl Live {
     pub fn new(title: Title) -> Live {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
+        *CURRENT.lock().unwrap() = Some(bar.clone());
         let board = Arc::new(Mutex::new(Board::new(title, Instant::now())));
         let stop = Arc::new(AtomicBool::new(false));
         // Elapsed times and the spinner move between events too.
@@ -244,14 +267,14 @@ impl Live {
 }
 
 fn draw(board: &Mutex<Board>, bar: &ProgressBar) {
+    let board = board.lock().unwrap();
+    // Nothing queued yet (resume unmasking first): no `0/0` header.
+    if board.lines.is_empty() {
+        return;
+    }
     // Read each time: the window may have been resized.
     let (rows, cols) = console::Term::stderr().size();
-    let text = render(
-        &board.lock().unwrap(),
-        rows as usize,
-        cols as usize,
-        Instant::now(),
-    );
+    let text = render(&board, rows as usize, cols as usize, Instant::now());
     bar.set_message(text);
 }
 
@@ -266,6 +289,7 @@ impl Observer for Live {
         if let Some(t) = self.ticker.lock().unwrap().take() {
             let _ = t.join();
         }
+        *CURRENT.lock().unwrap() = None;
         self.bar.finish_and_clear();
     }
 }
@@ -391,5 +415,37 @@ mod tests {
         let h = b.header(t0);
         assert!(h.contains("batch 2/2"), "{h}");
         assert!(h.contains("generic 1, pusher 1"), "the lowest is kept: {h}");
+    }
+
+    #[test]
+    fn lowest_ready_counts_every_worker_of_a_kind_from_the_start() {
+        // Units get their lines one at a time, as in a real run: the first
+        // event must not make a kind look like it has one worker.
+        let t0 = Instant::now();
+        let kinds = (0..8)
+            .map(|i| {
+                let kind = if i < 6 { "generic" } else { "pusher" };
+                (format!("w{i}.service"), kind.to_string())
+            })
+            .collect();
+        let title = Title {
+            op: "restart".into(),
+            rolling: Some(2),
+            kinds,
+        };
+        let mut b = Board::new(title, t0);
+        b.apply(&ev("w0.service", Phase::Queued), t0);
+        let h = b.header(t0);
+        assert!(h.contains("lowest ready: generic 6, pusher 2"), "{h}");
+        b.apply(&ev("w0.service", Phase::Stopping), t0);
+        b.apply(&ev("w1.service", Phase::Stopping), t0);
+        let h = b.header(t0);
+        assert!(h.contains("lowest ready: generic 4, pusher 2"), "{h}");
+        for w in ["w0", "w1"] {
+            b.apply(&ev(&format!("{w}.service"), Phase::Ready), t0);
+        }
+        b.apply(&ev("w6.service", Phase::Stopping), t0);
+        let h = b.header(t0);
+        assert!(h.contains("lowest ready: generic 4, pusher 1"), "{h}");
     }
 }

@@ -38,7 +38,7 @@ pub fn step_printer(g: &Global) -> impl Fn(&str, &str) + Sync + '_ {
                 &serde_json::json!({ "event": "step", "step": step, "detail": detail }),
             );
         }
-        Format::Human if !g.quiet => eprintln!("{step}: {detail}"),
+        Format::Human if !g.quiet => crate::live::eprintln_above(&format!("{step}: {detail}")),
         Format::Human => {}
     }
 }

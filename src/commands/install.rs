@@ -24,7 +24,11 @@ pub fn run(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32
             print(&text)?;
         }
     }
-    Ok(exit::OK)
+    // As `plan`: a dry run with changes pending says so in its exit code.
+    Ok(match dry_run && report.changed {
+        true => exit::CHANGES_PENDING,
+        false => exit::OK,
+    })
 }
 
 /// A row per unit: what was (or, dry, would be) done to it.

@@ -252,3 +252,51 @@ fn a_few_workers_keep_one_line_per_unit_and_status_groups_when_it_does_not_fit()
         "not a terminal, or -a: every row"
     );
 }
+
+/// A warning (a FIFO named like a unit of the deployment in the unit
+/// folder) is coloured on a terminal only: never through a pipe, never
+/// with `NO_COLOR`.
+#[test]
+fn warnings_are_coloured_only_on_a_terminal_without_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    let fifo = units.join("fx-worker.service");
+    let made = Command::new("mkfifo").arg(&fifo).output_bounded().unwrap();
+    assert!(made.status.success(), "mkfifo: {made:?}");
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        "[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/true\"\n",
+    )
+    .unwrap();
+    let line = format!(
+        "env -u ORCH_CONFIG -u ORCH_BUS {} --config {} plan --unit-dir {}",
+        env!("CARGO_BIN_EXE_orch"),
+        cfg.display(),
+        units.display()
+    );
+    // Through a pipe: the warning is there, with no escape sequence.
+    let piped = Command::new("sh")
+        .args(["-c", &format!("{line} 2>&1 | cat")])
+        .output_bounded()
+        .unwrap();
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(text.contains("WARN") && text.contains("FIFO"), "{text}");
+    assert!(!text.contains('\x1b'), "colour through a pipe: {text:?}");
+
+    for (env, coloured) in [("", true), ("NO_COLOR=1 ", false)] {
+        let run = tempfile::tempdir().unwrap();
+        let screen = Screen::run(run.path(), 120, 30, &format!("{env}{line}"));
+        let (screens, rc) = screen.watch(Duration::from_secs(30));
+        assert_eq!(rc, 4, "{}", screens.last().unwrap());
+        let o = tmux(&screen.sock, &["capture-pane", "-p", "-e"]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("WARN"), "{text}");
+        assert_eq!(
+            text.contains('\x1b'),
+            coloured,
+            "{env:?}: colour on a terminal must be {coloured}: {text:?}"
+        );
+    }
+}
