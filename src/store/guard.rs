@@ -82,6 +82,8 @@ pub struct DirFacts {
     pub parent_mode: u32,
     /// orch's effective user.
     pub euid: u32,
+    /// Only to read from (status): root's folder is safe to read too.
+    pub read_only: bool,
 }
 
 /// A state folder must be a real folder, orch's user's, writable by no one
@@ -93,7 +95,7 @@ pub fn judge_dir(path: &Path, f: DirFacts, host: Option<&str>) -> Result<(), Sto
     let writable = |mode: u32| mode & 0o022 != 0;
     let reason = if f.kind != FileKind::Folder {
         format!("it is {}, not a folder", f.kind)
-    } else if f.uid != f.euid {
+    } else if f.uid != f.euid && !(f.read_only && f.uid == 0) {
         format!(
             "the state folder is owned by uid {}, not by orch's user (uid {})",
             f.uid, f.euid
@@ -173,6 +175,7 @@ pub fn parse_unsafe(line: &str, dir: &Path, file: &Path, host: &str) -> Option<S
         mode,
         parent_mode,
         euid,
+        read_only: false,
     };
     judge_dir(dir, facts, Some(host)).err()
 }
@@ -263,9 +266,32 @@ mod tests {
             mode: 0o755,
             parent_mode: 0o755,
             euid: 0,
+            read_only: false,
         };
         let e = judge_dir(Path::new("/s"), facts, None).unwrap_err();
         assert!(e.to_string().contains("owned by uid 1000"), "{e}");
+        // Root's folder, read by another user (a read-only status): safe.
+        let roots = DirFacts {
+            uid: 0,
+            euid: 65534,
+            ..facts
+        };
+        assert!(judge_dir(Path::new("/s"), roots, None).is_err());
+        let reading = DirFacts {
+            read_only: true,
+            ..roots
+        };
+        assert!(judge_dir(Path::new("/s"), reading, None).is_ok());
+        let others = DirFacts {
+            uid: 1000,
+            ..reading
+        };
+        assert!(judge_dir(Path::new("/s"), others, None).is_err());
+        let writable = DirFacts {
+            mode: 0o777,
+            ..reading
+        };
+        assert!(judge_dir(Path::new("/s"), writable, None).is_err());
         let mine = DirFacts { uid: 0, ..facts };
         assert!(judge_dir(Path::new("/s"), mine, None).is_ok());
         let sticky = DirFacts {

@@ -135,7 +135,11 @@ fn bad_lifecycle_arguments_are_usage_errors_before_any_connection() {
             &["stop-for-maintenance", "--timeout", "soon"],
             "not a duration",
         ),
-        (&["start"], "TARGET"),
+        // No target: the way to say "everything" is named.
+        (&["start"], "<--all|TARGET>"),
+        (&["stop"], "<--all|TARGET>"),
+        (&["reload"], "<--all|TARGET>"),
+        (&["restart"], "<--all|TARGET|--changed>"),
         (&["--host", "@box", "status"], "--host"),
     ] {
         // A bus that does not exist: the error must come before any connection.
@@ -151,4 +155,64 @@ fn bad_lifecycle_arguments_are_usage_errors_before_any_connection() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(!err.contains("connect"), "{args:?} tried to connect: {err}");
     }
+}
+
+/// Each verb's help says what `--all` means for it, and TARGET lists every
+/// group a target may name.
+#[test]
+fn lifecycle_help_says_what_all_and_targets_mean_per_verb() {
+    for (verb, all) in [
+        (
+            "start",
+            "prerequisites are started first if they are not running",
+        ),
+        ("stop", "prerequisites are left running"),
+        (
+            "restart",
+            "are not restarted, only started if they are not running",
+        ),
+        ("reload", "prerequisites are never reloaded"),
+    ] {
+        let o = orch().args([verb, "--help"]).output_bounded().unwrap();
+        assert!(o.status.success());
+        // Help is wrapped to the terminal: compare words, not lines.
+        let text = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(text.contains(all), "{verb} --help: {text}");
+        assert!(
+            text.contains("dependents / database / prerequisites; or --all"),
+            "{verb} --help: {text}"
+        );
+        assert!(!text.contains("started if needed, never stopped"), "{text}");
+    }
+}
+
+/// No systemd on the bus: the error says what to check and how to reach
+/// another one.
+#[test]
+fn no_systemd_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        "[deployment]\nname = \"app\"\n[master]\nexec_start = \"/bin/true\"\n",
+    )
+    .unwrap();
+    let o = orch()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--bus", "unix:path=/nonexistent/bus", "start", "--all"])
+        .output_bounded()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect to"), "{err}");
+    assert!(
+        err.contains("is systemd running on this machine")
+            && err.contains("--bus ADDRESS")
+            && err.contains("--host [USER@]HOST"),
+        "{err}"
+    );
 }
