@@ -34,7 +34,7 @@ pub fn main() -> i32 {
     };
     init_logging(&cli.global);
     let code = run(cli).unwrap_or_else(|e| {
-        eprintln!("orch: {e}");
+        crate::ui::output::error(&e);
         e.exit_code()
     });
     crate::tunnel::end();
@@ -55,7 +55,7 @@ fn init_logging(g: &Global) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour())
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::ui::live::StderrAbove)
         .with_target(false)
         .try_init();
 }

@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::exit;
 use crate::fleet::Access;
-use crate::output::Format;
 use crate::systemd::Bus;
+use crate::ui::output::Format;
 
 #[derive(Debug, Parser)]
 #[command(

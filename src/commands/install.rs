@@ -6,8 +6,8 @@ use crate::error::Error;
 use crate::exit;
 use crate::install::Report;
 use crate::model::Deployment;
-use crate::output::Format;
 use crate::plan::Action;
+use crate::ui::output::Format;
 
 pub fn run(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32, Error> {
     let report = crate::ops::install(d, &g.access(), dry_run, force)?;

@@ -9,7 +9,7 @@ use crate::logs::{escape_controls, Entry, Lines, Options};
 use crate::model::Deployment;
 use crate::ops::lifecycle::Selection;
 use crate::ops::logs::Outcome;
-use crate::output::Format;
+use crate::ui::output::Format;
 
 pub struct Request {
     pub targets: Vec<String>,

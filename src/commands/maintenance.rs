@@ -11,7 +11,7 @@ use crate::lifecycle;
 use crate::maintenance::{ResumeScope, StopReport};
 use crate::model::Deployment;
 use crate::ops::maintenance::{CommandEnv, Ran, StopRequest};
-use crate::output::{self, Format};
+use crate::ui::output::Format;
 
 /// The options of `stop-for-maintenance`.
 pub struct StopArgs<'a> {
@@ -208,7 +208,7 @@ pub fn resume(
     };
     let notify = step_printer(g);
     let title = title("resume", None, &lifecycle::members(d));
-    let observer = output::progress::observer(g.output, g.quiet, title);
+    let observer = crate::ui::progress::observer(g.output, g.quiet, title);
     let report =
         crate::ops::maintenance::resume(d, &g.access(), opts, observer.clone(), &notify, scope);
     observer.finish();

@@ -5,8 +5,8 @@ use crate::cli::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
-use crate::output::Format;
 use crate::plan::{Action, Plan, PlannedUnit};
+use crate::ui::output::Format;
 
 pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
     let plans = crate::ops::plan(d, &g.access())?;

@@ -232,6 +232,25 @@ pub fn eprintln_above(line: &str) {
     }
 }
 
+/// stderr for the log (`tracing`): a warning during a live display is
+/// written above it, as [`eprintln_above`] does.
+pub struct StderrAbove;
+
+impl std::io::Write for StderrAbove {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = CURRENT.lock().unwrap().clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The terminal observer: one block redrawn in place, cleared by `finish`.
 pub struct Live {
     board: Arc<Mutex<Board>>,
