@@ -26,7 +26,7 @@ use crate::lifecycle::{Event, Observer, Phase};
 /// What the display knows before the first event.
 #[derive(Debug, Clone, Default)]
 pub struct Title {
-    /// `start`, `stop`, `restart`, `resume`.
+    /// `start`, `stop`, `restart`, `resume`, `stop-for-maintenance`.
     pub op: String,
     /// Workers per batch in a rolling restart.
     pub rolling: Option<usize>,
@@ -125,7 +125,7 @@ impl Board {
     }
 
     fn header(&self, now: Instant) -> String {
-        let done_word = if self.title.op == "stop" {
+        let done_word = if self.title.op.starts_with("stop") {
             "stopped"
         } else {
             "ready"

@@ -20,6 +20,15 @@ pub fn observer(format: Format, quiet: bool, title: Title) -> std::sync::Arc<dyn
     }
 }
 
+/// The live display when human output goes to a terminal, nothing otherwise:
+/// for an operation whose plain and JSON output are its steps and report.
+pub fn live_only(format: Format, quiet: bool, title: Title) -> std::sync::Arc<dyn Observer> {
+    match format {
+        Format::Human if !quiet && is_live() => std::sync::Arc::new(Live::new(title)),
+        _ => std::sync::Arc::new(Silent),
+    }
+}
+
 /// Whether human progress is drawn live (stderr is a terminal); the
 /// summary is then short, since the live area showed every unit.
 pub fn is_live() -> bool {

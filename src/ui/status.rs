@@ -105,14 +105,9 @@ impl Row {
         }
     }
 
-    fn line(&self, hosts: bool) -> String {
-        let host = if hosts {
-            format!("{:<12} ", self.host)
-        } else {
-            String::new()
-        };
-        format!(
-            "{host}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
+    fn cells(self) -> [String; 11] {
+        [
+            self.host,
             self.unit,
             self.role,
             self.active,
@@ -122,9 +117,98 @@ impl Row {
             self.restarts,
             self.memory,
             self.cpu,
-            self.health
-        )
+            self.health,
+        ]
     }
+}
+
+/// The columns in the order shown; numbers are right-aligned.
+const RIGHT: [bool; 11] = [
+    false, false, false, false, false, true, true, true, true, true, false,
+];
+const HOST: usize = 0;
+const UNIT: usize = 1;
+const ROLE: usize = 2;
+const SUB: usize = 4;
+const PID: usize = 5;
+const RESTARTS: usize = 7;
+const MEMORY: usize = 8;
+const CPU: usize = 9;
+/// Column titles, by index.
+const TITLES: [&str; 11] = [
+    "HOST", "UNIT", "ROLE", "ACTIVE", "SUB", "PID", "SINCE", "RESTARTS", "MEMORY", "CPU", "HEALTH",
+];
+/// Dropped first when the table is wider than the terminal; UNIT, ACTIVE,
+/// HEALTH (and HOST on several hosts) stay.
+const DROP_ORDER: [usize; 6] = [CPU, MEMORY, SUB, ROLE, PID, RESTARTS];
+const GAP: &str = "  ";
+const HEALTH: usize = 10;
+/// The room HEALTH is counted with when deciding what to drop.
+const HEALTH_ROOM: usize = 16;
+/// A unit name is never cut shorter than this.
+const MIN_UNIT: usize = 16;
+
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// `s` cut to `n` characters, the last one `…` when cut.
+fn cut(s: &str, n: usize) -> String {
+    if width(s) <= n {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+/// Lays out `rows` (the header first) within `limit` columns: drops columns
+/// by priority, then shortens the unit names, then cuts the last column.
+fn layout(rows: Vec<[String; 11]>, shown: &mut Vec<usize>, limit: Option<usize>) -> String {
+    let widths: Vec<usize> = (0..11)
+        .map(|c| rows.iter().map(|r| width(&r[c])).max().unwrap_or(0))
+        .collect();
+    let total = |shown: &[usize], w: &[usize]| -> usize {
+        shown.iter().map(|c| w[*c]).sum::<usize>() + GAP.len() * shown.len().saturating_sub(1)
+    };
+    let mut widths = widths;
+    if let Some(limit) = limit {
+        // A long probe failure is cut, not a reason to drop columns.
+        let mut fit = widths.clone();
+        fit[HEALTH] = fit[HEALTH].min(HEALTH_ROOM);
+        for c in DROP_ORDER {
+            if total(shown, &fit) <= limit {
+                break;
+            }
+            shown.retain(|s| *s != c);
+        }
+        let over = total(shown, &fit).saturating_sub(limit);
+        widths[UNIT] = widths[UNIT]
+            .saturating_sub(over)
+            .max(MIN_UNIT.min(widths[UNIT]));
+    }
+    let mut text = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, c) in shown.iter().enumerate() {
+            let cell = cut(&r[*c], widths[*c]);
+            let last = i + 1 == shown.len();
+            if i > 0 {
+                line.push_str(GAP);
+            }
+            match (RIGHT[*c], last) {
+                (_, true) => line.push_str(&cell),
+                (true, false) => line.push_str(&format!("{cell:>w$}", w = widths[*c])),
+                (false, false) => line.push_str(&format!("{cell:<w$}", w = widths[*c])),
+            }
+        }
+        if let Some(limit) = limit {
+            line = cut(&line, limit);
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
 }
 
 fn role_name(role: Role) -> String {
@@ -136,11 +220,15 @@ fn role_name(role: Role) -> String {
 
 /// The human table. With `kinds` (unit → worker kind), workers are shown one
 /// row per kind and host (count, active, healthy, restarts), for a terminal
-/// too short for a row per unit; without, one row per unit.
+/// too short for a row per unit; without, one row per unit. With `width`
+/// (a terminal's), columns are dropped or shortened by priority to fit.
+/// MEMORY and CPU are left out when no unit has a figure, and a note says
+/// why.
 pub fn table(
     rows: &[UnitStatus],
     hosts: bool,
     kinds: Option<&std::collections::HashMap<String, String>>,
+    width: Option<usize>,
 ) -> String {
     let header = Row {
         host: "HOST".into(),
@@ -160,7 +248,7 @@ pub fn table(
         cpu: "CPU".into(),
         health: "HEALTH".into(),
     };
-    let mut text = header.line(hosts);
+    let mut cells = vec![header.cells()];
     let mut grouped: Vec<((String, String), Vec<&UnitStatus>)> = Vec::new();
     for r in rows {
         match kinds.and_then(|k| k.get(&r.unit)) {
@@ -171,11 +259,33 @@ pub fn table(
                     None => grouped.push((key, vec![r])),
                 }
             }
-            None => text.push_str(&Row::of(r).line(hosts)),
+            None => cells.push(Row::of(r).cells()),
         }
     }
     for ((_, kind), members) in &grouped {
-        text.push_str(&Row::group(kind, members).line(hosts));
+        cells.push(Row::group(kind, members).cells());
+    }
+    let mut shown: Vec<usize> = (0..11).filter(|c| hosts || *c != HOST).collect();
+    let unaccounted = rows
+        .iter()
+        .all(|r| r.memory_current.is_none() && r.cpu_usage_nsec.is_none());
+    if unaccounted {
+        shown.retain(|c| *c != MEMORY && *c != CPU);
+    }
+    let mut text = layout(cells, &mut shown, width);
+    if unaccounted && rows.iter().any(UnitStatus::is_active) {
+        text.push_str("(no MEMORY, CPU: systemd has no figure for these units; no accounting in this cgroup setup)\n");
+    }
+    let dropped: Vec<&str> = DROP_ORDER
+        .into_iter()
+        .filter(|c| !shown.contains(c) && !(unaccounted && (*c == CPU || *c == MEMORY)))
+        .map(|c| TITLES[c])
+        .collect();
+    if !dropped.is_empty() {
+        text.push_str(&format!(
+            "(left out to fit the terminal: {}; --output json has all)\n",
+            dropped.join(", ")
+        ));
     }
     text
 }
@@ -220,24 +330,21 @@ mod tests {
             .iter()
             .map(|(k, i)| (rows[i + 1].unit.clone(), k.to_string()))
             .collect();
-        let text = table(&rows, false, Some(&kinds));
+        let text = table(&rows, false, Some(&kinds), None);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(lines[1].starts_with("fx.service "), "{text}");
         assert!(lines[2].starts_with("generic ×2 "), "{text}");
+        let words: Vec<&str> = lines[2].split_whitespace().collect();
+        // UNIT / KIND (2 words), ROLE, ACTIVE, SUB, PID, SINCE, RESTARTS, …
+        assert_eq!(words[3], "1/2", "{text}");
+        assert_eq!(words[7], "2", "restarts are summed: {text}");
+        assert!(lines[2].ends_with("1/1 ok"), "{text}");
         assert!(
-            lines[2].contains(" 1/2 ") && lines[2].ends_with("1/1 ok"),
+            lines[3].starts_with("pusher ×1 ") && lines[3].ends_with(" -"),
             "{text}"
         );
-        assert!(
-            lines[2].contains("       2  "),
-            "restarts are summed: {text}"
-        );
-        assert!(
-            lines[3].starts_with("pusher ×1 ") && lines[3].ends_with("  -"),
-            "{text}"
-        );
-        let flat = table(&rows, false, None);
+        let flat = table(&rows, false, None, None);
         assert_eq!(flat.lines().count(), 5, "{flat}");
     }
 
@@ -256,19 +363,82 @@ mod tests {
             .iter()
             .map(|(i, k)| (rows[*i].unit.clone(), k.to_string()))
             .collect();
-        let text = table(&rows, false, Some(&kinds));
+        let text = table(&rows, false, Some(&kinds), None);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains("  MEMORY      CPU  HEALTH"), "{text}");
-        assert!(lines[1].contains("  300.0M     1.5s  "), "{text}");
+        assert!(lines[0].contains("  MEMORY   CPU  HEALTH"), "{text}");
+        assert!(lines[1].contains("  300.0M  1.5s  "), "{text}");
         // 300M + 724M, 1.5s + 1.5s.
         assert!(lines[2].starts_with("generic ×2 "), "{text}");
-        assert!(lines[2].contains("    1.0G     3.0s  "), "{text}");
-        assert!(lines[3].contains("       -        -  "), "{text}");
-        let flat = table(&rows, false, None);
+        assert!(lines[2].contains("    1.0G  3.0s  "), "{text}");
+        assert!(lines[3].contains("       -     -  "), "{text}");
+        let flat = table(&rows, false, None, None);
         assert!(flat.lines().nth(3).unwrap().contains("  724.0M "), "{flat}");
         let json = serde_json::to_value(&rows[1]).unwrap();
         assert_eq!(json["memory_current"], 300 << 20);
         assert_eq!(json["cpu_usage_nsec"], 1_500_000_000u64);
+    }
+
+    fn sixty() -> Vec<UnitStatus> {
+        let mut rows = vec![row("fx.service", Role::Master, "active", Some("ok"))];
+        for i in 0..60 {
+            let mut r = row(
+                &format!("fx-worker-{i}-generic.service"),
+                Role::Worker,
+                "activating",
+                Some("http://127.0.0.1:9000/health: connection refused"),
+            );
+            r.sub_state = "auto-restart".into();
+            rows.push(r);
+        }
+        rows
+    }
+
+    #[test]
+    fn the_table_fits_80_and_120_columns_dropping_columns_by_priority() {
+        let rows = sixty();
+        let wide = table(&rows, false, None, None);
+        assert!(wide.lines().nth(2).unwrap().chars().count() > 120, "{wide}");
+        for limit in [80, 120] {
+            let text = table(&rows, false, None, Some(limit));
+            for l in text.lines() {
+                assert!(l.chars().count() <= limit, "{limit}: {l:?}\n{text}");
+            }
+            let header = text.lines().next().unwrap();
+            for kept in ["UNIT", "ACTIVE", "SINCE", "HEALTH"] {
+                assert!(header.contains(kept), "{limit}: {header}");
+            }
+            assert!(text.contains("fx-worker-59-generic.service"), "{text}");
+        }
+        let narrow = table(&rows, false, None, Some(80));
+        let header = narrow.lines().next().unwrap();
+        assert!(!header.contains("CPU"), "CPU goes first: {narrow}");
+        assert!(header.contains("RESTARTS"), "{narrow}");
+        assert!(
+            narrow.contains("(left out to fit the terminal: CPU, MEMORY, SUB, ROLE;"),
+            "{narrow}"
+        );
+        let mid = table(&rows, false, None, Some(120));
+        assert!(mid.contains("RESTARTS"), "120 columns keep more: {mid}");
+    }
+
+    #[test]
+    fn memory_and_cpu_nobody_fills_are_hidden_with_the_reason() {
+        let mut rows = sixty();
+        for r in &mut rows {
+            r.memory_current = None;
+            r.cpu_usage_nsec = None;
+        }
+        let text = table(&rows, false, None, None);
+        let header = text.lines().next().unwrap();
+        assert!(
+            !header.contains("MEMORY") && !header.contains("CPU"),
+            "{header}"
+        );
+        assert!(
+            text.contains("no MEMORY, CPU: systemd has no figure for these units"),
+            "{text}"
+        );
+        assert!(!text.contains("left out to fit"), "{text}");
     }
 
     #[test]
