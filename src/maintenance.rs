@@ -678,19 +678,26 @@ impl Stopper<'_> {
     }
 }
 
-/// `N units: a, b, c and N-3 more`: a step line that stays one line with
-/// 60 workers.
+/// The units of a step: named when few, else counted per kind (`48 units:
+/// generic 40, pusher 8`), so that the line stays one line with 60 workers.
 fn few(group: &[Member]) -> String {
-    const SHOWN: usize = 3;
-    let names: Vec<&str> = group.iter().take(SHOWN).map(|m| m.unit.as_str()).collect();
-    match group.len() {
-        n if n <= SHOWN + 1 => group
-            .iter()
-            .map(|m| m.unit.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        n => format!("{n} units: {} and {} more", names.join(" "), n - SHOWN),
+    if group.len() <= 3 {
+        let names: Vec<&str> = group.iter().map(|m| m.unit.as_str()).collect();
+        return names.join(" ");
     }
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for m in group {
+        let kind = m
+            .kind
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", m.role).to_lowercase());
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!("{} units: {}", group.len(), counts.join(", "))
 }
 
 /// The proof: every unit inactive or failed with an empty control group,

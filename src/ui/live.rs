@@ -124,7 +124,9 @@ impl Board {
         }
     }
 
-    fn header(&self, now: Instant) -> String {
+    /// The header, and in rolling mode the lowest ready per kind apart:
+    /// on a narrow terminal it goes on a line of its own.
+    fn header_parts(&self, now: Instant) -> (String, Option<String>) {
         let done_word = if self.title.op.starts_with("stop") {
             "stopped"
         } else {
@@ -155,12 +157,21 @@ impl Board {
                 .iter()
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
-            if !lows.is_empty() {
-                h.push_str(&format!(" · lowest ready: {}", lows.join(", ")));
-            }
+            h.push_str(&format!(" · {}", secs(now - self.start)));
+            let lowest = (!lows.is_empty()).then(|| format!("lowest ready: {}", lows.join(", ")));
+            return (h, lowest);
         }
         h.push_str(&format!(" · {}", secs(now - self.start)));
-        h
+        (h, None)
+    }
+
+    /// The header on one line.
+    #[cfg(test)]
+    fn header(&self, now: Instant) -> String {
+        match self.header_parts(now) {
+            (h, Some(low)) => format!("{h} · {low}"),
+            (h, None) => h,
+        }
     }
 }
 
@@ -194,8 +205,15 @@ fn unit_line(l: &Line, now: Instant, tick: usize) -> String {
 /// lines (the cursor's line stays free), none wider than `cols - 1`.
 pub fn render(board: &Board, rows: usize, cols: usize, now: Instant) -> String {
     let tick = (now - board.start).as_millis() as usize / 120;
-    let room = rows.saturating_sub(2).max(1);
-    let mut out = vec![board.header(now)];
+    let width = cols.saturating_sub(1).max(10);
+    let mut out = match board.header_parts(now) {
+        (h, Some(low)) if h.chars().count() + low.chars().count() + 3 <= width => {
+            vec![format!("{h} · {low}")]
+        }
+        (h, Some(low)) => vec![h, format!("    {low}")],
+        (h, None) => vec![h],
+    };
+    let room = rows.saturating_sub(1 + out.len()).max(1);
     if board.lines.len() <= room {
         out.extend(board.lines.iter().map(|l| unit_line(l, now, tick)));
     } else {
@@ -211,7 +229,6 @@ pub fn render(board: &Board, rows: usize, cols: usize, now: Instant) -> String {
             out.push(format!("  … and {} more", picked.len() - (room - 1)));
         }
     }
-    let width = cols.saturating_sub(1).max(10);
     out.iter()
         .map(|l| l.chars().take(width).collect::<String>())
         .collect::<Vec<_>>()

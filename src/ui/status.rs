@@ -274,7 +274,7 @@ pub fn table(
     }
     let mut text = layout(cells, &mut shown, width);
     if unaccounted && rows.iter().any(UnitStatus::is_active) {
-        text.push_str("(no MEMORY, CPU: systemd has no figure for these units; no accounting in this cgroup setup)\n");
+        text.push_str("(no MEMORY, CPU: systemd accounts neither for these units here)\n");
     }
     let dropped: Vec<&str> = DROP_ORDER
         .into_iter()
@@ -283,11 +283,15 @@ pub fn table(
         .collect();
     if !dropped.is_empty() {
         text.push_str(&format!(
-            "(left out to fit the terminal: {}; --output json has all)\n",
+            "(left out to fit: {}; --output json has all)\n",
             dropped.join(", ")
         ));
     }
-    text
+    match width {
+        // The notes too: nothing wraps.
+        Some(w) => text.lines().map(|l| cut(l, w) + "\n").collect(),
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -414,7 +418,7 @@ mod tests {
         assert!(!header.contains("CPU"), "CPU goes first: {narrow}");
         assert!(header.contains("RESTARTS"), "{narrow}");
         assert!(
-            narrow.contains("(left out to fit the terminal: CPU, MEMORY, SUB, ROLE;"),
+            narrow.contains("(left out to fit: CPU, MEMORY, SUB, ROLE;"),
             "{narrow}"
         );
         let mid = table(&rows, false, None, Some(120));
@@ -435,7 +439,7 @@ mod tests {
             "{header}"
         );
         assert!(
-            text.contains("no MEMORY, CPU: systemd has no figure for these units"),
+            text.contains("no MEMORY, CPU: systemd accounts neither for these units here"),
             "{text}"
         );
         assert!(!text.contains("left out to fit"), "{text}");
