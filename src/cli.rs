@@ -110,7 +110,7 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
     let none = Extra::default;
     match command {
         Command::Render { out } => commands::render::run(g, d, out.as_deref()),
-        Command::Plan => commands::plan::run(g, d),
+        Command::Plan { diff } => commands::plan::run(g, d, *diff),
         Command::Install {
             dry_run,
             force,

@@ -85,7 +85,11 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     /// Compare the rendered units with the unit directory. Exit 0: nothing to do; 4: changes pending.
-    Plan,
+    Plan {
+        /// Also print a unified diff of each unit that would change (installed → rendered)
+        #[arg(long)]
+        diff: bool,
+    },
     /// Write changed unit files atomically, remove stale ones, reload systemd only if something changed.
     Install {
         /// Show what would change, change nothing

@@ -8,7 +8,7 @@ use crate::model::Deployment;
 use crate::plan::{Action, Plan, PlannedUnit};
 use crate::ui::output::Format;
 
-pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
+pub fn run(g: &Global, d: &Deployment, diff: bool) -> Result<i32, Error> {
     let plans = crate::ops::plan(d, &g.access())?;
     let changes = plans.iter().any(Plan::has_changes);
     match g.output {
@@ -18,7 +18,13 @@ pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
             "changes": changes,
             "units": plans.iter().flat_map(|p| &p.units).map(unit_json).collect::<Vec<_>>(),
         }))?,
-        Format::Human => print(&plans.iter().map(|p| human(d, p)).collect::<String>())?,
+        Format::Human => {
+            let mut text: String = plans.iter().map(|p| human(d, p)).collect();
+            if diff {
+                text.push_str(&plans.iter().map(crate::ui::diff::plan).collect::<String>());
+            }
+            print(&text)?
+        }
     }
     Ok(if changes {
         exit::CHANGES_PENDING

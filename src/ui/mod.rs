@@ -5,7 +5,9 @@
 //! - [`progress`]: the lifecycle reporters (live, plain lines, NDJSON).
 //! - [`live`]: the live display on a terminal.
 //! - [`status`]: the status table.
+//! - [`diff`]: `plan --diff`, a unified diff per changed unit.
 
+pub mod diff;
 pub mod live;
 pub mod output;
 pub mod progress;
