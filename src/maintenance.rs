@@ -403,6 +403,8 @@ pub async fn stop_for_maintenance(
         .await?;
     let home = store_of(targets, &d.master.host);
     let _lock = lock(d, home).await?;
+    // Before anything is recorded or stopped: the proof asks the engine.
+    crate::containers::check_runtime(d, |h| fleet.get(h).remote().cloned()).await?;
     let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
     let (state, resumed) = record(d, fleet, home, &members, &opts).await?;
@@ -961,6 +963,16 @@ pub async fn resume(
     if let Journal::Recorded(state) = &journal {
         all.extend(recorded_masks(d, &all, state));
     }
+    let members = match (&journal, scope) {
+        (Journal::Absent, _) => Vec::new(),
+        (_, ResumeScope::Whole) => lifecycle::members(d),
+        (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, state),
+        (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
+    };
+    // Before the masks go: a missing image is named while the deployment
+    // is still safely stopped, not by a crash loop after the unmask.
+    let units: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
+    crate::containers::check_images(d, &units, |h| fleet.get(h).remote().cloned()).await?;
     let unmasked = set_masks(d, fleet, targets, &all, false).await?;
     if unmasked {
         notify("unmasked", &format!("{} units unmasked", all.len()));
@@ -971,12 +983,9 @@ pub async fn resume(
         unmasked,
         summary: None,
     };
-    let members = match (journal, scope) {
-        (Journal::Absent, _) => return Ok(report),
-        (_, ResumeScope::Whole) => lifecycle::members(d),
-        (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, &state),
-        (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
-    };
+    if matches!(journal, Journal::Absent) {
+        return Ok(report);
+    }
     let summary = start_recorded(d, fleet, home, &members, opts, observer, notify).await?;
     report.summary = Some(summary);
     Ok(report)

@@ -48,6 +48,9 @@ struct Row {
     memory: String,
     cpu: String,
     health: String,
+    /// The engine's state and the image, for a container unit; empty for a
+    /// bare one (a table without container units has no such column).
+    container: String,
 }
 
 impl Row {
@@ -69,6 +72,7 @@ impl Row {
                 .cpu_usage_nsec
                 .map_or_else(dash, |ns| short_duration(Duration::from_nanos(ns))),
             health: r.health.clone().unwrap_or_else(dash),
+            container: container_cell(r),
         }
     }
 
@@ -102,10 +106,11 @@ impl Row {
             } else {
                 format!("{ok}/{probed} ok")
             },
+            container: group_container_cell(members),
         }
     }
 
-    fn cells(self) -> [String; 11] {
+    fn cells(self) -> [String; COLUMNS] {
         [
             self.host,
             self.unit,
@@ -118,13 +123,15 @@ impl Row {
             self.memory,
             self.cpu,
             self.health,
+            self.container,
         ]
     }
 }
 
 /// The columns in the order shown; numbers are right-aligned.
-const RIGHT: [bool; 11] = [
-    false, false, false, false, false, true, true, true, true, true, false,
+const COLUMNS: usize = 12;
+const RIGHT: [bool; COLUMNS] = [
+    false, false, false, false, false, true, true, true, true, true, false, false,
 ];
 const HOST: usize = 0;
 const UNIT: usize = 1;
@@ -135,9 +142,21 @@ const RESTARTS: usize = 7;
 const MEMORY: usize = 8;
 const CPU: usize = 9;
 /// Column titles, by index.
-const TITLES: [&str; 11] = [
-    "HOST", "UNIT", "ROLE", "ACTIVE", "SUB", "PID", "SINCE", "RESTARTS", "MEMORY", "CPU", "HEALTH",
+const TITLES: [&str; COLUMNS] = [
+    "HOST",
+    "UNIT",
+    "ROLE",
+    "ACTIVE",
+    "SUB",
+    "PID",
+    "SINCE",
+    "RESTARTS",
+    "MEMORY",
+    "CPU",
+    "HEALTH",
+    "CONTAINER",
 ];
+const CONTAINER: usize = 11;
 /// Dropped first when the table is wider than the terminal; UNIT, ACTIVE,
 /// HEALTH (and HOST on several hosts) stay.
 const DROP_ORDER: [usize; 6] = [CPU, MEMORY, SUB, ROLE, PID, RESTARTS];
@@ -164,8 +183,8 @@ fn cut(s: &str, n: usize) -> String {
 
 /// Lays out `rows` (the header first) within `limit` columns: drops columns
 /// by priority, then shortens the unit names, then cuts the last column.
-fn layout(rows: Vec<[String; 11]>, shown: &mut Vec<usize>, limit: Option<usize>) -> String {
-    let widths: Vec<usize> = (0..11)
+fn layout(rows: Vec<[String; COLUMNS]>, shown: &mut Vec<usize>, limit: Option<usize>) -> String {
+    let widths: Vec<usize> = (0..COLUMNS)
         .map(|c| rows.iter().map(|r| width(&r[c])).max().unwrap_or(0))
         .collect();
     let total = |shown: &[usize], w: &[usize]| -> usize {
@@ -211,6 +230,35 @@ fn layout(rows: Vec<[String; 11]>, shown: &mut Vec<usize>, limit: Option<usize>)
     text
 }
 
+/// `running localhost/app:1`: the engine's state (the reason why it could not
+/// be asked is in the JSON output) and the image.
+fn container_cell(r: &UnitStatus) -> String {
+    let Some(image) = &r.image else {
+        return String::new();
+    };
+    let state = r.container_state.as_deref().unwrap_or("-");
+    let state = state.split(':').next().unwrap_or(state);
+    format!("{state} {image}")
+}
+
+/// `2/3 running localhost/app:1` for a kind's containers.
+fn group_container_cell(members: &[&UnitStatus]) -> String {
+    let with: Vec<&&UnitStatus> = members.iter().filter(|r| r.image.is_some()).collect();
+    let Some(first) = with.first() else {
+        return String::new();
+    };
+    let running = with
+        .iter()
+        .filter(|r| r.container_state.as_deref() == Some("running"))
+        .count();
+    let same = with.iter().all(|r| r.image == first.image);
+    let image = match same {
+        true => first.image.clone().unwrap_or_default(),
+        false => "(several images)".into(),
+    };
+    format!("{running}/{} running {image}", with.len())
+}
+
 fn role_name(role: Role) -> String {
     serde_json::to_value(role)
         .ok()
@@ -247,6 +295,7 @@ pub fn table(
         memory: "MEMORY".into(),
         cpu: "CPU".into(),
         health: "HEALTH".into(),
+        container: "CONTAINER".into(),
     };
     let mut cells = vec![header.cells()];
     let mut grouped: Vec<((String, String), Vec<&UnitStatus>)> = Vec::new();
@@ -265,7 +314,11 @@ pub fn table(
     for ((_, kind), members) in &grouped {
         cells.push(Row::group(kind, members).cells());
     }
-    let mut shown: Vec<usize> = (0..11).filter(|c| hosts || *c != HOST).collect();
+    let containers = rows.iter().any(|r| r.image.is_some());
+    let mut shown: Vec<usize> = (0..COLUMNS)
+        .filter(|c| hosts || *c != HOST)
+        .filter(|c| containers || *c != CONTAINER)
+        .collect();
     let unaccounted = rows
         .iter()
         .all(|r| r.memory_current.is_none() && r.cpu_usage_nsec.is_none());
@@ -443,6 +496,52 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("left out to fit"), "{text}");
+    }
+
+    #[test]
+    fn container_units_show_state_and_image_and_bare_tables_stay_as_they_were() {
+        let mut rows = vec![
+            row("fx.service", Role::Master, "active", Some("ok")),
+            row("fx-worker-0-generic.service", Role::Worker, "active", None),
+            row("fx-worker-1-generic.service", Role::Worker, "failed", None),
+        ];
+        let bare = table(&rows, false, None, None);
+        assert!(!bare.contains("CONTAINER"), "{bare}");
+        assert!(bare.lines().nth(1).unwrap().ends_with("  ok"), "{bare}");
+        for (r, state) in rows
+            .iter_mut()
+            .zip(["running", "running", "unknown: timeout"])
+        {
+            r.image = Some("localhost/app:1".into());
+            r.container_state = Some(state.into());
+        }
+        let text = table(&rows, false, None, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("HEALTH  CONTAINER"), "{text}");
+        assert!(
+            lines[1].ends_with("ok      running localhost/app:1"),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("  unknown localhost/app:1"), "{text}");
+        // Columns before HEALTH are where they were.
+        assert_eq!(
+            lines[1].find("  ok"),
+            bare.lines().nth(1).unwrap().find("  ok"),
+            "{text}"
+        );
+        let kinds = [1, 2]
+            .iter()
+            .map(|&i| (rows[i].unit.clone(), "generic".to_string()))
+            .collect();
+        let grouped = table(&rows, false, Some(&kinds), None);
+        assert!(
+            grouped
+                .lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("  1/2 running localhost/app:1"),
+            "{grouped}"
+        );
     }
 
     #[test]
