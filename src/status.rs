@@ -45,6 +45,14 @@ pub struct UnitStatus {
     /// `exited`, `absent`, or why it could not be asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_state: Option<String>,
+    /// It runs a process started before the unit's last restart-worthy
+    /// change (the restart record, [`crate::changes`]): `orch restart
+    /// --changed` restarts it.
+    pub restart_needed: bool,
+    /// When its main process last started, in microseconds since the epoch
+    /// on its host (`ExecMainStartTimestamp`; 0: never).
+    #[serde(skip)]
+    pub main_started_us: u64,
 }
 
 impl UnitStatus {
@@ -95,6 +103,8 @@ pub async fn status(
                 health: None,
                 image: None,
                 container_state: None,
+                restart_needed: false,
+                main_started_us: 0,
             };
             let Some(e) = entry else {
                 // Not loaded (e.g. masked and stopped, so systemd let it go):
@@ -121,6 +131,7 @@ pub async fn status(
                 .map(|t| (now_us - t) / 1000);
             row.memory_current = p.memory;
             row.cpu_usage_nsec = p.cpu;
+            row.main_started_us = p.started.unwrap_or(0);
             if let (Some(probe), true) = (&m.health, row.is_active()) {
                 row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
@@ -153,6 +164,8 @@ pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
             health: None,
             image: None,
             container_state: None,
+            restart_needed: false,
+            main_started_us: 0,
         })
         .collect()
 }
@@ -238,6 +251,7 @@ pub async fn deployment(
             ) => maintenance_unreadable = Some(e.to_string()),
             Err(e) => return Err(e.into()),
         }
+        mark_restart_needed(d, home, &mut rows).await;
     }
     Ok(DeploymentStatus {
         rows,
@@ -246,6 +260,25 @@ pub async fn deployment(
         maintenance_known,
         maintenance_unreadable,
     })
+}
+
+/// Marks the running units older than their last restart-worthy change.
+/// A record orch cannot read hides nothing else: it is logged.
+async fn mark_restart_needed(d: &Deployment, home: &Store, rows: &mut [UnitStatus]) {
+    let record = match crate::changes::read(d, home).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return;
+        }
+    };
+    for r in rows {
+        let now = crate::changes::Running {
+            up: r.is_active(),
+            started_us: r.main_started_us,
+        };
+        r.restart_needed = record.need(&r.unit, now) == crate::changes::Need::Restart;
+    }
 }
 
 /// The image and the engine's view of each container unit, per host
@@ -307,10 +340,11 @@ struct Props {
     changed: Option<u64>,
     memory: Option<u64>,
     cpu: Option<u64>,
+    started: Option<u64>,
 }
 
-/// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent and
-/// CPUUsageNSec, read concurrently under the caller's one permit.
+/// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent,
+/// CPUUsageNSec and ExecMainStartTimestamp, read concurrently under the caller's one permit.
 async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
     let Ok(props) = PropertiesProxy::builder(&sd.conn)
         .destination("org.freedesktop.systemd1")
@@ -323,12 +357,13 @@ async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
     };
     let service = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
     let unit = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-    let (pid, restarts, changed, memory, cpu) = tokio::join!(
+    let (pid, restarts, changed, memory, cpu, started) = tokio::join!(
         props.get(service.clone(), "MainPID"),
         props.get(service.clone(), "NRestarts"),
         props.get(unit, "StateChangeTimestamp"),
         props.get(service.clone(), "MemoryCurrent"),
-        props.get(service, "CPUUsageNSec"),
+        props.get(service.clone(), "CPUUsageNSec"),
+        props.get(service, "ExecMainStartTimestamp"),
     );
     Props {
         pid: number(pid),
@@ -336,6 +371,7 @@ async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
         changed: number(changed),
         memory: accounted(number(memory)),
         cpu: accounted(number(cpu)),
+        started: number(started),
     }
 }
 
@@ -369,6 +405,8 @@ mod tests {
             image: None,
             container_state: None,
             health: health.map(str::to_string),
+            restart_needed: false,
+            main_started_us: 0,
         }
     }
 

@@ -48,6 +48,8 @@ struct Row {
     memory: String,
     cpu: String,
     health: String,
+    /// `restart needed` (per unit) or how many need one (per kind).
+    note: String,
     /// The engine's state and the image, for a container unit; empty for a
     /// bare one (a table without container units has no such column).
     container: String,
@@ -72,6 +74,10 @@ impl Row {
                 .cpu_usage_nsec
                 .map_or_else(dash, |ns| short_duration(Duration::from_nanos(ns))),
             health: r.health.clone().unwrap_or_else(dash),
+            note: match r.restart_needed {
+                true => "restart needed".into(),
+                false => String::new(),
+            },
             container: container_cell(r),
         }
     }
@@ -86,6 +92,7 @@ impl Row {
             .filter(|r| r.health.as_deref() == Some("ok"))
             .count();
         let restarts: u32 = members.iter().filter_map(|r| r.restarts).sum();
+        let stale = members.iter().filter(|r| r.restart_needed).count();
         // Totals of the kind: what its units use together right now.
         let total = |v: Vec<u64>| (!v.is_empty()).then(|| v.iter().sum::<u64>());
         let memory = total(members.iter().filter_map(|r| r.memory_current).collect());
@@ -106,6 +113,10 @@ impl Row {
             } else {
                 format!("{ok}/{probed} ok")
             },
+            note: match stale {
+                0 => String::new(),
+                k => format!("{k}/{n} restart needed"),
+            },
             container: group_container_cell(members),
         }
     }
@@ -124,14 +135,15 @@ impl Row {
             self.cpu,
             self.health,
             self.container,
+            self.note,
         ]
     }
 }
 
 /// The columns in the order shown; numbers are right-aligned.
-const COLUMNS: usize = 12;
+const COLUMNS: usize = 13;
 const RIGHT: [bool; COLUMNS] = [
-    false, false, false, false, false, true, true, true, true, true, false, false,
+    false, false, false, false, false, true, true, true, true, true, false, false, false,
 ];
 const HOST: usize = 0;
 const UNIT: usize = 1;
@@ -155,8 +167,11 @@ const TITLES: [&str; COLUMNS] = [
     "CPU",
     "HEALTH",
     "CONTAINER",
+    "",
 ];
 const CONTAINER: usize = 11;
+/// `restart needed`: last, untitled, there only for some rows.
+const NOTE: usize = 12;
 /// Dropped first when the table is wider than the terminal; UNIT, ACTIVE,
 /// HEALTH (and HOST on several hosts) stay.
 const DROP_ORDER: [usize; 6] = [CPU, MEMORY, SUB, ROLE, PID, RESTARTS];
@@ -296,6 +311,7 @@ pub fn table(
         cpu: "CPU".into(),
         health: "HEALTH".into(),
         container: "CONTAINER".into(),
+        note: String::new(),
     };
     let mut cells = vec![header.cells()];
     let mut grouped: Vec<((String, String), Vec<&UnitStatus>)> = Vec::new();
@@ -318,6 +334,7 @@ pub fn table(
     let mut shown: Vec<usize> = (0..COLUMNS)
         .filter(|c| hosts || *c != HOST)
         .filter(|c| containers || *c != CONTAINER)
+        .filter(|c| *c != NOTE || rows.iter().any(|r| r.restart_needed))
         .collect();
     let unaccounted = rows
         .iter()
@@ -367,6 +384,8 @@ mod tests {
             image: None,
             container_state: None,
             health: health.map(str::to_string),
+            restart_needed: false,
+            main_started_us: 0,
         }
     }
 
@@ -542,6 +561,29 @@ mod tests {
                 .ends_with("  1/2 running localhost/app:1"),
             "{grouped}"
         );
+    }
+
+    #[test]
+    fn restart_needed_ends_the_row_of_a_unit_and_is_counted_per_kind() {
+        let mut rows = vec![
+            row("fx.service", Role::Master, "active", Some("ok")),
+            row("fx-worker-0-a.service", Role::Worker, "active", None),
+            row("fx-worker-1-a.service", Role::Worker, "active", None),
+        ];
+        rows[0].restart_needed = true;
+        rows[2].restart_needed = true;
+        let flat = table(&rows, false, None, None);
+        let lines: Vec<&str> = flat.lines().collect();
+        // An aligned column of its own, after HEALTH.
+        assert!(lines[1].ends_with("ok      restart needed"), "{flat}");
+        assert!(!lines[2].contains("restart needed"), "{flat}");
+        assert!(lines[3].ends_with("  restart needed"), "{flat}");
+        let kinds = (1..3)
+            .map(|i| (rows[i].unit.clone(), "a".to_string()))
+            .collect();
+        let grouped = table(&rows, false, Some(&kinds), None);
+        let kind = grouped.lines().find(|l| l.starts_with("a ×2")).unwrap();
+        assert!(kind.ends_with("  1/2 restart needed"), "{grouped}");
     }
 
     #[test]
