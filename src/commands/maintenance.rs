@@ -11,7 +11,7 @@ use crate::lifecycle;
 use crate::maintenance::{ResumeScope, StopReport};
 use crate::model::Deployment;
 use crate::ops::maintenance::{CommandEnv, Ran, StopRequest};
-use crate::output::{self, Format};
+use crate::ui::output::Format;
 
 /// The options of `stop-for-maintenance`.
 pub struct StopArgs<'a> {
@@ -41,11 +41,16 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         true => None,
         false => Some(crate::ops::maintenance::hold(d, &g.access())?),
     };
-    let report = crate::ops::maintenance::stop(d, &g.access(), req, &step_printer(g))?;
+    let title = title("stop-for-maintenance", None, &lifecycle::members(d));
+    let observer = crate::ui::progress::live_only(g.output, g.quiet, title);
+    let report =
+        crate::ops::maintenance::stop(d, &g.access(), req, observer.as_ref(), &step_printer(g));
+    observer.finish();
+    let report = report?;
     if g.output == Format::Json {
         json(&serde_json::json!({ "event": "summary", "report": report }))?;
     } else if !(g.quiet && report.ok) {
-        print(&human(d, &report))?;
+        print(&human(d, &report, g.verbose > 0))?;
     }
     if !report.ok {
         if !args.command.is_empty() {
@@ -114,10 +119,15 @@ fn around(
     resume(g, d, None, None, args.journal_root, ResumeScope::Recorded)
 }
 
-/// A row per unit with its processes, then the totals and what is left.
-fn human(d: &Deployment, report: &StopReport) -> String {
+/// The totals with the proof, and what is left; a row per unit only for
+/// the units that needed a kill or are not proven stopped (every unit
+/// with -v): one screen with 60 workers.
+fn human(d: &Deployment, report: &StopReport, every_unit: bool) -> String {
     let mut text = String::new();
-    for u in &report.units {
+    let worth = |u: &&crate::maintenance::UnitProof| {
+        every_unit || u.killed || report.left.contains(&u.unit)
+    };
+    for u in report.units.iter().filter(worth) {
         let killed = if u.killed {
             "  KILLED with SIGKILL"
         } else {
@@ -209,7 +219,7 @@ pub fn resume(
     };
     let notify = step_printer(g);
     let title = title("resume", None, &lifecycle::members(d));
-    let observer = output::progress::observer(g.output, g.quiet, title);
+    let observer = crate::ui::progress::observer(g.output, g.quiet, title);
     let report =
         crate::ops::maintenance::resume(d, &g.access(), opts, observer.clone(), &notify, scope);
     observer.finish();

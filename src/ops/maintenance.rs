@@ -39,6 +39,7 @@ pub fn stop(
     d: &Deployment,
     access: &Access,
     req: StopRequest<'_>,
+    observer: &dyn lifecycle::Observer,
     notify: Notify<'_>,
 ) -> Result<StopReport, Error> {
     let timeout = req
@@ -51,6 +52,7 @@ pub fn stop(
             reason: req.reason,
             timeout,
             include_database: req.include_database,
+            observer,
         };
         Ok(maintenance::stop_for_maintenance(d, &fleet, &targets, opts, notify).await?)
     })
