@@ -89,6 +89,8 @@ pub enum MaintenanceError {
     Systemd(#[from] SystemdError),
     #[error(transparent)]
     Containers(#[from] crate::containers::ContainersError),
+    #[error(transparent)]
+    Sessions(#[from] crate::dbsessions::SessionsError),
 }
 
 impl MaintenanceError {
@@ -96,6 +98,7 @@ impl MaintenanceError {
     pub fn exit_code(&self) -> i32 {
         match self {
             MaintenanceError::Systemd(e) => e.exit_code(),
+            MaintenanceError::Sessions(e) => e.exit_code(),
             _ => crate::exit::FAILURE,
         }
     }
@@ -336,6 +339,9 @@ pub struct StopOptions<'a> {
     pub reason: &'a str,
     pub timeout: Duration,
     pub include_database: bool,
+    /// Ends the sessions of `[database] roles` left once the stop bound ran
+    /// out (`pg_terminate_backend`).
+    pub terminate_sessions: bool,
 }
 
 /// The proof for one unit.
@@ -374,6 +380,9 @@ pub struct StopReport {
     pub stray_containers: Vec<crate::containers::Stray>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseState>,
+    /// The sessions of `[database] roles` (`ok` is false while one is left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<crate::dbsessions::SessionsProof>,
     pub state_file: PathBuf,
 }
 
@@ -401,6 +410,9 @@ pub async fn stop_for_maintenance(
         .await?;
     let home = store_of(targets, &d.master.host);
     let _lock = lock(d, home).await?;
+    // Before anything changes: a database orch cannot ask is an error that
+    // leaves the deployment as it was.
+    let db = connect_db(d, fleet, opts.include_database).await?;
     let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
     let (state, resumed) = record(d, fleet, home, &members, &opts).await?;
@@ -449,7 +461,50 @@ pub async fn stop_for_maintenance(
     report.stopped_again = again;
     report.ok &= strays.iter().all(|s| s.stopped);
     report.stray_containers = strays;
+    if let (Some(db), Some(s)) = (&db, &d.db_sessions) {
+        let proof = db_sessions(db, s, &budget, opts.terminate_sessions, notify).await?;
+        report.ok &= proof.is_proven();
+        report.sessions = Some(proof);
+    }
     Ok(report)
+}
+
+/// A superuser's connection to the database, when `[database] roles` asks
+/// for the proof and the database stays up (with `--include-database` it
+/// is stopped, and its stop proves every session gone).
+async fn connect_db(
+    d: &Deployment,
+    fleet: &Fleet,
+    include_database: bool,
+) -> Result<Option<crate::dbsessions::Db>, MaintenanceError> {
+    let Some(s) = d.db_sessions.as_ref().filter(|_| !include_database) else {
+        return Ok(None);
+    };
+    let on = fleet.get(&s.host).remote();
+    Ok(Some(crate::dbsessions::connect(s, on).await?))
+}
+
+/// Waits (within the stop bound) until the database has no session of the
+/// deployment's roles; ends what is left with `terminate`.
+async fn db_sessions(
+    db: &crate::dbsessions::Db,
+    s: &crate::model::DbSessions,
+    budget: &Budget,
+    terminate: bool,
+    notify: Notify<'_>,
+) -> Result<crate::dbsessions::SessionsProof, MaintenanceError> {
+    notify(
+        "database",
+        &format!("waiting for the sessions of {} to end", s.roles.join(", ")),
+    );
+    let proof = db.prove(&s.roles, budget.deadline, terminate).await?;
+    for t in &proof.terminated {
+        notify(
+            "terminated",
+            &format!("database session {} of {}", t.pid, t.role),
+        );
+    }
+    Ok(proof)
 }
 
 /// The members running again after their stop: started between the stop
@@ -737,6 +792,7 @@ impl StopReport {
             left,
             stray_containers: Vec::new(),
             database,
+            sessions: None,
             state_file: state_path(d),
         }
     }

@@ -32,6 +32,8 @@ pub struct StopRequest<'a> {
     /// `None`: [`default_stop_timeout`].
     pub timeout: Option<Duration>,
     pub include_database: bool,
+    /// `--terminate-sessions`.
+    pub terminate_sessions: bool,
 }
 
 /// Records, masks, stops and proves stopped (see [`maintenance::stop_for_maintenance`]).
@@ -51,6 +53,7 @@ pub fn stop(
             reason: req.reason,
             timeout,
             include_database: req.include_database,
+            terminate_sessions: req.terminate_sessions,
         };
         Ok(maintenance::stop_for_maintenance(d, &fleet, &targets, opts, notify).await?)
     })
