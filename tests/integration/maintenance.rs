@@ -1208,3 +1208,41 @@ fn plan_and_install_warn_about_a_runtime_mask_on_a_unit_they_create() {
     );
     assert!(err.contains("is masked in"), "{err}");
 }
+
+/// Issue 26 part 1: with `[database] roles`, a database orch cannot reach
+/// (nothing listens on the port; no socket at the path) is a clear error
+/// before anything changes: every unit still runs, nothing is masked, no
+/// journal is written.
+#[test]
+fn an_unreachable_database_for_the_session_proof_changes_nothing() {
+    let _ports = crate::ports::lease_groups(3);
+    let s = setup(crate::ports::at(0, 0), &generic(2, crate::ports::at(1, 0)));
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    let units = all_units(2);
+    let nowhere = [
+        format!("tcp://127.0.0.1:{}", crate::ports::at(2, 0)),
+        "/run/orch-test-no-such-dir/.s.PGSQL.5432".to_string(),
+    ];
+    for connect in &nowhere {
+        let with_roles = text.replace(
+            "unit = \"fakedb.service\"\n",
+            &format!("unit = \"fakedb.service\"\nroles = [\"app\"]\nconnect = \"{connect}\"\n"),
+        );
+        assert_ne!(with_roles, text, "the test's [database] changed");
+        std::fs::write(&s.cfg, with_roles).unwrap();
+        let o = orch(&s.c, &s.cfg, &["stop-for-maintenance"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "cannot reach PostgreSQL at {connect} as `postgres`"
+            )) && err.contains("nothing was changed"),
+            "{err}"
+        );
+        for u in &units {
+            assert_eq!(state_of(&s.c, u), "active", "{u} after: {err}");
+        }
+        assert_eq!(masks_left(&s), Vec::<String>::new());
+        assert!(!s.state.join("fx").join("maintenance.json").exists());
+    }
+}
