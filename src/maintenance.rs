@@ -356,6 +356,9 @@ pub struct UnitProof {
     pub processes: Option<usize>,
     /// SIGKILLed by orch because it outlived its stop.
     pub killed: bool,
+    /// SIGKILLed by systemd: its stop outlived its `TimeoutStopSec=`
+    /// (the service's Result is `timeout`).
+    pub sigkilled_by_systemd: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -368,6 +371,8 @@ pub struct StopReport {
     pub ok: bool,
     pub units: Vec<UnitProof>,
     pub killed: Vec<String>,
+    /// Units systemd had to SIGKILL: their stop outlived `TimeoutStopSec=`.
+    pub sigkilled_by_systemd: Vec<String>,
     /// Units started again between their stop and the masks taking effect
     /// (a timer, a socket, Restart=), stopped a second time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -454,7 +459,8 @@ pub async fn stop_for_maintenance(
     for unit in &killed {
         notify("killed", unit);
     }
-    let proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    let mut proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    sigkilled_by_systemd(fleet, &mut proofs, &state, notify).await;
     let strays = stray_containers(d, fleet, &budget, notify).await?;
     let database = database_state(d, fleet, &state).await?;
     let mut report = StopReport::new(d, &state, resumed, proofs, killed, database);
@@ -462,7 +468,13 @@ pub async fn stop_for_maintenance(
     report.ok &= strays.iter().all(|s| s.stopped);
     report.stray_containers = strays;
     if let (Some(db), Some(s)) = (&db, &d.db_sessions) {
-        let proof = db_sessions(db, s, &budget, opts.terminate_sessions, notify).await?;
+        // A rerun finds the units stopped long ago: what still connects is
+        // not going away by itself, so it waits only the minimum.
+        let until = match resumed {
+            true => tokio::time::Instant::now(),
+            false => budget.deadline,
+        };
+        let proof = db_sessions(db, s, until, opts.terminate_sessions, notify).await?;
         report.ok &= proof.is_proven();
         report.sessions = Some(proof);
     }
@@ -489,7 +501,7 @@ async fn connect_db(
 async fn db_sessions(
     db: &crate::dbsessions::Db,
     s: &crate::model::DbSessions,
-    budget: &Budget,
+    until: tokio::time::Instant,
     terminate: bool,
     notify: Notify<'_>,
 ) -> Result<crate::dbsessions::SessionsProof, MaintenanceError> {
@@ -497,7 +509,7 @@ async fn db_sessions(
         "database",
         &format!("waiting for the sessions of {} to end", s.roles.join(", ")),
     );
-    let proof = db.prove(&s.roles, budget.deadline, terminate).await?;
+    let proof = db.prove(&s.roles, until, terminate).await?;
     for t in &proof.terminated {
         notify(
             "terminated",
@@ -505,6 +517,24 @@ async fn db_sessions(
         );
     }
     Ok(proof)
+}
+
+/// Marks the units systemd had to SIGKILL. Only units that ran when this
+/// maintenance began count: their Result was reset when they started, so
+/// `timeout` now is from their stop.
+async fn sigkilled_by_systemd(
+    fleet: &Fleet,
+    proofs: &mut [UnitProof],
+    state: &State,
+    notify: Notify<'_>,
+) {
+    for p in proofs.iter_mut().filter(|p| state.active.contains(&p.unit)) {
+        let r = jobs::service_result(fleet.get(&p.host), &p.unit).await;
+        p.sigkilled_by_systemd = r == Some(jobs::ServiceResult::Timeout);
+        if p.sigkilled_by_systemd {
+            notify("sigkilled by systemd", &p.unit);
+        }
+    }
 }
 
 /// The members running again after their stop: started between the stop
@@ -780,6 +810,11 @@ impl StopReport {
             .filter(|p| !p.is_proven())
             .map(|p| p.unit.clone())
             .collect();
+        let sigkilled_by_systemd = units
+            .iter()
+            .filter(|p| p.sigkilled_by_systemd)
+            .map(|p| p.unit.clone())
+            .collect();
         StopReport {
             deployment: d.name.clone(),
             reason: state.reason.clone(),
@@ -788,6 +823,7 @@ impl StopReport {
             ok: left.is_empty(),
             units,
             killed,
+            sigkilled_by_systemd,
             stopped_again: Vec::new(),
             left,
             stray_containers: Vec::new(),
@@ -863,6 +899,7 @@ async fn prove(
                 active_state,
                 processes,
                 killed: false,
+                sigkilled_by_systemd: false,
             });
         Ok::<_, SystemdError>(proofs.collect())
     })

@@ -120,10 +120,10 @@ fn around(
 fn human(d: &Deployment, report: &StopReport) -> String {
     let mut text = String::new();
     for u in &report.units {
-        let killed = if u.killed {
-            "  KILLED with SIGKILL"
-        } else {
-            ""
+        let killed = match (u.killed, u.sigkilled_by_systemd) {
+            (true, _) => "  KILLED with SIGKILL",
+            (false, true) => "  SIGKILLED by systemd: its stop outlived TimeoutStopSec",
+            (false, false) => "",
         };
         let host = if d.is_multi_host() {
             format!("{:<12} ", u.host)
@@ -212,14 +212,20 @@ fn totals(report: &StopReport) -> String {
     if running > 0 {
         line.push_str(&format!(", {running} stray containers still running"));
     }
-    if !report.killed.is_empty() {
-        line.push_str(&format!("; killed {}", report.killed.join(", ")));
-    }
     if let Some(p) = &report.sessions {
         line.push_str(&format!(
             ", {} database sessions of {}",
             p.left.len(),
             p.roles.join(", ")
+        ));
+    }
+    if !report.killed.is_empty() {
+        line.push_str(&format!("; killed {}", report.killed.join(", ")));
+    }
+    if !report.sigkilled_by_systemd.is_empty() {
+        line.push_str(&format!(
+            "; SIGKILLED by systemd (stop outlived TimeoutStopSec): {}",
+            report.sigkilled_by_systemd.join(", ")
         ));
     }
     if let Some(db) = &report.database {
