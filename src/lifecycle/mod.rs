@@ -416,7 +416,7 @@ impl Engine {
         }
     }
 
-    fn record(&self, r: UnitReport) {
+    fn record(&self, mut r: UnitReport) {
         self.observer.event(&Event {
             unit: r.unit.clone(),
             host: r.host.clone(),
@@ -425,6 +425,10 @@ impl Engine {
             detail: r.error.clone(),
         });
         let mut ledger = self.ledger.lock().unwrap();
+        // A restart is a stop phase then a start phase: the start's report
+        // keeps what the stop found.
+        let earlier = ledger.reports.get(&r.unit);
+        r.sigkilled_by_systemd |= earlier.is_some_and(|e| e.sigkilled_by_systemd);
         ledger.phases.insert(r.unit.clone(), r.phase);
         ledger.reports.insert(r.unit.clone(), r);
     }
@@ -773,8 +777,13 @@ impl Engine {
         }
         let root = self.opts.journal_root.as_deref();
         let remote = self.jobs.sd(&m.host).remote();
-        if readiness::stop_timed_out_since(&m.unit, root, remote, began).await {
-            r.sigkilled_by_systemd = true;
+        // journald stores systemd's record a moment after it was sent.
+        for wait in [0, 200, 400, 800] {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            if readiness::stop_timed_out_since(&m.unit, root, remote, began).await {
+                r.sigkilled_by_systemd = true;
+                return;
+            }
         }
     }
 }

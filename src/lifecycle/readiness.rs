@@ -222,7 +222,7 @@ pub async fn journal(
 
 /// systemd's structured record of a unit's failure ("Failed with result
 /// '…'"), with the result in its `UNIT_RESULT` field.
-const UNIT_FAILURE_RESULT: &str = "MESSAGE_ID=d9b373ed55a64feb8242e02dbe79a49c";
+const UNIT_FAILURE_RESULT: &str = "d9b373ed55a64feb8242e02dbe79a49c";
 
 /// True when the journal has systemd's record of `unit` failing with
 /// result `timeout` since `since`: during a restart, its stop outlived
@@ -254,13 +254,15 @@ pub async fn stop_timed_out_since(
         &since,
         "-u",
         &unit,
-    ])
-    .arg(UNIT_FAILURE_RESULT);
+    ]);
+    // Filtered here: a match next to `-u` would bind to one of the terms
+    // `-u` ORs together, not to all of them.
     let Some(out) = run_bounded(cmd).await else {
         return false;
     };
     String::from_utf8_lossy(&out.stdout).lines().any(|l| {
-        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["UNIT_RESULT"] == "timeout")
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|v| v["MESSAGE_ID"] == UNIT_FAILURE_RESULT && v["UNIT_RESULT"] == "timeout")
     })
 }
 

@@ -1246,3 +1246,80 @@ fn an_unreachable_database_for_the_session_proof_changes_nothing() {
         assert!(!s.state.join("fx").join("maintenance.json").exists());
     }
 }
+
+/// The row of `unit` in a lifecycle summary or a maintenance report.
+fn row<'a>(units: &'a serde_json::Value, unit: &str) -> &'a serde_json::Value {
+    units
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["unit"] == unit))
+        .unwrap_or_else(|| panic!("{unit} not in {units}"))
+}
+
+/// Issue 26 part 4: a unit whose stop outlives its TimeoutStopSec= (2 s
+/// here; it ignores SIGTERM) is SIGKILLed by systemd, and every verb says
+/// so for that unit, in JSON and for people: restart (its stop phase),
+/// rolling restart (one restart job, and the start resets the service's
+/// Result: the journal keeps it), stop, and
+/// stop-for-maintenance. Units that stopped politely are not flagged.
+#[test]
+fn a_stop_systemd_had_to_sigkill_is_said_by_every_verb() {
+    let _ports = crate::ports::lease_groups(3);
+    let workers = format!(
+        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"2s\"\n",
+        generic(1, crate::ports::at(1, 0))
+    );
+    let s = setup(crate::ports::at(2, 0), &workers);
+    let stubborn = "fx-worker-1-stubborn.service";
+    let polite = "fx-worker-0-generic.service";
+    let flag = |v: &serde_json::Value| v["sigkilled_by_systemd"] == true;
+
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "workers", "--output", "json"]);
+    let sum = summary(&o);
+    let results = s.c.exec(&["journalctl", "-o", "json", "-u", stubborn]);
+    let results = String::from_utf8_lossy(&results.stdout);
+    let results: Vec<&str> = results
+        .lines()
+        .filter(|l| l.contains("UNIT_RESULT"))
+        .collect();
+    assert!(
+        flag(row(&sum["units"], stubborn)),
+        "restart: {sum}\njournal: {results:#?}"
+    );
+    assert!(!flag(row(&sum["units"], polite)), "restart: {sum}");
+    assert_eq!(row(&sum["units"], stubborn)["phase"], "ready", "{sum}");
+    // Rolling: one restart job, after which only the journal knows.
+    let human = orch_ok(&s.c, &s.cfg, &["restart", "--all", "--rolling"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    let said = "SIGKILLED by systemd: its stop outlived TimeoutStopSec";
+    let line = human.lines().find(|l| l.contains(stubborn));
+    assert!(line.is_some_and(|l| l.contains(said)), "restart:\n{human}");
+
+    let o = orch_ok(&s.c, &s.cfg, &["stop", "workers", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(flag(row(&sum["units"], stubborn)), "stop: {sum}");
+    assert!(!flag(row(&sum["units"], polite)), "stop: {sum}");
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+
+    let o = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance", "--output", "json"]);
+    let report = maintenance_report(&o);
+    assert!(flag(row(&report["units"], stubborn)), "{report}");
+    assert!(!flag(row(&report["units"], polite)), "{report}");
+    assert_eq!(
+        report["sigkilled_by_systemd"],
+        serde_json::json!([stubborn]),
+        "{report}"
+    );
+    assert_eq!(
+        report["killed"],
+        serde_json::json!([]),
+        "systemd killed it, not orch: {report}"
+    );
+    let human = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    let line = human.lines().find(|l| l.contains(stubborn));
+    assert!(
+        line.is_some_and(|l| l.contains("SIGKILLED by systemd")),
+        "{human}"
+    );
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+}
