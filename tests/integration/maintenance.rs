@@ -1323,3 +1323,251 @@ fn a_stop_systemd_had_to_sigkill_is_said_by_every_verb() {
     );
     orch_ok(&s.c, &s.cfg, &["resume"]);
 }
+
+/// PostgreSQL's binaries: Debian's highest installed major version.
+fn pg_bin() -> PathBuf {
+    let hint = "apt-get install -y postgresql (or run .ci/run)";
+    let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap_or_else(|e| panic!("PostgreSQL is not installed ({e}): {hint}"))
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|m| Path::new(&format!("/usr/lib/postgresql/{m}/bin/postgres")).is_file())
+        .collect();
+    majors.sort();
+    let major = majors
+        .pop()
+        .unwrap_or_else(|| panic!("PostgreSQL is not installed: {hint}"));
+    PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"))
+}
+
+/// `args` in the container as OS user `uid`, from `/`.
+fn exec_as(c: &Container, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
+    let (u, g) = (uid.to_string(), gid.to_string());
+    let mut full = vec![
+        "env",
+        "-C",
+        "/",
+        "setpriv",
+        "--reuid",
+        &u,
+        "--regid",
+        &g,
+        "--clear-groups",
+        "--",
+    ];
+    full.extend_from_slice(args);
+    let o = c.exec(&full);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Issue 26 part 1, the default connection: a real PostgreSQL whose only
+/// door is a Unix socket with peer authentication (`local all all peer`,
+/// no TCP), as Debian sets up `postgres`. orch, as root on the host,
+/// reaches it through the socket folder (bound into the container) as the
+/// OS user `postgres` (the same uid in the container), sees a stray `psql`
+/// session of the role `app`, names it and fails (the deployment stays in
+/// maintenance), then ends it with `--terminate-sessions`.
+#[test]
+fn the_session_proof_reaches_postgres_by_its_socket_with_peer_authentication() {
+    let bin = pg_bin();
+    let pg = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("the host's postgres user (apt-get install -y postgresql)");
+    let (uid, gid) = (pg.uid.as_raw(), pg.gid.as_raw());
+    let app_uid = 2601;
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, masks, state, sysusers) = (
+        dir.path().join("pgsock"),
+        dir.path().join("masks"),
+        dir.path().join("state"),
+        dir.path().join("sysusers.d"),
+    );
+    for d in [&sock, &masks, &state, &sysusers] {
+        std::fs::create_dir(d).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // orch's child, as postgres, walks down to the socket.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&sock, Some(uid), Some(gid)).unwrap();
+    std::fs::write(
+        sysusers.join("pg.conf"),
+        format!("g postgres {gid}\nu postgres {uid}:{gid} \"PostgreSQL\" /var/lib/pgtest\nu app {app_uid} \"App\" /\n"),
+    )
+    .unwrap();
+    let c = Container::builder()
+        .bind(&sock, "/run/orch-pg")
+        .bind(&masks, "/run/systemd/system.control")
+        .bind_ro(&sysusers, "/etc/sysusers.d")
+        .boot();
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{o:?}");
+    ok(c.exec(&["systemd-sysusers"]));
+    ok(c.exec(&[
+        "install",
+        "-d",
+        "-o",
+        "postgres",
+        "-g",
+        "postgres",
+        "-m",
+        "700",
+        "/var/lib/pgtest",
+    ]));
+    let initdb = bin.join("initdb").display().to_string();
+    exec_as(
+        &c,
+        uid,
+        gid,
+        &[
+            &initdb,
+            "-D",
+            "/var/lib/pgtest/data",
+            "--auth-local=peer",
+            "--auth-host=reject",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
+    );
+    std::fs::write(
+        c.unit_dir().join("pgtest.service"),
+        format!(
+            "[Service]\nType=notify\nUser=postgres\nExecStart={} -D /var/lib/pgtest/data -c listen_addresses= -c unix_socket_directories=/run/orch-pg -c fsync=off\nKillMode=mixed\nKillSignal=SIGINT\n",
+            bin.join("postgres").display()
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[deployment]\nname = \"pf\"\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n\
+             [database]\nunit = \"pgtest.service\"\nroles = [\"app\"]\nconnect = \"{}/.s.PGSQL.5432\"\n\
+             [master]\nexec_start = \"/usr/bin/sleep infinity\"\n[[workers]]\nkind = \"w\"\ncount = 2\nexec_start = \"/usr/bin/sleep infinity\"\n",
+            state.display(),
+            masks.display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    orch_ok(&c, &cfg, &["install"]);
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    let psql = bin.join("psql").display().to_string();
+    let as_pg = |sql: &str| {
+        let o = exec_as(
+            &c,
+            uid,
+            gid,
+            &[
+                &psql,
+                "-h",
+                "/run/orch-pg",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    as_pg("create role app login");
+    let (leader, app) = (c.leader().to_string(), app_uid.to_string());
+    let mut stray = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &leader,
+            "-m",
+            "-u",
+            "-i",
+            "-p",
+            "--",
+            "setpriv",
+            "--reuid",
+            &app,
+            "--regid",
+            &app,
+            "--clear-groups",
+            "--",
+        ])
+        .args([
+            psql.as_str(),
+            "-h",
+            "/run/orch-pg",
+            "-U",
+            "app",
+            "-d",
+            "postgres",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid: i64 = loop {
+        if let Ok(p) = as_pg("select pid from pg_stat_activity where usename = 'app'").parse() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the stray psql did not connect");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let o = orch(
+        &c,
+        &cfg,
+        &[
+            "stop-for-maintenance",
+            "--timeout",
+            "3s",
+            "--output",
+            "json",
+        ],
+    );
+    let report = maintenance_report(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{report}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let left = &report["sessions"]["left"];
+    assert_eq!(
+        (&left[0]["pid"], &left[0]["application_name"]),
+        (&pid.into(), &"psql".into()),
+        "{report}"
+    );
+    assert!(
+        left[0]["client_addr"].is_null(),
+        "over the socket: {report}"
+    );
+    assert!(
+        state.join("pf/maintenance.json").is_file(),
+        "stays in maintenance"
+    );
+    let o = orch_ok(
+        &c,
+        &cfg,
+        &[
+            "stop-for-maintenance",
+            "--terminate-sessions",
+            "--output",
+            "json",
+        ],
+    );
+    let report = maintenance_report(&o);
+    assert_eq!(report["sessions"]["terminated"][0]["pid"], pid, "{report}");
+    assert_eq!(
+        as_pg("select count(*) from pg_stat_activity where usename = 'app'"),
+        "0"
+    );
+    let _ = stray.kill();
+    let _ = stray.wait();
+    orch_ok(&c, &cfg, &["resume"]);
+}
