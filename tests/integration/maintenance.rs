@@ -1530,6 +1530,8 @@ fn the_session_proof_reaches_postgres_by_its_socket_with_peer_authentication() {
             "json",
         ],
     );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.stdout.is_empty(), "no report: {err}");
     let report = maintenance_report(&o);
     assert_eq!(
         o.status.code(),
