@@ -415,8 +415,10 @@ pub async fn stop_for_maintenance(
         .await?;
     let home = store_of(targets, &d.master.host);
     let _lock = lock(d, home).await?;
-    // Before anything changes: a database orch cannot ask is an error that
-    // leaves the deployment as it was.
+    // Before anything is recorded or stopped: the proof asks the engine.
+    crate::containers::check_runtime(d, |h| fleet.get(h).remote().cloned()).await?;
+    // And the database: one orch cannot ask is an error that leaves the
+    // deployment as it was.
     let db = connect_db(d, fleet, opts.include_database).await?;
     let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
@@ -470,10 +472,7 @@ pub async fn stop_for_maintenance(
     if let (Some(db), Some(s)) = (&db, &d.db_sessions) {
         // A rerun finds the units stopped long ago: what still connects is
         // not going away by itself, so it waits only the minimum.
-        let until = match resumed {
-            true => tokio::time::Instant::now(),
-            false => budget.deadline,
-        };
+        let until = if resumed { None } else { Some(budget.deadline) };
         let proof = db_sessions(db, s, until, opts.terminate_sessions, notify).await?;
         report.ok &= proof.is_proven();
         report.sessions = Some(proof);
@@ -501,7 +500,7 @@ async fn connect_db(
 async fn db_sessions(
     db: &crate::dbsessions::Db,
     s: &crate::model::DbSessions,
-    until: tokio::time::Instant,
+    until: Option<tokio::time::Instant>,
     terminate: bool,
     notify: Notify<'_>,
 ) -> Result<crate::dbsessions::SessionsProof, MaintenanceError> {
@@ -509,6 +508,7 @@ async fn db_sessions(
         "database",
         &format!("waiting for the sessions of {} to end", s.roles.join(", ")),
     );
+    let until = until.unwrap_or_else(tokio::time::Instant::now);
     let proof = db.prove(&s.roles, until, terminate).await?;
     for t in &proof.terminated {
         notify(
@@ -973,6 +973,16 @@ pub async fn resume(
     if let Journal::Recorded(state) = &journal {
         all.extend(recorded_masks(d, &all, state));
     }
+    let members = match (&journal, scope) {
+        (Journal::Absent, _) => Vec::new(),
+        (_, ResumeScope::Whole) => lifecycle::members(d),
+        (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, state),
+        (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
+    };
+    // Before the masks go: a missing image is named while the deployment
+    // is still safely stopped, not by a crash loop after the unmask.
+    let units: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
+    crate::containers::check_images(d, &units, |h| fleet.get(h).remote().cloned()).await?;
     let unmasked = set_masks(d, fleet, targets, &all, false).await?;
     if unmasked {
         notify("unmasked", &format!("{} units unmasked", all.len()));
@@ -983,12 +993,9 @@ pub async fn resume(
         unmasked,
         summary: None,
     };
-    let members = match (journal, scope) {
-        (Journal::Absent, _) => return Ok(report),
-        (_, ResumeScope::Whole) => lifecycle::members(d),
-        (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, &state),
-        (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
-    };
+    if matches!(journal, Journal::Absent) {
+        return Ok(report);
+    }
     let summary = start_recorded(d, fleet, home, &members, opts, observer, notify).await?;
     report.summary = Some(summary);
     Ok(report)

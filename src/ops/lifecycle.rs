@@ -193,7 +193,9 @@ impl<'a> Job<'a> {
             true => self.changed(&fleet).await?,
             false => self.members.clone(),
         };
-        if matches!(self.op, Op::Start | Op::Restart) {
+        // A reload reaches the running container, but `--or-restart` and a
+        // unit that died since make new ones: the image must be there.
+        if matches!(self.op, Op::Start | Op::Restart | Op::Reload) {
             let units: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
             let remote = |h: &str| fleet.get(h).remote().cloned();
             crate::containers::check_images(self.d, &units, remote).await?;
