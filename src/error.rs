@@ -45,7 +45,7 @@ pub enum Error {
     #[error(transparent)]
     Logs(#[from] LogsError),
     #[error(transparent)]
-    Changed(#[from] crate::ops::lifecycle::ChangedError),
+    Changed(#[from] crate::changes::ChangesError),
     #[error(transparent)]
     Containers(#[from] crate::containers::ContainersError),
     #[error(transparent)]

@@ -110,7 +110,15 @@ impl Engine {
         let mut r = self.report(m, Phase::Failed, None, Some(why));
         r.active_state = Some(state);
         let sd = self.jobs.sd(&m.host);
-        r.journal = journal(&m.unit, self.opts.journal_root.as_deref(), sd.remote(), 10).await;
+        let within = self.report_bound(JOURNAL_BOUND);
+        r.journal = journal(
+            &m.unit,
+            self.opts.journal_root.as_deref(),
+            sd.remote(),
+            10,
+            within,
+        )
+        .await;
         Some(r)
     }
 
@@ -163,35 +171,56 @@ impl Engine {
     }
 
     /// Adds the service's result, exit status and last journal lines.
+    /// Both reads end by the operation's deadline (`--timeout`), or
+    /// [`REPORT_SLICE`] after it when it has passed: a failure report never
+    /// holds orch seconds beyond its bound.
     pub(super) async fn diagnosed(&self, mut r: UnitReport) -> UnitReport {
         let sd = self.jobs.sd(&r.host);
-        let call = sd.permit().await;
-        if let Ok(path) = sd.manager.load_unit(&r.unit).await {
-            if let Ok(u) = sd.unit_at(path.clone()).await {
-                r.active_state = u
+        let state = async {
+            let _call = sd.permit().await;
+            let path = sd.manager.load_unit(&r.unit).await.ok()?;
+            let active = match sd.unit_at(path.clone()).await {
+                Ok(u) => u
                     .active_state()
                     .await
                     .ok()
-                    .map(|s| ActiveState::from_dbus(&s));
-            }
-            if let Ok(s) = sd.service_at(path).await {
-                r.result = s.result().await.ok();
-                r.exit_status = s.exec_main_status().await.ok();
-            }
+                    .map(|s| ActiveState::from_dbus(&s)),
+                Err(_) => None,
+            };
+            let (result, status) = match sd.service_at(path).await {
+                Ok(s) => (s.result().await.ok(), s.exec_main_status().await.ok()),
+                Err(_) => (None, None),
+            };
+            Some((active, result, status))
+        };
+        let within = self.report_bound(sd.call_timeout);
+        if let Ok(Some((active, result, status))) = tokio::time::timeout(within, state).await {
+            (r.active_state, r.result, r.exit_status) = (active, result, status);
         }
-        drop(call);
-        r.journal = journal(&r.unit, self.opts.journal_root.as_deref(), sd.remote(), 10).await;
+        let within = self.report_bound(JOURNAL_BOUND);
+        r.journal = journal(
+            &r.unit,
+            self.opts.journal_root.as_deref(),
+            sd.remote(),
+            10,
+            within,
+        )
+        .await;
         r
     }
 }
 
+/// The most a failing unit's journal read may take.
+pub const JOURNAL_BOUND: Duration = Duration::from_secs(3);
+
 /// The last `lines` journal lines of a unit (empty when journalctl is
-/// unavailable); bounded to a few seconds.
+/// unavailable or does not answer `within`).
 pub async fn journal(
     unit: &str,
     root: Option<&std::path::Path>,
     remote: Option<&crate::systemd::Remote>,
     lines: usize,
+    within: Duration,
 ) -> Vec<String> {
     let mut cmd = journalctl(root, remote);
     // Over SSH the remote shell parses the words: quote the unit name (unit
@@ -211,7 +240,7 @@ pub async fn journal(
         "-u",
         &unit,
     ]);
-    match run_bounded(cmd).await {
+    match run_bounded(cmd, within).await {
         Some(out) => String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
@@ -257,7 +286,7 @@ pub async fn stop_timed_out_since(
     ]);
     // Filtered here: a match next to `-u` would bind to one of the terms
     // `-u` ORs together, not to all of them.
-    let Some(out) = run_bounded(cmd).await else {
+    let Some(out) = run_bounded(cmd, Duration::from_secs(3)).await else {
         return false;
     };
     String::from_utf8_lossy(&out.stdout).lines().any(|l| {
@@ -291,9 +320,12 @@ fn journalctl(
     cmd
 }
 
-/// Runs `cmd`, bounded to a few seconds.
-async fn run_bounded(mut cmd: tokio::process::Command) -> Option<std::process::Output> {
-    match tokio::time::timeout(Duration::from_secs(3), cmd.output()).await {
+/// Runs `cmd`, bounded to `within`.
+async fn run_bounded(
+    mut cmd: tokio::process::Command,
+    within: Duration,
+) -> Option<std::process::Output> {
+    match tokio::time::timeout(within, cmd.output()).await {
         Ok(Ok(out)) => Some(out),
         _ => None,
     }

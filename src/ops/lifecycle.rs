@@ -3,27 +3,20 @@
 //! what a Ctrl+C does to the jobs already in systemd.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::changes::{Need, Running};
 use crate::error::{Error, UsageError};
 use crate::fleet::{Access, Fleet, Target};
 use crate::jobs::ActiveState;
 use crate::lifecycle::{self, Engine, Member, Observer, Op, Summary};
 use crate::model::{Deployment, Role};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::systemd::{Systemd, SystemdError};
-
-/// `restart --changed` could not read a unit file's time (exit 1).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot tell which units changed on host {host}: {cause}")]
-pub struct ChangedError {
-    pub host: String,
-    pub cause: StoreError,
-}
 
 /// `reload` of units systemd cannot reload (no `ExecReload=`, not
 /// `Type=notify-reload`): refused before any job is sent (exit 2).
@@ -204,46 +197,36 @@ impl<'a> Job<'a> {
         Ok((fleet, engine, members, lock))
     }
 
-    /// The master and workers that run and whose installed unit file
-    /// (`unit_dir/UNIT` on their host) was modified after their main process
-    /// started: both times come from that host's clock. The database and
+    /// The master and workers whose running process started before the
+    /// last restart-worthy change install recorded for them (the restart
+    /// record, [`crate::changes`]), plus the units install created that
+    /// never ran since when the master runs (a new worker of a running
+    /// deployment). A change of wiring only (a new kind's `Wants=` in the
+    /// master) is not recorded, so it restarts nothing. The database and
     /// dependents are not orch's files, so never "changed".
     async fn changed(&self, fleet: &Fleet) -> Result<Vec<Member>, Error> {
+        let record = crate::changes::read(self.d, &self.home).await?;
         let ours: Vec<&Member> = self
             .members
             .iter()
             .filter(|m| matches!(m.role, Role::Master | Role::Worker))
             .collect();
-        let started = join_all(ours.iter().map(|m| started_at(fleet.get(&m.host), &m.unit)));
-        let started = started.await.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let mut changed = Vec::new();
-        for t in &self.targets {
-            let here: Vec<usize> = (0..ours.len())
-                .filter(|&i| ours[i].host == t.name)
-                .collect();
-            let paths: Vec<_> = here
-                .iter()
-                .map(|&i| self.d.unit_dir.join(&ours[i].unit))
-                .collect();
-            let times = t
-                .store
-                .modified(&paths)
-                .await
-                .map_err(|cause| ChangedError {
-                    host: t.name.clone(),
-                    cause,
-                })?;
-            for (&i, written) in here.iter().zip(times) {
-                if let (Some(written), Some(started)) = (written, started[i]) {
-                    tracing::debug!(unit = %ours[i].unit, ?written, ?started, "unit file and process times");
-                    if written > started {
-                        changed.push(i);
-                    }
-                }
+        let now = join_all(ours.iter().map(|m| running(fleet.get(&m.host), &m.unit)));
+        let now = now.await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let master_up = ours
+            .iter()
+            .zip(&now)
+            .any(|(m, r)| m.role == Role::Master && r.up);
+        let changed = ours.iter().zip(&now).filter(|(m, r)| {
+            let need = record.need(&m.unit, **r);
+            tracing::debug!(unit = %m.unit, ?need, started_us = r.started_us, "restart record");
+            match need {
+                Need::Restart => true,
+                Need::Start => master_up,
+                Need::Nothing => false,
             }
-        }
-        changed.sort();
-        Ok(changed.into_iter().map(|i| ours[i].clone()).collect())
+        });
+        Ok(changed.map(|(m, _)| (*m).clone()).collect())
     }
 }
 
@@ -275,8 +258,9 @@ async fn not_reloadable(fleet: &Fleet, members: &[Member]) -> Result<Vec<String>
     found.into_iter().filter_map(Result::transpose).collect()
 }
 
-/// When `unit`'s main process started, `None` when it does not run.
-async fn started_at(sd: &Systemd, unit: &str) -> Result<Option<SystemTime>, SystemdError> {
+/// Whether `unit` runs and when its main process last started (0: never;
+/// systemd keeps the time after the process ended).
+pub(crate) async fn running(sd: &Systemd, unit: &str) -> Result<Running, SystemdError> {
     let _call = sd.permit().await;
     let what = || format!("read the start time of {unit}");
     let path = sd
@@ -285,15 +269,13 @@ async fn started_at(sd: &Systemd, unit: &str) -> Result<Option<SystemTime>, Syst
         .await
         .map_err(|e| sd.err(what(), e))?;
     let state = sd.unit_at(path.clone()).await?.active_state().await;
-    if !ActiveState::from_dbus(&state.map_err(|e| sd.err(what(), e))?).is_up() {
-        return Ok(None);
-    }
+    let up = ActiveState::from_dbus(&state.map_err(|e| sd.err(what(), e))?).is_up();
     let svc = sd.service_at(path).await?;
-    let us = svc
+    let started_us = svc
         .exec_main_start_timestamp()
         .await
         .map_err(|e| sd.err(what(), e))?;
-    Ok((us > 0).then(|| UNIX_EPOCH + Duration::from_micros(us)))
+    Ok(Running { up, started_us })
 }
 
 pub(crate) fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
