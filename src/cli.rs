@@ -101,7 +101,16 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
     let none = Extra::default;
     match command {
         Command::Render { out } => commands::render::run(g, d, out.as_deref()),
-        Command::Plan => commands::plan::run(g, d),
+        Command::Plan { rollback, to } => match rollback {
+            true => commands::plan::rollback(g, d, *to),
+            false => commands::plan::run(g, d),
+        },
+        Command::Rollback {
+            to,
+            dry_run,
+            force,
+            restart_changed,
+        } => rollback(g, d, *to, *dry_run, *force, *restart_changed),
         Command::Install {
             dry_run,
             force,
@@ -121,10 +130,16 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
             rolling,
             batch,
             changed,
+            canary,
+            hold,
         } => {
             let extra = Extra {
                 rolling: rolling.then_some(*batch as usize),
                 changed: *changed,
+                canary: canary.map(|n| crate::phases::Canary {
+                    count: n.map(|n| n as usize),
+                    hold: *hold,
+                }),
                 ..none()
             };
             commands::lifecycle::run(g, d, Op::Restart, args, extra)
@@ -146,6 +161,28 @@ fn install(
     restart: bool,
 ) -> Result<i32, Error> {
     let code = commands::install::run(g, d, dry_run, force)?;
+    if code != exit::OK || !restart {
+        return Ok(code);
+    }
+    let extra = Extra {
+        changed: true,
+        ..Extra::default()
+    };
+    commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
+}
+
+/// `rollback`, then with `--restart-changed` a `restart --changed`, as
+/// `install --restart-changed` does: a rollback is noted as an install is
+/// (`changes`), so only the units whose put-back file needs a restart are.
+fn rollback(
+    g: &Global,
+    d: &Deployment,
+    to: Option<u64>,
+    dry_run: bool,
+    force: bool,
+    restart: bool,
+) -> Result<i32, Error> {
+    let code = commands::install::rollback(g, d, to, dry_run, force)?;
     if code != exit::OK || !restart {
         return Ok(code);
     }

@@ -10,7 +10,7 @@ use crate::ops::lifecycle::{Job, Outcome, Request, Selection};
 use crate::output::{self, Format};
 
 /// What some verbs add to the common lifecycle flags.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Extra {
     /// `restart --rolling --batch N`.
     pub rolling: Option<usize>,
@@ -18,6 +18,8 @@ pub struct Extra {
     pub or_restart: bool,
     /// `restart --changed`: the whole deployment, filtered.
     pub changed: bool,
+    /// `restart --rolling --canary [N] --hold D`.
+    pub canary: Option<crate::phases::Canary>,
 }
 
 pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> Result<i32, Error> {
@@ -35,6 +37,7 @@ pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> R
             timeout: a.timeout,
             rolling,
             or_restart: extra.or_restart,
+            canary: extra.canary,
             journal_root: a.journal_root.clone(),
             probe: Default::default(),
         },

@@ -124,7 +124,11 @@ impl Engine {
 
     /// Probes until healthy within the unit's `health_timeout`, checking
     /// between attempts that the unit is still the one that started.
-    async fn probe(&self, m: &Member, probe: &crate::model::Probe) -> Result<(), ReadyError> {
+    pub(super) async fn probe(
+        &self,
+        m: &Member,
+        probe: &crate::model::Probe,
+    ) -> Result<(), ReadyError> {
         let timeout = self.bounded(m.health_timeout);
         // A unit that crashes and is restarted by Restart= while being probed
         // is flapping, not starting: its restart count must not move.

@@ -2,6 +2,7 @@
 //! per area (the layout of cargo's tests/testsuite).
 
 mod ansible;
+mod canary;
 mod cli;
 mod common;
 mod config_errors;
@@ -23,8 +24,10 @@ mod reload;
 mod remote;
 mod render;
 mod resources;
+mod rollback;
 mod ssh_real;
 mod support;
 mod synapse;
 mod systemd_install;
 mod terminal;
+mod window;
