@@ -208,6 +208,7 @@ fn maintenance(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Err
             timeout,
             reason,
             include_database,
+            terminate_sessions,
             journal_root,
             command,
         } => {
@@ -215,6 +216,7 @@ fn maintenance(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Err
                 timeout: *timeout,
                 reason,
                 include_database: *include_database,
+                terminate_sessions: *terminate_sessions,
                 journal_root,
                 command,
             };

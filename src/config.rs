@@ -61,6 +61,13 @@ pub struct RawDatabase {
     pub probe_from: Option<S<String>>,
     pub start_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
+    /// The roles the deployment connects as: `stop-for-maintenance` proves
+    /// PostgreSQL has no session of them.
+    pub roles: Option<S<Vec<S<String>>>>,
+    /// The role orch checks sessions as (default `postgres`).
+    pub superuser: Option<S<String>>,
+    /// Where orch reaches PostgreSQL: a socket path or `tcp://HOST:PORT`.
+    pub connect: Option<S<String>>,
 }
 
 /// Keys shared by the master and every worker block. Listed in both structs

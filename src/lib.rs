@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod containers;
+pub mod dbsessions;
 pub mod error;
 pub mod exit;
 pub mod fleet;

@@ -89,6 +89,8 @@ pub enum MaintenanceError {
     Systemd(#[from] SystemdError),
     #[error(transparent)]
     Containers(#[from] crate::containers::ContainersError),
+    #[error(transparent)]
+    Sessions(#[from] crate::dbsessions::SessionsError),
 }
 
 impl MaintenanceError {
@@ -96,6 +98,7 @@ impl MaintenanceError {
     pub fn exit_code(&self) -> i32 {
         match self {
             MaintenanceError::Systemd(e) => e.exit_code(),
+            MaintenanceError::Sessions(e) => e.exit_code(),
             _ => crate::exit::FAILURE,
         }
     }
@@ -338,6 +341,9 @@ pub struct StopOptions<'a> {
     pub include_database: bool,
     /// Each unit's stop as it happens (the live display on a terminal).
     pub observer: &'a dyn lifecycle::Observer,
+    /// Ends the sessions of `[database] roles` left once the stop bound ran
+    /// out (`pg_terminate_backend`).
+    pub terminate_sessions: bool,
 }
 
 /// The proof for one unit.
@@ -352,6 +358,9 @@ pub struct UnitProof {
     pub processes: Option<usize>,
     /// SIGKILLed by orch because it outlived its stop.
     pub killed: bool,
+    /// SIGKILLed by systemd: its stop outlived its `TimeoutStopSec=`
+    /// (the service's Result is `timeout`).
+    pub sigkilled_by_systemd: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -364,6 +373,8 @@ pub struct StopReport {
     pub ok: bool,
     pub units: Vec<UnitProof>,
     pub killed: Vec<String>,
+    /// Units systemd had to SIGKILL: their stop outlived `TimeoutStopSec=`.
+    pub sigkilled_by_systemd: Vec<String>,
     /// Units started again between their stop and the masks taking effect
     /// (a timer, a socket, Restart=), stopped a second time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -376,6 +387,9 @@ pub struct StopReport {
     pub stray_containers: Vec<crate::containers::Stray>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseState>,
+    /// The sessions of `[database] roles` (`ok` is false while one is left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<crate::dbsessions::SessionsProof>,
     pub state_file: PathBuf,
 }
 
@@ -405,6 +419,9 @@ pub async fn stop_for_maintenance(
     let _lock = lock(d, home).await?;
     // Before anything is recorded or stopped: the proof asks the engine.
     crate::containers::check_runtime(d, |h| fleet.get(h).remote().cloned()).await?;
+    // And the database: one orch cannot ask is an error that leaves the
+    // deployment as it was.
+    let db = connect_db(d, fleet, opts.include_database).await?;
     let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
     let (state, resumed) = record(d, fleet, home, &members, &opts).await?;
@@ -452,14 +469,80 @@ pub async fn stop_for_maintenance(
     for unit in &killed {
         notify("killed", unit);
     }
-    let proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    let mut proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    sigkilled_by_systemd(fleet, &mut proofs, &state, notify).await;
     let strays = stray_containers(d, fleet, &budget, notify).await?;
     let database = database_state(d, fleet, &state).await?;
     let mut report = StopReport::new(d, &state, resumed, proofs, killed, database);
     report.stopped_again = again;
     report.ok &= strays.iter().all(|s| s.stopped);
     report.stray_containers = strays;
+    if let (Some(db), Some(s)) = (&db, &d.db_sessions) {
+        // A rerun finds the units stopped long ago: what still connects is
+        // not going away by itself, so it waits only the minimum.
+        let until = if resumed { None } else { Some(budget.deadline) };
+        let proof = db_sessions(db, s, until, opts.terminate_sessions, notify).await?;
+        report.ok &= proof.is_proven();
+        report.sessions = Some(proof);
+    }
     Ok(report)
+}
+
+/// A superuser's connection to the database, when `[database] roles` asks
+/// for the proof and the database stays up (with `--include-database` it
+/// is stopped, and its stop proves every session gone).
+async fn connect_db(
+    d: &Deployment,
+    fleet: &Fleet,
+    include_database: bool,
+) -> Result<Option<crate::dbsessions::Db>, MaintenanceError> {
+    let Some(s) = d.db_sessions.as_ref().filter(|_| !include_database) else {
+        return Ok(None);
+    };
+    let on = fleet.get(&s.host).remote();
+    Ok(Some(crate::dbsessions::connect(s, on).await?))
+}
+
+/// Waits (within the stop bound) until the database has no session of the
+/// deployment's roles; ends what is left with `terminate`.
+async fn db_sessions(
+    db: &crate::dbsessions::Db,
+    s: &crate::model::DbSessions,
+    until: Option<tokio::time::Instant>,
+    terminate: bool,
+    notify: Notify<'_>,
+) -> Result<crate::dbsessions::SessionsProof, MaintenanceError> {
+    notify(
+        "database",
+        &format!("waiting for the sessions of {} to end", s.roles.join(", ")),
+    );
+    let until = until.unwrap_or_else(tokio::time::Instant::now);
+    let proof = db.prove(&s.roles, until, terminate).await?;
+    for t in &proof.terminated {
+        notify(
+            "terminated",
+            &format!("database session {} of {}", t.pid, t.role),
+        );
+    }
+    Ok(proof)
+}
+
+/// Marks the units systemd had to SIGKILL. Only units that ran when this
+/// maintenance began count: their Result was reset when they started, so
+/// `timeout` now is from their stop.
+async fn sigkilled_by_systemd(
+    fleet: &Fleet,
+    proofs: &mut [UnitProof],
+    state: &State,
+    notify: Notify<'_>,
+) {
+    for p in proofs.iter_mut().filter(|p| state.active.contains(&p.unit)) {
+        let r = jobs::service_result(fleet.get(&p.host), &p.unit).await;
+        p.sigkilled_by_systemd = r == Some(jobs::ServiceResult::Timeout);
+        if p.sigkilled_by_systemd {
+            notify("sigkilled by systemd", &p.unit);
+        }
+    }
 }
 
 /// The members running again after their stop: started between the stop
@@ -809,6 +892,11 @@ impl StopReport {
             .filter(|p| !p.is_proven())
             .map(|p| p.unit.clone())
             .collect();
+        let sigkilled_by_systemd = units
+            .iter()
+            .filter(|p| p.sigkilled_by_systemd)
+            .map(|p| p.unit.clone())
+            .collect();
         StopReport {
             deployment: d.name.clone(),
             reason: state.reason.clone(),
@@ -817,10 +905,12 @@ impl StopReport {
             ok: left.is_empty(),
             units,
             killed,
+            sigkilled_by_systemd,
             stopped_again: Vec::new(),
             left,
             stray_containers: Vec::new(),
             database,
+            sessions: None,
             state_file: state_path(d),
         }
     }
@@ -891,6 +981,7 @@ async fn prove(
                 active_state,
                 processes,
                 killed: false,
+                sigkilled_by_systemd: false,
             });
         Ok::<_, SystemdError>(proofs.collect())
     })

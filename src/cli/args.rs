@@ -183,6 +183,9 @@ pub enum Command {
         /// Stop (and mask) the database unit too
         #[arg(long)]
         include_database: bool,
+        /// With [database] roles: end the sessions of those roles still open once the stop bound ran out (pg_terminate_backend), and report them. Without it, such sessions fail the proof (exit 1) and the deployment stays in maintenance; rerun with this flag to complete it
+        #[arg(long)]
+        terminate_sessions: bool,
         /// With `-- CMD`: read failure logs of the resume with `journalctl --root DIR`
         #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
         journal_root: Option<PathBuf>,

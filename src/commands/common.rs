@@ -66,7 +66,9 @@ pub fn print_summary(g: &Global, s: &Summary) -> Result<(), Error> {
     // headline and only what went wrong; -v for every unit, as in a log.
     let only_problems = g.quiet || (crate::ui::progress::is_live() && g.verbose == 0);
     let mut text = String::new();
-    for u in s.units.iter().filter(|u| !only_problems || !is_ok(u)) {
+    // A unit systemd had to SIGKILL is shown even when it is ready again.
+    let shown = |u: &&UnitReport| !only_problems || !is_ok(u) || u.sigkilled_by_systemd;
+    for u in s.units.iter().filter(shown) {
         text.push_str(&unit_line(u));
     }
     text.push_str(&headline(s));
@@ -120,6 +122,9 @@ fn unit_line(u: &UnitReport) -> String {
     }
     if let Some(x) = u.exit_status {
         facts.push(format!("exit status {x}"));
+    }
+    if u.sigkilled_by_systemd {
+        facts.push("SIGKILLED by systemd: its stop outlived TimeoutStopSec".to_string());
     }
     if let (Some(a), Phase::Failed) = (&u.active_state, u.phase) {
         facts.push(format!("now {a}"));

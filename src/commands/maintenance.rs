@@ -18,6 +18,7 @@ pub struct StopArgs<'a> {
     pub timeout: Option<Duration>,
     pub reason: &'a str,
     pub include_database: bool,
+    pub terminate_sessions: bool,
     /// For the resume after `-- CMD`.
     pub journal_root: &'a Option<PathBuf>,
     /// `-- CMD [ARGS…]`, or empty.
@@ -33,6 +34,7 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         reason: args.reason,
         timeout: args.timeout,
         include_database: args.include_database,
+        terminate_sessions: args.terminate_sessions,
     };
     // With `-- CMD`, the lock is held from the first stop through CMD to the
     // end of the resume: no second operator's resume may start units while
@@ -125,13 +127,13 @@ fn around(
 fn human(d: &Deployment, report: &StopReport, every_unit: bool) -> String {
     let mut text = String::new();
     let worth = |u: &&crate::maintenance::UnitProof| {
-        every_unit || u.killed || report.left.contains(&u.unit)
+        every_unit || u.killed || u.sigkilled_by_systemd || report.left.contains(&u.unit)
     };
     for u in report.units.iter().filter(worth) {
-        let killed = if u.killed {
-            "  KILLED with SIGKILL"
-        } else {
-            ""
+        let killed = match (u.killed, u.sigkilled_by_systemd) {
+            (true, _) => "  KILLED with SIGKILL",
+            (false, true) => "  SIGKILLED by systemd: its stop outlived TimeoutStopSec",
+            (false, false) => "",
         };
         let host = if d.is_multi_host() {
             format!("{:<12} ", u.host)
@@ -158,6 +160,9 @@ fn human(d: &Deployment, report: &StopReport, every_unit: bool) -> String {
     if !report.left.is_empty() {
         text.push_str(&format!("NOT PROVEN STOPPED: {}\n", report.left.join(", ")));
     }
+    if let Some(p) = &report.sessions {
+        text.push_str(&sessions(p));
+    }
     for s in &report.stray_containers {
         let what = if s.stopped {
             "stopped"
@@ -167,6 +172,36 @@ fn human(d: &Deployment, report: &StopReport, every_unit: bool) -> String {
         text.push_str(&format!(
             "stray container {} on host {} (outside every unit): {what}\n",
             s.name, s.host
+        ));
+    }
+    text
+}
+
+/// The sessions orch ended, and those left (with what to do about them).
+fn sessions(p: &crate::dbsessions::SessionsProof) -> String {
+    let row = |s: &crate::dbsessions::Session| {
+        format!(
+            "pid {} of {} (application {:?}, from {}, {}, since {})",
+            s.pid,
+            s.role,
+            s.application_name,
+            s.client_addr.as_deref().unwrap_or("the local socket"),
+            s.state.as_deref().unwrap_or("state unknown"),
+            s.since.as_deref().unwrap_or("?")
+        )
+    };
+    let mut text = String::new();
+    for s in &p.terminated {
+        text.push_str(&format!("terminated database session {}\n", row(s)));
+    }
+    for s in &p.left {
+        text.push_str(&format!("DATABASE SESSION LEFT: {}\n", row(s)));
+    }
+    if !p.left.is_empty() {
+        text.push_str(&format!(
+            "NOT PROVEN STOPPED: PostgreSQL at {} still has sessions of {}: something outside the units still connects; stop it, or end them with `orch stop-for-maintenance --terminate-sessions`\n",
+            p.database,
+            p.roles.join(", ")
         ));
     }
     text
@@ -187,8 +222,21 @@ fn totals(report: &StopReport) -> String {
     if running > 0 {
         line.push_str(&format!(", {running} stray containers still running"));
     }
+    if let Some(p) = &report.sessions {
+        line.push_str(&format!(
+            ", {} database sessions of {}",
+            p.left.len(),
+            p.roles.join(", ")
+        ));
+    }
     if !report.killed.is_empty() {
         line.push_str(&format!("; killed {}", report.killed.join(", ")));
+    }
+    if !report.sigkilled_by_systemd.is_empty() {
+        line.push_str(&format!(
+            "; SIGKILLED by systemd (stop outlived TimeoutStopSec): {}",
+            report.sigkilled_by_systemd.join(", ")
+        ));
     }
     if let Some(db) = &report.database {
         let state = match db.active_state {
