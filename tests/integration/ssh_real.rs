@@ -597,7 +597,16 @@ fn a_host_that_refuses_forwarding_is_named_at_the_first_probe() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!o.status.success(), "{text}");
-    assert!(took < Duration::from_secs(10), "took {took:?}: {text}");
+    // Timed by orch, from its engine's start: before it, startup and the
+    // D-Bus connection over SSH are bounded by --call-timeout and measure
+    // the host (they took 6 of 11 s under load 20); the promise is that the
+    // refusal ends the wait long before the 60 s health_timeout, at the
+    // first attempts (their SSH handshakes included, seconds under load).
+    let engine = Duration::from_millis(summary(&o)["elapsed_ms"].as_u64().unwrap());
+    assert!(
+        engine < Duration::from_secs(10),
+        "took {engine:?} in orch ({took:?} in all): {text}"
+    );
     assert!(text.contains("host root@127.0.0.1"), "{text}");
     assert!(text.contains("AllowTcpForwarding no"), "{text}");
     let (o, _) = r.orch(&kh, &["status", "--output", "json"], LIMIT);
