@@ -512,6 +512,37 @@ impl Jobs {
     }
 }
 
+/// How a service's last run ended, from its `Result` property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceResult {
+    Success,
+    /// A start, stop or watchdog bound ran out. After a stop of a running
+    /// unit: its stop outlived `TimeoutStopSec=` and systemd sent SIGKILL
+    /// (`FinalKillSignal=`) to what was left.
+    Timeout,
+    /// exit-code, signal, core-dump, oom-kill, …
+    Other(String),
+}
+
+impl ServiceResult {
+    pub fn from_dbus(s: &str) -> ServiceResult {
+        match s {
+            "success" => ServiceResult::Success,
+            "timeout" => ServiceResult::Timeout,
+            other => ServiceResult::Other(other.to_string()),
+        }
+    }
+}
+
+/// The `Result` of service `unit` (`None` for another unit type or when
+/// it cannot be read).
+pub async fn service_result(sd: &Systemd, unit: &str) -> Option<ServiceResult> {
+    let _call = sd.permit().await;
+    let path = sd.manager.load_unit(unit).await.ok()?;
+    let r = sd.service_at(path).await.ok()?.result().await.ok()?;
+    Some(ServiceResult::from_dbus(&r))
+}
+
 /// SIGKILLs every process of `unit` on `sd`'s host.
 pub async fn kill(sd: &Systemd, unit: &str) -> Result<(), SystemdError> {
     let _call = sd.permit().await;

@@ -89,6 +89,8 @@ pub enum MaintenanceError {
     Systemd(#[from] SystemdError),
     #[error(transparent)]
     Containers(#[from] crate::containers::ContainersError),
+    #[error(transparent)]
+    Sessions(#[from] crate::dbsessions::SessionsError),
 }
 
 impl MaintenanceError {
@@ -96,6 +98,7 @@ impl MaintenanceError {
     pub fn exit_code(&self) -> i32 {
         match self {
             MaintenanceError::Systemd(e) => e.exit_code(),
+            MaintenanceError::Sessions(e) => e.exit_code(),
             _ => crate::exit::FAILURE,
         }
     }
@@ -331,11 +334,16 @@ async fn load_masks(
     Ok(reloaded.into_iter().any(|r| r))
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct StopOptions<'a> {
     pub reason: &'a str,
     pub timeout: Duration,
     pub include_database: bool,
+    /// Each unit's stop as it happens (the live display on a terminal).
+    pub observer: &'a dyn lifecycle::Observer,
+    /// Ends the sessions of `[database] roles` left once the stop bound ran
+    /// out (`pg_terminate_backend`).
+    pub terminate_sessions: bool,
 }
 
 /// The proof for one unit.
@@ -350,6 +358,9 @@ pub struct UnitProof {
     pub processes: Option<usize>,
     /// SIGKILLed by orch because it outlived its stop.
     pub killed: bool,
+    /// SIGKILLed by systemd: its stop outlived its `TimeoutStopSec=`
+    /// (the service's Result is `timeout`).
+    pub sigkilled_by_systemd: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -362,6 +373,8 @@ pub struct StopReport {
     pub ok: bool,
     pub units: Vec<UnitProof>,
     pub killed: Vec<String>,
+    /// Units systemd had to SIGKILL: their stop outlived `TimeoutStopSec=`.
+    pub sigkilled_by_systemd: Vec<String>,
     /// Units started again between their stop and the masks taking effect
     /// (a timer, a socket, Restart=), stopped a second time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -374,6 +387,9 @@ pub struct StopReport {
     pub stray_containers: Vec<crate::containers::Stray>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseState>,
+    /// The sessions of `[database] roles` (`ok` is false while one is left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<crate::dbsessions::SessionsProof>,
     pub state_file: PathBuf,
 }
 
@@ -403,6 +419,9 @@ pub async fn stop_for_maintenance(
     let _lock = lock(d, home).await?;
     // Before anything is recorded or stopped: the proof asks the engine.
     crate::containers::check_runtime(d, |h| fleet.get(h).remote().cloned()).await?;
+    // And the database: one orch cannot ask is an error that leaves the
+    // deployment as it was.
+    let db = connect_db(d, fleet, opts.include_database).await?;
     let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
     let (state, resumed) = record(d, fleet, home, &members, &opts).await?;
@@ -426,7 +445,13 @@ pub async fn stop_for_maintenance(
     let masked = covered(d, false);
     let changed = write_masks(d, fleet, targets, &masked, true).await?;
     let jobs = Jobs::new(fleet, None).await?;
-    let mut killed = stop_phases(fleet, &jobs, &members, &budget, notify).await?;
+    let stopper = Stopper {
+        fleet,
+        jobs: &jobs,
+        budget: &budget,
+        observer: opts.observer,
+    };
+    let mut killed = stopper.phases(&members, notify).await?;
     load_masks(d, fleet, &masked, true, &changed).await?;
     notify(
         "masked",
@@ -439,19 +464,85 @@ pub async fn stop_for_maintenance(
     let again = restarted(fleet, &members).await?;
     if !again.is_empty() {
         notify("stopping again", &again.join(" "));
-        killed.extend(stop_phases(fleet, &jobs, &members, &budget, notify).await?);
+        killed.extend(stopper.phases(&members, notify).await?);
     }
     for unit in &killed {
         notify("killed", unit);
     }
-    let proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    let mut proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    sigkilled_by_systemd(fleet, &mut proofs, &state, notify).await;
     let strays = stray_containers(d, fleet, &budget, notify).await?;
     let database = database_state(d, fleet, &state).await?;
     let mut report = StopReport::new(d, &state, resumed, proofs, killed, database);
     report.stopped_again = again;
     report.ok &= strays.iter().all(|s| s.stopped);
     report.stray_containers = strays;
+    if let (Some(db), Some(s)) = (&db, &d.db_sessions) {
+        // A rerun finds the units stopped long ago: what still connects is
+        // not going away by itself, so it waits only the minimum.
+        let until = if resumed { None } else { Some(budget.deadline) };
+        let proof = db_sessions(db, s, until, opts.terminate_sessions, notify).await?;
+        report.ok &= proof.is_proven();
+        report.sessions = Some(proof);
+    }
     Ok(report)
+}
+
+/// A superuser's connection to the database, when `[database] roles` asks
+/// for the proof and the database stays up (with `--include-database` it
+/// is stopped, and its stop proves every session gone).
+async fn connect_db(
+    d: &Deployment,
+    fleet: &Fleet,
+    include_database: bool,
+) -> Result<Option<crate::dbsessions::Db>, MaintenanceError> {
+    let Some(s) = d.db_sessions.as_ref().filter(|_| !include_database) else {
+        return Ok(None);
+    };
+    let on = fleet.get(&s.host).remote();
+    Ok(Some(crate::dbsessions::connect(s, on).await?))
+}
+
+/// Waits (within the stop bound) until the database has no session of the
+/// deployment's roles; ends what is left with `terminate`.
+async fn db_sessions(
+    db: &crate::dbsessions::Db,
+    s: &crate::model::DbSessions,
+    until: Option<tokio::time::Instant>,
+    terminate: bool,
+    notify: Notify<'_>,
+) -> Result<crate::dbsessions::SessionsProof, MaintenanceError> {
+    notify(
+        "database",
+        &format!("waiting for the sessions of {} to end", s.roles.join(", ")),
+    );
+    let until = until.unwrap_or_else(tokio::time::Instant::now);
+    let proof = db.prove(&s.roles, until, terminate).await?;
+    for t in &proof.terminated {
+        notify(
+            "terminated",
+            &format!("database session {} of {}", t.pid, t.role),
+        );
+    }
+    Ok(proof)
+}
+
+/// Marks the units systemd had to SIGKILL. Only units that ran when this
+/// maintenance began count: their Result was reset when they started, so
+/// `timeout` now is from their stop.
+async fn sigkilled_by_systemd(
+    fleet: &Fleet,
+    proofs: &mut [UnitProof],
+    state: &State,
+    notify: Notify<'_>,
+) {
+    for p in proofs.iter_mut().filter(|p| state.active.contains(&p.unit)) {
+        let r = jobs::service_result(fleet.get(&p.host), &p.unit).await;
+        p.sigkilled_by_systemd = r == Some(jobs::ServiceResult::Timeout);
+        if p.sigkilled_by_systemd {
+            notify("sigkilled by systemd", &p.unit);
+        }
+    }
 }
 
 /// The members running again after their stop: started between the stop
@@ -555,70 +646,144 @@ async fn running<'a>(
     .await
 }
 
-/// Stops dependents, then workers, then the master (then the database),
-/// each phase on every host at once before the next begins. A masked unit
-/// has no dependencies left in systemd (its unit file is /dev/null), so
-/// `PartOf=` cannot carry the cascade: orch stops every unit itself.
-/// Returns the units it had to SIGKILL.
-async fn stop_phases(
-    fleet: &Fleet,
-    jobs: &Jobs,
-    members: &[Member],
-    budget: &Budget,
-    notify: Notify<'_>,
-) -> Result<Vec<String>, MaintenanceError> {
-    let phases = phases::stop_order(members);
-    let mut killed = Vec::new();
-    for (i, group) in phases.iter().enumerate() {
-        let names: Vec<&str> = group.iter().map(|m| m.unit.as_str()).collect();
-        notify("stopping", &names.join(" "));
-        let drain_until = budget.drain_until(group, phases.len(), phases.len() - i - 1);
-        let settle = budget.share(phases.len()) / 2;
-        killed.extend(stop_group(fleet, jobs, group, drain_until, settle).await?);
-    }
-    Ok(killed)
+/// What the stop phases share: the bus, the job layer, the time budget and
+/// who watches.
+struct Stopper<'a> {
+    fleet: &'a Fleet,
+    jobs: &'a Jobs,
+    budget: &'a Budget,
+    observer: &'a dyn lifecycle::Observer,
 }
 
-/// Stops every unit of `group` that is still running, all at once, and
-/// awaits every job (and any systemd adds) until `drain_until`; then the
-/// hard stop: SIGKILL for what still runs, and `settle` for it to go.
-async fn stop_group(
-    fleet: &Fleet,
-    jobs: &Jobs,
-    group: &[Member],
-    drain_until: tokio::time::Instant,
-    settle: Duration,
-) -> Result<Vec<String>, SystemdError> {
-    let up = running(fleet, group).await?;
-    let bound = drain_until.saturating_duration_since(tokio::time::Instant::now());
-    let ends = join_all(
-        up.iter()
-            .map(|m| jobs.run(&m.unit, &m.host, JobKind::Stop, JobMode::Replace, bound)),
-    )
-    .await;
-    for (m, end) in up.iter().zip(&ends) {
-        if let JobEnd::NotEnqueued(e) | JobEnd::Lost(e) = end {
-            tracing::warn!(unit = %m.unit, error = %e, "stop failed; the proof will catch it");
+impl Stopper<'_> {
+    fn tell(&self, m: &Member, phase: lifecycle::Phase, detail: Option<String>) {
+        self.observer.event(&lifecycle::Event {
+            unit: m.unit.clone(),
+            host: m.host.clone(),
+            phase,
+            elapsed_ms: self.budget.started.elapsed().as_millis() as u64,
+            detail,
+            stage: None,
+        });
+    }
+
+    /// Stops dependents, then workers, then the master (then the database),
+    /// each phase on every host at once before the next begins. A masked unit
+    /// has no dependencies left in systemd (its unit file is /dev/null), so
+    /// `PartOf=` cannot carry the cascade: orch stops every unit itself.
+    /// Returns the units it had to SIGKILL.
+    async fn phases(
+        &self,
+        members: &[Member],
+        notify: Notify<'_>,
+    ) -> Result<Vec<String>, MaintenanceError> {
+        let phases = phases::stop_order(members);
+        for m in members {
+            self.tell(m, lifecycle::Phase::Queued, None);
         }
+        let mut killed = Vec::new();
+        for (i, group) in phases.iter().enumerate() {
+            notify("stopping", &few(group));
+            let drain_until = self
+                .budget
+                .drain_until(group, phases.len(), phases.len() - i - 1);
+            let settle = self.budget.share(phases.len()) / 2;
+            killed.extend(self.group(group, drain_until, settle).await?);
+        }
+        Ok(killed)
     }
-    if ends
-        .iter()
-        .all(|e| matches!(e, JobEnd::Done(_) | JobEnd::Failed(_)))
-    {
-        return Ok(Vec::new());
-    }
-    let mut killed = Vec::new();
-    for m in running(fleet, group).await? {
-        match jobs.kill(&m.unit, &m.host).await {
-            Ok(()) => killed.push(m.unit.clone()),
-            Err(e) => {
-                tracing::warn!(unit = %m.unit, error = %e, "SIGKILL failed; the proof will catch it")
+
+    /// Stops every unit of `group` that is still running, all at once, and
+    /// awaits every job (and any systemd adds) until `drain_until`; then the
+    /// hard stop: SIGKILL for what still runs, and `settle` for it to go.
+    async fn group(
+        &self,
+        group: &[Member],
+        drain_until: tokio::time::Instant,
+        settle: Duration,
+    ) -> Result<Vec<String>, SystemdError> {
+        let (fleet, jobs) = (self.fleet, self.jobs);
+        let up = running(fleet, group).await?;
+        for m in group
+            .iter()
+            .filter(|m| !up.iter().any(|u| u.unit == m.unit))
+        {
+            self.tell(m, lifecycle::Phase::Stopped, Some("was not running".into()));
+        }
+        for m in &up {
+            self.tell(m, lifecycle::Phase::Stopping, None);
+        }
+        let bound = drain_until.saturating_duration_since(tokio::time::Instant::now());
+        let ends = join_all(up.iter().map(|m| async {
+            let end = jobs
+                .run(&m.unit, &m.host, JobKind::Stop, JobMode::Replace, bound)
+                .await;
+            if matches!(end, JobEnd::Done(_) | JobEnd::Failed(_)) {
+                self.tell(m, lifecycle::Phase::Stopped, None);
+            }
+            end
+        }))
+        .await;
+        for (m, end) in up.iter().zip(&ends) {
+            if let JobEnd::NotEnqueued(e) | JobEnd::Lost(e) = end {
+                tracing::warn!(unit = %m.unit, error = %e, "stop failed; the proof will catch it");
             }
         }
+        if ends
+            .iter()
+            .all(|e| matches!(e, JobEnd::Done(_) | JobEnd::Failed(_)))
+        {
+            return Ok(Vec::new());
+        }
+        let mut killed = Vec::new();
+        for m in running(fleet, group).await? {
+            match jobs.kill(&m.unit, &m.host).await {
+                Ok(()) => {
+                    self.tell(
+                        m,
+                        lifecycle::Phase::Stopping,
+                        Some("killed with SIGKILL".into()),
+                    );
+                    killed.push(m.unit.clone())
+                }
+                Err(e) => {
+                    tracing::warn!(unit = %m.unit, error = %e, "SIGKILL failed; the proof will catch it")
+                }
+            }
+        }
+        let until = tokio::time::Instant::now() + settle;
+        join_all(up.iter().map(|m| jobs.settle(&m.unit, &m.host, until))).await;
+        for m in up.iter().filter(|m| killed.contains(&m.unit)) {
+            self.tell(
+                m,
+                lifecycle::Phase::Stopped,
+                Some("killed with SIGKILL".into()),
+            );
+        }
+        Ok(killed)
     }
-    let until = tokio::time::Instant::now() + settle;
-    join_all(up.iter().map(|m| jobs.settle(&m.unit, &m.host, until))).await;
-    Ok(killed)
+}
+
+/// The units of a step: named when few, else counted per kind (`48 units:
+/// generic 40, pusher 8`), so that the line stays one line with 60 workers.
+fn few(group: &[Member]) -> String {
+    if group.len() <= 3 {
+        let names: Vec<&str> = group.iter().map(|m| m.unit.as_str()).collect();
+        return names.join(" ");
+    }
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for m in group {
+        let kind = m
+            .kind
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", m.role).to_lowercase());
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!("{} units: {}", group.len(), counts.join(", "))
 }
 
 /// The proof: every unit inactive or failed with an empty control group,
@@ -727,6 +892,11 @@ impl StopReport {
             .filter(|p| !p.is_proven())
             .map(|p| p.unit.clone())
             .collect();
+        let sigkilled_by_systemd = units
+            .iter()
+            .filter(|p| p.sigkilled_by_systemd)
+            .map(|p| p.unit.clone())
+            .collect();
         StopReport {
             deployment: d.name.clone(),
             reason: state.reason.clone(),
@@ -735,10 +905,12 @@ impl StopReport {
             ok: left.is_empty(),
             units,
             killed,
+            sigkilled_by_systemd,
             stopped_again: Vec::new(),
             left,
             stray_containers: Vec::new(),
             database,
+            sessions: None,
             state_file: state_path(d),
         }
     }
@@ -809,6 +981,7 @@ async fn prove(
                 active_state,
                 processes,
                 killed: false,
+                sigkilled_by_systemd: false,
             });
         Ok::<_, SystemdError>(proofs.collect())
     })

@@ -7,7 +7,7 @@ use crate::exit;
 use crate::lifecycle::{self, Op};
 use crate::model::Deployment;
 use crate::ops::lifecycle::{Job, Outcome, Request, Selection};
-use crate::output::{self, Format};
+use crate::ui::output::Format;
 
 /// What some verbs add to the common lifecycle flags.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +47,7 @@ pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> R
     };
     let verb = format!("{op:?}").to_lowercase();
     let observer =
-        output::progress::observer(g.output, g.quiet, title(&verb, rolling, job.members()));
+        crate::ui::progress::observer(g.output, g.quiet, title(&verb, rolling, job.members()));
     let outcome = job.run(req, observer.clone());
     observer.finish();
     match outcome? {

@@ -21,9 +21,37 @@ use crate::systemd::{Systemd, SystemdError};
 /// `reload` of units systemd cannot reload (no `ExecReload=`, not
 /// `Type=notify-reload`): refused before any job is sent (exit 2).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reload {}: no ExecReload= in the unit; set exec_reload for it in the configuration and run orch install, or pass --or-restart to restart it instead", units.join(", "))]
+#[error("cannot reload {}: no ExecReload= in the unit; set exec_reload for it in the configuration and run orch install, or pass --or-restart to restart it instead", self.summary())]
 pub struct NotReloadable {
     pub units: Vec<String>,
+    /// Per unit: its worker kind, or its role (master, dependent).
+    pub kinds: Vec<String>,
+}
+
+impl NotReloadable {
+    /// A few units by name; many as a count per kind and the first few
+    /// (61 names would wrap over a dozen lines).
+    fn summary(&self) -> String {
+        const NAMED: usize = 3;
+        if self.units.len() <= NAMED + 1 {
+            return self.units.join(", ");
+        }
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for k in &self.kinds {
+            match counts.iter_mut().find(|(name, _)| name == k) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((k, 1)),
+            }
+        }
+        let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        format!(
+            "{} units ({}): {} and {} more",
+            self.units.len(),
+            counts.join(", "),
+            self.units[..NAMED].join(", "),
+            self.units.len() - NAMED
+        )
+    }
 }
 
 /// What the operator named.
@@ -179,7 +207,19 @@ impl<'a> Job<'a> {
         if self.op == Op::Reload && !req.opts.or_restart {
             let units = not_reloadable(&fleet, &self.members).await?;
             if !units.is_empty() {
-                return Err(UsageError::from(NotReloadable { units }).into());
+                let kinds = units
+                    .iter()
+                    .map(|u| {
+                        let m = self.members.iter().find(|m| &m.unit == u);
+                        m.and_then(|m| {
+                            m.kind
+                                .clone()
+                                .or_else(|| Some(format!("{:?}", m.role).to_lowercase()))
+                        })
+                        .unwrap_or_default()
+                    })
+                    .collect();
+                return Err(UsageError::from(NotReloadable { units, kinds }).into());
             }
         }
         let members = match req.changed {
@@ -338,6 +378,28 @@ unit = "bridge.service"
 
     fn roles(members: &[Member]) -> Vec<Role> {
         members.iter().map(|m| m.role).collect()
+    }
+
+    #[test]
+    fn many_units_without_exec_reload_are_summarised() {
+        let units: Vec<String> = (0..60)
+            .map(|i| format!("fx-worker-{i}-generic.service"))
+            .chain(["fx.service".to_string()])
+            .collect();
+        let mut kinds = vec!["generic".to_string(); 60];
+        kinds.push("master".into());
+        let e = NotReloadable { units, kinds }.to_string();
+        assert!(
+            e.starts_with("cannot reload 61 units (generic 60, master 1): fx-worker-0-generic.service, fx-worker-1-generic.service, fx-worker-2-generic.service and 58 more: no ExecReload="),
+            "{e}"
+        );
+        let few = NotReloadable {
+            units: vec!["a.service".into(), "b.service".into()],
+            kinds: vec!["pusher".into(), "pusher".into()],
+        };
+        assert!(few
+            .to_string()
+            .starts_with("cannot reload a.service, b.service: "));
     }
 
     #[test]
