@@ -92,8 +92,9 @@ fn human(d: &Deployment, s: &DeploymentStatus, all_units: bool) -> String {
     text
 }
 
-/// `unit files: generation 3, installed … from PATH (sha256 …); kept for
-/// rollback: 1, 2`.
+/// Three short lines rather than one (which wraps at 80 columns):
+/// `unit files: generation 3 (install), installed T`, `  from PATH
+/// (sha256 …)`, `  kept for rollback: 1, 2`.
 fn generation(s: &DeploymentStatus) -> String {
     let Some(g) = &s.generation else {
         return String::new();
@@ -105,7 +106,7 @@ fn generation(s: &DeploymentStatus) -> String {
         .map(u64::to_string)
         .collect();
     format!(
-        "\nunit files: generation {} ({}), installed {} from {} (sha256 {}); kept for rollback: {}\n",
+        "\nunit files: generation {} ({}), installed {}\n  from {} (sha256 {})\n  kept for rollback: {}\n",
         g.number,
         g.by,
         g.installed_at,

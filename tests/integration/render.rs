@@ -276,7 +276,7 @@ fn help_lists_commands_and_exit_codes() {
         "plan",
         "install",
         "Exit codes:",
-        "4    plan: changes are pending",
+        "4    plan, install --dry-run: changes are pending",
         "130",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");

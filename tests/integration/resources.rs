@@ -105,9 +105,19 @@ fn every_unit_runs_in_the_slice_with_the_limits_systemd_reports() {
             }
         }
     }
+    // The human table has a MEMORY column when systemd accounts memory for
+    // some unit, and says why it has none otherwise (this harness's nspawn
+    // may not delegate the memory controller).
+    let accounted = rows.iter().any(|r| r["memory_current"].is_u64());
     let o = orch_ok(&c, &cfg, &["status", "--all-units"]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.lines().next().unwrap().contains("MEMORY"), "{text}");
+    let header = text.lines().next().unwrap();
+    if accounted {
+        assert!(header.contains("MEMORY"), "{text}");
+    } else {
+        assert!(!header.contains("MEMORY"), "{text}");
+        assert!(text.contains("(no MEMORY"), "{text}");
+    }
 
     // Maintenance masks and stops the units, never the slice.
     orch_ok(&c, &cfg, &["stop-for-maintenance"]);
