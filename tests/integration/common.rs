@@ -13,6 +13,7 @@ use crate::support::Container;
 
 /// `orch --config CFG --bus <container> --unit-dir <container> ARGS…`
 pub fn orch_cmd(c: &Container, cfg: &Path, args: &[&str]) -> Command {
+    own_state_dir(cfg);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
     cmd.arg("--config")
         .arg(cfg)
@@ -25,6 +26,32 @@ pub fn orch_cmd(c: &Container, cfg: &Path, args: &[&str]) -> Command {
         .env_remove("ORCH_CONFIG")
         .env_remove("ORCH_BUS");
     cmd
+}
+
+/// Gives a configuration that names no `state_dir` one next to it. The
+/// master's host of these runs is this host, so the default would be the
+/// host's own /var/lib/orch, shared by every test (and every run of the
+/// suite) with the same deployment name: one test's lock, restart record or
+/// rollback generations would leak into another's. Only a missing key is
+/// added (after the `[deployment]` header; no test here reads line numbers),
+/// so a test that sets its own state folder keeps it.
+pub fn own_state_dir(cfg: &Path) {
+    let Ok(text) = std::fs::read_to_string(cfg) else {
+        return;
+    };
+    if text.contains("state_dir") || !text.lines().any(|l| l.trim() == "[deployment]") {
+        return;
+    }
+    let state = cfg.parent().unwrap_or(Path::new("/")).join("state");
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim() == "[deployment]" {
+            out.push_str(&format!("state_dir = {:?}\n", state.display().to_string()));
+        }
+    }
+    std::fs::write(cfg, out).expect("write the test's state_dir into its configuration");
 }
 
 pub fn orch(c: &Container, cfg: &Path, args: &[&str]) -> Output {
