@@ -13,8 +13,8 @@ use crate::commands;
 use crate::commands::lifecycle::Extra;
 use crate::error::{Error, UsageError};
 use crate::exit;
-use crate::lifecycle::Op;
 use crate::model::Deployment;
+use crate::op::Op;
 
 const DEFAULT_CONFIGS: &[&str] = &["orch.toml", "/etc/orch/orch.toml"];
 
@@ -62,7 +62,7 @@ fn init_logging(g: &Global) {
 fn run(cli: Cli) -> Result<i32, Error> {
     let g = &cli.global;
     if let Some(host) = &g.host {
-        crate::systemd::Remote::parse(host, &g.ssh_command).map_err(UsageError::Host)?;
+        crate::remote::Remote::parse(host, &g.ssh_command).map_err(UsageError::Host)?;
     }
     // These need no configuration.
     match &cli.command {
@@ -75,9 +75,9 @@ fn run(cli: Cli) -> Result<i32, Error> {
         _ => crate::ops::Reach::Hosts,
     };
     if let Some(wait) = g.lock_wait {
-        crate::lock::set_wait(wait);
+        crate::state::holder::set_wait(wait);
     }
-    crate::lock::set_command(&command_name(&cli.command));
+    crate::state::holder::set_command(&command_name(&cli.command));
     let d = load(g, reach)?;
     dispatch(g, &d, &cli.command)
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::model::{Deployment, Host};
+use crate::remote::Remote;
 use crate::store::Store;
-use crate::systemd::{Bus, Remote, Systemd, SystemdError};
+use crate::systemd::{Bus, Systemd, SystemdError};
 
 /// How to reach one host.
 #[derive(Debug, Clone)]
@@ -150,8 +151,8 @@ impl Fleet {
     }
 }
 
-/// Ends orch's own child processes still running: the SSH commands zbus
-/// started for `unixexec` (it neither kills nor waits for them). An ssh
+/// Ends orch's own child processes still running: the SSH commands the
+/// D-Bus library started for `unixexec` (it neither kills nor waits for them). An ssh
 /// still connecting to a host that does not answer would otherwise outlive
 /// orch and hold its stderr open, so whoever reads orch's output (Ansible,
 /// CI) would wait for ssh's own TCP timeout instead of orch's bound.

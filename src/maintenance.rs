@@ -12,73 +12,26 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::fleet::{Fleet, Target};
-use crate::jobs::{self, active_states, ActiveState, JobEnd, JobKind, JobMode, Jobs, LoadState};
-use crate::lifecycle::{self, Member};
+use crate::jobs::{JobEnd, Jobs};
+use crate::lifecycle;
+use crate::members::{self, Member};
 use crate::model::{Deployment, Role};
 use crate::phases;
+use crate::state::{dir, lock, read_state, state_path, MaskRecord, State, StateError};
 use crate::store::{Store, StoreError};
 use crate::systemd::{actions, Systemd, SystemdError};
-
-pub const STATE_FILE: &str = "maintenance.json";
-const LOCK_FILE: &str = "lock";
-
-/// The journal of a maintenance operation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct State {
-    pub version: u32,
-    pub deployment: String,
-    pub reason: String,
-    /// Seconds since the epoch.
-    pub since: u64,
-    /// `since` as RFC 3339, for people.
-    pub since_text: String,
-    /// Units that were active when maintenance began: what `resume` starts.
-    pub active: Vec<String>,
-    pub include_database: bool,
-    /// Every runtime mask this maintenance makes, with its host: `resume`
-    /// removes these whatever the configuration says by then (an install
-    /// during maintenance may have removed a unit, and its mask must not
-    /// outlive it). Absent in journals of older versions.
-    #[serde(default)]
-    pub masked: Vec<MaskRecord>,
-}
-
-/// One runtime mask orch made: a unit on a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MaskRecord {
-    pub host: String,
-    pub unit: String,
-}
+use crate::systemd::{ActiveState, JobKind, JobMode, LoadState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
-    #[error("another orch ({holder}) is working on deployment {deployment}; it holds {}", path.display())]
-    Locked {
-        deployment: String,
-        holder: String,
-        path: PathBuf,
-    },
-    #[error("deployment {deployment} is in maintenance since {since} (reason: {reason}); state file {}.\n  run `orch resume` to end it, or pass --force to act anyway", path.display())]
-    InMaintenance {
-        deployment: String,
-        since: String,
-        reason: String,
-        path: PathBuf,
-    },
+    /// The lock or the journal (see [`crate::state`]).
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("state file {} is damaged: {cause}\n  `orch resume --all` unmasks and starts the whole deployment and removes it (what ran before maintenance cannot be read back from it)", path.display())]
-    State {
-        path: PathBuf,
-        cause: serde_json::Error,
-    },
-    /// The journal is a symbolic link, a FIFO or another non-file: never
-    /// followed or read, but removable by `resume --all`.
-    #[error("{cause}\n  `orch resume --all` removes it (without following it), unmasks and starts the whole deployment; or remove it yourself after a look")]
-    JournalUnsafe { cause: StoreError },
     #[error("{unit} is still not masked after Reload (LoadState={state}); is {} one of systemd's unit folders?", dir.display())]
     MaskIneffective {
         unit: String,
@@ -101,107 +54,11 @@ impl MaintenanceError {
     }
 }
 
-pub fn dir(d: &Deployment) -> PathBuf {
-    d.state_dir.join(&d.name)
-}
-
-/// The journal lives on the master's host, so that any operator (or a later
-/// CI job on another runner) sees the maintenance and can resume it.
-pub fn state_path(d: &Deployment) -> PathBuf {
-    dir(d).join(STATE_FILE)
-}
-
-/// The maintenance state, if the deployment is in maintenance.
-pub async fn read_state(d: &Deployment, store: &Store) -> Result<Option<State>, MaintenanceError> {
-    let path = state_path(d);
-    let read = match store.read(&path).await {
-        Err(cause) if matches!(&cause, StoreError::Unsafe { path: p, .. } if *p == path) => {
-            return Err(MaintenanceError::JournalUnsafe { cause })
-        }
-        r => r?,
-    };
-    match read {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|cause| MaintenanceError::State { path, cause }),
-        None => Ok(None),
-    }
-}
-
-/// Refuses when the deployment is in maintenance (for `start`, `restart`).
-pub async fn refuse_if_in_maintenance(
-    d: &Deployment,
-    store: &Store,
-) -> Result<(), MaintenanceError> {
-    match read_state(d, store).await? {
-        Some(s) => Err(MaintenanceError::InMaintenance {
-            deployment: d.name.clone(),
-            since: s.since_text,
-            reason: s.reason,
-            path: state_path(d),
-        }),
-        None => Ok(()),
-    }
-}
-
-pub fn lock_path(d: &Deployment) -> PathBuf {
-    dir(d).join(LOCK_FILE)
-}
-
-/// Takes the deployment's lock (next to the journal, on the master's host)
-/// at once, or fails naming the holder.
-pub async fn lock(d: &Deployment, store: &Store) -> Result<crate::store::Lock, MaintenanceError> {
-    let path = lock_path(d);
-    if crate::lock::held_here(&path) {
-        return Ok(crate::store::Lock::borrowed());
-    }
-    match store.lock(&path).await? {
-        Ok(l) => Ok(l),
-        // Run by the holder's `-- CMD` with its token: under its lock.
-        Err(crate::store::Held(holder)) if crate::lock::inherited(&holder) => {
-            Ok(crate::store::Lock::borrowed())
-        }
-        Err(crate::store::Held(holder)) => Err(MaintenanceError::Locked {
-            deployment: d.name.clone(),
-            holder: crate::lock::show(&holder),
-            path,
-        }),
-    }
-}
-
-/// Takes the deployment's lock, waiting up to `wait` for its holder to
-/// finish; then fails naming the holder.
-pub async fn lock_within(
-    d: &Deployment,
-    store: &Store,
-    wait: Duration,
-) -> Result<crate::store::Lock, MaintenanceError> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut said = false;
-    loop {
-        match lock(d, store).await {
-            Err(MaintenanceError::Locked { holder, .. })
-                if tokio::time::Instant::now() < deadline =>
-            {
-                // A wait says what it waits for, once.
-                if !std::mem::replace(&mut said, true) {
-                    tracing::warn!(
-                        "{holder} is working on deployment {}; waiting up to {wait:?} for it",
-                        d.name
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            r => return r,
-        }
-    }
-}
-
 /// Every unit maintenance covers: the deployment's, and the database's with
 /// `include_database`. Never a prerequisite: other services may need it
 /// (Redis, a proxy), and maintenance is about the deployment's data.
 fn covered(d: &Deployment, include_database: bool) -> Vec<Member> {
-    lifecycle::members(d)
+    members::members(d)
         .into_iter()
         .filter(|m| m.role != Role::Prerequisite)
         .filter(|m| m.role != Role::Database || include_database)
@@ -546,7 +403,7 @@ async fn running<'a>(
 ) -> Result<Vec<&'a Member>, SystemdError> {
     each_host(fleet, members, |sd, mine| async move {
         let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
-        let states = active_states(sd, &units).await?;
+        let states = sd.active_states(&units).await?;
         let up = mine.into_iter().zip(states).filter(|(_, s)| s.is_running());
         Ok::<_, SystemdError>(up.map(|(m, _)| m).collect())
     })
@@ -634,7 +491,7 @@ async fn prove_or_kill(
     let stragglers: Vec<&UnitProof> = proofs.iter().filter(|p| !p.is_proven()).collect();
     for p in &stragglers {
         notify("killing", &p.unit);
-        match jobs::kill(fleet.get(&p.host), &p.unit).await {
+        match fleet.get(&p.host).kill(&p.unit).await {
             Ok(()) if !killed.contains(&p.unit) => killed.push(p.unit.clone()),
             Ok(()) => {}
             Err(e) => tracing::warn!(unit = %p.unit, error = %e, "SIGKILL failed"),
@@ -704,7 +561,10 @@ async fn database_state(
     let Some(db) = d.database.as_ref().filter(|_| !state.include_database) else {
         return Ok(None);
     };
-    let states = active_states(fleet.get(&db.host), std::slice::from_ref(&db.unit)).await?;
+    let states = fleet
+        .get(&db.host)
+        .active_states(std::slice::from_ref(&db.unit))
+        .await?;
     Ok(Some(DatabaseState {
         unit: db.unit.clone(),
         active_state: states.into_iter().next().unwrap_or(ActiveState::Inactive),
@@ -772,13 +632,7 @@ async fn load_states(
 ) -> Result<Vec<(String, LoadState)>, SystemdError> {
     let mut out = Vec::new();
     for unit in units {
-        let load = sd
-            .unit(unit)
-            .await?
-            .load_state()
-            .await
-            .map_err(|e| sd.err(format!("read {unit}"), e))?;
-        let load = LoadState::from_dbus(&load);
+        let load = sd.load_state(unit).await?;
         if pick(&load) {
             out.push((unit.clone(), load));
         }
@@ -793,8 +647,8 @@ async fn prove(
 ) -> Result<Vec<UnitProof>, SystemdError> {
     let mut proofs = each_host(fleet, members, |sd, mine| async move {
         let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
-        let states = active_states(sd, &units).await?;
-        let procs = join_all(units.iter().map(|u| jobs::processes(sd, u))).await;
+        let states = sd.active_states(&units).await?;
+        let procs = join_all(units.iter().map(|u| sd.processes(u))).await;
         let proofs = mine
             .iter()
             .zip(states)
@@ -866,11 +720,8 @@ pub async fn resume(
     let journal = match (read_state(d, home).await, scope) {
         (Ok(None), _) => Journal::Absent,
         (Ok(Some(s)), _) => Journal::Recorded(s),
-        (
-            Err(MaintenanceError::State { .. } | MaintenanceError::JournalUnsafe { .. }),
-            ResumeScope::Whole,
-        ) => Journal::Unreadable,
-        (Err(e), _) => return Err(e),
+        (Err(e), ResumeScope::Whole) if e.is_unreadable_journal() => Journal::Unreadable,
+        (Err(e), _) => return Err(e.into()),
     };
     // Every mask orch may have made goes: the deployment's units as
     // configured now, and every mask the journal recorded (a unit removed by
@@ -892,7 +743,7 @@ pub async fn resume(
     };
     let members = match (journal, scope) {
         (Journal::Absent, _) => return Ok(report),
-        (_, ResumeScope::Whole) => lifecycle::members(d),
+        (_, ResumeScope::Whole) => members::members(d),
         (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, &state),
         (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
     };
@@ -904,7 +755,7 @@ pub async fn resume(
 /// The masks the journal recorded for units no longer in `current` (removed
 /// from the configuration during maintenance), as members to unmask.
 fn recorded_masks(d: &Deployment, current: &[Member], state: &State) -> Vec<Member> {
-    let template = lifecycle::members(d)
+    let template = members::members(d)
         .into_iter()
         .find(|m| m.role == Role::Master)
         .expect("a deployment has a master");
@@ -926,7 +777,7 @@ fn recorded_masks(d: &Deployment, current: &[Member], state: &State) -> Vec<Memb
 /// The recorded set, plus the database and the prerequisites: awaited
 /// (started if needed) even when they were not stopped.
 fn recorded(d: &Deployment, state: &State) -> Vec<Member> {
-    lifecycle::members(d)
+    members::members(d)
         .into_iter()
         .filter(|m| needed_first(m) || state.active.contains(&m.unit))
         .collect()
@@ -951,7 +802,7 @@ async fn start_recorded(
     let engine = lifecycle::Engine::new(fleet, opts, observer).await?;
     // `all`: the master starts alone, so its Wants= does not pull in workers
     // that were stopped before maintenance.
-    let summary = engine.run(lifecycle::Op::Start, members, true).await;
+    let summary = engine.run(crate::op::Op::Start, members, true).await;
     if summary.ok {
         let path = state_path(d);
         home.remove_files(&dir(d), std::slice::from_ref(&path))

@@ -10,9 +10,10 @@
 //! cannot be brought back is not taken down. A reload is one phase (see
 //! [`reload`]); the database is never reloaded.
 
-use crate::jobs::{JobKind, JobMode};
-use crate::lifecycle::{Member, Op};
+use crate::members::Member;
 use crate::model::Role;
+use crate::op::Op;
+use crate::systemd::{JobKind, JobMode};
 
 /// One step of an operation.
 #[derive(Debug, Clone)]
@@ -102,22 +103,19 @@ pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
     let mut steps = match (op, shape.rolling) {
         (Op::Reload, _) => reload(members, shape),
         (Op::Restart, Some(batch)) => rolling(members, batch),
-        _ => {
-            let mut steps = Vec::new();
-            if op == Op::Restart {
-                steps.push(Step::EnsureRunning(prerequisites(members)));
-            }
-            if matches!(op, Op::Stop | Op::Restart) {
-                steps.extend(stops(op, members, shape));
-            }
-            if op == Op::Start {
-                steps.push(Step::EnsureRunning(prerequisites(members)));
-            }
-            if matches!(op, Op::Start | Op::Restart) {
-                steps.extend(starts(members, shape));
-            }
+        (Op::Restart, None) => {
+            // The database is made sure of before anything is stopped.
+            let mut steps = vec![Step::EnsureRunning(prerequisites(members))];
+            steps.extend(stops(op, members, shape));
+            steps.extend(starts(members, shape));
             steps
         }
+        (Op::Start, _) => {
+            let mut steps = vec![Step::EnsureRunning(prerequisites(members))];
+            steps.extend(starts(members, shape));
+            steps
+        }
+        (Op::Stop, _) => stops(op, members, shape),
     };
     steps.retain(|s| !s.members().is_empty());
     steps

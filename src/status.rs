@@ -5,17 +5,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use serde::Serialize;
-use zbus::fdo::PropertiesProxy;
-use zbus::names::InterfaceName;
-use zbus::proxy::CacheProperties;
-use zbus::OwnedObjectPath;
 
 use crate::fleet::{Fleet, Target};
 use crate::health::{self, Limits};
-use crate::jobs::ActiveState;
-use crate::lifecycle::Member;
+use crate::members::Member;
 use crate::model::{Deployment, Role};
 use crate::store::Store;
+use crate::systemd::{ActiveState, LoadState};
 use crate::systemd::{Systemd, SystemdError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -23,8 +19,8 @@ pub struct UnitStatus {
     pub unit: String,
     pub host: String,
     pub role: Role,
-    pub load_state: String,
-    pub active_state: String,
+    pub load_state: LoadState,
+    pub active_state: ActiveState,
     pub sub_state: String,
     pub main_pid: Option<u32>,
     /// Milliseconds since the last change of ActiveState.
@@ -50,7 +46,7 @@ pub struct UnitStatus {
 impl UnitStatus {
     /// Whether systemd says the unit is active (an unreachable unit is not).
     pub fn is_active(&self) -> bool {
-        ActiveState::from_dbus(&self.active_state) == ActiveState::Active
+        self.active_state == ActiveState::Active
     }
 }
 
@@ -65,18 +61,14 @@ pub async fn status(
     let members = &crate::lifecycle::with_prerequisites(sd, members).await;
     let members = &crate::lifecycle::with_constituents(sd, members).await;
     let patterns: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
-    let listed = sd
-        .manager
-        .list_units_by_patterns(&[], &patterns)
-        .await
-        .map_err(|e| sd.err("list units", e))?;
+    let listed = sd.list(&patterns).await?;
     let now_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as u64;
     // By name, once: a search of the listing per member was quadratic.
     let by_unit: std::collections::HashMap<&str, _> =
-        listed.iter().map(|e| (e.0.as_str(), e)).collect();
+        listed.iter().map(|e| (e.name.as_str(), e)).collect();
     let rows = members.iter().map(|m| {
         let entry = by_unit.get(m.unit.as_str()).copied();
         async move {
@@ -84,8 +76,8 @@ pub async fn status(
                 unit: m.unit.clone(),
                 host: m.host.clone(),
                 role: m.role,
-                load_state: "not-found".into(),
-                active_state: ActiveState::Inactive.as_str().into(),
+                load_state: LoadState::NotFound,
+                active_state: ActiveState::Inactive,
                 sub_state: "dead".into(),
                 main_pid: None,
                 since_ms: None,
@@ -99,28 +91,23 @@ pub async fn status(
             let Some(e) = entry else {
                 // Not loaded (e.g. masked and stopped, so systemd let it go):
                 // ask for it, so a mask shows as "masked", not "not-found".
-                let _call = sd.permit().await;
-                if let Ok(u) = sd.unit(&m.unit).await {
-                    if let Ok(load) = u.load_state().await {
-                        row.load_state = load;
-                    }
+                if let Ok(load) = sd.load_state(&m.unit).await {
+                    row.load_state = load;
                 }
                 return row;
             };
-            row.load_state = e.2.clone();
-            row.active_state = e.3.clone();
-            row.sub_state = e.4.clone();
-            let call = sd.permit().await;
-            let p = properties(sd, e.6.clone()).await;
-            drop(call);
-            row.main_pid = p.pid.filter(|p| *p != 0);
+            row.load_state = e.load.clone();
+            row.active_state = e.active.clone();
+            row.sub_state = e.sub.clone();
+            let p = sd.numbers(e).await;
+            row.main_pid = p.main_pid.filter(|p| *p != 0);
             row.restarts = p.restarts;
             row.since_ms = p
-                .changed
+                .changed_us
                 .filter(|t| *t > 0 && *t <= now_us)
                 .map(|t| (now_us - t) / 1000);
             row.memory_current = p.memory;
-            row.cpu_usage_nsec = p.cpu;
+            row.cpu_usage_nsec = p.cpu_nsec;
             if let (Some(probe), true) = (&m.health, row.is_active()) {
                 row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
@@ -142,8 +129,8 @@ pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
             unit: m.unit.clone(),
             host: m.host.clone(),
             role: m.role,
-            load_state: "unknown".into(),
-            active_state: "unreachable".into(),
+            load_state: LoadState::Other("unknown".into()),
+            active_state: ActiveState::Other("unreachable".into()),
             sub_state: "unknown".into(),
             main_pid: None,
             since_ms: None,
@@ -164,7 +151,7 @@ pub struct DeploymentStatus {
     pub rows: Vec<UnitStatus>,
     /// The hosts orch could not read, with why; their units show as unreachable.
     pub unreachable: Vec<(String, SystemdError)>,
-    pub maintenance: Option<crate::maintenance::State>,
+    pub maintenance: Option<crate::state::State>,
     /// False when the master's host (which holds the journal) is
     /// unreachable: `maintenance: None` then means "unknown".
     pub maintenance_known: bool,
@@ -181,14 +168,14 @@ pub enum StatusError {
         cause: SystemdError,
     },
     #[error(transparent)]
-    Maintenance(#[from] crate::maintenance::MaintenanceError),
+    State(#[from] crate::state::StateError),
 }
 
 impl StatusError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StatusError::Unreachable { cause, .. } => cause.exit_code(),
-            StatusError::Maintenance(e) => e.exit_code(),
+            StatusError::State(e) => e.exit_code(),
         }
     }
 }
@@ -200,7 +187,7 @@ pub async fn deployment(
     home: &Store,
     call_timeout: Duration,
 ) -> Result<DeploymentStatus, StatusError> {
-    let members = crate::lifecycle::members(d);
+    let members = crate::members::members(d);
     let conns = Fleet::connect_each(targets, call_timeout).await;
     let limits = Limits {
         connect: Duration::from_millis(500),
@@ -230,12 +217,9 @@ pub async fn deployment(
     if maintenance_known {
         // A damaged journal must not hide the units: it is shown, with the
         // way out, next to them.
-        match crate::maintenance::read_state(d, home).await {
+        match crate::state::read_state(d, home).await {
             Ok(m) => maintenance = m,
-            Err(
-                e @ (crate::maintenance::MaintenanceError::State { .. }
-                | crate::maintenance::MaintenanceError::JournalUnsafe { .. }),
-            ) => maintenance_unreadable = Some(e.to_string()),
+            Err(e) if e.is_unreadable_journal() => maintenance_unreadable = Some(e.to_string()),
             Err(e) => return Err(e.into()),
         }
     }
@@ -299,56 +283,6 @@ pub fn merge(
     (rows, lost)
 }
 
-/// What [`properties`] reads of one unit; `None` where systemd did not say.
-#[derive(Default)]
-struct Props {
-    pid: Option<u32>,
-    restarts: Option<u32>,
-    changed: Option<u64>,
-    memory: Option<u64>,
-    cpu: Option<u64>,
-}
-
-/// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent and
-/// CPUUsageNSec, read concurrently under the caller's one permit.
-async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
-    let Ok(props) = PropertiesProxy::builder(&sd.conn)
-        .destination("org.freedesktop.systemd1")
-        .path(path)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-    else {
-        return Props::default();
-    };
-    let service = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
-    let unit = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-    let (pid, restarts, changed, memory, cpu) = tokio::join!(
-        props.get(service.clone(), "MainPID"),
-        props.get(service.clone(), "NRestarts"),
-        props.get(unit, "StateChangeTimestamp"),
-        props.get(service.clone(), "MemoryCurrent"),
-        props.get(service, "CPUUsageNSec"),
-    );
-    Props {
-        pid: number(pid),
-        restarts: number(restarts),
-        changed: number(changed),
-        memory: accounted(number(memory)),
-        cpu: accounted(number(cpu)),
-    }
-}
-
-/// A property's value as the number it is, or `None`.
-fn number<T: TryFrom<V>, V, E>(v: Result<V, E>) -> Option<T> {
-    v.ok().and_then(|v| T::try_from(v).ok())
-}
-
-/// systemd's "not accounted" (`[not set]`, u64::MAX) as `None`.
-fn accounted(v: Option<u64>) -> Option<u64> {
-    v.filter(|n| *n != u64::MAX)
-}
-
 /// `512.0M`, `1.5G`, `300K`: bytes in base 1024, short, for a table.
 pub fn short_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
@@ -400,7 +334,7 @@ impl Row {
             host: r.host.clone(),
             unit: r.unit.clone(),
             role: role_name(r.role),
-            active: r.active_state.clone(),
+            active: r.active_state.to_string(),
             sub: r.sub_state.clone(),
             pid: r.main_pid.map_or_else(dash, |p| p.to_string()),
             since: r
@@ -663,7 +597,5 @@ mod tests {
         assert_eq!(short_bytes(512), "512B");
         assert_eq!(short_bytes(1536), "1.5K");
         assert_eq!(short_bytes(2 << 30), "2.0G");
-        assert_eq!(accounted(Some(u64::MAX)), None);
-        assert_eq!(accounted(Some(0)), Some(0));
     }
 }

@@ -4,9 +4,11 @@ use super::common::{print, print_summary, title};
 use crate::cli::{Global, Lifecycle};
 use crate::error::Error;
 use crate::exit;
-use crate::lifecycle::{self, Op};
+use crate::lifecycle;
+use crate::members::Selection;
 use crate::model::Deployment;
-use crate::ops::lifecycle::{Job, Outcome, Request, Selection};
+use crate::op::Op;
+use crate::ops::lifecycle::{Job, Outcome, Request};
 use crate::output::{self, Format};
 
 /// What some verbs add to the common lifecycle flags.

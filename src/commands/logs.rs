@@ -6,8 +6,8 @@ use crate::cli::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::logs::{escape_controls, Entry, Lines, Options};
+use crate::members::Selection;
 use crate::model::Deployment;
-use crate::ops::lifecycle::Selection;
 use crate::ops::logs::Outcome;
 use crate::output::Format;
 

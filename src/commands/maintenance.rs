@@ -182,7 +182,7 @@ fn totals(report: &StopReport) -> String {
     }
     if let Some(db) = &report.database {
         let state = match db.active_state {
-            crate::jobs::ActiveState::Active => "still running",
+            crate::systemd::ActiveState::Active => "still running",
             ref other => other.as_str(),
         };
         line.push_str(&format!("; {} {state}", db.unit));
@@ -207,7 +207,7 @@ pub fn resume(
         probe: Default::default(),
     };
     let notify = step_printer(g);
-    let title = title("resume", None, &lifecycle::members(d));
+    let title = title("resume", None, &crate::members::members(d));
     let observer = output::progress::observer(g.output, g.quiet, title);
     let report =
         crate::ops::maintenance::resume(d, &g.access(), opts, observer.clone(), &notify, scope);

@@ -67,7 +67,7 @@ fn human(d: &Deployment, s: &DeploymentStatus, all_units: bool) -> String {
         ));
     }
     // A terminal too short for a row per unit gets a row per worker kind.
-    let kinds: HashMap<String, String> = crate::lifecycle::members(d)
+    let kinds: HashMap<String, String> = crate::members::members(d)
         .into_iter()
         .filter_map(|m| Some((m.unit, m.kind?)))
         .collect();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Engine, Member, Phase, UnitReport};
 use crate::health::{self, ReadyError};
-use crate::jobs::{ActiveState, JobKind, JobResult};
+use crate::systemd::{ActiveState, JobKind, JobResult, ServiceResult};
 
 impl Engine {
     /// After a stop job: the unit must not be running. A stop that needed
@@ -14,46 +14,29 @@ impl Engine {
     /// whole `TimeoutStopSec=`.
     pub(super) async fn stopped(&self, m: &Member, job: JobResult) -> UnitReport {
         let mut r = self.report(m, Phase::Stopped, Some(job), None);
-        let (state, result) = self.state_and_result(m).await;
-        r.active_state = state;
-        match result.as_deref() {
-            Some("success") | None => {}
-            Some("timeout") => {
-                r.result = Some("timeout".into());
+        let facts = self
+            .jobs
+            .sd(&m.host)
+            .facts(&m.unit)
+            .await
+            .unwrap_or_default();
+        r.active_state = facts.active;
+        match facts.result {
+            Some(ServiceResult::Success) | None => {}
+            Some(ServiceResult::Timeout) => {
+                r.result = Some(ServiceResult::Timeout);
                 r.error = Some(format!(
                     "did not stop within its stop_timeout ({:?}); systemd killed it with SIGKILL",
                     m.stop_timeout
                 ));
             }
-            Some(other) => r.result = Some(other.to_string()),
+            Some(other) => r.result = Some(other),
         }
         if let Some(s) = r.active_state.as_ref().filter(|s| s.is_running()) {
             r.phase = Phase::Failed;
             r.error = Some(format!("still {s} after its stop job"));
         }
         r
-    }
-
-    /// The unit's ActiveState and its service's `Result`, in one load.
-    async fn state_and_result(&self, m: &Member) -> (Option<ActiveState>, Option<String>) {
-        let sd = self.jobs.sd(&m.host);
-        let _call = sd.permit().await;
-        let Ok(path) = sd.manager.load_unit(&m.unit).await else {
-            return (None, None);
-        };
-        let state = match sd.unit_at(path.clone()).await {
-            Ok(u) => u
-                .active_state()
-                .await
-                .ok()
-                .map(|s| ActiveState::from_dbus(&s)),
-            Err(_) => None,
-        };
-        let result = match sd.service_at(path).await {
-            Ok(svc) => svc.result().await.ok(),
-            Err(_) => None,
-        };
-        (state, result)
     }
 
     /// After a successful start, restart or reload job (`kind`): the unit
@@ -164,21 +147,11 @@ impl Engine {
     /// Adds the service's result, exit status and last journal lines.
     pub(super) async fn diagnosed(&self, mut r: UnitReport) -> UnitReport {
         let sd = self.jobs.sd(&r.host);
-        let call = sd.permit().await;
-        if let Ok(path) = sd.manager.load_unit(&r.unit).await {
-            if let Ok(u) = sd.unit_at(path.clone()).await {
-                r.active_state = u
-                    .active_state()
-                    .await
-                    .ok()
-                    .map(|s| ActiveState::from_dbus(&s));
-            }
-            if let Ok(s) = sd.service_at(path).await {
-                r.result = s.result().await.ok();
-                r.exit_status = s.exec_main_status().await.ok();
-            }
+        if let Some(f) = sd.facts(&r.unit).await {
+            r.active_state = f.active;
+            r.result = f.result;
+            r.exit_status = f.exit_status;
         }
-        drop(call);
         r.journal = journal(&r.unit, self.opts.journal_root.as_deref(), sd.remote(), 10).await;
         r
     }
@@ -189,7 +162,7 @@ impl Engine {
 pub async fn journal(
     unit: &str,
     root: Option<&std::path::Path>,
-    remote: Option<&crate::systemd::Remote>,
+    remote: Option<&crate::remote::Remote>,
     lines: usize,
 ) -> Vec<String> {
     let mut cmd = match remote {

@@ -3,7 +3,7 @@
 //! what a Ctrl+C does to the jobs already in systemd.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 
@@ -11,50 +11,20 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::error::{Error, UsageError};
 use crate::fleet::{Access, Fleet, Target};
-use crate::jobs::ActiveState;
-use crate::lifecycle::{self, Engine, Member, Observer, Op, Summary};
+use crate::lifecycle::{self, Engine, Observer, Summary};
+use crate::members::{Member, Selection};
 use crate::model::{Deployment, Role};
-use crate::store::{Store, StoreError};
-use crate::systemd::{Systemd, SystemdError};
+use crate::op::Op;
+use crate::op::{ChangedError, NotReloadable};
+use crate::store::Store;
+use crate::systemd::SystemdError;
 
-/// `restart --changed` could not read a unit file's time (exit 1).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot tell which units changed on host {host}: {cause}")]
-pub struct ChangedError {
-    pub host: String,
-    pub cause: StoreError,
-}
-
-/// `reload` of units systemd cannot reload (no `ExecReload=`, not
-/// `Type=notify-reload`): refused before any job is sent (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot reload {}: no ExecReload= in the unit; set exec_reload for it in the configuration and run orch install, or pass --or-restart to restart it instead", units.join(", "))]
-pub struct NotReloadable {
-    pub units: Vec<String>,
-}
-
-/// What the operator named.
-#[derive(Debug, Clone)]
-pub enum Selection {
-    /// `--all`.
-    All,
-    /// Unit names, worker kinds, or master / workers / dependents / database.
-    Targets(Vec<String>),
-}
-
-/// The units `op` acts on. `--all` is every unit except, for `stop`, the
-/// database and the prerequisites: other services may use them, and
-/// stopping the database is maintenance's decision (`stop-for-maintenance
-/// --include-database`). Named, they are acted on.
+/// The units `op` acts on: with `--all`, what [`Op::all_units`] covers;
+/// named, they are acted on.
 pub fn members(d: &Deployment, op: Op, selection: &Selection) -> Result<Vec<Member>, UsageError> {
-    let needed = |m: &Member| matches!(m.role, Role::Database | Role::Prerequisite);
-    match selection {
-        Selection::All => Ok(lifecycle::members(d)
-            .into_iter()
-            .filter(|m| !needed(m) || matches!(op, Op::Start | Op::Restart))
-            .collect()),
-        Selection::Targets(t) => lifecycle::select(d, t).map_err(UsageError::from),
-    }
+    selection
+        .resolve(d, op.all_units())
+        .map_err(UsageError::from)
 }
 
 /// How the operation ended.
@@ -168,8 +138,8 @@ impl<'a> Job<'a> {
         // to the end of the run: a second operator's resume or install waits
         // for it, and it for theirs (a maintenance's `-- CMD` runs orch with
         // the holder's token, under its lock).
-        let wait = crate::lock::wait();
-        let lock = crate::maintenance::lock_within(self.d, &self.home, wait).await?;
+        let wait = crate::state::holder::wait();
+        let lock = crate::state::lock_within(self.d, &self.home, wait).await?;
         // All but the database is stopped and masked in maintenance: a reload
         // would fail, a reload-or-restart would start units. The database is
         // never masked: the operator starts and stops it through orch then
@@ -179,11 +149,11 @@ impl<'a> Job<'a> {
             .members
             .iter()
             .all(|m| matches!(m.role, Role::Database | Role::Prerequisite));
-        let refused = matches!(self.op, Op::Start | Op::Restart | Op::Reload);
+        let refused = self.op.refused_in_maintenance();
         if refused && !req.force && !only_database {
-            crate::maintenance::refuse_if_in_maintenance(self.d, &self.home).await?;
+            crate::state::refuse_if_in_maintenance(self.d, &self.home).await?;
         }
-        if self.op == Op::Reload && !req.opts.or_restart {
+        if self.op.needs_reload_support() && !req.opts.or_restart {
             let units = not_reloadable(&fleet, &self.members).await?;
             if !units.is_empty() {
                 return Err(UsageError::from(NotReloadable { units }).into());
@@ -193,7 +163,7 @@ impl<'a> Job<'a> {
             true => self.changed(&fleet).await?,
             false => self.members.clone(),
         };
-        if matches!(self.op, Op::Start | Op::Restart) {
+        if self.op.starts_units() {
             let units: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
             let remote = |h: &str| fleet.get(h).remote().cloned();
             crate::containers::check_images(self.d, &units, remote).await?;
@@ -212,7 +182,10 @@ impl<'a> Job<'a> {
             .iter()
             .filter(|m| matches!(m.role, Role::Master | Role::Worker))
             .collect();
-        let started = join_all(ours.iter().map(|m| started_at(fleet.get(&m.host), &m.unit)));
+        let started = join_all(
+            ours.iter()
+                .map(|m| fleet.get(&m.host).main_started(&m.unit)),
+        );
         let started = started.await.into_iter().collect::<Result<Vec<_>, _>>()?;
         let mut changed = Vec::new();
         for t in &self.targets {
@@ -254,44 +227,11 @@ async fn not_reloadable(fleet: &Fleet, members: &[Member]) -> Result<Vec<String>
         .filter(|m| !matches!(m.role, Role::Database | Role::Prerequisite))
         .filter(|m| m.unit.ends_with(".service"))
         .map(|m| async move {
-            let sd = fleet.get(&m.host);
-            let _call = sd.permit().await;
-            let path = sd
-                .manager
-                .load_unit(&m.unit)
-                .await
-                .map_err(|e| sd.err(format!("load {}", m.unit), e))?;
-            let svc = sd.service_at(path).await?;
-            let what = || format!("read ExecReload of {}", m.unit);
-            let exec = svc.exec_reload().await.map_err(|e| sd.err(what(), e))?;
-            // notify-reload: systemd reloads with a signal, no ExecReload= needed.
-            let notify =
-                svc.service_type().await.map_err(|e| sd.err(what(), e))? == "notify-reload";
-            Ok::<_, SystemdError>((exec.is_empty() && !notify).then(|| m.unit.clone()))
+            let reloadable = fleet.get(&m.host).reloadable(&m.unit).await?;
+            Ok::<_, SystemdError>((!reloadable).then(|| m.unit.clone()))
         });
     let found = futures_util::future::join_all(checks).await;
     found.into_iter().filter_map(Result::transpose).collect()
-}
-
-/// When `unit`'s main process started, `None` when it does not run.
-async fn started_at(sd: &Systemd, unit: &str) -> Result<Option<SystemTime>, SystemdError> {
-    let _call = sd.permit().await;
-    let what = || format!("read the start time of {unit}");
-    let path = sd
-        .manager
-        .load_unit(unit)
-        .await
-        .map_err(|e| sd.err(what(), e))?;
-    let state = sd.unit_at(path.clone()).await?.active_state().await;
-    if !ActiveState::from_dbus(&state.map_err(|e| sd.err(what(), e))?).is_up() {
-        return Ok(None);
-    }
-    let svc = sd.service_at(path).await?;
-    let us = svc
-        .exec_main_start_timestamp()
-        .await
-        .map_err(|e| sd.err(what(), e))?;
-    Ok((us > 0).then(|| UNIX_EPOCH + Duration::from_micros(us)))
 }
 
 pub(crate) fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
@@ -307,10 +247,7 @@ async fn cancel(fleet: &Fleet, engine: &Engine, s: &mut Summary) {
     let jobs = engine.inflight().jobs();
     let cancels = futures_util::future::join_all(jobs.iter().map(|(host, id, _)| {
         let sd = fleet.get(host);
-        async move {
-            let _call = sd.permit().await;
-            sd.manager.cancel_job(*id).await
-        }
+        async move { sd.cancel_job(*id).await }
     }));
     let _ = tokio::time::timeout(Duration::from_millis(500), cancels).await;
     mark_canceled(&mut s.running_jobs);

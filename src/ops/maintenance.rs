@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::fleet::Access;
-use crate::lifecycle::{self, Member, Observer};
+use crate::lifecycle::{self, Observer};
 use crate::maintenance::{self, Notify, ResumeReport, StopOptions, StopReport};
+use crate::members::{self, Member};
 use crate::model::Deployment;
 
 /// Slack over the longest `stop_timeout`: systemd itself kills a unit that
@@ -43,7 +44,7 @@ pub fn stop(
 ) -> Result<StopReport, Error> {
     let timeout = req
         .timeout
-        .unwrap_or_else(|| default_stop_timeout(&lifecycle::members(d)));
+        .unwrap_or_else(|| default_stop_timeout(&members::members(d)));
     let targets = access.used(d)?;
     super::runtime()?.block_on(async {
         let fleet = access.connect(&targets).await?;
@@ -82,18 +83,18 @@ pub struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        crate::lock::release(&self.path);
+        crate::state::holder::release(&self.path);
     }
 }
 
 /// Takes the deployment's lock at once, or fails naming the holder.
 pub fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
     // Made first: the lock file carries its hash.
-    let _ = crate::lock::token();
+    let _ = crate::state::holder::token();
     let home = access.home(d)?;
-    let lock = super::runtime()?.block_on(maintenance::lock(d, &home))?;
-    let path = maintenance::lock_path(d);
-    crate::lock::hold(&path);
+    let lock = super::runtime()?.block_on(crate::state::lock(d, &home))?;
+    let path = crate::state::lock_path(d);
+    crate::state::holder::hold(&path);
     Ok(Held { _lock: lock, path })
 }
 
@@ -219,7 +220,10 @@ fn command(argv: &[String], env: &CommandEnv<'_>, on_terminal: bool) -> tokio::p
     cmd.args(&argv[1..])
         .env("ORCH_DEPLOYMENT", env.deployment)
         .env("ORCH_MAINTENANCE_REASON", env.reason)
-        .env(crate::lock::TOKEN_ENV, crate::lock::token())
+        .env(
+            crate::state::holder::TOKEN_ENV,
+            crate::state::holder::token(),
+        )
         .process_group(0);
     if on_terminal {
         // SAFETY: only async-signal-safe calls (sigprocmask, tcsetpgrp,

@@ -141,10 +141,10 @@ pub fn install(
         };
         let _lock = match dry_run {
             true => None,
-            false => Some(crate::maintenance::lock_within(d, &home, crate::lock::wait()).await?),
+            false => Some(crate::state::lock_within(d, &home, crate::state::holder::wait()).await?),
         };
         let plans = plan::plan_all(d, &units, &targets).await?;
-        let in_maintenance = crate::maintenance::read_state(d, &home).await?.is_some();
+        let in_maintenance = crate::state::read_state(d, &home).await?.is_some();
         let opts = install::Options {
             dry_run,
             force,
