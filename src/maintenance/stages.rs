@@ -1,0 +1,142 @@
+//! The stop in stages: dependents, workers, master (then the database),
+//! each phase on every host at once, drained within its share of the
+//! `--timeout` budget, then SIGKILLed.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::{each_host, MaintenanceError, Notify};
+use crate::fleet::Fleet;
+use crate::jobs::{JobEnd, Jobs};
+use crate::members::Member;
+use crate::phases;
+use crate::systemd::{JobKind, JobMode, SystemdError};
+
+/// The members running again after their stop: started between the stop
+/// and the masks taking effect.
+pub(super) async fn restarted(
+    fleet: &Fleet,
+    members: &[Member],
+) -> Result<Vec<String>, SystemdError> {
+    let up = running(fleet, members).await?;
+    Ok(up.into_iter().map(|m| m.unit.clone()).collect())
+}
+
+/// The time `--timeout` gives the stop: each phase drains within its units'
+/// `stop_timeout`, but must leave every later phase a share, so that a stuck
+/// worker is killed in time for the master still to stop gracefully.
+pub(super) struct Budget {
+    started: tokio::time::Instant,
+    pub(super) deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl Budget {
+    pub(super) fn new(timeout: Duration) -> Budget {
+        let started = tokio::time::Instant::now();
+        Budget {
+            started,
+            deadline: started + timeout,
+            timeout,
+        }
+    }
+
+    /// What each phase keeps for itself out of `--timeout`.
+    fn share(&self, phases: usize) -> Duration {
+        (self.timeout / (2 * phases.max(1) as u32)).min(Duration::from_secs(2))
+    }
+
+    /// When the grace period of a phase with `later` phases after it ends.
+    fn drain_until(&self, group: &[Member], phases: usize, later: usize) -> tokio::time::Instant {
+        let longest = group
+            .iter()
+            .map(|m| m.stop_timeout)
+            .max()
+            .unwrap_or_default();
+        let share = self.share(phases);
+        let reserved = share * later as u32 + share / 2;
+        let own = tokio::time::Instant::now() + longest + Duration::from_secs(1);
+        own.min(self.deadline.checked_sub(reserved).unwrap_or(self.started))
+    }
+}
+
+/// The members that have (or may soon have) processes, read per host.
+pub(super) async fn running<'a>(
+    fleet: &'a Fleet,
+    members: &'a [Member],
+) -> Result<Vec<&'a Member>, SystemdError> {
+    each_host(fleet, members, |sd, mine| async move {
+        let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+        let states = sd.active_states(&units).await?;
+        let up = mine.into_iter().zip(states).filter(|(_, s)| s.is_running());
+        Ok::<_, SystemdError>(up.map(|(m, _)| m).collect())
+    })
+    .await
+}
+
+/// Stops dependents, then workers, then the master (then the database),
+/// each phase on every host at once before the next begins. A masked unit
+/// has no dependencies left in systemd (its unit file is /dev/null), so
+/// `PartOf=` cannot carry the cascade: orch stops every unit itself.
+/// Returns the units it had to SIGKILL.
+pub(super) async fn stop_phases(
+    fleet: &Fleet,
+    jobs: &Jobs,
+    members: &[Member],
+    budget: &Budget,
+    notify: Notify<'_>,
+) -> Result<Vec<String>, MaintenanceError> {
+    let phases = phases::stop_order(members);
+    let mut killed = Vec::new();
+    for (i, group) in phases.iter().enumerate() {
+        let names: Vec<&str> = group.iter().map(|m| m.unit.as_str()).collect();
+        notify("stopping", &names.join(" "));
+        let drain_until = budget.drain_until(group, phases.len(), phases.len() - i - 1);
+        let settle = budget.share(phases.len()) / 2;
+        killed.extend(stop_group(fleet, jobs, group, drain_until, settle).await?);
+    }
+    Ok(killed)
+}
+
+/// Stops every unit of `group` that is still running, all at once, and
+/// awaits every job (and any systemd adds) until `drain_until`; then the
+/// hard stop: SIGKILL for what still runs, and `settle` for it to go.
+pub(super) async fn stop_group(
+    fleet: &Fleet,
+    jobs: &Jobs,
+    group: &[Member],
+    drain_until: tokio::time::Instant,
+    settle: Duration,
+) -> Result<Vec<String>, SystemdError> {
+    let up = running(fleet, group).await?;
+    let bound = drain_until.saturating_duration_since(tokio::time::Instant::now());
+    let ends = join_all(
+        up.iter()
+            .map(|m| jobs.run(&m.unit, &m.host, JobKind::Stop, JobMode::Replace, bound)),
+    )
+    .await;
+    for (m, end) in up.iter().zip(&ends) {
+        if let JobEnd::NotEnqueued(e) | JobEnd::Lost(e) = end {
+            tracing::warn!(unit = %m.unit, error = %e, "stop failed; the proof will catch it");
+        }
+    }
+    if ends
+        .iter()
+        .all(|e| matches!(e, JobEnd::Done(_) | JobEnd::Failed(_)))
+    {
+        return Ok(Vec::new());
+    }
+    let mut killed = Vec::new();
+    for m in running(fleet, group).await? {
+        match jobs.kill(&m.unit, &m.host).await {
+            Ok(()) => killed.push(m.unit.clone()),
+            Err(e) => {
+                tracing::warn!(unit = %m.unit, error = %e, "SIGKILL failed; the proof will catch it")
+            }
+        }
+    }
+    let until = tokio::time::Instant::now() + settle;
+    join_all(up.iter().map(|m| jobs.settle(&m.unit, &m.host, until))).await;
+    Ok(killed)
+}
