@@ -3,9 +3,7 @@
 //! operator named ([`Selection`], resolved by [`select`]). Shared by
 //! lifecycle, maintenance, status and logs; depends on the model only.
 
-use std::time::Duration;
-
-use crate::model::{Deployment, Probe, Role};
+use crate::model::{Bounds, Deployment, Probe, Role};
 
 /// One unit orch acts on, with its bounds.
 #[derive(Debug, Clone)]
@@ -16,9 +14,7 @@ pub struct Member {
     pub role: Role,
     pub kind: Option<String>,
     pub health: Option<Probe>,
-    pub start_timeout: Duration,
-    pub stop_timeout: Duration,
-    pub health_timeout: Duration,
+    pub bounds: Bounds,
 }
 
 /// Every unit of the deployment, in start order: the database and the
@@ -31,9 +27,7 @@ pub fn members(d: &Deployment) -> Vec<Member> {
         role,
         kind: None,
         health: x.health.clone(),
-        start_timeout: x.start_timeout,
-        stop_timeout: x.stop_timeout,
-        health_timeout: x.health_timeout,
+        bounds: x.bounds,
     };
     let svc = |s: &crate::model::Service, role, kind: Option<&str>| Member {
         unit: s.unit.clone(),
@@ -41,9 +35,7 @@ pub fn members(d: &Deployment) -> Vec<Member> {
         role,
         kind: kind.map(str::to_string),
         health: s.health.clone(),
-        start_timeout: s.start_timeout,
-        stop_timeout: s.stop_timeout,
-        health_timeout: s.health_timeout,
+        bounds: s.bounds,
     };
     if let Some(db) = &d.database {
         v.push(ext(db, Role::Database));

@@ -487,9 +487,7 @@ mod tests {
             role,
             kind: None,
             health: None,
-            start_timeout: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(1),
-            health_timeout: Duration::from_secs(1),
+            bounds: crate::model::Bounds::all(Duration::from_secs(1)),
         }
     }
 

@@ -586,7 +586,7 @@ impl Engine {
                 return false;
             }
         }
-        let bound = self.bounded(kind.bound(m.start_timeout, m.stop_timeout) + JOB_MARGIN);
+        let bound = self.bounded(kind.bound(m.bounds.start, m.bounds.stop) + JOB_MARGIN);
         let end = self.jobs.run(&m.unit, &m.host, kind, mode, bound).await;
         let r = match end {
             JobEnd::Done(result) if kind.ends_stopped() => self.stopped(m, result).await,
@@ -689,9 +689,7 @@ fn prerequisite(unit: String, host: &str) -> Member {
         role: Role::Prerequisite,
         kind: None,
         health: None,
-        start_timeout: PREREQUISITE_BOUND,
-        stop_timeout: PREREQUISITE_BOUND,
-        health_timeout: PREREQUISITE_BOUND,
+        bounds: crate::model::Bounds::all(PREREQUISITE_BOUND),
     }
 }
 
@@ -715,9 +713,7 @@ mod tests {
             role: Role::Worker,
             kind: Some(kind.into()),
             health: None,
-            start_timeout: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(1),
-            health_timeout: Duration::from_secs(1),
+            bounds: crate::model::Bounds::all(Duration::from_secs(1)),
         }
     }
 

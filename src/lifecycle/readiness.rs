@@ -27,7 +27,7 @@ impl Engine {
                 r.result = Some(ServiceResult::Timeout);
                 r.error = Some(format!(
                     "did not stop within its stop_timeout ({:?}); systemd killed it with SIGKILL",
-                    m.stop_timeout
+                    m.bounds.stop
                 ));
             }
             Some(other) => r.result = Some(other),
@@ -99,7 +99,7 @@ impl Engine {
     /// Probes until healthy within the unit's `health_timeout`, checking
     /// between attempts that the unit is still the one that started.
     async fn probe(&self, m: &Member, probe: &crate::model::Probe) -> Result<(), ReadyError> {
-        let timeout = self.bounded(m.health_timeout);
+        let timeout = self.bounded(m.bounds.health);
         // A unit that crashes and is restarted by Restart= while being probed
         // is flapping, not starting: its restart count must not move.
         let restarts = self.jobs.restarts(&m.unit, &m.host).await;

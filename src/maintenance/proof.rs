@@ -121,7 +121,7 @@ pub(super) async fn stray_containers(
     let grace = d
         .services()
         .filter(|s| s.container.is_some())
-        .map(|s| s.stop_timeout)
+        .map(|s| s.bounds.stop)
         .max()
         .unwrap_or_default()
         .min(

@@ -51,7 +51,7 @@ impl Budget {
     fn drain_until(&self, group: &[Member], phases: usize, later: usize) -> tokio::time::Instant {
         let longest = group
             .iter()
-            .map(|m| m.stop_timeout)
+            .map(|m| m.bounds.stop)
             .max()
             .unwrap_or_default();
         let share = self.share(phases);

@@ -20,7 +20,7 @@ const STOP_SLACK: Duration = Duration::from_secs(10);
 pub fn default_stop_timeout(members: &[Member]) -> Duration {
     members
         .iter()
-        .map(|m| m.stop_timeout)
+        .map(|m| m.bounds.stop)
         .max()
         .unwrap_or_default()
         + STOP_SLACK
@@ -350,9 +350,10 @@ mod tests {
             role: Role::Worker,
             kind: None,
             health: None,
-            start_timeout: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(stop_timeout),
-            health_timeout: Duration::from_secs(1),
+            bounds: crate::model::Bounds {
+                stop: Duration::from_secs(stop_timeout),
+                ..crate::model::Bounds::all(Duration::from_secs(1))
+            },
         }
     }
 
