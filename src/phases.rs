@@ -106,7 +106,7 @@ pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
         (Op::Restart, None) => {
             // The database is made sure of before anything is stopped.
             let mut steps = vec![Step::EnsureRunning(prerequisites(members))];
-            steps.extend(stops(op, members, shape));
+            steps.extend(stops(members, shape, false));
             steps.extend(starts(members, shape));
             steps
         }
@@ -115,19 +115,19 @@ pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
             steps.extend(starts(members, shape));
             steps
         }
-        (Op::Stop, _) => stops(op, members, shape),
+        (Op::Stop, _) => stops(members, shape, true),
     };
     steps.retain(|s| !s.members().is_empty());
     steps
 }
 
-/// Stop phases. A restart never stops the database nor a prerequisite:
-/// they are awaited, not restarted; a plain stop stops them only when they
-/// were named.
-fn stops(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
+/// Stop phases. A restart never stops the database nor a prerequisite
+/// (`needed_too` false): they are awaited, not restarted; a plain stop
+/// stops them only when they were named (they are among `members` then).
+fn stops(members: &[Member], shape: Shape, needed_too: bool) -> Vec<Step> {
     stop_order(members)
         .into_iter()
-        .filter(|g| op == Op::Stop || !matches!(g[0].role, Role::Database | Role::Prerequisite))
+        .filter(|g| needed_too || !matches!(g[0].role, Role::Database | Role::Prerequisite))
         .map(|g| {
             let mode = match g[0].role {
                 Role::Master => master_mode(shape),
