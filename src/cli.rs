@@ -10,7 +10,7 @@ use clap::Parser;
 pub use args::{Cli, Command, Global, Lifecycle};
 
 use crate::commands;
-use crate::commands::lifecycle::Extra;
+use crate::commands::lifecycle::VerbFlags;
 use crate::error::{Error, UsageError};
 use crate::exit;
 use crate::model::Deployment;
@@ -71,8 +71,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
         _ => {}
     }
     let reach = match &cli.command {
-        Command::Render { .. } => crate::ops::Reach::ThisMachine,
-        _ => crate::ops::Reach::Hosts,
+        Command::Render { .. } => crate::ops::InstalledFrom::ThisMachine,
+        _ => crate::ops::InstalledFrom::Hosts,
     };
     if let Some(wait) = g.lock_wait {
         crate::state::holder::set_wait(wait);
@@ -98,7 +98,7 @@ fn command_name(command: &Command) -> String {
 
 /// The commands that act on a deployment, each handed to its file.
 fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error> {
-    let none = Extra::default;
+    let none = VerbFlags::default;
     match command {
         Command::Render { out } => commands::render::run(g, d, out.as_deref()),
         Command::Plan => commands::plan::run(g, d),
@@ -110,7 +110,7 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
         Command::Start(a) => commands::lifecycle::run(g, d, Op::Start, a, none()),
         Command::Stop(a) => commands::lifecycle::run(g, d, Op::Stop, a, none()),
         Command::Reload { args, or_restart } => {
-            let extra = Extra {
+            let extra = VerbFlags {
                 or_restart: *or_restart,
                 ..none()
             };
@@ -122,7 +122,7 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
             batch,
             changed,
         } => {
-            let extra = Extra {
+            let extra = VerbFlags {
                 rolling: rolling.then_some(*batch as usize),
                 changed: *changed,
                 ..none()
@@ -149,9 +149,9 @@ fn install(
     if code != exit::OK || !restart {
         return Ok(code);
     }
-    let extra = Extra {
+    let extra = VerbFlags {
         changed: true,
-        ..Extra::default()
+        ..VerbFlags::default()
     };
     commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
 }
@@ -228,7 +228,7 @@ fn config_path(g: &Global) -> Result<PathBuf, UsageError> {
 /// The deployment, with the global overrides applied. Resolved twice when
 /// worker units are installed: the first pass finds the unit folders, the
 /// second keeps the installed workers' names (see `model::names`).
-fn load(g: &Global, reach: crate::ops::Reach) -> Result<Deployment, Error> {
+fn load(g: &Global, reach: crate::ops::InstalledFrom) -> Result<Deployment, Error> {
     let path = config_path(g)?;
     let source = crate::config::Source::read(&path)?;
     let mut overrides = crate::model::Overrides {

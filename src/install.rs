@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::fleet::{Fleet, Target};
+use crate::fleet::{Fleet, HostAccess};
 use crate::jobs::{JobEnd, Jobs};
 use crate::model::Deployment;
 use crate::plan::{Action, Plan, PlannedUnit};
@@ -98,7 +98,7 @@ impl InstallError {
 pub async fn install(
     d: &Deployment,
     plans: &[Plan],
-    targets: &[Target],
+    targets: &[HostAccess],
     fleet: Option<&Fleet>,
     opts: Options,
 ) -> Result<Report, InstallError> {
@@ -213,7 +213,7 @@ fn is_stale(u: &PlannedUnit, force: bool) -> bool {
 async fn install_host(
     d: &Deployment,
     plan: &Plan,
-    target: &Target,
+    target: &HostAccess,
     sd: &Systemd,
     opts: Options,
 ) -> Result<HostReport, InstallError> {

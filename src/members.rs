@@ -126,7 +126,7 @@ pub enum Selection {
     /// `--all`.
     All,
     /// Unit names, worker kinds, or master / workers / dependents / database.
-    Targets(Vec<String>),
+    Named(Vec<String>),
 }
 
 /// What `--all` covers.
@@ -148,7 +148,7 @@ impl Selection {
                 .into_iter()
                 .filter(|m| !needed(m) || all == AllUnits::WithPrerequisites)
                 .collect()),
-            Selection::Targets(t) => select(d, t),
+            Selection::Named(t) => select(d, t),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::fleet::{Fleet, Target};
+use crate::fleet::{Fleet, HostAccess};
 use crate::health::{self, Limits};
 use crate::members::Member;
 use crate::model::{Deployment, Role};
@@ -183,8 +183,8 @@ impl StatusError {
 /// Reads every host at once; one out of reach does not hide the others.
 pub async fn deployment(
     d: &Deployment,
-    targets: &[Target],
-    home: &Store,
+    targets: &[HostAccess],
+    state_store: &Store,
     call_timeout: Duration,
 ) -> Result<DeploymentStatus, StatusError> {
     let members = crate::members::members(d);
@@ -217,7 +217,7 @@ pub async fn deployment(
     if maintenance_known {
         // A damaged journal must not hide the units: it is shown, with the
         // way out, next to them.
-        match crate::state::read_state(d, home).await {
+        match crate::state::read_state(d, state_store).await {
             Ok(m) => maintenance = m,
             Err(e) if e.is_unreadable_journal() => maintenance_unreadable = Some(e.to_string()),
             Err(e) => return Err(e.into()),
@@ -234,7 +234,7 @@ pub async fn deployment(
 
 /// The image and the engine's view of each container unit, per host
 /// (bounded; a host whose engine cannot be asked says why in each row).
-async fn container_states(d: &Deployment, targets: &[Target], rows: &mut [UnitStatus]) {
+async fn container_states(d: &Deployment, targets: &[HostAccess], rows: &mut [UnitStatus]) {
     for host in crate::containers::container_hosts(d) {
         let Some(t) = targets.iter().find(|t| t.name == host) else {
             continue;

@@ -8,12 +8,12 @@ use crate::lifecycle;
 use crate::members::Selection;
 use crate::model::Deployment;
 use crate::op::Op;
-use crate::ops::lifecycle::{Job, Outcome, Request};
+use crate::ops::lifecycle::{Operation, Outcome, Request};
 use crate::output::{self, Format};
 
 /// What some verbs add to the common lifecycle flags.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Extra {
+pub struct VerbFlags {
     /// `restart --rolling --batch N`.
     pub rolling: Option<usize>,
     /// `reload --or-restart`.
@@ -22,15 +22,21 @@ pub struct Extra {
     pub changed: bool,
 }
 
-pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> Result<i32, Error> {
+pub fn run(
+    g: &Global,
+    d: &Deployment,
+    op: Op,
+    a: &Lifecycle,
+    extra: VerbFlags,
+) -> Result<i32, Error> {
     let rolling = extra.rolling;
     let selection = if a.all || extra.changed {
         Selection::All
     } else {
-        Selection::Targets(a.targets.clone())
+        Selection::Named(a.targets.clone())
     };
     let access = g.access();
-    let job = Job::new(d, &access, op, &selection)?;
+    let operation = Operation::new(d, &access, op, &selection)?;
     let req = Request {
         opts: lifecycle::Options {
             max_parallel: a.max_parallel.map(|n| n as usize),
@@ -45,9 +51,12 @@ pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> R
         changed: extra.changed,
     };
     let verb = format!("{op:?}").to_lowercase();
-    let observer =
-        output::progress::observer(g.output, g.quiet, title(&verb, rolling, job.members()));
-    let outcome = job.run(req, observer.clone());
+    let observer = output::progress::observer(
+        g.output,
+        g.quiet,
+        title(&verb, rolling, operation.members()),
+    );
+    let outcome = operation.run(req, observer.clone());
     observer.finish();
     match outcome? {
         Outcome::Done(summary) if extra.changed && summary.units.is_empty() && summary.ok => {

@@ -23,7 +23,7 @@ pub struct Request {
 pub fn run(g: &Global, d: &Deployment, req: Request) -> Result<i32, Error> {
     let selection = match req.targets.is_empty() {
         true => Selection::All,
-        false => Selection::Targets(req.targets),
+        false => Selection::Named(req.targets),
     };
     // As journalctl: the last 10 lines, unless --since asks for a span.
     let lines = req.lines.unwrap_or(match req.since {

@@ -3,7 +3,7 @@
 //! reloaded again, or named.
 
 use super::{each_host, store_of, MaintenanceError};
-use crate::fleet::{Fleet, Target};
+use crate::fleet::{Fleet, HostAccess};
 use crate::members::Member;
 use crate::model::Deployment;
 use crate::systemd::{LoadState, Systemd, SystemdError};
@@ -13,7 +13,7 @@ use crate::systemd::{LoadState, Systemd, SystemdError};
 pub(super) async fn set_masks(
     d: &Deployment,
     fleet: &Fleet,
-    targets: &[Target],
+    targets: &[HostAccess],
     members: &[Member],
     mask: bool,
 ) -> Result<bool, MaintenanceError> {
@@ -26,7 +26,7 @@ pub(super) async fn set_masks(
 pub(super) async fn write_masks(
     d: &Deployment,
     fleet: &Fleet,
-    targets: &[Target],
+    targets: &[HostAccess],
     members: &[Member],
     mask: bool,
 ) -> Result<Vec<String>, MaintenanceError> {

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::fleet::{Fleet, Target};
+use crate::fleet::{Fleet, HostAccess};
 use crate::jobs::Jobs;
 use crate::members::{self, Member};
 use crate::model::{Deployment, Role};
@@ -118,7 +118,7 @@ where
     Ok(out)
 }
 
-fn store_of<'a>(targets: &'a [Target], host: &str) -> &'a Store {
+fn store_of<'a>(targets: &'a [HostAccess], host: &str) -> &'a Store {
     &targets
         .iter()
         .find(|t| t.name == host)
@@ -164,7 +164,7 @@ pub type Notify<'a> = &'a (dyn Fn(&str, &str) + Sync);
 pub async fn stop_for_maintenance(
     d: &Deployment,
     fleet: &Fleet,
-    targets: &[Target],
+    targets: &[HostAccess],
     opts: StopOptions<'_>,
     notify: Notify<'_>,
 ) -> Result<StopReport, MaintenanceError> {
@@ -174,11 +174,11 @@ pub async fn stop_for_maintenance(
             &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON],
         )
         .await?;
-    let home = store_of(targets, &d.master.host);
-    let _lock = lock(d, home).await?;
+    let state_store = store_of(targets, &d.master.host);
+    let _lock = lock(d, state_store).await?;
     let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
-    let (state, resumed) = record(d, fleet, home, &members, &opts).await?;
+    let (state, resumed) = record(d, fleet, state_store, &members, &opts).await?;
     notify(
         "recorded",
         &format!(
@@ -232,11 +232,11 @@ pub async fn stop_for_maintenance(
 async fn record(
     d: &Deployment,
     fleet: &Fleet,
-    home: &Store,
+    state_store: &Store,
     members: &[Member],
     opts: &StopOptions<'_>,
 ) -> Result<(State, bool), MaintenanceError> {
-    if let Some(s) = read_state(d, home).await? {
+    if let Some(s) = read_state(d, state_store).await? {
         return Ok((s, true));
     }
     let mut active: Vec<String> = running(fleet, members)
@@ -265,7 +265,9 @@ async fn record(
             .collect(),
     };
     let bytes = serde_json::to_vec_pretty(&s).expect("state serializes");
-    home.write_files(&dir(d), &[(state_path(d), bytes)]).await?;
+    state_store
+        .write_files(&dir(d), &[(state_path(d), bytes)])
+        .await?;
     Ok((s, false))
 }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::masks::set_masks;
 use super::{covered, on_host, store_of, MaintenanceError, Notify};
-use crate::fleet::{Fleet, Target};
+use crate::fleet::{Fleet, HostAccess};
 use crate::lifecycle;
 use crate::members::{self, Member};
 use crate::model::{Deployment, Role};
@@ -49,7 +49,7 @@ pub(super) enum Journal {
 pub async fn resume(
     d: &Deployment,
     fleet: &Fleet,
-    targets: &[Target],
+    targets: &[HostAccess],
     opts: lifecycle::Options,
     observer: std::sync::Arc<dyn lifecycle::Observer>,
     notify: Notify<'_>,
@@ -58,9 +58,9 @@ pub async fn resume(
     fleet
         .preflight("resume", &[actions::MANAGE_UNITS, actions::RELOAD_DAEMON])
         .await?;
-    let home = store_of(targets, &d.master.host);
-    let _lock = lock(d, home).await?;
-    let journal = match (read_state(d, home).await, scope) {
+    let state_store = store_of(targets, &d.master.host);
+    let _lock = lock(d, state_store).await?;
+    let journal = match (read_state(d, state_store).await, scope) {
         (Ok(None), _) => Journal::Absent,
         (Ok(Some(s)), _) => Journal::Recorded(s),
         (Err(e), ResumeScope::Whole) if e.is_unreadable_journal() => Journal::Unreadable,
@@ -90,7 +90,7 @@ pub async fn resume(
         (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, &state),
         (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
     };
-    let summary = start_recorded(d, fleet, home, &members, opts, observer, notify).await?;
+    let summary = start_recorded(d, fleet, state_store, &members, opts, observer, notify).await?;
     report.summary = Some(summary);
     Ok(report)
 }
@@ -134,7 +134,7 @@ pub(super) fn needed_first(m: &Member) -> bool {
 pub(super) async fn start_recorded(
     d: &Deployment,
     fleet: &Fleet,
-    home: &Store,
+    state_store: &Store,
     members: &[Member],
     opts: lifecycle::Options,
     observer: std::sync::Arc<dyn lifecycle::Observer>,
@@ -148,7 +148,8 @@ pub(super) async fn start_recorded(
     let summary = engine.run(crate::op::Op::Start, members, true).await;
     if summary.ok {
         let path = state_path(d);
-        home.remove_files(&dir(d), std::slice::from_ref(&path))
+        state_store
+            .remove_files(&dir(d), std::slice::from_ref(&path))
             .await?;
         notify(
             "resumed",

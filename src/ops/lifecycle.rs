@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::error::{Error, UsageError};
-use crate::fleet::{Access, Fleet, Target};
+use crate::fleet::{Access, Fleet, HostAccess};
 use crate::lifecycle::{self, Engine, Observer, Summary};
 use crate::members::{Member, Selection};
 use crate::model::{Deployment, Role};
@@ -36,14 +36,14 @@ pub enum Outcome {
 }
 
 /// One lifecycle operation, resolved: its units and the hosts they are on.
-pub struct Job<'a> {
+pub struct Operation<'a> {
     d: &'a Deployment,
     access: &'a Access,
     op: Op,
     all: bool,
     members: Vec<Member>,
-    targets: Vec<Target>,
-    home: Store,
+    targets: Vec<HostAccess>,
+    state_store: Store,
 }
 
 /// What the operator asked for besides the units.
@@ -58,26 +58,26 @@ pub struct Request {
     pub changed: bool,
 }
 
-impl<'a> Job<'a> {
+impl<'a> Operation<'a> {
     pub fn new(
         d: &'a Deployment,
         access: &'a Access,
         op: Op,
         selection: &Selection,
-    ) -> Result<Job<'a>, Error> {
+    ) -> Result<Operation<'a>, Error> {
         let members = members(d, op, selection)?;
         let targets = access
             .used(d)?
             .into_iter()
             .filter(|t| members.iter().any(|m| m.host == t.name))
             .collect();
-        Ok(Job {
+        Ok(Operation {
             d,
             access,
             op,
             all: matches!(selection, Selection::All),
             members,
-            home: access.home(d)?,
+            state_store: access.state_store(d)?,
             targets,
         })
     }
@@ -139,7 +139,7 @@ impl<'a> Job<'a> {
         // for it, and it for theirs (a maintenance's `-- CMD` runs orch with
         // the holder's token, under its lock).
         let wait = crate::state::holder::wait();
-        let lock = crate::state::lock_within(self.d, &self.home, wait).await?;
+        let lock = crate::state::lock_within(self.d, &self.state_store, wait).await?;
         // All but the database is stopped and masked in maintenance: a reload
         // would fail, a reload-or-restart would start units. The database is
         // never masked: the operator starts and stops it through orch then
@@ -151,7 +151,7 @@ impl<'a> Job<'a> {
             .all(|m| matches!(m.role, Role::Database | Role::Prerequisite));
         let refused = self.op.refused_in_maintenance();
         if refused && !req.force && !only_database {
-            crate::state::refuse_if_in_maintenance(self.d, &self.home).await?;
+            crate::state::refuse_if_in_maintenance(self.d, &self.state_store).await?;
         }
         if self.op.needs_reload_support() && !req.opts.or_restart {
             let units = not_reloadable(&fleet, &self.members).await?;
@@ -325,9 +325,9 @@ unit = "bridge.service"
     #[test]
     fn a_named_database_or_prerequisite_is_stopped() {
         let d = deployment();
-        let m = members(&d, Op::Stop, &Selection::Targets(vec!["database".into()])).unwrap();
+        let m = members(&d, Op::Stop, &Selection::Named(vec!["database".into()])).unwrap();
         assert_eq!(roles(&m), [Role::Database]);
-        let t = Selection::Targets(vec!["prerequisites".into()]);
+        let t = Selection::Named(vec!["prerequisites".into()]);
         let m = members(&d, Op::Stop, &t).unwrap();
         assert_eq!(
             m.iter().map(|m| m.unit.as_str()).collect::<Vec<_>>(),
@@ -338,7 +338,7 @@ unit = "bridge.service"
     #[test]
     fn an_unknown_target_is_a_usage_error() {
         let d = deployment();
-        let e = members(&d, Op::Start, &Selection::Targets(vec!["nope".into()])).unwrap_err();
+        let e = members(&d, Op::Start, &Selection::Named(vec!["nope".into()])).unwrap_err();
         assert!(matches!(e, UsageError::Target(_)));
         assert!(e.to_string().starts_with("`nope` is not a unit"), "{e}");
     }

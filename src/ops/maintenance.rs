@@ -91,8 +91,8 @@ impl Drop for Held {
 pub fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
     // Made first: the lock file carries its hash.
     let _ = crate::state::holder::token();
-    let home = access.home(d)?;
-    let lock = super::runtime()?.block_on(crate::state::lock(d, &home))?;
+    let state_store = access.state_store(d)?;
+    let lock = super::runtime()?.block_on(crate::state::lock(d, &state_store))?;
     let path = crate::state::lock_path(d);
     crate::state::holder::hold(&path);
     Ok(Held { _lock: lock, path })

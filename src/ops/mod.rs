@@ -29,7 +29,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// Where [`installed`] looks for the worker names to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
+pub enum InstalledFrom {
     /// Every host `install` visits (over SSH for remote ones).
     Hosts,
     /// Only this machine's unit folder (`orch render` needs no host).
@@ -40,7 +40,7 @@ pub enum Reach {
 /// the files carrying its `X-Orch-Deployment=` marker (symlinks are
 /// systemd's). A folder that cannot be read counts as empty, with a
 /// warning: `plan` and `install` then fail on it with their own error.
-pub fn installed(d: &Deployment, access: &Access, reach: Reach) -> model::Installed {
+pub fn installed(d: &Deployment, access: &Access, reach: InstalledFrom) -> model::Installed {
     let targets = match access.install(d) {
         Ok(t) => t,
         Err(e) => {
@@ -50,7 +50,7 @@ pub fn installed(d: &Deployment, access: &Access, reach: Reach) -> model::Instal
     };
     let targets: Vec<_> = targets
         .into_iter()
-        .filter(|t| reach == Reach::Hosts || d.host(&t.name).address.is_none())
+        .filter(|t| reach == InstalledFrom::Hosts || d.host(&t.name).address.is_none())
         .collect();
     let read = async {
         let lists = join_all(targets.iter().map(|t| t.store.list_services(&d.unit_dir))).await;
@@ -122,7 +122,7 @@ pub fn install(
 ) -> Result<install::Report, Error> {
     let units = render::render(d)?;
     let targets = access.install(d)?;
-    let home = access.home(d)?;
+    let state_store = access.state_store(d)?;
     runtime()?.block_on(async {
         // Taken before the plan: two installs at once would both plan against
         // the same folder and leave a mix of their units.
@@ -141,10 +141,12 @@ pub fn install(
         };
         let _lock = match dry_run {
             true => None,
-            false => Some(crate::state::lock_within(d, &home, crate::state::holder::wait()).await?),
+            false => Some(
+                crate::state::lock_within(d, &state_store, crate::state::holder::wait()).await?,
+            ),
         };
         let plans = plan::plan_all(d, &units, &targets).await?;
-        let in_maintenance = crate::state::read_state(d, &home).await?.is_some();
+        let in_maintenance = crate::state::read_state(d, &state_store).await?.is_some();
         let opts = install::Options {
             dry_run,
             force,
@@ -165,7 +167,7 @@ pub fn install(
 /// The status of every unit on every host, and the maintenance state.
 pub fn status(d: &Deployment, access: &Access) -> Result<DeploymentStatus, Error> {
     let targets = access.used(d)?;
-    let home = access.home(d)?;
-    let read = status::deployment(d, &targets, &home, access.call_timeout);
+    let state_store = access.state_store(d)?;
+    let read = status::deployment(d, &targets, &state_store, access.call_timeout);
     Ok(runtime()?.block_on(read)?)
 }
