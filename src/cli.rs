@@ -1,13 +1,11 @@
-//! Command line: parse (src/cli/args.rs), resolve the configuration, hand
+//! Command line: parse ([`crate::args`]), resolve the configuration, hand
 //! the verb to its file in `commands`, and turn an error into its exit code.
-
-mod args;
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
-pub use args::{Cli, Command, Global, Lifecycle};
+use crate::args::{Cli, Command, Global, Lifecycle};
 
 use crate::commands;
 use crate::commands::lifecycle::VerbFlags;

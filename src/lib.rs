@@ -5,6 +5,7 @@
 //! [`plan`] (diff against the unit directory) → [`install`] (the only stage
 //! that changes anything, through [`systemd`] over D-Bus).
 
+pub mod args;
 pub mod cli;
 pub mod commands;
 pub mod config;

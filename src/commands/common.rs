@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
 use crate::lifecycle::{Phase, Summary, UnitReport};
 use crate::members::Member;

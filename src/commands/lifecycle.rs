@@ -1,7 +1,7 @@
 //! `orch start`, `stop`, `restart [--rolling]`, `reload [--or-restart]`.
 
 use super::common::{print, print_summary, title};
-use crate::cli::{Global, Lifecycle};
+use crate::args::{Global, Lifecycle};
 use crate::error::Error;
 use crate::exit;
 use crate::lifecycle;

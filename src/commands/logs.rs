@@ -2,7 +2,7 @@
 //! deployment spans several), or one JSON object per line.
 
 use super::common::{json, print};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::logs::{escape_controls, Entry, Lines, Options};

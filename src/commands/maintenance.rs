@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::common::{json, print, print_summary, step_printer, title};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::{Error, UsageError};
 use crate::exit;
 use crate::lifecycle;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::common::{json, print};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
