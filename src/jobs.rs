@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn inflight_lists_host_id_and_unit_sorted() {
         let table: Table = Arc::default();
-        let path = |p: &str| JobPath::try_from(p).unwrap();
+        let path = JobPath::parse;
         {
             let mut t = table.lock().unwrap();
             t.insert(

@@ -50,12 +50,9 @@ pub fn run(
         force: a.force,
         changed: extra.changed,
     };
-    let verb = format!("{op:?}").to_lowercase();
-    let observer = output::progress::observer(
-        g.output,
-        g.quiet,
-        title(&verb, rolling, operation.members()),
-    );
+    let verb = op.name();
+    let observer =
+        output::progress::observer(g.output, g.quiet, title(verb, rolling, operation.members()));
     let outcome = operation.run(req, observer.clone());
     observer.finish();
     match outcome? {

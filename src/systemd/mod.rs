@@ -97,7 +97,7 @@ impl SystemdError {
     }
 
     /// Wraps a zbus error, recognising permission and timeout failures.
-    pub fn from_zbus(action: impl Into<String>, e: zbus::Error, timeout: Duration) -> Self {
+    fn from_zbus(action: impl Into<String>, e: zbus::Error, timeout: Duration) -> Self {
         let action = action.into();
         let denied = |name: &str| {
             name == "org.freedesktop.DBus.Error.AccessDenied"
