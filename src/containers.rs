@@ -37,6 +37,13 @@ pub enum ContainersError {
         code: Option<i32>,
         stderr: String,
     },
+    #[error("{program} is not installed on host {host} (container units run there: it answered `{command}` with {why}); install it there (`apt-get install podman`) before starting, reloading or stopping them")]
+    MissingRuntime {
+        host: String,
+        program: String,
+        command: String,
+        why: String,
+    },
     #[error("cannot read podman's answer on host {host}: {cause}")]
     Parse { host: String, cause: String },
     #[error("image {image} is not present on host {host} (needed by {}); units never pull: pull it there first (`podman pull {image}`)", units.join(", "))]
@@ -86,11 +93,28 @@ async fn run(
             command: command.clone(),
             timeout,
         })?
-        .map_err(|source| ContainersError::Spawn {
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ContainersError::MissingRuntime {
+                host: host.into(),
+                program: runtime.binary().into(),
+                command: command.clone(),
+                why: source.to_string(),
+            },
+            _ => ContainersError::Spawn {
+                host: host.into(),
+                program: runtime.binary().into(),
+                source,
+            },
+        })?;
+    // A remote shell says "command not found" by exit status 127.
+    if on.is_some() && out.status.code() == Some(127) {
+        return Err(ContainersError::MissingRuntime {
             host: host.into(),
             program: runtime.binary().into(),
-            source,
-        })?;
+            command,
+            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
     if !out.status.success() {
         return Err(ContainersError::Failed {
             host: host.into(),
@@ -148,6 +172,20 @@ pub fn container_hosts(d: &Deployment) -> Vec<String> {
         }
     }
     hosts
+}
+
+/// Asks the engine on every host with a container unit for the deployment's
+/// containers: run before a maintenance stop, so a host without the engine
+/// (or where it fails) is named before any unit stops, not after, when the
+/// proof could not be completed.
+pub async fn check_runtime(
+    d: &Deployment,
+    remote_of: impl Fn(&str) -> Option<Remote>,
+) -> Result<(), ContainersError> {
+    for host in container_hosts(d) {
+        running(d, &host, remote_of(&host).as_ref()).await?;
+    }
+    Ok(())
 }
 
 /// Stops every running container of the deployment on `host`: called when

@@ -50,13 +50,23 @@ impl Op {
         }
     }
 
-    /// Starts units: their images must be there first, and the master's own
-    /// `Requires=`/`BindsTo=` are started and awaited before it (stop and
-    /// reload never start anything the master needs).
+    /// Starts units: the master's own `Requires=`/`BindsTo=` are started
+    /// and awaited before it (stop and reload never start anything the
+    /// master needs).
     pub fn starts_units(self) -> bool {
         match self {
             Op::Start | Op::Restart => true,
             Op::Stop | Op::Reload => false,
+        }
+    }
+
+    /// Needs each container unit's image on its host before any job: a
+    /// start makes new containers, and so may a reload (`--or-restart`, or
+    /// a unit that died since).
+    pub fn needs_images(self) -> bool {
+        match self {
+            Op::Start | Op::Restart | Op::Reload => true,
+            Op::Stop => false,
         }
     }
 
@@ -113,6 +123,8 @@ mod tests {
         assert_eq!(refused, [true, false, true, true]);
         let starts: Vec<bool> = all.iter().map(|o| o.starts_units()).collect();
         assert_eq!(starts, [true, false, true, false]);
+        let images: Vec<bool> = all.iter().map(|o| o.needs_images()).collect();
+        assert_eq!(images, [true, false, true, true]);
         assert_eq!(Op::Stop.all_units(), AllUnits::DeploymentOnly);
         assert_eq!(Op::Reload.all_units(), AllUnits::DeploymentOnly);
         assert_eq!(Op::Restart.all_units(), AllUnits::WithPrerequisites);

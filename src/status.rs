@@ -325,6 +325,9 @@ struct Row {
     memory: String,
     cpu: String,
     health: String,
+    /// The engine's state and the image, for a container unit; empty for a
+    /// bare one (a table without container units has no such column).
+    container: String,
 }
 
 impl Row {
@@ -346,6 +349,7 @@ impl Row {
                 .cpu_usage_nsec
                 .map_or_else(dash, |ns| short_duration(Duration::from_nanos(ns))),
             health: r.health.clone().unwrap_or_else(dash),
+            container: container_cell(r),
         }
     }
 
@@ -379,16 +383,17 @@ impl Row {
             } else {
                 format!("{ok}/{probed} ok")
             },
+            container: group_container_cell(members),
         }
     }
 
-    fn line(&self, hosts: bool) -> String {
+    fn line(&self, hosts: bool, containers: bool) -> String {
         let host = if hosts {
             format!("{:<12} ", self.host)
         } else {
             String::new()
         };
-        format!(
+        let row = format!(
             "{host}{:<50} {:<10} {:<11} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
             self.unit,
             self.role,
@@ -400,8 +405,49 @@ impl Row {
             self.memory,
             self.cpu,
             self.health
-        )
+        );
+        if containers {
+            // HEALTH stops being the last column: pad it, then the engine's view.
+            let row = row.trim_end_matches('\n');
+            let health_at = row.len() - self.health.len();
+            return format!(
+                "{}{:<10}  {}\n",
+                &row[..health_at],
+                self.health,
+                self.container
+            );
+        }
+        row
     }
+}
+
+/// `running localhost/app:1`: the engine's state (the reason why it could not
+/// be asked is in the JSON output) and the image.
+fn container_cell(r: &UnitStatus) -> String {
+    let Some(image) = &r.image else {
+        return String::new();
+    };
+    let state = r.container_state.as_deref().unwrap_or("-");
+    let state = state.split(':').next().unwrap_or(state);
+    format!("{state} {image}")
+}
+
+/// `2/3 running localhost/app:1` for a kind's containers.
+fn group_container_cell(members: &[&UnitStatus]) -> String {
+    let with: Vec<&&UnitStatus> = members.iter().filter(|r| r.image.is_some()).collect();
+    let Some(first) = with.first() else {
+        return String::new();
+    };
+    let running = with
+        .iter()
+        .filter(|r| r.container_state.as_deref() == Some("running"))
+        .count();
+    let same = with.iter().all(|r| r.image == first.image);
+    let image = match same {
+        true => first.image.clone().unwrap_or_default(),
+        false => "(several images)".into(),
+    };
+    format!("{running}/{} running {image}", with.len())
 }
 
 fn role_name(role: Role) -> String {
@@ -436,8 +482,10 @@ pub fn table(
         memory: "MEMORY".into(),
         cpu: "CPU".into(),
         health: "HEALTH".into(),
+        container: "CONTAINER".into(),
     };
-    let mut text = header.line(hosts);
+    let containers = rows.iter().any(|r| r.image.is_some());
+    let mut text = header.line(hosts, containers);
     let mut grouped: Vec<((String, String), Vec<&UnitStatus>)> = Vec::new();
     for r in rows {
         match kinds.and_then(|k| k.get(&r.unit)) {
@@ -448,11 +496,11 @@ pub fn table(
                     None => grouped.push((key, vec![r])),
                 }
             }
-            None => text.push_str(&Row::of(r).line(hosts)),
+            None => text.push_str(&Row::of(r).line(hosts, containers)),
         }
     }
     for ((_, kind), members) in &grouped {
-        text.push_str(&Row::group(kind, members).line(hosts));
+        text.push_str(&Row::group(kind, members).line(hosts, containers));
     }
     text
 }
@@ -595,5 +643,51 @@ mod tests {
         assert_eq!(short_bytes(512), "512B");
         assert_eq!(short_bytes(1536), "1.5K");
         assert_eq!(short_bytes(2 << 30), "2.0G");
+    }
+
+    #[test]
+    fn container_units_show_state_and_image_and_bare_tables_stay_as_they_were() {
+        let mut rows = vec![
+            row("fx.service", Role::Master, "active", Some("ok")),
+            row("fx-worker-0-generic.service", Role::Worker, "active", None),
+            row("fx-worker-1-generic.service", Role::Worker, "failed", None),
+        ];
+        let bare = table(&rows, false, None);
+        assert!(!bare.contains("CONTAINER"), "{bare}");
+        assert!(bare.lines().nth(1).unwrap().ends_with("  ok"), "{bare}");
+        for (r, state) in rows
+            .iter_mut()
+            .zip(["running", "running", "unknown: timeout"])
+        {
+            r.image = Some("localhost/app:1".into());
+            r.container_state = Some(state.into());
+        }
+        let text = table(&rows, false, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("HEALTH      CONTAINER"), "{text}");
+        assert!(
+            lines[1].ends_with("ok          running localhost/app:1"),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("  unknown localhost/app:1"), "{text}");
+        // Columns before HEALTH are where they were.
+        assert_eq!(
+            lines[1].find("  ok"),
+            bare.lines().nth(1).unwrap().find("  ok"),
+            "{text}"
+        );
+        let kinds = [1, 2]
+            .iter()
+            .map(|&i| (rows[i].unit.clone(), "generic".to_string()))
+            .collect();
+        let grouped = table(&rows, false, Some(&kinds));
+        assert!(
+            grouped
+                .lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("  1/2 running localhost/app:1"),
+            "{grouped}"
+        );
     }
 }

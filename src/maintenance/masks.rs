@@ -2,7 +2,8 @@
 //! Reload, and checked: a unit whose LoadState disagrees with its file is
 //! reloaded again, or named.
 
-use super::{each_host, store_of, MaintenanceError};
+#[allow(unused_imports)]
+use super::*;
 use crate::fleet::{Fleet, HostAccess};
 use crate::members::Member;
 use crate::model::Deployment;

@@ -27,8 +27,13 @@ use crate::state::{dir, lock, read_state, state_path, MaskRecord, State, StateEr
 use crate::store::{Store, StoreError};
 use crate::systemd::{actions, Systemd, SystemdError};
 
+#[allow(unused_imports)]
 use masks::*;
+#[allow(unused_imports)]
 use proof::*;
+#[allow(unused_imports)]
+use resume::*;
+#[allow(unused_imports)]
 use stages::*;
 
 pub use proof::{DatabaseState, UnitProof};
@@ -176,6 +181,8 @@ pub async fn stop_for_maintenance(
         .await?;
     let state_store = store_of(targets, &d.master.host);
     let _lock = lock(d, state_store).await?;
+    // Before anything is recorded or stopped: the proof asks the engine.
+    crate::containers::check_runtime(d, |h| fleet.get(h).remote().cloned()).await?;
     let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
     let (state, resumed) = record(d, fleet, state_store, &members, &opts).await?;

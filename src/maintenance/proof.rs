@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use super::stages::Budget;
-use super::{each_host, MaintenanceError, Notify};
+#[allow(unused_imports)]
+use super::*;
 use crate::fleet::Fleet;
 use crate::members::Member;
 use crate::model::{Deployment, Role};
@@ -28,41 +28,10 @@ pub struct UnitProof {
     pub killed: bool,
 }
 
-impl UnitProof {
-    /// Stopped, and its control group counted and empty.
-    pub(super) fn is_proven(&self) -> bool {
-        self.active_state.is_down() && self.processes == Some(0)
-    }
-}
-
-pub(super) async fn prove(
-    fleet: &Fleet,
-    members: &[Member],
-    state: &State,
-) -> Result<Vec<UnitProof>, SystemdError> {
-    let mut proofs = each_host(fleet, members, |sd, mine| async move {
-        let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
-        let states = sd.active_states(&units).await?;
-        let procs = join_all(units.iter().map(|u| sd.processes(u))).await;
-        let proofs = mine
-            .iter()
-            .zip(states)
-            .zip(procs)
-            .map(|((m, active_state), processes)| UnitProof {
-                unit: m.unit.clone(),
-                host: m.host.clone(),
-                role: m.role,
-                was_active: state.active.contains(&m.unit),
-                active_state,
-                processes,
-                killed: false,
-            });
-        Ok::<_, SystemdError>(proofs.collect())
-    })
-    .await?;
-    // In deployment order, whatever the hosts.
-    proofs.sort_by_key(|p| members.iter().position(|m| m.unit == p.unit));
-    Ok(proofs)
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseState {
+    pub unit: String,
+    pub active_state: ActiveState,
 }
 
 /// The proof: every unit inactive or failed with an empty control group,
@@ -160,8 +129,39 @@ pub(super) async fn database_state(
     }))
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct DatabaseState {
-    pub unit: String,
-    pub active_state: ActiveState,
+impl UnitProof {
+    /// Stopped, and its control group counted and empty.
+    pub(super) fn is_proven(&self) -> bool {
+        self.active_state.is_down() && self.processes == Some(0)
+    }
+}
+
+pub(super) async fn prove(
+    fleet: &Fleet,
+    members: &[Member],
+    state: &State,
+) -> Result<Vec<UnitProof>, SystemdError> {
+    let mut proofs = each_host(fleet, members, |sd, mine| async move {
+        let units: Vec<String> = mine.iter().map(|m| m.unit.clone()).collect();
+        let states = sd.active_states(&units).await?;
+        let procs = join_all(units.iter().map(|u| sd.processes(u))).await;
+        let proofs = mine
+            .iter()
+            .zip(states)
+            .zip(procs)
+            .map(|((m, active_state), processes)| UnitProof {
+                unit: m.unit.clone(),
+                host: m.host.clone(),
+                role: m.role,
+                was_active: state.active.contains(&m.unit),
+                active_state,
+                processes,
+                killed: false,
+            });
+        Ok::<_, SystemdError>(proofs.collect())
+    })
+    .await?;
+    // In deployment order, whatever the hosts.
+    proofs.sort_by_key(|p| members.iter().position(|m| m.unit == p.unit));
+    Ok(proofs)
 }

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::masks::set_masks;
-use super::{covered, on_host, store_of, MaintenanceError, Notify};
+#[allow(unused_imports)]
+use super::*;
 use crate::fleet::{Fleet, HostAccess};
 use crate::lifecycle;
 use crate::members::{self, Member};
@@ -74,6 +74,16 @@ pub async fn resume(
     if let Journal::Recorded(state) = &journal {
         all.extend(recorded_masks(d, &all, state));
     }
+    let members = match (&journal, scope) {
+        (Journal::Absent, _) => Vec::new(),
+        (_, ResumeScope::Whole) => members::members(d),
+        (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, state),
+        (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
+    };
+    // Before the masks go: a missing image is named while the deployment
+    // is still safely stopped, not by a crash loop after the unmask.
+    let units: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
+    crate::containers::check_images(d, &units, |h| fleet.get(h).remote().cloned()).await?;
     let unmasked = set_masks(d, fleet, targets, &all, false).await?;
     if unmasked {
         notify("unmasked", &format!("{} units unmasked", all.len()));
@@ -84,12 +94,9 @@ pub async fn resume(
         unmasked,
         summary: None,
     };
-    let members = match (journal, scope) {
-        (Journal::Absent, _) => return Ok(report),
-        (_, ResumeScope::Whole) => members::members(d),
-        (Journal::Recorded(state), ResumeScope::Recorded) => recorded(d, &state),
-        (Journal::Unreadable, ResumeScope::Recorded) => unreachable!("refused above"),
-    };
+    if matches!(journal, Journal::Absent) {
+        return Ok(report);
+    }
     let summary = start_recorded(d, fleet, state_store, &members, opts, observer, notify).await?;
     report.summary = Some(summary);
     Ok(report)

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::{each_host, MaintenanceError, Notify};
+#[allow(unused_imports)]
+use super::*;
 use crate::fleet::Fleet;
 use crate::jobs::{JobEnd, Jobs};
 use crate::members::Member;
@@ -27,9 +28,9 @@ pub(super) async fn restarted(
 /// `stop_timeout`, but must leave every later phase a share, so that a stuck
 /// worker is killed in time for the master still to stop gracefully.
 pub(super) struct Budget {
-    started: tokio::time::Instant,
+    pub(super) started: tokio::time::Instant,
     pub(super) deadline: tokio::time::Instant,
-    timeout: Duration,
+    pub(super) timeout: Duration,
 }
 
 impl Budget {
@@ -43,12 +44,17 @@ impl Budget {
     }
 
     /// What each phase keeps for itself out of `--timeout`.
-    fn share(&self, phases: usize) -> Duration {
+    pub(super) fn share(&self, phases: usize) -> Duration {
         (self.timeout / (2 * phases.max(1) as u32)).min(Duration::from_secs(2))
     }
 
     /// When the grace period of a phase with `later` phases after it ends.
-    fn drain_until(&self, group: &[Member], phases: usize, later: usize) -> tokio::time::Instant {
+    pub(super) fn drain_until(
+        &self,
+        group: &[Member],
+        phases: usize,
+        later: usize,
+    ) -> tokio::time::Instant {
         let longest = group
             .iter()
             .map(|m| m.bounds.stop)

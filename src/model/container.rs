@@ -19,7 +19,7 @@ pub enum ContainerError {
     Image(String),
     #[error("`{0}` is not one of: podman, docker")]
     Runtime(String),
-    #[error("runtime = \"docker\" is not supported: in the test container dockerd cannot create a network sandbox (EPERM bringing up lo without CAP_NET_ADMIN), and docker runs containers in its own scope, outside the unit's cgroup, where orch's \"0 processes left\" proof cannot see them; use runtime = \"podman\" (see docs/containers.md)")]
+    #[error("runtime = \"docker\" is not supported: docker runs each container in its own scope (system.slice/docker-ID.scope), outside the unit's cgroup, where the unit's memory_max, slice and orch's \"0 processes left\" proof do not reach, and the test harness does not run dockerd, so no docker path is tested; use runtime = \"podman\" (see docs/containers.md)")]
     Docker,
     #[error("`{0}` is not a volume: expected HOST:CONTAINER[:ro|:rw] with two absolute paths, no spaces or quotes")]
     Volume(String),

@@ -163,7 +163,9 @@ impl<'a> Operation<'a> {
             true => self.changed(&fleet).await?,
             false => self.members.clone(),
         };
-        if self.op.starts_units() {
+        // A reload reaches the running container, but `--or-restart` and a
+        // unit that died since make new ones: the image must be there.
+        if self.op.needs_images() {
             let units: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
             let remote = |h: &str| fleet.get(h).remote().cloned();
             crate::containers::check_images(self.d, &units, remote).await?;

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-const CONTAINERS_CONF: &str = "[containers]\n\
+pub(crate) const CONTAINERS_CONF: &str = "[containers]\n\
     # nspawn's seccomp filter refuses keyctl()\nkeyring = false\n\
     # crun's cgroup eBPF program needs CAP_SYS_RESOURCE, which the VM does not grant\ncgroups = \"disabled\"\n\
     netns = \"host\"\n";
-const POLICY: &str = r#"{"default":[{"type":"insecureAcceptAnything"}]}"#;
+pub(crate) const POLICY: &str = r#"{"default":[{"type":"insecureAcceptAnything"}]}"#;
 const IMAGE: &str = "localhost/orch-fixture:1";
 
-fn need_podman() {
+pub(crate) fn need_podman() {
     for tool in [
         "/usr/bin/podman",
         "/usr/bin/crun",
@@ -30,8 +30,9 @@ fn need_podman() {
     }
 }
 
-/// A rootfs of symlinks into `/usr` and a passwd, as a tarball.
-fn rootfs_tar(dir: &Path) -> std::path::PathBuf {
+/// A rootfs of symlinks into `/usr` and a passwd, as a tarball; `users`
+/// are more `passwd` lines (each user gets its group of the same id).
+pub(crate) fn rootfs_tar(dir: &Path, users: &[(&str, u32)]) -> std::path::PathBuf {
     let root = dir.join("rootfs");
     for d in ["etc", "tmp", "proc", "sys", "dev", "run", "opt"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -39,8 +40,16 @@ fn rootfs_tar(dir: &Path) -> std::path::PathBuf {
     for l in ["bin", "sbin", "lib", "lib64"] {
         std::os::unix::fs::symlink(format!("usr/{l}"), root.join(l)).unwrap();
     }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let (mut passwd, mut group) = (
+        "root:x:0:0::/:/bin/sh\n".to_string(),
+        "root:x:0:\n".to_string(),
+    );
+    for (name, id) in users {
+        passwd.push_str(&format!("{name}:x:{id}:{id}::/:/usr/sbin/nologin\n"));
+        group.push_str(&format!("{name}:x:{id}:\n"));
+    }
+    std::fs::write(root.join("etc/passwd"), passwd).unwrap();
+    std::fs::write(root.join("etc/group"), group).unwrap();
     let tar = dir.join("rootfs.tar");
     let out = std::process::Command::new("tar")
         .arg("-C")
@@ -76,16 +85,28 @@ fn container(dir: &Path) -> Fixtures {
 
 /// Writes podman's configuration in the container and imports the image.
 fn prepare(f: &Fixtures, dir: &Path) {
-    let tar = rootfs_tar(dir);
-    let shared = f.log.parent().unwrap();
-    std::fs::copy(&tar, shared.join("rootfs.tar")).unwrap();
+    let tar = rootfs_tar(dir, &[]);
+    podman_setup(&f.c, f.log.parent().unwrap(), "/opt/log", &tar, IMAGE);
+}
+
+/// Writes podman's configuration in the container `c` (its `/etc` is
+/// empty) and imports `tar` as `image`, through `shared`, a host folder
+/// bound at `inside`.
+pub(crate) fn podman_setup(
+    c: &crate::support::Container,
+    shared: &Path,
+    inside: &str,
+    tar: &Path,
+    image: &str,
+) {
+    std::fs::copy(tar, shared.join("rootfs.tar")).unwrap();
     std::fs::write(shared.join("containers.conf"), CONTAINERS_CONF).unwrap();
     std::fs::write(shared.join("policy.json"), POLICY).unwrap();
     let script = format!(
-        "mkdir -p /etc/containers && cd /opt/log && mv containers.conf policy.json /etc/containers/ \
-         && podman import -q rootfs.tar {IMAGE} && rm rootfs.tar"
+        "mkdir -p /etc/containers && cd {inside} && mv containers.conf policy.json /etc/containers/ \
+         && podman import -q rootfs.tar {image} && rm rootfs.tar"
     );
-    let out = f.c.exec(&["/bin/sh", "-c", &script]);
+    let out = c.exec(&["/bin/sh", "-c", &script]);
     assert!(out.status.success(), "podman setup: {out:?}");
 }
 
@@ -163,7 +184,7 @@ fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
     prepare(&f, dir.path());
     let ports = crate::ports::reserve(12);
     std::fs::write(&f.cfg, config(ports.port(0))).unwrap();
-    let ssh = fake_ssh(&f, dir.path());
+    let ssh = fake_ssh(&f.c, dir.path(), "");
     let orch_ok =
         |_: &crate::support::Container, cfg: &Path, args: &[&str]| remote_ok(&ssh, cfg, args);
     orch_ok(&f.c, &f.cfg, &["install"]);
@@ -253,10 +274,18 @@ fn podman_units_start_ready_reload_in_place_and_stop_with_the_proof() {
 }
 
 /// An ssh that runs the command in the container (`nsenter`), so orch asks
-/// that container's podman, as it would on a remote host.
-fn fake_ssh(f: &Fixtures, dir: &Path) -> std::path::PathBuf {
+/// that container's podman, as it would on a remote host; `wrap` (words
+/// before the `sh -c COMMAND`) changes how it runs.
+pub(crate) fn fake_ssh(
+    c: &crate::support::Container,
+    dir: &Path,
+    wrap: &str,
+) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let ssh = dir.join("fake-ssh");
+    let ssh = dir.join(format!(
+        "fake-ssh{}",
+        if wrap.is_empty() { "" } else { "-wrapped" }
+    ));
     std::fs::write(
         &ssh,
         format!(
@@ -265,8 +294,8 @@ fn fake_ssh(f: &Fixtures, dir: &Path) -> std::path::PathBuf {
              for a in \"$@\"; do [ \"$prev\" = -W ] && w=$a; [ \"$prev\" = -O ] && exit 0; prev=$a; done\n\
              while [ \"$1\" != -- ]; do shift; done; shift 2\n\
              [ -n \"$w\" ] && exec /usr/bin/python3 {forward} \"$w\"\n\
-             exec nsenter -t {pid} -m -u -i -p -- sh -c \"$*\"\n",
-            pid = f.c.leader(),
+             exec nsenter -t {pid} -m -u -i -p -- {wrap} sh -c \"$*\"\n",
+            pid = c.leader(),
             forward = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forward.py"),
         ),
     )
@@ -276,10 +305,15 @@ fn fake_ssh(f: &Fixtures, dir: &Path) -> std::path::PathBuf {
 }
 
 /// orch with the container as host `127.0.0.2`, through [`fake_ssh`].
-fn remote(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn remote(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
     use crate::support::OutputBounded;
-    std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
-        .arg("--config")
+    remote_cmd(ssh, cfg, args).output_bounded().unwrap()
+}
+
+/// The command of [`remote`], to run with another bound.
+pub(crate) fn remote_cmd(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orch"));
+    cmd.arg("--config")
         .arg(cfg)
         .args([
             "--host",
@@ -292,12 +326,206 @@ fn remote(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .env_remove("ORCH_BUS")
         .env_remove("ORCH_HOST")
-        .env_remove("ORCH_CONFIG")
-        .output_bounded()
-        .unwrap()
+        .env_remove("ORCH_CONFIG");
+    cmd
 }
 
 /// [`remote`], failing the test unless orch succeeds.
-fn remote_ok(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn remote_ok(ssh: &Path, cfg: &Path, args: &[&str]) -> std::process::Output {
     crate::common::assert_orch_ok(remote(ssh, cfg, args), args)
+}
+
+/// Run by the wrapped [`fake_ssh`]: a host where podman is not installed,
+/// `/usr/bin` without it, in a mount namespace of that session only.
+const NO_PODMAN: &str = "#!/bin/sh\n\
+    mkdir -p /run/orch-usr-bin && mount --bind /usr/bin /run/orch-usr-bin \
+    && mount -t tmpfs tmpfs /usr/bin || exit 99\n\
+    # links the container's empty /etc leaves dangling are not copied\n\
+    /run/orch-usr-bin/cp -s /run/orch-usr-bin/* /usr/bin/ 2>/dev/null\n\
+    /run/orch-usr-bin/rm -f /usr/bin/podman && [ -x /usr/bin/sh ] || exit 99\n\
+    exec \"$@\"\n";
+
+/// The files of the runtime-mask folder.
+fn masks(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("masks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn image_id(f: &Fixtures) -> String {
+    inside(
+        f,
+        &["podman", "image", "inspect", "--format", "{{.Id}}", IMAGE],
+    )
+}
+
+#[test]
+fn podman_missing_or_image_missing_is_named_before_any_job_and_status_shows_containers() {
+    need_podman();
+    let dir = tempfile::tempdir().unwrap();
+    let f = container(dir.path());
+    prepare(&f, dir.path());
+    let ports = crate::ports::reserve(12);
+    std::fs::write(&f.cfg, config(ports.port(0))).unwrap();
+    let ssh = fake_ssh(&f.c, dir.path(), "");
+    remote_ok(&ssh, &f.cfg, &["install"]);
+    remote_ok(&ssh, &f.cfg, &["start", "--all"]);
+    let before = running(&f);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // The human table: each container unit's state and image.
+    let o = remote_ok(&ssh, &f.cfg, &["status"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = table.lines().filter(|l| l.contains(".service")).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(
+        table.lines().next().unwrap().ends_with("CONTAINER"),
+        "{table}"
+    );
+    for row in rows {
+        assert!(row.ends_with(&format!("  running {IMAGE}")), "{table}");
+    }
+
+    // No podman on the host: maintenance says so before anything stops.
+    std::fs::write(dir.path().join("log/no-podman.sh"), NO_PODMAN).unwrap();
+    let bare = fake_ssh(
+        &f.c,
+        dir.path(),
+        "unshare -m --propagation private /bin/sh /opt/log/no-podman.sh",
+    );
+    let o = remote(&bare, &f.cfg, &["stop-for-maintenance"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("/usr/bin/podman is not installed on host local"),
+        "{err}"
+    );
+    assert_eq!(running(&f), before, "nothing was stopped: {err}");
+    assert!(masks(dir.path()).is_empty(), "nothing was masked: {err}");
+    let status = json(&remote_ok(&ssh, &f.cfg, &["status", "--output", "json"]));
+    assert!(
+        status["maintenance"].is_null(),
+        "nothing recorded: {status}"
+    );
+
+    // The image gone (untagged; the running containers keep it): reload
+    // refuses before any job, no container is signalled.
+    let id = image_id(&f);
+    inside(&f, &["podman", "untag", IMAGE]);
+    let o = remote(&ssh, &f.cfg, &["reload", "--all"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("image {IMAGE} is not present on host local")),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(&f.log).unwrap_or_default();
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("hup ")).count(),
+        0,
+        "{log}"
+    );
+    assert_eq!(running(&f), before);
+
+    // resume refuses before it unmasks anything.
+    inside(&f, &["podman", "tag", &id, IMAGE]);
+    remote_ok(&ssh, &f.cfg, &["stop-for-maintenance"]);
+    let masked = masks(dir.path());
+    assert_eq!(masked.len(), 3, "{masked:?}");
+    inside(&f, &["podman", "untag", IMAGE]);
+    let o = remote(&ssh, &f.cfg, &["resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("image {IMAGE} is not present on host local")),
+        "{err}"
+    );
+    assert_eq!(masks(dir.path()), masked, "the masks stay: {err}");
+    assert!(running(&f).is_empty(), "nothing started: {err}");
+    inside(&f, &["podman", "tag", &id, IMAGE]);
+    remote_ok(&ssh, &f.cfg, &["resume"]);
+    assert_eq!(running(&f).len(), 3);
+    assert!(masks(dir.path()).is_empty());
+}
+
+/// A master ready at once and a worker that never says READY=1, both
+/// `type = "notify"` containers.
+fn silent_config(base: u16) -> String {
+    let run =
+        "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
+    format!(
+        r#"
+[deployment]
+name = "ct"
+[master]
+exec_start = "{run} --port {base}"
+type = "notify"
+image = "{IMAGE}"
+volumes = ["/usr:/usr:ro", "/opt/fixtures:/opt/fixtures:ro", "/opt/log:/opt/log"]
+stop_timeout = "5s"
+[[workers]]
+kind = "silent"
+count = 1
+exec_start = "{run} --no-notify"
+type = "notify"
+image = "{IMAGE}"
+volumes = ["/usr:/usr:ro", "/opt/fixtures:/opt/fixtures:ro", "/opt/log:/opt/log"]
+start_timeout = "6s"
+stop_timeout = "5s"
+"#
+    )
+}
+
+/// What the harness' podman configuration hid: with podman's own cgroup
+/// handling back on, orch's `--cgroups=disabled` alone keeps the container
+/// in its unit's cgroup; and a `type = "notify"` unit is ready only when the
+/// process in the container says so (`--sdnotify=container`), not when the
+/// container starts.
+#[test]
+fn podman_units_keep_the_units_cgroup_and_are_ready_only_from_inside() {
+    need_podman();
+    let dir = tempfile::tempdir().unwrap();
+    let f = container(dir.path());
+    prepare(&f, dir.path());
+    inside(
+        &f,
+        &[
+            "sed",
+            "-i",
+            "/^cgroups/d",
+            "/etc/containers/containers.conf",
+        ],
+    );
+    let conf = inside(&f, &["cat", "/etc/containers/containers.conf"]);
+    assert!(!conf.contains("cgroups"), "{conf}");
+    let ports = crate::ports::reserve(1);
+    std::fs::write(&f.cfg, silent_config(ports.port(0))).unwrap();
+    let ssh = fake_ssh(&f.c, dir.path(), "");
+    remote_ok(&ssh, &f.cfg, &["install"]);
+    remote_ok(&ssh, &f.cfg, &["start", "master"]);
+    let pid = inside(
+        &f,
+        &["podman", "inspect", "--format", "{{.State.Pid}}", "ct"],
+    );
+    let cg = inside(&f, &["cat", &format!("/proc/{pid}/cgroup")]);
+    assert!(cg.contains("/ct.slice/ct.service"), "{cg}");
+
+    let o = remote(&ssh, &f.cfg, &["start", "--all"]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !o.status.success(),
+        "a worker that never said READY=1 is not ready:\n{out}"
+    );
+    let worker = "ct-worker-0-silent";
+    let state = f.c.systemctl(&["is-active", &format!("{worker}.service")]);
+    let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+    assert_ne!(state, "active", "{out}");
+    assert!(out.contains(worker), "orch names the unit: {out}");
 }

@@ -29,6 +29,17 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::support::{Container, OutputBounded};
 
+/// The same stack with Synapse's processes in podman containers.
+mod podman;
+
+/// The Synapse tests share the stack's ports (one lease) and are too heavy
+/// to run side by side on two cores: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const VERSION: &str = "1.163.2";
 const CACHE: &str = "/var/tmp/orch-synapse";
 const INSTALL_HINT: &str = "apt-get install -y postgresql redis-server python3-venv python3-dev libpq-dev gcc (or run .ci/run)";
@@ -241,7 +252,12 @@ fn psql_in(c: &Container, bin: &Path, db: &str, sql: &str) -> String {
 /// The deployment's configuration: examples/synapse.toml with the test's
 /// paths, ports and package units, nothing else.
 fn config(venv: &Path, state: &Path, masks: &Path) -> String {
-    let example = std::fs::read_to_string(root().join("examples/synapse.toml")).unwrap();
+    config_of("examples/synapse.toml", venv, state, masks)
+}
+
+/// [`config`] from another example of the same deployment.
+fn config_of(file: &str, venv: &Path, state: &Path, masks: &Path) -> String {
+    let example = std::fs::read_to_string(root().join(file)).unwrap();
     let venv_python = format!("{}/bin/python", venv.display());
     let state = format!("state_dir = \"{}\"", state.display());
     let masks = format!("runtime_dir = \"{}\"", masks.display());
@@ -268,7 +284,7 @@ fn config(venv: &Path, state: &Path, masks: &Path) -> String {
     ];
     let mut cfg = example;
     for (from, to) in replacements {
-        assert!(cfg.contains(from), "examples/synapse.toml has no {from:?}");
+        assert!(cfg.contains(from), "{file} has no {from:?}");
         cfg = cfg.replace(from, to);
     }
     cfg
@@ -733,6 +749,7 @@ fn secs(d: Duration) -> String {
 
 #[test]
 fn real_synapse_with_workers_through_orch() {
+    let _serial = serial();
     let test_start = Instant::now();
     let bin = preflight();
     let (venv, install_time) = synapse_venv();
