@@ -2,8 +2,7 @@
 //! Reload, and checked: a unit whose LoadState disagrees with its file is
 //! reloaded again, or named.
 
-#[allow(unused_imports)]
-use super::*;
+use super::{each_host, store_of, MaintenanceError};
 use crate::fleet::{Fleet, HostAccess};
 use crate::members::Member;
 use crate::model::Deployment;

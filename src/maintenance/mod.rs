@@ -27,13 +27,8 @@ use crate::state::{dir, lock, read_state, state_path, MaskRecord, State, StateEr
 use crate::store::{Store, StoreError};
 use crate::systemd::{actions, Systemd, SystemdError};
 
-#[allow(unused_imports)]
 use masks::*;
-#[allow(unused_imports)]
 use proof::*;
-#[allow(unused_imports)]
-use resume::*;
-#[allow(unused_imports)]
 use stages::*;
 
 pub use proof::{DatabaseState, UnitProof};

@@ -6,8 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-#[allow(unused_imports)]
-use super::*;
+use super::{each_host, Budget, MaintenanceError, Notify};
 use crate::fleet::Fleet;
 use crate::members::Member;
 use crate::model::{Deployment, Role};

@@ -3,8 +3,7 @@
 
 use serde::Serialize;
 
-#[allow(unused_imports)]
-use super::*;
+use super::{covered, on_host, set_masks, store_of, MaintenanceError, Notify};
 use crate::fleet::{Fleet, HostAccess};
 use crate::lifecycle;
 use crate::members::{self, Member};

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-#[allow(unused_imports)]
-use super::*;
+use super::{each_host, MaintenanceError, Notify};
 use crate::fleet::Fleet;
 use crate::jobs::{JobEnd, Jobs};
 use crate::members::Member;
