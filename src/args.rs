@@ -94,7 +94,7 @@ pub enum Command {
         /// Overwrite unit files that were edited by hand or not written by orch
         #[arg(long)]
         force: bool,
-        /// Then restart the units whose file changed since they started (`restart --changed`)
+        /// Then restart the units whose restart-worthy change is newer than their process (`restart --changed`)
         #[arg(long, conflicts_with = "dry_run")]
         restart_changed: bool,
     },
@@ -113,7 +113,7 @@ pub enum Command {
         /// Restart the master, then workers a batch at a time, each batch gated on readiness
         #[arg(long, requires = "whole")]
         rolling: bool,
-        /// Only the running master and workers whose installed unit file was modified after their process started (e.g. by orch install); "nothing changed" and exit 0 when none
+        /// Only the running master and workers whose process started before their last restart-worthy change installed (status says restart needed), and new workers that never ran; "nothing changed" and exit 0 when none
         #[arg(long, conflicts_with = "targets")]
         changed: bool,
         /// Workers per batch with --rolling
@@ -212,7 +212,7 @@ pub struct Lifecycle {
     /// Cap on jobs in flight [default: unlimited]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
-    /// Bound on the whole operation (each unit is also bounded by its own timeouts)
+    /// Bound on the whole operation (each unit is also bounded by its own timeouts); a failed unit's state and journal are read within what is left, or 0.5 s past it
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// On Ctrl+C or SIGTERM, cancel the jobs orch enqueued that systemd has not finished

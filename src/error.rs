@@ -47,7 +47,7 @@ pub enum Error {
     #[error(transparent)]
     Logs(#[from] LogsError),
     #[error(transparent)]
-    Changed(#[from] crate::op::ChangedError),
+    Changed(#[from] crate::changes::ChangesError),
     #[error(transparent)]
     Containers(#[from] crate::containers::ContainersError),
     #[error(transparent)]

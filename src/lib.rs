@@ -6,6 +6,7 @@
 //! that changes anything, through [`systemd`] over D-Bus).
 
 pub mod args;
+pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -5,7 +5,6 @@
 use serde::Serialize;
 
 use crate::members::AllUnits;
-use crate::store::StoreError;
 
 /// A lifecycle verb: `start`, `stop`, `restart`, `reload`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,14 +85,6 @@ impl Op {
             Op::Start | Op::Restart | Op::Reload => false,
         }
     }
-}
-
-/// `restart --changed` could not read a unit file's time (exit 1).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot tell which units changed on host {host}: {cause}")]
-pub struct ChangedError {
-    pub host: String,
-    pub cause: StoreError,
 }
 
 /// `reload` of units systemd cannot reload (no `ExecReload=`, not

@@ -41,6 +41,14 @@ pub struct UnitStatus {
     /// `exited`, `absent`, or why it could not be asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_state: Option<String>,
+    /// It runs a process started before the unit's last restart-worthy
+    /// change (the restart record, [`crate::changes`]): `orch restart
+    /// --changed` restarts it.
+    pub restart_needed: bool,
+    /// When its main process last started, in microseconds since the epoch
+    /// on its host (`ExecMainStartTimestamp`; 0: never).
+    #[serde(skip)]
+    pub main_started_us: u64,
 }
 
 impl UnitStatus {
@@ -87,6 +95,8 @@ pub async fn status(
                 health: None,
                 image: None,
                 container_state: None,
+                restart_needed: false,
+                main_started_us: 0,
             };
             let Some(e) = entry else {
                 // Not loaded (e.g. masked and stopped, so systemd let it go):
@@ -108,6 +118,7 @@ pub async fn status(
                 .map(|t| (now_us - t) / 1000);
             row.memory_current = p.memory;
             row.cpu_usage_nsec = p.cpu_nsec;
+            row.main_started_us = p.started_us.unwrap_or(0);
             if let (Some(probe), true) = (&m.health, row.is_active()) {
                 row.health = Some(match health::check(probe, limits, sd.remote()).await {
                     Ok(()) => "ok".into(),
@@ -140,6 +151,8 @@ pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
             health: None,
             image: None,
             container_state: None,
+            restart_needed: false,
+            main_started_us: 0,
         })
         .collect()
 }
@@ -222,6 +235,7 @@ pub async fn deployment(
             Err(e) if e.is_unreadable_journal() => maintenance_unreadable = Some(e.to_string()),
             Err(e) => return Err(e.into()),
         }
+        mark_restart_needed(d, state_store, &mut rows).await;
     }
     Ok(DeploymentStatus {
         rows,
@@ -230,6 +244,25 @@ pub async fn deployment(
         maintenance_known,
         maintenance_unreadable,
     })
+}
+
+/// Marks the running units older than their last restart-worthy change.
+/// A record orch cannot read hides nothing else: it is logged.
+async fn mark_restart_needed(d: &Deployment, state_store: &Store, rows: &mut [UnitStatus]) {
+    let record = match crate::changes::read(d, state_store).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return;
+        }
+    };
+    for r in rows {
+        let now = crate::changes::Running {
+            up: r.is_active(),
+            started_us: r.main_started_us,
+        };
+        r.restart_needed = record.need(&r.unit, now) == crate::changes::Need::Restart;
+    }
 }
 
 /// The image and the engine's view of each container unit, per host
@@ -325,6 +358,8 @@ struct Row {
     memory: String,
     cpu: String,
     health: String,
+    /// `restart needed` (per unit) or how many need one (per kind).
+    note: String,
     /// The engine's state and the image, for a container unit; empty for a
     /// bare one (a table without container units has no such column).
     container: String,
@@ -349,6 +384,10 @@ impl Row {
                 .cpu_usage_nsec
                 .map_or_else(dash, |ns| short_duration(Duration::from_nanos(ns))),
             health: r.health.clone().unwrap_or_else(dash),
+            note: match r.restart_needed {
+                true => "restart needed".into(),
+                false => String::new(),
+            },
             container: container_cell(r),
         }
     }
@@ -363,6 +402,7 @@ impl Row {
             .filter(|r| r.health.as_deref() == Some("ok"))
             .count();
         let restarts: u32 = members.iter().filter_map(|r| r.restarts).sum();
+        let stale = members.iter().filter(|r| r.restart_needed).count();
         // Totals of the kind: what its units use together right now.
         let total = |v: Vec<u64>| (!v.is_empty()).then(|| v.iter().sum::<u64>());
         let memory = total(members.iter().filter_map(|r| r.memory_current).collect());
@@ -382,6 +422,10 @@ impl Row {
                 "-".into()
             } else {
                 format!("{ok}/{probed} ok")
+            },
+            note: match stale {
+                0 => String::new(),
+                k => format!("{k}/{n} restart needed"),
             },
             container: group_container_cell(members),
         }
@@ -406,18 +450,25 @@ impl Row {
             self.cpu,
             self.health
         );
-        if containers {
+        let row = match containers {
             // HEALTH stops being the last column: pad it, then the engine's view.
-            let row = row.trim_end_matches('\n');
-            let health_at = row.len() - self.health.len();
-            return format!(
-                "{}{:<10}  {}\n",
-                &row[..health_at],
-                self.health,
-                self.container
-            );
+            true => {
+                let row = row.trim_end_matches('\n');
+                let health_at = row.len() - self.health.len();
+                format!(
+                    "{}{:<10}  {}\n",
+                    &row[..health_at],
+                    self.health,
+                    self.container
+                )
+            }
+            false => row,
+        };
+        // `restart needed` last: it is there only for some rows.
+        match self.note.is_empty() {
+            true => row,
+            false => format!("{}  {}\n", row.trim_end_matches('\n'), self.note),
         }
-        row
     }
 }
 
@@ -482,6 +533,7 @@ pub fn table(
         memory: "MEMORY".into(),
         cpu: "CPU".into(),
         health: "HEALTH".into(),
+        note: String::new(),
         container: "CONTAINER".into(),
     };
     let containers = rows.iter().any(|r| r.image.is_some());
@@ -525,6 +577,8 @@ mod tests {
             image: None,
             container_state: None,
             health: health.map(str::to_string),
+            restart_needed: false,
+            main_started_us: 0,
         }
     }
 
@@ -606,6 +660,28 @@ mod tests {
         );
         let flat = table(&rows, false, None);
         assert_eq!(flat.lines().count(), 5, "{flat}");
+    }
+
+    #[test]
+    fn restart_needed_ends_the_row_of_a_unit_and_is_counted_per_kind() {
+        let mut rows = vec![
+            row("fx.service", Role::Master, "active", Some("ok")),
+            row("fx-worker-0-a.service", Role::Worker, "active", None),
+            row("fx-worker-1-a.service", Role::Worker, "active", None),
+        ];
+        rows[0].restart_needed = true;
+        rows[2].restart_needed = true;
+        let flat = table(&rows, false, None);
+        let lines: Vec<&str> = flat.lines().collect();
+        assert!(lines[1].ends_with("ok  restart needed"), "{flat}");
+        assert!(!lines[2].contains("restart needed"), "{flat}");
+        assert!(lines[3].ends_with("  restart needed"), "{flat}");
+        let kinds = (1..3)
+            .map(|i| (rows[i].unit.clone(), "a".to_string()))
+            .collect();
+        let grouped = table(&rows, false, Some(&kinds));
+        let kind = grouped.lines().find(|l| l.starts_with("a ×2")).unwrap();
+        assert!(kind.ends_with("  1/2 restart needed"), "{grouped}");
     }
 
     #[test]

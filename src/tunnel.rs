@@ -35,6 +35,12 @@ const CHECK_AFTER: Duration = Duration::from_secs(3);
 /// open, i.e. once the remote host has connected to the target.
 const OPENED: &str = "master session id";
 
+/// What ssh prints (with `-v`) when no master answers on the control
+/// socket: `Control socket "PATH" does not exist` (gone) or `Control socket
+/// connect(PATH): Connection refused` (killed, socket left), then, falling
+/// back to a connection of its own, `Connecting to HOST`.
+const NO_MASTER: [&str; 2] = ["Control socket", "debug1: Connecting to "];
+
 /// Why a probe connection from a remote host was not made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TunnelError {
@@ -220,22 +226,27 @@ pub async fn connect(
         .await
         .map_err(|_| ssh_error(remote, format!("no connection within {bound:?}")))?
         .map_err(|e| ssh_error(remote, format!("the SSH master task failed: {e}")))??;
-    let mut options = mux_options(&dir, Mux::Client);
-    options.extend(["-v".into(), "-W".into(), target.clone()]);
-    let mut child = spawn(remote, &options, true)?;
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut said = Vec::new();
-    let opened = tokio::time::timeout_at(deadline, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains(OPENED) {
-                return true;
-            }
-            said.push(line);
-        }
-        false
-    })
-    .await;
+    let mut opened = channel(remote, &dir, &target, deadline).await?;
+    if matches!(opened, (_, _, Ok(Opened::NoMaster))) {
+        // The master ended since it was last seen (killed, `-O exit`, its
+        // ControlPersist end within CHECK_AFTER): made again at once, and
+        // the channel asked for once more within the same bound.
+        drop(opened);
+        *state.warm.lock().await = None;
+        tokio::time::timeout_at(deadline, warm(&state, &dir))
+            .await
+            .map_err(|_| ssh_error(remote, format!("no connection within {bound:?}")))??;
+        opened = channel(remote, &dir, &target, deadline).await?;
+    }
+    let (mut child, lines, opened) = opened;
+    let said = match &opened {
+        Ok(Opened::Closed(said)) => said.clone(),
+        _ => Vec::new(),
+    };
+    let opened = opened.map(|o| match o {
+        Opened::Yes => true,
+        Opened::NoMaster | Opened::Closed(_) => false,
+    });
     if !matches!(opened, Ok(true)) {
         // The master may have gone between its check and this channel:
         // the next attempt checks it again rather than trusting it.
@@ -258,6 +269,50 @@ pub async fn connect(
             detail: format!("{target}: no connection within {bound:?}"),
         }),
     }
+}
+
+/// How a probe's channel request through the master ended.
+enum Opened {
+    /// The master opened it: the remote host connected to the target.
+    Yes,
+    /// No master answered on the control socket: with `ControlMaster=no`
+    /// ssh then falls back to a connection of its own, which never says
+    /// [`OPENED`]; it is stopped at once instead of waited on.
+    NoMaster,
+    /// ssh ended without opening it, with what it printed.
+    Closed(Vec<String>),
+}
+
+type Lines = tokio::io::Lines<BufReader<ChildStderr>>;
+
+/// Asks the host's master for a channel to `target` (`ssh -v -W`) and reads
+/// ssh's stderr until it is opened, refused, or ssh finds no master.
+async fn channel(
+    remote: &Remote,
+    dir: &std::path::Path,
+    target: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(Child, Lines, Result<Opened, tokio::time::error::Elapsed>), TunnelError> {
+    let mut options = mux_options(dir, Mux::Client);
+    options.extend(["-v".into(), "-W".into(), target.to_string()]);
+    let mut child = spawn(remote, &options, true)?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let opened = tokio::time::timeout_at(deadline, async {
+        let mut said = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(OPENED) {
+                return Opened::Yes;
+            }
+            if NO_MASTER.iter().any(|m| line.contains(m)) {
+                return Opened::NoMaster;
+            }
+            said.push(line);
+        }
+        Opened::Closed(said)
+    })
+    .await;
+    Ok((child, lines, opened))
 }
 
 /// Makes the host's master connection once (`ssh … DEST true` leaves it

@@ -9,7 +9,11 @@
 
 mod readiness;
 
-pub use readiness::journal;
+pub use readiness::{journal, JOURNAL_BOUND};
+
+/// What explaining a failure (its unit's state and journal lines) may take
+/// beyond `--timeout` once the deadline has passed; documented in `--help`.
+pub const REPORT_SLICE: Duration = Duration::from_millis(500);
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -283,6 +287,12 @@ impl Engine {
             Some(d) => bound.min(d.saturating_duration_since(tokio::time::Instant::now())),
             None => bound,
         }
+    }
+
+    /// `bound` for a read that explains a failure (state, journal): what is
+    /// left of the deadline, and at least [`REPORT_SLICE`] once it passed.
+    fn report_bound(&self, bound: Duration) -> Duration {
+        self.bounded(bound).max(REPORT_SLICE.min(bound))
     }
 
     fn record(&self, r: UnitReport) {

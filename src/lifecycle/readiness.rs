@@ -92,13 +92,25 @@ impl Engine {
         let mut r = self.report(m, Phase::Failed, None, Some(why));
         r.active_state = Some(state);
         let sd = self.jobs.sd(&m.host);
-        r.journal = journal(&m.unit, self.opts.journal_root.as_deref(), sd.remote(), 10).await;
+        let within = self.report_bound(JOURNAL_BOUND);
+        r.journal = journal(
+            &m.unit,
+            self.opts.journal_root.as_deref(),
+            sd.remote(),
+            10,
+            within,
+        )
+        .await;
         Some(r)
     }
 
     /// Probes until healthy within the unit's `health_timeout`, checking
     /// between attempts that the unit is still the one that started.
-    async fn probe(&self, m: &Member, probe: &crate::model::Probe) -> Result<(), ReadyError> {
+    pub(super) async fn probe(
+        &self,
+        m: &Member,
+        probe: &crate::model::Probe,
+    ) -> Result<(), ReadyError> {
         let timeout = self.bounded(m.bounds.health);
         // A unit that crashes and is restarted by Restart= while being probed
         // is flapping, not starting: its restart count must not move.
@@ -145,25 +157,39 @@ impl Engine {
     }
 
     /// Adds the service's result, exit status and last journal lines.
+    /// Both reads end by the operation's deadline (`--timeout`), or
+    /// [`REPORT_SLICE`] after it when it has passed: a failure report never
+    /// holds orch seconds beyond its bound.
     pub(super) async fn diagnosed(&self, mut r: UnitReport) -> UnitReport {
         let sd = self.jobs.sd(&r.host);
-        if let Some(f) = sd.facts(&r.unit).await {
-            r.active_state = f.active;
-            r.result = f.result;
-            r.exit_status = f.exit_status;
+        let within = self.report_bound(sd.call_timeout());
+        if let Ok(Some(f)) = tokio::time::timeout(within, sd.facts(&r.unit)).await {
+            (r.active_state, r.result, r.exit_status) = (f.active, f.result, f.exit_status);
         }
-        r.journal = journal(&r.unit, self.opts.journal_root.as_deref(), sd.remote(), 10).await;
+        let within = self.report_bound(JOURNAL_BOUND);
+        r.journal = journal(
+            &r.unit,
+            self.opts.journal_root.as_deref(),
+            sd.remote(),
+            10,
+            within,
+        )
+        .await;
         r
     }
 }
 
+/// The most a failing unit's journal read may take.
+pub const JOURNAL_BOUND: Duration = Duration::from_secs(3);
+
 /// The last `lines` journal lines of a unit (empty when journalctl is
-/// unavailable); bounded to a few seconds.
+/// unavailable or does not answer `within`).
 pub async fn journal(
     unit: &str,
     root: Option<&std::path::Path>,
     remote: Option<&crate::remote::Remote>,
     lines: usize,
+    within: Duration,
 ) -> Vec<String> {
     let mut cmd = match remote {
         // `ssh … DEST journalctl …`: the remote shell joins the words, and
@@ -199,7 +225,7 @@ pub async fn journal(
     .stdin(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
     .kill_on_drop(true);
-    match tokio::time::timeout(Duration::from_secs(3), cmd.output()).await {
+    match tokio::time::timeout(within, cmd.output()).await {
         Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)

@@ -9,15 +9,15 @@ use futures_util::future::join_all;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::changes::{Need, Running};
 use crate::error::{Error, UsageError};
 use crate::fleet::{Access, Fleet, HostAccess};
 use crate::lifecycle::{self, Engine, Observer, Summary};
 use crate::members::{Member, Selection};
 use crate::model::{Deployment, Role};
-use crate::op::Op;
-use crate::op::{ChangedError, NotReloadable};
+use crate::op::{NotReloadable, Op};
 use crate::store::Store;
-use crate::systemd::SystemdError;
+use crate::systemd::{Systemd, SystemdError};
 
 /// The units `op` acts on: with `--all`, what [`Op::all_units`] covers;
 /// named, they are acted on.
@@ -174,49 +174,36 @@ impl<'a> Operation<'a> {
         Ok((fleet, engine, members, lock))
     }
 
-    /// The master and workers that run and whose installed unit file
-    /// (`unit_dir/UNIT` on their host) was modified after their main process
-    /// started: both times come from that host's clock. The database and
+    /// The master and workers whose running process started before the
+    /// last restart-worthy change install recorded for them (the restart
+    /// record, [`crate::changes`]), plus the units install created that
+    /// never ran since when the master runs (a new worker of a running
+    /// deployment). A change of wiring only (a new kind's `Wants=` in the
+    /// master) is not recorded, so it restarts nothing. The database and
     /// dependents are not orch's files, so never "changed".
     async fn changed(&self, fleet: &Fleet) -> Result<Vec<Member>, Error> {
+        let record = crate::changes::read(self.d, &self.state_store).await?;
         let ours: Vec<&Member> = self
             .members
             .iter()
             .filter(|m| matches!(m.role, Role::Master | Role::Worker))
             .collect();
-        let started = join_all(
-            ours.iter()
-                .map(|m| fleet.get(&m.host).main_started(&m.unit)),
-        );
-        let started = started.await.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let mut changed = Vec::new();
-        for t in &self.targets {
-            let here: Vec<usize> = (0..ours.len())
-                .filter(|&i| ours[i].host == t.name)
-                .collect();
-            let paths: Vec<_> = here
-                .iter()
-                .map(|&i| self.d.unit_dir.join(&ours[i].unit))
-                .collect();
-            let times = t
-                .store
-                .modified(&paths)
-                .await
-                .map_err(|cause| ChangedError {
-                    host: t.name.clone(),
-                    cause,
-                })?;
-            for (&i, written) in here.iter().zip(times) {
-                if let (Some(written), Some(started)) = (written, started[i]) {
-                    tracing::debug!(unit = %ours[i].unit, ?written, ?started, "unit file and process times");
-                    if written > started {
-                        changed.push(i);
-                    }
-                }
+        let now = join_all(ours.iter().map(|m| running(fleet.get(&m.host), &m.unit)));
+        let now = now.await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let master_up = ours
+            .iter()
+            .zip(&now)
+            .any(|(m, r)| m.role == Role::Master && r.up);
+        let changed = ours.iter().zip(&now).filter(|(m, r)| {
+            let need = record.need(&m.unit, **r);
+            tracing::debug!(unit = %m.unit, ?need, started_us = r.started_us, "restart record");
+            match need {
+                Need::Restart => true,
+                Need::Start => master_up,
+                Need::Nothing => false,
             }
-        }
-        changed.sort();
-        Ok(changed.into_iter().map(|i| ours[i].clone()).collect())
+        });
+        Ok(changed.map(|(m, _)| (*m).clone()).collect())
     }
 }
 
@@ -234,6 +221,16 @@ async fn not_reloadable(fleet: &Fleet, members: &[Member]) -> Result<Vec<String>
         });
     let found = futures_util::future::join_all(checks).await;
     found.into_iter().filter_map(Result::transpose).collect()
+}
+
+/// Whether `unit` runs and when its main process last started (0: never;
+/// systemd keeps the time after the process ended).
+pub(crate) async fn running(sd: &Systemd, unit: &str) -> Result<Running, SystemdError> {
+    let p = sd.main_process(unit).await?;
+    Ok(Running {
+        up: p.up,
+        started_us: p.started_us,
+    })
 }
 
 pub(crate) fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {

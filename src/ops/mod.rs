@@ -152,15 +152,20 @@ pub fn install(
             force,
             in_maintenance,
         };
-        install::install(d, &plans, &targets, fleet.as_ref(), opts)
+        let report = install::install(d, &plans, &targets, fleet.as_ref(), opts)
             .await
             .map_err(|e| match e {
                 InstallError::Systemd(cause) => Error::InstallSystemd {
                     deployment: d.name.clone(),
                     cause,
                 },
-                e => e.into(),
-            })
+                e => Error::from(e),
+            })?;
+        if !dry_run {
+            // Under the lock still: what `status` and `restart --changed` read.
+            crate::changes::note(d, &state_store, &targets, &report).await?;
+        }
+        Ok(report)
     })
 }
 

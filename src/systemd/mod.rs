@@ -26,7 +26,7 @@ use crate::remote::Remote;
 use proxies::{ManagerProxy, ServiceProxy, UnitProxy};
 
 pub use polkit::actions;
-pub use queries::{Enqueued, Listed, UnitFacts, UnitNumbers};
+pub use queries::{Enqueued, Listed, MainProcess, UnitFacts, UnitNumbers};
 pub use states::{ActiveState, JobKind, JobMode, JobResult, LoadState, ServiceResult};
 pub use watcher::{JobOutcome, JobPath, JobWatcher};
 
@@ -238,6 +238,11 @@ impl Systemd {
             (_, host) => format!("{action} on host {host}"),
         };
         SystemdError::from_zbus(action, e, self.call_timeout)
+    }
+
+    /// The bound of every call on this connection (`--call-timeout`).
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// The remote host, when this connection goes over SSH.

@@ -3,8 +3,6 @@
 //! systemd's answer typed. Callers above the boundary never hold a permit
 //! nor a proxy.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use zbus::fdo::PropertiesProxy;
 use zbus::names::InterfaceName;
 use zbus::proxy::CacheProperties;
@@ -51,6 +49,16 @@ pub struct UnitNumbers {
     pub changed_us: Option<u64>,
     pub memory: Option<u64>,
     pub cpu_nsec: Option<u64>,
+    /// `ExecMainStartTimestamp`: µs since the epoch.
+    pub started_us: Option<u64>,
+}
+
+/// Whether a unit runs, and when its main process last started.
+#[derive(Debug, Clone, Copy)]
+pub struct MainProcess {
+    pub up: bool,
+    /// `ExecMainStartTimestamp`: µs since the epoch; 0: never.
+    pub started_us: u64,
 }
 
 /// A change systemd made to unit files (`enable`, `disable`).
@@ -242,8 +250,10 @@ impl Systemd {
         Ok(!exec.is_empty() || notify)
     }
 
-    /// When `unit`'s main process started, `None` when it does not run.
-    pub async fn main_started(&self, unit: &str) -> Result<Option<SystemTime>, SystemdError> {
+    /// Whether `unit` runs, and when its main process last started (µs
+    /// since the epoch on its host; 0: never; systemd keeps the time after
+    /// the process ended).
+    pub async fn main_process(&self, unit: &str) -> Result<MainProcess, SystemdError> {
         let _call = self.permit().await;
         let what = || format!("read the start time of {unit}");
         let path = self
@@ -252,15 +262,13 @@ impl Systemd {
             .await
             .map_err(|e| self.err(what(), e))?;
         let state = self.unit_at(path.clone()).await?.active_state().await;
-        if !ActiveState::from_dbus(&state.map_err(|e| self.err(what(), e))?).is_up() {
-            return Ok(None);
-        }
+        let up = ActiveState::from_dbus(&state.map_err(|e| self.err(what(), e))?).is_up();
         let svc = self.service_at(path).await?;
-        let us = svc
+        let started_us = svc
             .exec_main_start_timestamp()
             .await
             .map_err(|e| self.err(what(), e))?;
-        Ok((us > 0).then(|| UNIX_EPOCH + Duration::from_micros(us)))
+        Ok(MainProcess { up, started_us })
     }
 
     /// The units `unit` requires or is bound to (`Requires=`, `BindsTo=`);
@@ -285,8 +293,9 @@ impl Systemd {
         }
     }
 
-    /// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent and
-    /// CPUUsageNSec of a listed unit, read concurrently under one permit.
+    /// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent,
+    /// CPUUsageNSec and ExecMainStartTimestamp of a listed unit, read
+    /// concurrently under one permit.
     pub async fn numbers(&self, unit: &Listed) -> UnitNumbers {
         let _call = self.permit().await;
         let Ok(props) = PropertiesProxy::builder(&self.conn)
@@ -300,12 +309,13 @@ impl Systemd {
         };
         let service = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
         let unit = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-        let (pid, restarts, changed, memory, cpu) = tokio::join!(
+        let (pid, restarts, changed, memory, cpu, started) = tokio::join!(
             props.get(service.clone(), "MainPID"),
             props.get(service.clone(), "NRestarts"),
             props.get(unit, "StateChangeTimestamp"),
             props.get(service.clone(), "MemoryCurrent"),
-            props.get(service, "CPUUsageNSec"),
+            props.get(service.clone(), "CPUUsageNSec"),
+            props.get(service, "ExecMainStartTimestamp"),
         );
         UnitNumbers {
             main_pid: number(pid),
@@ -313,6 +323,7 @@ impl Systemd {
             changed_us: number(changed),
             memory: accounted(number(memory)),
             cpu_nsec: accounted(number(cpu)),
+            started_us: number(started),
         }
     }
 

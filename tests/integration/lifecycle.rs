@@ -1344,3 +1344,73 @@ exec_start = "{{FIXTURE}}"
         assert_eq!(phases[u], "skipped", "{sum}");
     }
 }
+
+/// Issue 21: `--timeout` bounds the whole operation, the failure report
+/// included. The unit dies while being probed, 1.2 s into a `--timeout 2s`
+/// start, and `journalctl` (a stand-in first on PATH) never answers: the
+/// journal read gets what is left of the 2 s, not its own 3 s.
+#[test]
+fn a_failing_start_ends_within_its_timeout_even_when_the_journal_hangs() {
+    let _ports = crate::ports::lease_groups(1);
+    let s = setup(
+        r#"
+[deployment]
+name = "fx"
+[master]
+exec_start = "/bin/sh -c 'sleep 1.2; exit 1'"
+restart = "no"
+health = "tcp://127.0.0.1:@P0@"
+"#,
+    );
+    let bin = s._dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("journalctl");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut cmd = orch_cmd(
+        &s.c,
+        &s.cfg,
+        &["start", "--all", "--timeout", "2s", "--output", "json"],
+    );
+    cmd.env("PATH", path).stdout(Stdio::piped());
+    // Timed from orch's first event (the engine starts, and with it the
+    // 2 s): connecting before it is bounded by --call-timeout, not by
+    // --timeout, and takes seconds on a loaded host.
+    use std::io::BufRead;
+    let mut child = cmd.spawn().unwrap();
+    // Bounded: a hang is a failure, not a stuck suite. The child is reaped
+    // only after `done` is set, so its PID cannot be reused before.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::spawn({
+        let done = done.clone();
+        move || {
+            std::thread::sleep(Duration::from_secs(30));
+            if !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    });
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("an event").unwrap();
+    let t = Instant::now();
+    let mut text = first;
+    for l in lines {
+        text.push('\n');
+        text.push_str(&l.unwrap());
+    }
+    let took = t.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let status = child.wait().unwrap();
+    eprintln!("a failing start --timeout 2s with a hanging journalctl took {took:?}");
+    assert_eq!(status.code(), Some(1), "{text}");
+    let last = text.lines().last().unwrap_or_default();
+    let sum: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(units_by_phase(&sum)["fx.service"], "failed", "{text}");
+    // 2 s, the 0.5 s slice a report may take past it, and a margin.
+    assert!(
+        took < Duration::from_millis(3200),
+        "took {took:?} with --timeout 2s:\n{text}"
+    );
+}

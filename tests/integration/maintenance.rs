@@ -1209,3 +1209,80 @@ fn plan_and_install_warn_about_a_runtime_mask_on_a_unit_they_create() {
     );
     assert!(err.contains("is masked in"), "{err}");
 }
+
+/// A tmpfs of a few pages mounted over a folder, unmounted on drop.
+struct TinyFs(PathBuf);
+
+impl TinyFs {
+    fn mount(at: &Path) -> TinyFs {
+        std::fs::create_dir_all(at).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("mount (util-linux) runs");
+        assert!(o.status.success(), "mount tmpfs: {o:?}");
+        TinyFs(at.to_path_buf())
+    }
+
+    /// Fills it with `filler` until the file system says it is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let page = [0u8; 4096];
+        while f.write_all(&page).and_then(|_| f.sync_all()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// Mutation gap (a) of issue 21: the journal is written to a temporary file,
+/// synced and renamed. On a state folder with no room left,
+/// stop-for-maintenance fails before it stops anything, and leaves no
+/// partial `maintenance.json` (written in place, an empty one would stay and
+/// make the deployment look in maintenance with a journal nobody can read).
+/// A journal already there stays readable on a full folder, and resume
+/// (which only removes it) works.
+#[test]
+fn a_full_state_folder_leaves_no_partial_journal_and_stops_nothing() {
+    let _ports = crate::ports::lease_groups(2);
+    let s = setup(crate::ports::at(0, 0), &generic(1, crate::ports::at(1, 0)));
+    let tiny = TinyFs::mount(&s.state);
+    let folder = s.state.join("fx");
+    // The lock file exists, with its holder text, before the folder is full.
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    assert!(folder.join("lock").exists());
+    let filler = tiny.fill();
+    let o = orch(&s.c, &s.cfg, &["stop-for-maintenance", "--reason", "full"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left"), "{err}");
+    let left: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lock")
+        .collect();
+    assert!(left.is_empty(), "left in the state folder: {left:?}");
+    for u in all_units(1) {
+        assert_eq!(state_of(&s.c, &u), "active", "{u} stopped: {err}");
+    }
+    assert_eq!(std::fs::read_dir(&s.masks).unwrap().count(), 0, "masked");
+    let v = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    assert!(v["maintenance"].is_null(), "{v}");
+
+    // Room again: the journal is written; full again: it is still read.
+    std::fs::remove_file(&filler).unwrap();
+    orch_ok(&s.c, &s.cfg, &["stop-for-maintenance", "--reason", "full"]);
+    tiny.fill();
+    let v = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    assert_eq!(v["maintenance"]["reason"], "full", "{v}");
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    assert!(!folder.join("maintenance.json").exists());
+    assert_eq!(state_of(&s.c, "fx.service"), "active");
+}

@@ -280,3 +280,123 @@ exec_start = "{FIXTURE}"
     assert!(!line.contains("result success"), "{line}");
     assert!(!line.contains("exit status"), "{line}");
 }
+
+const ADDING: &str = r#"
+[deployment]
+name = "ad"
+[master]
+exec_start = "{FIXTURE}"
+environment = { MODE = "MODEVAL" }
+[[workers]]
+kind = "generic"
+count = 1
+exec_start = "{FIXTURE}"
+KIND
+"#;
+
+const PUSHER: &str = "[[workers]]\nkind = \"pusher\"\ncount = 1\nexec_start = \"{FIXTURE}\"\n";
+
+fn adding(mode: &str, kind: &str) -> String {
+    ADDING.replace("MODEVAL", mode).replace("KIND", kind)
+}
+
+/// `unit -> restart_needed` from `orch status --output json`, and the
+/// human table's lines that say `restart needed`.
+fn restart_needed(s: &Setup) -> (HashMap<String, bool>, Vec<String>) {
+    let v = json(&orch_ok(&s.c, &s.cfg, &["status", "--output", "json"]));
+    let flags = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let flag = r["restart_needed"]
+                .as_bool()
+                .unwrap_or_else(|| panic!("no restart_needed in {r}"));
+            (r["unit"].as_str().unwrap().to_string(), flag)
+        })
+        .collect();
+    let o = orch_ok(&s.c, &s.cfg, &["status"]);
+    let lines = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("restart needed"))
+        .map(str::to_string)
+        .collect();
+    (flags, lines)
+}
+
+fn needing(flags: &HashMap<String, bool>) -> Vec<String> {
+    let mut v: Vec<String> = flags
+        .iter()
+        .filter(|(_, f)| **f)
+        .map(|(u, _)| u.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The units a `restart --changed --output json` acted on, sorted.
+fn acted_on(s: &Setup) -> Vec<String> {
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "--changed", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(all_in_phase(&sum, "ready"), "{sum}");
+    let mut v: Vec<String> = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["unit"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A new kind rewrites the master's unit with a `Wants=` only: `restart
+/// --changed` starts the new worker and leaves the master's process alone.
+/// A new environment for the master is restart-worthy: status says so,
+/// `restart --changed` restarts the master, and then status no longer says so.
+#[test]
+fn restart_changed_follows_the_restart_record_not_the_file_time() {
+    let s = setup(&adding("a", ""));
+    let (flags, lines) = restart_needed(&s);
+    assert!(needing(&flags).is_empty() && lines.is_empty(), "{lines:?}");
+    let before = pids(&s);
+
+    write_config(&s, &adding("a", PUSHER));
+    let o = orch_ok(&s.c, &s.cfg, &["install"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("updated (no restart) ad.service"), "{text}");
+    let (flags, _) = restart_needed(&s);
+    assert!(needing(&flags).is_empty(), "{flags:?}");
+    assert_eq!(acted_on(&s), ["ad-worker-1-pusher.service"]);
+    let after = pids(&s);
+    assert_eq!(
+        after["ad.service"], before["ad.service"],
+        "the master restarted"
+    );
+    assert_eq!(
+        after["ad-worker-0-generic.service"],
+        before["ad-worker-0-generic.service"]
+    );
+    assert_ne!(
+        after["ad-worker-1-pusher.service"], 0,
+        "the new worker runs"
+    );
+
+    write_config(&s, &adding("b", PUSHER));
+    let o = orch_ok(&s.c, &s.cfg, &["install"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("updated (restart needed) ad.service"),
+        "{text}"
+    );
+    let (flags, lines) = restart_needed(&s);
+    assert_eq!(needing(&flags), ["ad.service"]);
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("ad.service "),
+        "{lines:?}"
+    );
+    assert!(acted_on(&s).contains(&"ad.service".to_string()));
+    assert_ne!(pids(&s)["ad.service"], after["ad.service"]);
+    let (flags, lines) = restart_needed(&s);
+    assert!(needing(&flags).is_empty() && lines.is_empty(), "{lines:?}");
+    assert!(acted_on(&s).is_empty(), "a second run restarted something");
+}

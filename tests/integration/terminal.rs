@@ -252,3 +252,172 @@ fn a_few_workers_keep_one_line_per_unit_and_status_groups_when_it_does_not_fit()
         "not a terminal, or -a: every row"
     );
 }
+
+/// An interactive shell (`sh -i`, prompt `PROMPT$ `) in a tmux window,
+/// driven by typed keys.
+struct Shell {
+    sock: PathBuf,
+}
+
+impl Shell {
+    fn start(dir: &Path) -> Shell {
+        let sock = dir.join("tmux-shell.sock");
+        let o = tmux(
+            &sock,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "140",
+                "-y",
+                "40",
+                "env PS1='PROMPT$ ' /bin/sh -i",
+            ],
+        );
+        assert!(o.status.success(), "tmux: {o:?}");
+        Shell { sock }
+    }
+
+    /// Types `text` (literally) then Enter.
+    fn line(&self, text: &str) {
+        let o = tmux(&self.sock, &["send-keys", "-t", "t", "-l", text]);
+        assert!(o.status.success(), "{o:?}");
+        self.key("Enter");
+    }
+
+    fn key(&self, key: &str) {
+        let o = tmux(&self.sock, &["send-keys", "-t", "t", key]);
+        assert!(o.status.success(), "{o:?}");
+    }
+
+    fn screen(&self) -> String {
+        let o = tmux(&self.sock, &["capture-pane", "-p", "-t", "t", "-S", "-200"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The screen once `text` is on it (bounded).
+    fn wait_for(&self, text: &str, bound: Duration) -> String {
+        self.wait_until(text, bound, |s| s.contains(text))
+    }
+
+    /// The screen once a line starts with `prefix` and a digit: a status
+    /// printed by `echo "PREFIX$?"`, not the typed command line.
+    fn wait_for_status(&self, prefix: &str, bound: Duration) -> String {
+        self.wait_until(prefix, bound, |s| {
+            s.lines().any(|l| {
+                l.strip_prefix(prefix)
+                    .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            })
+        })
+    }
+
+    fn wait_until(&self, what: &str, bound: Duration, done: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen();
+            if done(&s) {
+                return s;
+            }
+            assert!(t.elapsed() < bound, "no {what:?} within {bound:?}:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        tmux(&self.sock, &["kill-server"]);
+    }
+}
+
+/// Issue 21: `stop-for-maintenance -- CMD` on a terminal hands it over and
+/// takes it back. CMD reads a line typed at the terminal (it is the
+/// foreground group: from the background, `read` would stop it with
+/// SIGTTIN); Ctrl+C reaches CMD's group, orch says the deployment stays in
+/// maintenance; the shell's prompt and input work afterwards. With `stty
+/// tostop`, orch writing while not in the foreground would be stopped by
+/// SIGTTOU: its resume output after a second CMD shows it took the
+/// terminal back.
+#[test]
+fn the_maintenance_command_gets_the_terminal_and_orch_takes_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let masks = dir.path().join("masks");
+    std::fs::create_dir(&masks).unwrap();
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&masks, "/run/systemd/system.control")
+        .boot();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[deployment]\nname = \"fx\"\nstate_dir = \"{state}\"\nruntime_dir = \"{masks}\"\n\
+             [master]\nexec_start = \"{FIXTURE}\"\n\
+             [[workers]]\nkind = \"generic\"\ncount = 1\nexec_start = \"{FIXTURE}\"\n",
+            state = dir.path().join("state").display(),
+            masks = masks.display(),
+        ),
+    )
+    .unwrap();
+    orch_ok(&c, &cfg, &["install"]);
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    let asks = dir.path().join("asks.sh");
+    std::fs::write(
+        &asks,
+        "printf 'name? '; read x; echo \"got:$x\"\n\
+         trap 'echo CMD-INT; exit 130' INT\necho waiting\nwhile :; do sleep 0.1; done\n",
+    )
+    .unwrap();
+    let ok = dir.path().join("ok.sh");
+    std::fs::write(&ok, "printf 'go? '; read x; echo \"ok:$x\"\n").unwrap();
+    let run = |script: &Path| {
+        shell_line(
+            &c,
+            &cfg,
+            &[
+                "stop-for-maintenance",
+                "--reason",
+                "term",
+                "--",
+                "/bin/sh",
+                script.to_str().unwrap(),
+            ],
+        )
+    };
+    let bound = Duration::from_secs(30);
+    let sh = Shell::start(dir.path());
+    sh.wait_for("PROMPT$", bound);
+    sh.line("stty tostop");
+
+    sh.line(&format!("{}; echo \"rc=$?\"", run(&asks)));
+    sh.wait_for("name?", bound);
+    sh.line("hello");
+    sh.wait_for("waiting", bound);
+    assert!(sh.screen().contains("got:hello"));
+    sh.key("C-c");
+    let s = sh.wait_for_status("rc=", bound);
+    assert!(s.contains("CMD-INT"), "Ctrl+C did not reach CMD:\n{s}");
+    assert!(s.contains("rc=130"), "{s}");
+    assert!(
+        s.contains("orch resume"),
+        "orch did not say the way out:\n{s}"
+    );
+    let v = json(&orch_ok(&c, &cfg, &["status", "--output", "json"]));
+    assert_eq!(v["maintenance"]["reason"], "term", "{v}");
+    sh.line("echo back-$((40+2))");
+    sh.wait_for("back-42", bound);
+
+    sh.line(&format!("{}; echo \"rc2=$?\"", run(&ok)));
+    sh.wait_for("go?", bound);
+    sh.line("yes");
+    let s = sh.wait_for_status("rc2=", bound);
+    assert!(s.contains("ok:yes"), "{s}");
+    assert!(s.contains("rc2=0"), "{s}");
+    let after = &s[s.rfind("ok:yes").unwrap()..];
+    assert!(after.contains("ready"), "no resume output from orch:\n{s}");
+    let v = json(&orch_ok(&c, &cfg, &["status", "--output", "json"]));
+    assert!(v["maintenance"].is_null(), "{v}");
+}
