@@ -85,7 +85,14 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     /// Compare the rendered units with the unit directory. Exit 0: nothing to do; 4: changes pending.
-    Plan,
+    Plan {
+        /// Plan `orch rollback` instead: a kept generation against the unit directory
+        #[arg(long)]
+        rollback: bool,
+        /// With --rollback: generation N (see `orch status`) instead of the one before the installed one
+        #[arg(long, value_name = "N", requires = "rollback")]
+        to: Option<u64>,
+    },
     /// Write changed unit files atomically, remove stale ones, reload systemd only if something changed.
     Install {
         /// Show what would change, change nothing
@@ -95,6 +102,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
         /// Then restart the units whose restart-worthy change is newer than their process (`restart --changed`)
+        #[arg(long, conflicts_with = "dry_run")]
+        restart_changed: bool,
+    },
+    /// Put back the unit files of a kept generation (install keeps the last three before the installed one), the way install writes them: same plan, lock, drift refusal, all-or-nothing, one reload.
+    Rollback {
+        /// Generation N (see `orch status` or `orch plan --rollback`) [default: the one before the installed one]
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// Show what would change, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite unit files that were edited by hand or not written by orch
+        #[arg(long)]
+        force: bool,
+        /// Then restart the running units whose file changed in a way that needs a restart
         #[arg(long, conflicts_with = "dry_run")]
         restart_changed: bool,
     },
@@ -116,6 +138,12 @@ pub enum Command {
         /// Only the running master and workers whose process started before their last restart-worthy change installed (status says restart needed), and new workers that never ran; "nothing changed" and exit 0 when none
         #[arg(long, conflicts_with = "targets")]
         changed: bool,
+        /// With --rolling: restart N workers first (one of each kind that has twins when N is omitted), watch them for --hold (ready, still active, not restarted by Restart=), and stop the whole operation, the rest untouched, if one fails
+        #[arg(long, value_name = "N", num_args = 0..=1, requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
+        canary: Option<Option<u32>>,
+        /// How long canaries are watched before the rest
+        #[arg(long, value_name = "DURATION", default_value = "30s", requires = "canary", value_parser = parse_duration)]
+        hold: Duration,
         /// Workers per batch with --rolling
         #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,

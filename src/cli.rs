@@ -99,7 +99,16 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
     let none = VerbFlags::default;
     match command {
         Command::Render { out } => commands::render::run(g, d, out.as_deref()),
-        Command::Plan => commands::plan::run(g, d),
+        Command::Plan { rollback, to } => match rollback {
+            true => commands::plan::rollback(g, d, *to),
+            false => commands::plan::run(g, d),
+        },
+        Command::Rollback {
+            to,
+            dry_run,
+            force,
+            restart_changed,
+        } => rollback(g, d, *to, *dry_run, *force, *restart_changed),
         Command::Install {
             dry_run,
             force,
@@ -119,10 +128,16 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
             rolling,
             batch,
             changed,
+            canary,
+            hold,
         } => {
             let extra = VerbFlags {
                 rolling: rolling.then_some(*batch as usize),
                 changed: *changed,
+                canary: canary.map(|n| crate::phases::Canary {
+                    count: n.map(|n| n as usize),
+                    hold: *hold,
+                }),
                 ..none()
             };
             commands::lifecycle::run(g, d, Op::Restart, args, extra)
@@ -144,6 +159,28 @@ fn install(
     restart: bool,
 ) -> Result<i32, Error> {
     let code = commands::install::run(g, d, dry_run, force)?;
+    if code != exit::OK || !restart {
+        return Ok(code);
+    }
+    let extra = VerbFlags {
+        changed: true,
+        ..VerbFlags::default()
+    };
+    commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
+}
+
+/// `rollback`, then with `--restart-changed` a `restart --changed`, as
+/// `install --restart-changed` does: a rollback is noted as an install is
+/// (`changes`), so only the units whose put-back file needs a restart are.
+fn rollback(
+    g: &Global,
+    d: &Deployment,
+    to: Option<u64>,
+    dry_run: bool,
+    force: bool,
+    restart: bool,
+) -> Result<i32, Error> {
+    let code = commands::install::rollback(g, d, to, dry_run, force)?;
     if code != exit::OK || !restart {
         return Ok(code);
     }

@@ -43,6 +43,8 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
+    Generation(#[from] crate::generations::GenerationError),
+    #[error(transparent)]
     Status(#[from] StatusError),
     #[error(transparent)]
     Logs(#[from] LogsError),
@@ -101,6 +103,7 @@ impl Error {
             Error::Logs(e) => e.exit_code(),
             Error::Systemd(e) => e.exit_code(),
             Error::Plan(_)
+            | Error::Generation(_)
             | Error::Changed(_)
             | Error::Containers(_)
             | Error::UnitPath(_)

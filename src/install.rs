@@ -60,6 +60,12 @@ pub struct Report {
     pub units: Vec<InstalledUnit>,
     /// What happened on each host.
     pub hosts: Vec<HostReport>,
+    /// The generation installed now (see `generations`); none with `--dry-run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// With `rollback`: the kept generation whose files were put back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +138,8 @@ pub async fn install(
             })
             .collect(),
         hosts: Vec::new(),
+        generation: None,
+        rolled_back_to: None,
     };
     if opts.dry_run {
         report.changed = plans.iter().any(Plan::has_changes);

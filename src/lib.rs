@@ -14,6 +14,7 @@ pub mod containers;
 pub mod error;
 pub mod exit;
 pub mod fleet;
+pub mod generations;
 pub mod health;
 pub mod install;
 pub mod jobs;

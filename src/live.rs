@@ -57,7 +57,10 @@ pub struct Board {
 
 impl Phase {
     fn in_flight(self) -> bool {
-        matches!(self, Phase::Stopping | Phase::Starting | Phase::Probing)
+        matches!(
+            self,
+            Phase::Stopping | Phase::Starting | Phase::Probing | Phase::Watching
+        )
     }
     fn failed(self) -> bool {
         matches!(self, Phase::Failed | Phase::Timeout)
@@ -279,6 +282,7 @@ mod tests {
             unit: unit.into(),
             host: "local".into(),
             phase,
+            stage: None,
             elapsed_ms: 0,
             detail: None,
         }

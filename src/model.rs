@@ -306,7 +306,7 @@ fn bracket(host: &str) -> String {
 }
 
 /// Which part of the deployment a unit plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Database,

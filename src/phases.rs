@@ -10,6 +10,8 @@
 //! cannot be brought back is not taken down. A reload is one phase (see
 //! [`reload`]); the database is never reloaded.
 
+use std::time::Duration;
+
 use crate::members::Member;
 use crate::model::Role;
 use crate::op::Op;
@@ -20,6 +22,13 @@ use crate::systemd::{JobKind, JobMode};
 pub enum Step {
     /// Start what is not active, then await readiness (the database).
     EnsureRunning(Vec<Member>),
+    /// Restart the canaries, await readiness, then watch them for `hold`
+    /// (still active, same process, no restart by `Restart=`, probe still
+    /// passing) before the rest of the rollout.
+    Canary {
+        members: Vec<Member>,
+        hold: Duration,
+    },
     /// The same job for every member, enqueued at once.
     Jobs {
         members: Vec<Member>,
@@ -31,7 +40,9 @@ pub enum Step {
 impl Step {
     pub fn members(&self) -> &[Member] {
         match self {
-            Step::EnsureRunning(m) | Step::Jobs { members: m, .. } => m,
+            Step::EnsureRunning(m)
+            | Step::Jobs { members: m, .. }
+            | Step::Canary { members: m, .. } => m,
         }
     }
 }
@@ -45,6 +56,20 @@ pub struct Shape {
     pub rolling: Option<usize>,
     /// `reload --or-restart`.
     pub or_restart: bool,
+    /// `restart --rolling --canary [N] --hold D`.
+    pub canary: Option<Canary>,
+    /// In a rolling restart, a worker with no twin requires the master
+    /// (`Requires=`/`BindsTo=` as systemd has it): the outage window then
+    /// restarts the master first, and those workers once it is ready.
+    pub master_first: bool,
+}
+
+/// `--canary [N] --hold D`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    /// Workers to restart first; `None`: one of each kind that has twins.
+    pub count: Option<usize>,
+    pub hold: Duration,
 }
 
 /// The roles in the order they stop. A prerequisite or the database is
@@ -102,7 +127,7 @@ fn jobs(members: Vec<Member>, kind: JobKind, mode: JobMode) -> Step {
 pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
     let mut steps = match (op, shape.rolling) {
         (Op::Reload, _) => reload(members, shape),
-        (Op::Restart, Some(batch)) => rolling(members, batch),
+        (Op::Restart, Some(batch)) => rolling(members, batch, shape),
         (Op::Restart, None) => {
             // The database is made sure of before anything is stopped.
             let mut steps = vec![Step::EnsureRunning(prerequisites(members))];
@@ -182,18 +207,36 @@ fn reload(members: &[Member], shape: Shape) -> Vec<Step> {
     vec![jobs(master, kind, mode), jobs(rest, kind, mode)]
 }
 
-/// A rolling restart: the database awaited, the master restarted alone,
-/// then the workers `batch` at a time (see [`batches`]), then the dependents.
-fn rolling(members: &[Member], batch: usize) -> Vec<Step> {
-    let mut steps = vec![
-        Step::EnsureRunning(prerequisites(members)),
-        jobs(
-            with_role(members, Role::Master),
-            JobKind::Restart,
-            JobMode::IgnoreRequirements,
-        ),
-    ];
-    for group in batches(&with_role(members, Role::Worker), batch) {
+/// A rolling restart: the prerequisites awaited; then one outage window
+/// for the units that have no twin (the master and the workers alone of
+/// their kind, see [`window`]); then, with `--canary`, the canaries,
+/// watched for the hold; then the other workers `batch` at a time (see
+/// [`batches`]); then the dependents. The window comes before the canaries:
+/// a new release's master migrates the database schema, which workers of
+/// the new release may need before they start.
+fn rolling(members: &[Member], batch: usize, shape: Shape) -> Vec<Step> {
+    let mut steps = vec![Step::EnsureRunning(prerequisites(members))];
+    let (lone, twins) = lone_and_twins(&with_role(members, Role::Worker));
+    steps.extend(window(with_role(members, Role::Master), lone, shape));
+    let canaries = match shape.canary {
+        Some(c) => canaries(&twins, c.count),
+        None => Vec::new(),
+    };
+    let rest: Vec<Member> = twins
+        .into_iter()
+        .filter(|w| {
+            !canaries
+                .iter()
+                .any(|c| c.unit == w.unit && c.host == w.host)
+        })
+        .collect();
+    if let (false, Some(c)) = (canaries.is_empty(), shape.canary) {
+        steps.push(Step::Canary {
+            members: canaries,
+            hold: c.hold,
+        });
+    }
+    for group in batches(&rest, batch) {
         steps.push(jobs(group, JobKind::Restart, JobMode::Replace));
     }
     steps.push(jobs(
@@ -202,6 +245,56 @@ fn rolling(members: &[Member], batch: usize) -> Vec<Step> {
         JobMode::Replace,
     ));
     steps
+}
+
+/// Workers alone of their kind (among `workers`), and those with twins.
+pub fn lone_and_twins(workers: &[Member]) -> (Vec<Member>, Vec<Member>) {
+    // A kind spread over several hosts has twins all the same.
+    workers
+        .iter()
+        .cloned()
+        .partition(|w| workers.iter().filter(|o| o.kind == w.kind).count() == 1)
+}
+
+/// The outage window: restarting a unit that has no twin is an outage of
+/// what it serves, rolling or not, so all of them restart at once and
+/// clients see one gap, as long as the slowest of them, not the sum. At
+/// once means `ignore-dependencies`: the workers' `After=` on the master
+/// only orders boot, and would make systemd start them one after the
+/// other. Where a lone worker cannot start without the master (it
+/// `Requires=` it, [`Shape::master_first`]) the master restarts first and
+/// the lone workers once it is ready.
+fn window(master: Vec<Member>, lone: Vec<Member>, shape: Shape) -> Vec<Step> {
+    let restart = |m, mode| jobs(m, JobKind::Restart, mode);
+    if master.is_empty() || lone.is_empty() || shape.master_first {
+        return vec![
+            restart(master, JobMode::IgnoreRequirements),
+            restart(lone, JobMode::Replace),
+        ];
+    }
+    vec![restart(
+        [master, lone].concat(),
+        JobMode::IgnoreDependencies,
+    )]
+}
+
+/// The canaries among workers that have twins: one of each kind, or the
+/// first `count` taken across kinds as a batch is (never a whole kind).
+fn canaries(twins: &[Member], count: Option<usize>) -> Vec<Member> {
+    match count {
+        Some(n) => batches(twins, n).into_iter().next().unwrap_or_default(),
+        None => {
+            let mut seen: Vec<&Option<String>> = Vec::new();
+            let mut v = Vec::new();
+            for w in twins {
+                if !seen.contains(&&w.kind) {
+                    seen.push(&w.kind);
+                    v.push(w.clone());
+                }
+            }
+            v
+        }
+    }
 }
 
 /// Cuts workers into batches of at most `batch` that interleave kinds, so
@@ -290,6 +383,9 @@ mod tests {
                     .collect();
                 match s {
                     Step::EnsureRunning(_) => format!("ensure:{}", units.join(",")),
+                    Step::Canary { hold, .. } => {
+                        format!("canary {}s:{}", hold.as_secs(), units.join(","))
+                    }
                     Step::Jobs { kind, mode, .. } => format!(
                         "{}/{}:{}",
                         kind.dbus_name(),
@@ -305,6 +401,8 @@ mod tests {
         all: true,
         rolling: None,
         or_restart: false,
+        canary: None,
+        master_first: false,
     };
 
     #[test]
@@ -427,6 +525,7 @@ mod tests {
             all: true,
             rolling: Some(2),
             or_restart: false,
+            ..ALL
         };
         assert_eq!(
             show(&plan(Op::Restart, &deployment(true, true), shape)),
@@ -442,6 +541,7 @@ mod tests {
             all: true,
             rolling: Some(1),
             or_restart: false,
+            ..ALL
         };
         assert_eq!(
             show(&plan(Op::Restart, &deployment(false, false), one)),
@@ -538,14 +638,130 @@ mod tests {
             all: true,
             rolling: Some(2),
             or_restart: false,
+            ..ALL
+        };
+        // fed has no twin: it restarts in the master's window, not in a batch.
+        assert_eq!(
+            show(&plan(Op::Restart, &d, shape)),
+            [
+                "restart/ignore-dependencies:m,fed0",
+                "restart/replace:generic0",
+                "restart/replace:generic1"
+            ]
+        );
+    }
+
+    /// Synapse's shape: a master, four kinds of one worker, two generic.
+    fn synapse() -> Vec<Member> {
+        let mut d = vec![
+            member("redis", Role::Prerequisite),
+            member("m", Role::Master),
+        ];
+        d.extend(kinds(&[
+            ("persister", 1),
+            ("fed", 1),
+            ("generic", 2),
+            ("media", 1),
+        ]));
+        d.push(member("bridge", Role::Dependent));
+        d
+    }
+
+    fn rolling(batch: usize) -> Shape {
+        Shape {
+            rolling: Some(batch),
+            ..ALL
+        }
+    }
+
+    #[test]
+    fn units_without_a_twin_restart_in_one_window_after_the_prerequisites() {
+        assert_eq!(
+            show(&plan(Op::Restart, &synapse(), rolling(1))),
+            [
+                "ensure:redis",
+                "restart/ignore-dependencies:m,persister0,fed0,media0",
+                "restart/replace:generic0",
+                "restart/replace:generic1",
+                "restart/replace:bridge"
+            ]
+        );
+        // --changed without the master: the lone workers still go together.
+        let changed: Vec<Member> = synapse()
+            .into_iter()
+            .filter(|m| m.role == Role::Worker)
+            .collect();
+        assert_eq!(
+            show(&plan(Op::Restart, &changed, rolling(4)))[0],
+            "restart/replace:persister0,fed0,media0"
+        );
+    }
+
+    #[test]
+    fn a_lone_worker_that_requires_the_master_waits_for_it_within_the_window() {
+        let shape = Shape {
+            master_first: true,
+            ..rolling(1)
+        };
+        assert_eq!(
+            show(&plan(Op::Restart, &synapse(), shape))[1..3],
+            [
+                "restart/ignore-requirements:m",
+                "restart/replace:persister0,fed0,media0"
+            ]
+        );
+    }
+
+    #[test]
+    fn canaries_are_one_of_each_kind_with_twins_after_the_window_then_the_rest() {
+        let hold = Duration::from_secs(30);
+        let mut d = synapse();
+        d.extend(kinds(&[("pusher", 3)]));
+        let shape = Shape {
+            canary: Some(Canary { count: None, hold }),
+            ..rolling(2)
         };
         assert_eq!(
             show(&plan(Op::Restart, &d, shape)),
             [
-                "restart/ignore-requirements:m",
-                "restart/replace:generic0,fed0",
-                "restart/replace:generic1"
+                "ensure:redis",
+                "restart/ignore-dependencies:m,persister0,fed0,media0",
+                "canary 30s:generic0,pusher0",
+                "restart/replace:generic1,pusher1",
+                "restart/replace:pusher2",
+                "restart/replace:bridge"
             ]
+        );
+        // N canaries are taken across kinds, never a whole kind.
+        let three = Shape {
+            canary: Some(Canary {
+                count: Some(3),
+                hold,
+            }),
+            ..rolling(1)
+        };
+        let steps = show(&plan(Op::Restart, &d, three));
+        assert_eq!(steps[2], "canary 30s:generic0,pusher0,pusher1", "{steps:?}");
+        assert_eq!(
+            steps[3..6],
+            [
+                "restart/replace:generic1",
+                "restart/replace:pusher2",
+                "restart/replace:bridge"
+            ]
+        );
+        // Without twins there is nothing to try first: no canary step.
+        let lone = Shape {
+            canary: Some(Canary { count: None, hold }),
+            ..rolling(1)
+        };
+        let d = vec![member("m", Role::Master)]
+            .into_iter()
+            .chain(kinds(&[("a", 1), ("b", 1)]))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            show(&plan(Op::Restart, &d, lone)),
+            ["restart/ignore-dependencies:m,a0,b0"]
         );
     }
 
@@ -555,6 +771,7 @@ mod tests {
             all: true,
             rolling: Some(1),
             or_restart: false,
+            ..ALL
         };
         assert_eq!(
             show(&plan(Op::Start, &deployment(false, false), shape)),
@@ -580,6 +797,7 @@ mod tests {
             all: true,
             rolling: Some(3),
             or_restart: false,
+            ..ALL
         };
         assert_eq!(show(&plan(Op::Restart, &d, rolling))[0], "ensure:db,redis");
         // Named on the command line, a prerequisite stops after the master.

@@ -170,6 +170,10 @@ pub struct DeploymentStatus {
     pub maintenance_known: bool,
     /// The journal exists but cannot be read: why, and the way out.
     pub maintenance_unreadable: Option<String>,
+    /// The installed generation of unit files (`orch rollback`), when known.
+    pub generation: Option<crate::generations::Summary>,
+    /// The kept generations' numbers, oldest first.
+    pub generations_kept: Vec<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,12 +241,24 @@ pub async fn deployment(
         }
         mark_restart_needed(d, state_store, &mut rows).await;
     }
+    // Only a hint beside the units: a record that cannot be read is logged.
+    let kept = match maintenance_known {
+        true => crate::generations::Generations::read(d, state_store)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                Default::default()
+            }),
+        false => Default::default(),
+    };
     Ok(DeploymentStatus {
         rows,
         unreachable,
         maintenance,
         maintenance_known,
         maintenance_unreadable,
+        generation: kept.installed().map(|g| g.summary()),
+        generations_kept: kept.kept.iter().map(|g| g.number).collect(),
     })
 }
 

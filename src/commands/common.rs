@@ -109,6 +109,9 @@ fn unit_line(u: &UnitReport) -> String {
         u.phase.as_str(),
         u.elapsed_ms as f64 / 1000.0
     );
+    if u.canary {
+        text.push_str("  (canary)");
+    }
     if let Some(e) = &u.error {
         text.push_str(&format!("  {e}"));
     }

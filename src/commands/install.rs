@@ -11,15 +11,32 @@ use crate::plan::Action;
 
 pub fn run(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32, Error> {
     let report = crate::ops::install(d, &g.access(), dry_run, force)?;
+    show(g, d, &report, dry_run)
+}
+
+/// `orch rollback [--to N] [--dry-run] [--force]`: the install report, with
+/// the generation put back.
+pub fn rollback(
+    g: &Global,
+    d: &Deployment,
+    to: Option<u64>,
+    dry_run: bool,
+    force: bool,
+) -> Result<i32, Error> {
+    let report = crate::ops::rollback(d, &g.access(), to, dry_run, force)?;
+    show(g, d, &report, dry_run)
+}
+
+fn show(g: &Global, d: &Deployment, report: &Report, dry_run: bool) -> Result<i32, Error> {
     match g.output {
         Format::Json => json(&report)?,
         Format::Human if g.quiet => {}
         Format::Human => {
-            let mut text = units(d, &report, dry_run);
+            let mut text = units(d, report, dry_run);
             if let Some(why) = &report.enable_skipped {
                 text.push_str(&format!("  note: {why}\n"));
             }
-            text.push_str(&summary(d, &report, dry_run));
+            text.push_str(&summary(d, report, dry_run));
             text.push('\n');
             print(&text)?;
         }
@@ -59,7 +76,7 @@ fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
 }
 
 fn summary(d: &Deployment, report: &Report, dry_run: bool) -> String {
-    match (dry_run, report.changed) {
+    let text = match (dry_run, report.changed) {
         (true, true) => "dry run: changes pending, nothing written".to_string(),
         (true, false) => "dry run: nothing to do".to_string(),
         (false, true) => format!(
@@ -76,7 +93,14 @@ fn summary(d: &Deployment, report: &Report, dry_run: bool) -> String {
             "installed {}: nothing changed, systemd not reloaded",
             d.name
         ),
-    }
+    };
+    let generation = match (report.rolled_back_to, report.generation) {
+        (Some(n), _) if dry_run => format!(" (rollback to generation {n})"),
+        (Some(n), _) => format!("; rolled back to generation {n}"),
+        (None, Some(n)) => format!("; generation {n}"),
+        (None, None) => String::new(),
+    };
+    text + &generation
 }
 
 /// `, systemd reloaded`, naming the hosts when there are several.

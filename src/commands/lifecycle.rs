@@ -12,7 +12,7 @@ use crate::ops::lifecycle::{Operation, Outcome, Request};
 use crate::output::{self, Format};
 
 /// What some verbs add to the common lifecycle flags.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct VerbFlags {
     /// `restart --rolling --batch N`.
     pub rolling: Option<usize>,
@@ -20,6 +20,8 @@ pub struct VerbFlags {
     pub or_restart: bool,
     /// `restart --changed`: the whole deployment, filtered.
     pub changed: bool,
+    /// `restart --rolling --canary [N] --hold D`.
+    pub canary: Option<crate::phases::Canary>,
 }
 
 pub fn run(
@@ -43,6 +45,7 @@ pub fn run(
             timeout: a.timeout,
             rolling,
             or_restart: extra.or_restart,
+            canary: extra.canary,
             journal_root: a.journal_root.clone(),
             probe: Default::default(),
         },

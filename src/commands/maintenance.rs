@@ -199,6 +199,7 @@ pub fn resume(
     scope: crate::maintenance::ResumeScope,
 ) -> Result<i32, Error> {
     let opts = lifecycle::Options {
+        canary: None,
         max_parallel: max_parallel.map(|n| n as usize),
         timeout,
         rolling: None,

@@ -27,6 +27,38 @@ pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
     })
 }
 
+/// `orch plan --rollback [--to N]`: what `orch rollback` would change,
+/// under a line naming the generation; exit 4 when changes are pending.
+pub fn rollback(g: &Global, d: &Deployment, to: Option<u64>) -> Result<i32, Error> {
+    let (plans, gen) = crate::ops::plan_rollback(d, &g.access(), to)?;
+    let changes = plans.iter().any(Plan::has_changes);
+    match g.output {
+        Format::Json => json(&serde_json::json!({
+            "deployment": d.name,
+            "unit_dir": d.unit_dir,
+            "changes": changes,
+            "rollback_to": gen.summary(),
+            "units": plans.iter().flat_map(|p| &p.units).map(unit_json).collect::<Vec<_>>(),
+        }))?,
+        Format::Human => {
+            let head = format!(
+                "rollback to generation {} (installed {} by {} from {}, sha256 {})\n",
+                gen.number,
+                gen.installed_at,
+                gen.by,
+                gen.config_path.display(),
+                gen.config_sha256,
+            );
+            print(&(head + &plans.iter().map(|p| human(d, p)).collect::<String>()))?
+        }
+    }
+    Ok(if changes {
+        exit::CHANGES_PENDING
+    } else {
+        exit::OK
+    })
+}
+
 /// A unit of the JSON plan; a change also carries the file's text before
 /// (`installed`, absent for a new file) and after (`content`, absent for a
 /// removal), so that a caller (the Ansible module's diff mode) can show it.

@@ -29,6 +29,8 @@ pub fn run(g: &Global, d: &Deployment, all_units: bool) -> Result<i32, Error> {
             "maintenance_known": s.maintenance_known,
             "maintenance_unreadable": s.maintenance_unreadable,
             "unreachable": unreachable,
+            "generation": s.generation,
+            "generations_kept": s.generations_kept,
             "units": s.rows,
         }))?;
     } else {
@@ -82,5 +84,29 @@ fn human(d: &Deployment, s: &DeploymentStatus, all_units: bool) -> String {
     if group {
         text.push_str("(workers grouped by kind to fit the terminal; --all-units for every row)\n");
     }
+    text.push_str(&generation(s));
     text
+}
+
+/// `unit files: generation 3, installed … from PATH (sha256 …); kept for
+/// rollback: 1, 2`.
+fn generation(s: &DeploymentStatus) -> String {
+    let Some(g) = &s.generation else {
+        return String::new();
+    };
+    let older: Vec<String> = s
+        .generations_kept
+        .iter()
+        .filter(|&&n| n != g.number)
+        .map(u64::to_string)
+        .collect();
+    format!(
+        "\nunit files: generation {} ({}), installed {} from {} (sha256 {}); kept for rollback: {}\n",
+        g.number,
+        g.by,
+        g.installed_at,
+        g.config_path.display(),
+        &g.config_sha256[..g.config_sha256.len().min(12)],
+        if older.is_empty() { "none".to_string() } else { older.join(", ") },
+    )
 }

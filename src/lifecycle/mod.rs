@@ -7,6 +7,7 @@
 //! (readiness, or stopped) in [`readiness`]. Every wait is bounded by the
 //! unit's own timeout and by the global deadline.
 
+mod canary;
 mod readiness;
 
 pub use readiness::{journal, JOURNAL_BOUND};
@@ -48,6 +49,8 @@ pub enum Phase {
     Starting,
     Reloading,
     Probing,
+    /// A canary, ready, watched for the hold before the rest of the rollout.
+    Watching,
     Ready,
     Stopped,
     Failed,
@@ -63,6 +66,7 @@ impl Phase {
             Phase::Starting => "starting",
             Phase::Reloading => "reloading",
             Phase::Probing => "probing",
+            Phase::Watching => "watching",
             Phase::Ready => "ready",
             Phase::Stopped => "stopped",
             Phase::Failed => "failed",
@@ -78,11 +82,21 @@ impl Phase {
     }
 }
 
+/// The part of a rollout a unit's event belongs to (JSON `stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// `restart --rolling --canary`: restarted and watched before the rest.
+    Canary,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub unit: String,
     pub host: String,
     pub phase: Phase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
     pub elapsed_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -118,6 +132,9 @@ pub struct UnitReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub journal: Vec<String>,
     pub elapsed_ms: u64,
+    /// Restarted and watched as a canary (`restart --rolling --canary`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub canary: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,6 +227,8 @@ pub struct Options {
     pub rolling: Option<usize>,
     /// `reload --or-restart`.
     pub or_restart: bool,
+    /// `restart --rolling --canary [N] --hold D`.
+    pub canary: Option<phases::Canary>,
     /// Passed to `journalctl --root` to read a container's journal.
     pub journal_root: Option<PathBuf>,
     pub probe: Limits,
@@ -226,6 +245,8 @@ struct Ledger {
     availability: Option<Availability>,
     /// The members of each umbrella unit, which must stay up while it is probed.
     parts: HashMap<String, Vec<String>>,
+    /// The canaries of a rolling restart: their events say so.
+    canaries: std::collections::HashSet<String>,
 }
 
 /// Runs operations against the systemd of every host of the deployment.
@@ -267,15 +288,16 @@ impl Engine {
     }
 
     fn emit(&self, m: &Member, phase: Phase, detail: Option<String>) {
-        self.ledger
-            .lock()
-            .unwrap()
-            .phases
-            .insert(m.unit.clone(), phase);
+        let stage = {
+            let mut ledger = self.ledger.lock().unwrap();
+            ledger.phases.insert(m.unit.clone(), phase);
+            ledger.canaries.contains(&m.unit).then_some(Stage::Canary)
+        };
         self.observer.event(&Event {
             unit: m.unit.clone(),
             host: m.host.clone(),
             phase,
+            stage,
             elapsed_ms: self.elapsed_ms(),
             detail,
         });
@@ -295,11 +317,13 @@ impl Engine {
         self.bounded(bound).max(REPORT_SLICE.min(bound))
     }
 
-    fn record(&self, r: UnitReport) {
+    fn record(&self, mut r: UnitReport) {
+        r.canary = self.ledger.lock().unwrap().canaries.contains(&r.unit);
         self.observer.event(&Event {
             unit: r.unit.clone(),
             host: r.host.clone(),
             phase: r.phase,
+            stage: r.canary.then_some(Stage::Canary),
             elapsed_ms: self.elapsed_ms(),
             detail: r.error.clone(),
         });
@@ -319,13 +343,42 @@ impl Engine {
     }
 
     /// The phases of `op` on `members`, in order (see [`phases::plan`]).
-    pub fn steps(&self, op: Op, members: &[Member], all: bool) -> Vec<Step> {
+    pub fn steps(&self, op: Op, members: &[Member], all: bool, master_first: bool) -> Vec<Step> {
         let shape = Shape {
             all,
             rolling: self.opts.rolling,
             or_restart: self.opts.or_restart,
+            canary: self.opts.canary,
+            master_first,
         };
         phases::plan(op, members, shape)
+    }
+
+    /// Whether a worker alone of its kind requires the master (see
+    /// [`phases::Shape::master_first`]): only asked in a rolling restart.
+    async fn master_first(&self, op: Op, members: &[Member]) -> bool {
+        if op != Op::Restart || self.opts.rolling.is_none() {
+            return false;
+        }
+        let Some(master) = members.iter().find(|m| m.role == Role::Master) else {
+            return false;
+        };
+        let workers: Vec<Member> = members
+            .iter()
+            .filter(|m| m.role == Role::Worker)
+            .cloned()
+            .collect();
+        let (lone, _) = phases::lone_and_twins(&workers);
+        for w in lone.iter().filter(|w| w.host == master.host) {
+            if required_by(self.jobs.sd(&w.host), &w.unit)
+                .await
+                .contains(&master.unit)
+            {
+                tracing::info!(unit = %w.unit, master = %master.unit, "requires the master: the master restarts first in the outage window");
+                return true;
+            }
+        }
+        false
     }
 
     /// Runs `op` on `members` (in the deployment's phase order) and returns the summary.
@@ -334,10 +387,17 @@ impl Engine {
         if op == Op::Restart && self.opts.rolling.is_some() {
             self.ledger.lock().unwrap().availability = Some(Availability::new(members));
         }
+        let master_first = self.master_first(op, members).await;
+        let steps = self.steps(op, members, all, master_first);
+        for step in &steps {
+            if let Step::Canary { members, .. } = step {
+                let names = members.iter().map(|m| m.unit.clone());
+                self.ledger.lock().unwrap().canaries.extend(names);
+            }
+        }
         for m in members {
             self.emit(m, Phase::Queued, None);
         }
-        let steps = self.steps(op, members, all);
         let mut untouched: Vec<String> = Vec::new();
         for (i, step) in steps.iter().enumerate() {
             let ok = match step {
@@ -347,6 +407,7 @@ impl Engine {
                     kind,
                     mode,
                 } => self.step(members, *kind, *mode).await,
+                Step::Canary { members, hold } => self.canary(members, *hold).await,
             };
             if !ok {
                 untouched = self.skip(&steps[i + 1..]);
@@ -512,6 +573,7 @@ impl Engine {
             exit_status: None,
             journal: Vec::new(),
             elapsed_ms: self.elapsed_ms(),
+            canary: false,
         }
     }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::error::Error;
 use crate::fleet::Access;
+use crate::generations::{self, Generation, Generations};
 use crate::install::{self, InstallError};
 use crate::model::{self, Deployment};
 use crate::plan::{self, Plan};
@@ -111,9 +112,8 @@ pub fn plan(d: &Deployment, access: &Access) -> Result<Vec<Plan>, Error> {
     Ok(runtime()?.block_on(plan::plan_all(d, &units, &targets))?)
 }
 
-/// Renders, plans and installs on every host, under the deployment's lock.
-/// A deployment in maintenance is installed without enabling the master
-/// (its units are masked).
+/// Renders, plans and installs on every host, under the deployment's lock,
+/// and records the files as the installed generation.
 pub fn install(
     d: &Deployment,
     access: &Access,
@@ -121,6 +121,53 @@ pub fn install(
     force: bool,
 ) -> Result<install::Report, Error> {
     let units = render::render(d)?;
+    put(d, access, Put::Config(units), dry_run, force)
+}
+
+/// What an install puts in place.
+enum Put {
+    /// The units rendered from the configuration.
+    Config(Vec<RenderedUnit>),
+    /// A kept generation: the one before the installed one, or `--to N`.
+    Generation(Option<u64>),
+}
+
+/// `rollback [--to N]`: a kept generation's files, installed the way
+/// `install` installs (same plan, lock, drift refusal, all-or-nothing
+/// writes, one reload per host); the report names the generation.
+pub fn rollback(
+    d: &Deployment,
+    access: &Access,
+    to: Option<u64>,
+    dry_run: bool,
+    force: bool,
+) -> Result<install::Report, Error> {
+    put(d, access, Put::Generation(to), dry_run, force)
+}
+
+/// The plan of `rollback [--to N]` on every host, and the generation.
+pub fn plan_rollback(
+    d: &Deployment,
+    access: &Access,
+    to: Option<u64>,
+) -> Result<(Vec<Plan>, Generation), Error> {
+    let targets = access.install(d)?;
+    let state_store = access.state_store(d)?;
+    runtime()?.block_on(async {
+        let kept = Generations::read(d, &state_store).await?;
+        let g = kept.pick(d, to)?.clone();
+        let plans = plan::plan_all(d, &g.rendered(), &targets).await?;
+        Ok((plans, g))
+    })
+}
+
+fn put(
+    d: &Deployment,
+    access: &Access,
+    what: Put,
+    dry_run: bool,
+    force: bool,
+) -> Result<install::Report, Error> {
     let targets = access.install(d)?;
     let state_store = access.state_store(d)?;
     runtime()?.block_on(async {
@@ -145,6 +192,25 @@ pub fn install(
                 crate::state::lock_within(d, &state_store, crate::state::holder::wait()).await?,
             ),
         };
+        // Read under the lock: another install may have just added one.
+        let read = Generations::read(d, &state_store).await;
+        let (mut kept, units, rolled_back) = match what {
+            // A damaged record must not block an install: it starts anew.
+            Put::Config(units) => (
+                read.unwrap_or_else(|e| {
+                    tracing::warn!("{e}; the kept generations start anew");
+                    Generations::default()
+                }),
+                units,
+                None,
+            ),
+            Put::Generation(to) => {
+                let kept = read?;
+                let g = kept.pick(d, to)?;
+                let (units, number) = (g.rendered(), g.number);
+                (kept, units, Some(number))
+            }
+        };
         let plans = plan::plan_all(d, &units, &targets).await?;
         let in_maintenance = crate::state::read_state(d, &state_store).await?.is_some();
         let opts = install::Options {
@@ -152,7 +218,7 @@ pub fn install(
             force,
             in_maintenance,
         };
-        let report = install::install(d, &plans, &targets, fleet.as_ref(), opts)
+        let mut report = install::install(d, &plans, &targets, fleet.as_ref(), opts)
             .await
             .map_err(|e| match e {
                 InstallError::Systemd(cause) => Error::InstallSystemd {
@@ -161,12 +227,47 @@ pub fn install(
                 },
                 e => Error::from(e),
             })?;
+        report.rolled_back_to = rolled_back;
         if !dry_run {
             // Under the lock still: what `status` and `restart --changed` read.
             crate::changes::note(d, &state_store, &targets, &report).await?;
+            report.generation = record(d, &state_store, &mut kept, &units, rolled_back).await;
         }
         Ok(report)
     })
+}
+
+/// Records what was installed: after a rollback the generation it put
+/// back, else the new files (a new generation when they differ from the
+/// installed one's). The files are in place already: a failure to record
+/// is a warning, not an error that would hide a good install.
+async fn record(
+    d: &Deployment,
+    state_store: &crate::store::Store,
+    kept: &mut Generations,
+    units: &[RenderedUnit],
+    rolled_back: Option<u64>,
+) -> Option<u64> {
+    let changed = match rolled_back {
+        Some(n) => {
+            let changed = kept.installed != Some(n);
+            kept.installed = Some(n);
+            changed
+        }
+        None => match generations::config_sha256(&d.config_path) {
+            Ok(sha) => kept.record(units, (&d.config_path, &sha), "install"),
+            Err(e) => {
+                tracing::warn!("{e}; this install is not kept for rollback");
+                return kept.installed;
+            }
+        },
+    };
+    if changed {
+        if let Err(e) = kept.write(d, state_store).await {
+            tracing::warn!("{e}; this install is not kept for rollback");
+        }
+    }
+    kept.installed
 }
 
 /// The status of every unit on every host, and the maintenance state.

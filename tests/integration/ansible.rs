@@ -688,3 +688,62 @@ fn module_reloads_and_restarts_only_what_changed() {
         refused.text
     );
 }
+
+/// Issue 26: `canary` reaches `restart --rolling --canary` (the canary is
+/// marked in the result), and `state: rolled_back` puts the previous
+/// install's unit files back (check mode changes nothing and predicts it),
+/// restarting with `restart_changed` only what the put-back files change.
+#[test]
+fn module_restarts_with_a_canary_and_rolls_back() {
+    let _ports = crate::ports::lease_groups(1);
+    let s = Setup::new(&reloadable("--ready-after 0"));
+    let up = s.tasks(
+        "    - orch.systemd.orch: {state: installed}\n    - orch.systemd.orch: {state: started}\n",
+        &[],
+    );
+    assert!(up.ok && up.changed == 2, "{}", up.text);
+    let first = s.unit_files();
+
+    let text = std::fs::read_to_string(&s.src).unwrap();
+    std::fs::write(
+        &s.src,
+        text.replace("--ready-after 0\"", "--ready-after 0.1\""),
+    )
+    .unwrap();
+    let canary = s.tasks(
+        "    - orch.systemd.orch: {state: installed}\n    \
+         - orch.systemd.orch: {state: restarted, rolling: true, changed_only: true, canary: 0, hold: 1s}\n      register: r\n    \
+         - ansible.builtin.assert:\n        \
+         that: [\"r.units | selectattr('canary', 'defined') | map(attribute='unit') | list == ['ansrl-worker-0-generic.service']\"]\n",
+        &[],
+    );
+    assert!(canary.ok && canary.changed == 2, "{}", canary.text);
+    assert_ne!(s.unit_files(), first);
+    let starts = s.events("start", 6);
+    assert_eq!(starts[GENERIC[0]], 2, "{starts:?}");
+
+    let check = s.tasks(
+        "    - orch.systemd.orch: {state: rolled_back}\n",
+        &["--check"],
+    );
+    assert!(check.ok && check.changed == 1, "{}", check.text);
+    assert_ne!(s.unit_files(), first, "check mode wrote nothing");
+    let back = s.tasks(
+        "    - orch.systemd.orch: {state: rolled_back, restart_changed: true}\n      register: r\n    \
+         - ansible.builtin.assert:\n        \
+         that: [\"r.report.rolled_back_to == 1\", \"r.units | map(attribute='unit') | sort == ['ansrl-worker-0-generic.service', 'ansrl-worker-1-generic.service']\"]\n",
+        &[],
+    );
+    assert!(back.ok && back.changed == 1, "{}", back.text);
+    assert_eq!(
+        s.unit_files(),
+        first,
+        "the first install's files, byte for byte"
+    );
+    let starts = s.events("start", 8);
+    assert_eq!(
+        (starts[MASTER], starts[GENERIC[0]], starts[FEDERATION]),
+        (1, 3, 1),
+        "{starts:?}"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod ansible;
 mod bus;
+mod canary;
 mod cli;
 mod common;
 mod config_errors;
@@ -24,8 +25,10 @@ mod reload;
 mod remote;
 mod render;
 mod resources;
+mod rollback;
 mod ssh_real;
 mod support;
 mod synapse;
 mod systemd_install;
 mod terminal;
+mod window;

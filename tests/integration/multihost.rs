@@ -738,3 +738,72 @@ fn loopback_probes_travel_through_ssh_to_a_host_with_its_own_network() {
         t.elapsed()
     );
 }
+
+/// Issue 26 part 2 over two hosts: the master on a, the generic workers on
+/// b. A bad release of the generic workers (ready, then a crash restarted
+/// by `Restart=`) stops `restart --rolling --changed --canary` after the
+/// canary on host b, whose events say `canary`; the other generic workers
+/// keep their processes. The generations live on the master's host.
+#[test]
+fn a_canary_on_another_host_stops_the_rollout_there() {
+    let _ports = crate::ports::lease_groups(1);
+    let h = boot();
+    let port = crate::ports::at(0, 0);
+    let good = config("b", port);
+    let cfg = h.config("orch.toml", &good);
+    h.ok(&cfg, &["install"]);
+    h.ok(&cfg, &["start", "--all"]);
+    let bad = good.replace(
+        "--ready-after 0.2\"",
+        "--ready-after 0.2 --exit-after 1.5\"\nrestart = \"on-failure\"\nrestart_sec = \"500ms\"",
+    );
+    assert_ne!(bad, good);
+    let cfg = h.config("orch.toml", &bad);
+    h.ok(&cfg, &["install"]);
+    let pid = |unit: &str| {
+        let o = h.b.systemctl(&["show", "-P", "MainPID", unit]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let rest = ["mh-worker-1-generic.service", "mh-worker-2-generic.service"];
+    let before: Vec<String> = rest.iter().map(|u| pid(u)).collect();
+
+    let o = h.orch(
+        &cfg,
+        &[
+            "restart",
+            "--rolling",
+            "--changed",
+            "--canary",
+            "--hold",
+            "5s",
+            "--output",
+            "json",
+        ],
+    );
+    let sum = summary(&o);
+    assert_eq!(o.status.code(), Some(1), "{sum}");
+    assert_eq!(sum["untouched"], serde_json::json!(rest), "{sum}");
+    let canary = sum["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "mh-worker-0-generic.service")
+        .unwrap_or_else(|| panic!("{sum}"))
+        .clone();
+    assert_eq!(
+        (canary["phase"].as_str(), canary["host"].as_str()),
+        (Some("failed"), Some("b")),
+        "{canary}"
+    );
+    assert_eq!(canary["canary"], true, "{canary}");
+    let staged = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("\"stage\":\"canary\"") && l.contains("mh-worker-0-generic"))
+        .count();
+    assert!(staged >= 2, "{}", String::from_utf8_lossy(&o.stdout));
+    let after: Vec<String> = rest.iter().map(|u| pid(u)).collect();
+    assert_eq!(after, before, "the rest untouched on host b");
+
+    let v = json(&h.ok(&cfg, &["status", "--output", "json"]));
+    assert_eq!(v["generation"]["number"], 2, "{v}");
+}

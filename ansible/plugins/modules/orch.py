@@ -23,6 +23,9 @@ description:
     C(orch reload [--or-restart])); with O(changed_only=true) a restart is
     C(orch restart --all --changed), and changed only when orch restarted
     something.
+  - C(state=rolled_back) is C(orch rollback), install's path with the unit
+    files of a generation kept by an earlier install; C(changed) when a file
+    changed or a unit was restarted. Check and diff mode read C(orch plan --rollback).
   - C(state=maintenance) is C(orch stop-for-maintenance) (changed unless the
     deployment was already in maintenance), C(state=resumed) is
     C(orch resume) (changed only when it was in maintenance).
@@ -39,7 +42,7 @@ options:
       - What to make true of the deployment.
     type: str
     default: installed
-    choices: [installed, started, restarted, reloaded, stopped, maintenance, resumed]
+    choices: [installed, started, restarted, reloaded, stopped, maintenance, resumed, rolled_back]
   config:
     description:
       - The orch configuration (C(--config)). Without it orch reads
@@ -64,6 +67,31 @@ options:
       - Workers per batch with O(rolling=true) (C(--batch)).
     type: int
     default: 1
+  canary:
+    description:
+      - With V(restarted) and O(rolling=true), restart this many workers
+        first and watch them for O(hold) before the rest (C(--canary N));
+        V(0) means one of each kind that has twins (C(--canary)). A canary
+        that fails (not ready, no longer active, or restarted by systemd's
+        C(Restart=) during the hold) fails the task with its journal, and
+        the other workers are left as they were.
+    type: int
+  hold:
+    description:
+      - How long canaries are watched (C(--hold)), e.g. V(1m). orch's
+        default (30s) otherwise.
+    type: str
+  generation:
+    description:
+      - With V(rolled_back), the kept generation to put back (C(--to N), see
+        C(orch status)); the one before the installed one otherwise.
+    type: int
+  restart_changed:
+    description:
+      - With V(rolled_back), then restart the running units whose put-back
+        file needs a restart (C(rollback --restart-changed)).
+    type: bool
+    default: false
   changed_only:
     description:
       - With V(restarted), restart only the running master and workers whose
@@ -152,6 +180,19 @@ EXAMPLES = r"""
     state: restarted
     changed_only: true
 
+- name: A new release, one generic worker tried for a minute before the rest
+  orch.systemd.orch:
+    state: restarted
+    rolling: true
+    changed_only: true
+    canary: 0
+    hold: 1m
+
+- name: Put the previous install's unit files back and restart what they change
+  orch.systemd.orch:
+    state: rolled_back
+    restart_changed: true
+
 - name: Reload (SIGHUP through ExecReload=), restarting units without one
   orch.systemd.orch:
     state: reloaded
@@ -235,6 +276,7 @@ VERB = {
     "maintenance": "stop-for-maintenance",
     "resumed": "resume",
     "installed": "install",
+    "rolled_back": "rollback",
 }
 # Phases of a unit that reached what was asked.
 DONE = ("ready", "stopped")
@@ -255,6 +297,16 @@ def last_json(text):
     return None
 
 
+def parse(line):
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
 class Orch(object):
     def __init__(self, module):
         self.module = module
@@ -271,6 +323,7 @@ class Orch(object):
     def run(self, args, ok=(0,)):
         cmd = self.base + list(args)
         rc, out, err = self.module.run_command(cmd)
+        self.out = out or ""
         self.result.update(cmd=cmd, rc=rc, stderr=err)
         doc = last_json(out)
         if rc not in ok:
@@ -305,8 +358,8 @@ class Orch(object):
         states = dict((u.get("unit"), u.get("active_state")) for u in doc.get("units") or [])
         return states, doc.get("maintenance"), doc
 
-    def plan(self):
-        doc = self.run(["plan"], ok=(0, 4)) or {}
+    def plan(self, extra=()):
+        doc = self.run(["plan"] + list(extra), ok=(0, 4)) or {}
         units = doc.get("units") or []
         self.result["plan"] = [dict((k, v) for k, v in u.items() if k not in ("content", "installed")) for u in units]
         # Ansible fails a task whose result has a non-zero `rc`: 4 is no failure.
@@ -366,6 +419,36 @@ def predicted(states, targets, wanted_down):
     return False
 
 
+def rollback(module, o, p):
+    """state=rolled_back: orch rollback; check and diff mode from plan --rollback."""
+    r = o.result
+    to = ["--to", str(p["generation"])] if p["generation"] is not None else []
+    if module.check_mode or module._diff:
+        changed, diff = o.plan(["--rollback"] + to)
+        if module._diff:
+            r["diff"] = diff
+        if module.check_mode:
+            r["changed"] = changed
+            module.exit_json(**r)
+    args = ["rollback"] + to + (["--force"] if p["force"] else [])
+    if p["restart_changed"]:
+        args.append("--restart-changed")
+    last = o.run(args) or {}
+    # With --restart-changed the rollback's report is the first line and
+    # the restart's summary the last.
+    docs = [d for d in (parse(line) for line in o.out.splitlines()) if isinstance(d, dict)]
+    doc = next((d for d in docs if "dry_run" in d), last)
+    r["report"] = doc
+    r["changed"] = bool(doc.get("changed"))
+    if last is not doc:
+        r["restart"] = last
+        r["units"] = last.get("units") or []
+        r["changed"] = r["changed"] or bool(r["units"])
+    if not r["changed"]:
+        r.pop("diff", None)
+    module.exit_json(**r)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -375,6 +458,10 @@ def main():
             rolling=dict(type="bool", default=False),
             batch=dict(type="int", default=1),
             changed_only=dict(type="bool", default=False),
+            canary=dict(type="int"),
+            hold=dict(type="str"),
+            generation=dict(type="int"),
+            restart_changed=dict(type="bool", default=False),
             or_restart=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
             reason=dict(type="str", default="maintenance"),
@@ -400,6 +487,14 @@ def main():
         module.fail_json(msg="rolling restarts the whole deployment: leave targets empty")
     if p["batch"] < 1:
         module.fail_json(msg="batch must be at least 1")
+    if p["canary"] is not None and not p["rolling"]:
+        module.fail_json(msg="canary is for state=restarted with rolling=true")
+    if p["canary"] is not None and p["canary"] < 0:
+        module.fail_json(msg="canary must be 0 (one of each kind) or more")
+    if p["hold"] and p["canary"] is None:
+        module.fail_json(msg="hold is for canary")
+    if (p["generation"] is not None or p["restart_changed"]) and state != "rolled_back":
+        module.fail_json(msg="generation and restart_changed are for state=rolled_back")
 
     o = Orch(module)
     r = o.result
@@ -419,6 +514,9 @@ def main():
         if not r["changed"]:
             r.pop("diff", None)
         module.exit_json(**r)
+
+    if state == "rolled_back":
+        rollback(module, o, p)
 
     if state in ("maintenance", "resumed"):
         _, maintenance, _ = o.status()
@@ -462,6 +560,10 @@ def main():
     args = [VERB[state]] + o.targets()
     if p["rolling"]:
         args += ["--rolling", "--batch", str(p["batch"])]
+    if p["canary"] is not None:
+        args += ["--canary"] + ([str(p["canary"])] if p["canary"] > 0 else [])
+        if p["hold"]:
+            args += ["--hold", p["hold"]]
     if p["changed_only"]:
         args.append("--changed")
     if p["or_restart"]:

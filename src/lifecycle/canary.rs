@@ -1,0 +1,87 @@
+//! The canaries of a rolling restart (`restart --rolling --canary`):
+//! restarted first, then watched for the hold before the rest.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::{Engine, Member, Phase};
+use crate::systemd::{ActiveState, JobKind, JobMode};
+
+/// Between two looks at a canary during its hold.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+impl Engine {
+    /// Restarts the canaries, awaits their readiness, then watches them
+    /// for `hold`. True when every one stayed well.
+    pub(super) async fn canary(&self, members: &[Member], hold: Duration) -> bool {
+        if !self.step(members, JobKind::Restart, JobMode::Replace).await {
+            return false;
+        }
+        let watched = join_all(members.iter().map(|m| self.watch(m, hold))).await;
+        watched.into_iter().all(|ok| ok)
+    }
+
+    /// One canary through its hold: it must stay active (a crash without
+    /// `Restart=` leaves it failed), never be restarted by `Restart=` (a
+    /// crash loop moves `NRestarts`, even when each run passes its probe
+    /// for a while), and pass its probe again at the end.
+    async fn watch(&self, m: &Member, hold: Duration) -> bool {
+        let detail = format!("hold {}", humantime::format_duration(hold));
+        self.emit(m, Phase::Watching, Some(detail));
+        let restarts = self.jobs.restarts(&m.unit, &m.host).await;
+        let began = tokio::time::Instant::now();
+        let bound = self.bounded(hold);
+        loop {
+            if let Some(why) = self.unwell(m, restarts).await {
+                let why = format!(
+                    "canary failed {:.1}s into its hold: {why}; the rest of the rollout was not started",
+                    began.elapsed().as_secs_f64()
+                );
+                let r = self.report(m, Phase::Failed, None, Some(why));
+                self.record(self.diagnosed(r).await);
+                return false;
+            }
+            let left = bound.saturating_sub(began.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(LOOK_EVERY)).await;
+        }
+        if bound < hold {
+            let why = "the operation's --timeout ended during the canary's hold";
+            self.record(self.report(m, Phase::Timeout, None, Some(why.into())));
+            return false;
+        }
+        let r = match &m.health {
+            Some(probe) => match self.probe(m, probe).await {
+                Ok(()) => self.report(m, Phase::Ready, None, None),
+                Err(e) => {
+                    let why = format!("canary not ready at the end of its hold: {e}");
+                    self.diagnosed(self.report(m, Phase::Failed, None, Some(why)))
+                        .await
+                }
+            },
+            None => self.report(m, Phase::Ready, None, None),
+        };
+        let ok = r.phase == Phase::Ready;
+        self.record(r);
+        ok
+    }
+
+    /// Why `m` is not well now, if it is not.
+    async fn unwell(&self, m: &Member, restarts: Option<u32>) -> Option<String> {
+        let state = self.jobs.active_state(&m.unit, &m.host).await;
+        if state != Some(ActiveState::Active) {
+            let state = state.as_ref().map_or("unknown", ActiveState::as_str);
+            return Some(format!("the unit is {state}"));
+        }
+        match (restarts, self.jobs.restarts(&m.unit, &m.host).await) {
+            (Some(a), Some(b)) if b > a => Some(format!(
+                "systemd restarted it {} time(s) (crash loop, NRestarts {a} -> {b})",
+                b - a
+            )),
+            _ => None,
+        }
+    }
+}
