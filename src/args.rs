@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::exit;
 use crate::fleet::Access;
-use crate::output::Format;
 use crate::systemd::Bus;
+use crate::ui::output::Format;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,8 +53,8 @@ pub struct Global {
         value_name = "COMMAND"
     )]
     pub ssh_command: String,
-    /// Unit directory, overriding deployment.unit_dir
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Unit directory (absolute), overriding deployment.unit_dir
+    #[arg(long, global = true, value_name = "DIR", value_parser = absolute_dir)]
     pub unit_dir: Option<PathBuf>,
     /// Runtime mask directory, overriding deployment.runtime_dir
     #[arg(long, global = true, value_name = "DIR")]
@@ -92,6 +92,9 @@ pub enum Command {
         /// With --rollback: generation N (see `orch status`) instead of the one before the installed one
         #[arg(long, value_name = "N", requires = "rollback")]
         to: Option<u64>,
+        /// Also print a unified diff of each unit that would change (installed → rendered)
+        #[arg(long)]
+        diff: bool,
     },
     /// Write changed unit files atomically, remove stale ones, reload systemd only if something changed.
     Install {
@@ -121,12 +124,21 @@ pub enum Command {
         restart_changed: bool,
     },
     /// Start units in parallel and wait until each is ready: database, then master, then workers and dependents.
+    #[command(
+        mut_arg("all", |a| a.help("Every unit: master, workers and dependents; the database and the prerequisites are started first if they are not running")),
+        group(clap::ArgGroup::new("what").args(["all", "targets"]).required(true))
+    )]
     Start(Lifecycle),
     /// Stop units in parallel and wait for each: dependents, then workers, then master. The database is never stopped by --all.
+    #[command(
+        mut_arg("all", |a| a.help("Every unit: dependents, workers and master; the database and the prerequisites are left running (name them to stop them)")),
+        group(clap::ArgGroup::new("what").args(["all", "targets"]).required(true))
+    )]
     Stop(Lifecycle),
     /// Restart units: stop in reverse order, start in order, each gated on readiness; or --rolling; or only the --changed ones.
     #[command(
-        mut_arg("targets", |a| a.required_unless_present_any(["all", "changed"])),
+        mut_arg("all", |a| a.help("Every unit: master, workers and dependents; the database and the prerequisites are not restarted, only started if they are not running")),
+        group(clap::ArgGroup::new("what").args(["all", "targets", "changed"]).multiple(true).required(true)),
         group(clap::ArgGroup::new("whole").args(["all", "changed"]).multiple(true))
     )]
     Restart {
@@ -149,6 +161,10 @@ pub enum Command {
         batch: u32,
     },
     /// Reload units in parallel (systemd's reload job: ExecReload=, e.g. SIGHUP), then check each is ready again. The database is never reloaded; units without ExecReload= are refused before anything is sent (exit 2), unless --or-restart.
+    #[command(
+        mut_arg("all", |a| a.help("Every unit: master, workers and dependents (the database and the prerequisites are never reloaded)")),
+        group(clap::ArgGroup::new("what").args(["all", "targets"]).required(true))
+    )]
     Reload {
         #[command(flatten)]
         args: Lifecycle,
@@ -167,6 +183,9 @@ pub enum Command {
         /// Stop (and mask) the database unit too
         #[arg(long)]
         include_database: bool,
+        /// With [database] roles: end the sessions of those roles still open once the stop bound ran out (pg_terminate_backend), and report them. Without it, such sessions fail the proof (exit 1) and the deployment stays in maintenance; rerun with this flag to complete it
+        #[arg(long)]
+        terminate_sessions: bool,
         /// With `-- CMD`: read failure logs of the resume with `journalctl --root DIR`
         #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
         journal_root: Option<PathBuf>,
@@ -195,7 +214,7 @@ pub enum Command {
     },
     /// The journal of the deployment's units (or the targets), merged in time order, each line prefixed with its unit.
     Logs {
-        /// Unit names, worker kinds, or master / workers / dependents / database [default: every unit but the database]
+        /// Unit names, worker kinds, or master / workers / dependents / database / prerequisites [default: every unit but the database and the prerequisites]
         #[arg(value_name = "TARGET")]
         targets: Vec<String>,
         /// Keep showing new lines until Ctrl+C
@@ -231,11 +250,11 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct Lifecycle {
-    /// Every unit of the deployment: master, workers and dependents (the database is started if needed, never stopped)
+    /// Every unit of the deployment (what that means for each verb: its --help)
     #[arg(long, conflicts_with = "targets")]
     pub all: bool,
-    /// Unit names, worker kinds, or master / workers / dependents / database
-    #[arg(value_name = "TARGET", required_unless_present = "all")]
+    /// Unit names, worker kinds, or master / workers / dependents / database / prerequisites; or --all
+    #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Cap on jobs in flight [default: unlimited]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -262,6 +281,20 @@ fn parse_lock_wait(s: &str) -> Result<Duration, crate::model::DurationError> {
         Ok(0) => Ok(Duration::ZERO),
         Ok(n) => parse_duration(&format!("{n}s")),
         Err(_) => parse_duration(s),
+    }
+}
+
+/// A relative folder would depend on where orch runs: refused as the
+/// flag's error, not the configuration's.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is relative: give an absolute path (such as /etc/systemd/system)")]
+pub struct RelativeDir(String);
+
+fn absolute_dir(s: &str) -> Result<PathBuf, RelativeDir> {
+    let p = PathBuf::from(s);
+    match p.is_absolute() {
+        true => Ok(p),
+        false => Err(RelativeDir(s.to_string())),
     }
 }
 

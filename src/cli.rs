@@ -32,7 +32,7 @@ pub fn main() -> i32 {
     };
     init_logging(&cli.global);
     let code = run(cli).unwrap_or_else(|e| {
-        eprintln!("orch: {e}");
+        crate::ui::output::error(&e);
         e.exit_code()
     });
     crate::tunnel::end();
@@ -52,9 +52,18 @@ fn init_logging(g: &Global) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("orch={level},warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(colour())
+        .with_writer(|| crate::ui::live::StderrAbove)
         .with_target(false)
         .try_init();
+}
+
+/// Colour only on a terminal, never with `NO_COLOR` set (no-color.org: set
+/// and not empty), so a pipe or a CI log gets plain text.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 fn run(cli: Cli) -> Result<i32, Error> {
@@ -99,9 +108,9 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
     let none = VerbFlags::default;
     match command {
         Command::Render { out } => commands::render::run(g, d, out.as_deref()),
-        Command::Plan { rollback, to } => match rollback {
-            true => commands::plan::rollback(g, d, *to),
-            false => commands::plan::run(g, d),
+        Command::Plan { rollback, to, diff } => match rollback {
+            true => commands::plan::rollback(g, d, *to, *diff),
+            false => commands::plan::run(g, d, *diff),
         },
         Command::Rollback {
             to,
@@ -197,6 +206,7 @@ fn maintenance(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Err
             timeout,
             reason,
             include_database,
+            terminate_sessions,
             journal_root,
             command,
         } => {
@@ -204,6 +214,7 @@ fn maintenance(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Err
                 timeout: *timeout,
                 reason,
                 include_database: *include_database,
+                terminate_sessions: *terminate_sessions,
                 journal_root,
                 command,
             };

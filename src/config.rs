@@ -61,6 +61,13 @@ pub struct RawDatabase {
     pub probe_from: Option<S<String>>,
     pub start_timeout: Option<S<String>>,
     pub health_timeout: Option<S<String>>,
+    /// The roles the deployment connects as: `stop-for-maintenance` proves
+    /// PostgreSQL has no session of them.
+    pub roles: Option<S<Vec<S<String>>>>,
+    /// The role orch checks sessions as (default `postgres`).
+    pub superuser: Option<S<String>>,
+    /// Where orch reaches PostgreSQL: a socket path or `tcp://HOST:PORT`.
+    pub connect: Option<S<String>>,
 }
 
 /// Keys shared by the master and every worker block. Listed in both structs
@@ -406,7 +413,10 @@ impl Source {
             if let Some(shape) = self.wrong_shape() {
                 return shape;
             }
-            let message = e.message().trim().to_string();
+            if let Some(missing) = self.missing_section() {
+                return missing;
+            }
+            let message = words::operator_words(e.message().trim());
             match e.span() {
                 Some(span) => {
                     let key = key_at(&self.text, span.clone());
@@ -455,6 +465,32 @@ impl Source {
         Some(self.error(at..at + header.len(), Some(key.to_string()), message))
     }
 
+    /// A required section that is not there (`[deployment]`, `[master]`),
+    /// named as a section; serde would say `missing field` at line 1.
+    fn missing_section(&self) -> Option<ConfigError> {
+        let table: toml::Table = self.text.parse().ok()?;
+        // A mistyped section (`[deploymnt]`) is better said by its suggestion.
+        if table.keys().any(|k| !words::SECTIONS.contains(&k.as_str())) {
+            return None;
+        }
+        let missing = ["deployment", "master"]
+            .into_iter()
+            .find(|k| !table.contains_key(*k))?;
+        let what = match missing {
+            "deployment" => "its `name` at least",
+            _ => "its `exec_start` at least",
+        };
+        Some(ConfigError {
+            path: self.path.clone(),
+            line: None,
+            column: None,
+            key: None,
+            message: format!(
+                "missing section `[{missing}]`: every configuration has one, with {what}"
+            ),
+        })
+    }
+
     /// An error at a byte range of this file.
     pub fn error(
         &self,
@@ -491,6 +527,12 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     // An error about a whole table (a missing field, `[[t]]` for `[t]`) points at its header.
     let at_line_start = text[line_start..start].trim().is_empty();
+    // Inside a header (`[[worker]]`, an unknown section): the header's name.
+    let line = &text[line_start..];
+    if !at_line_start && line.starts_with('[') && !line[..start - line_start].contains(']') {
+        let name = line.trim_start_matches('[').split(']').next()?.trim();
+        return (!name.is_empty()).then(|| name.to_string());
+    }
     if let Some(header) = text[start..].strip_prefix('[').filter(|_| at_line_start) {
         let name = header.trim_start_matches('[').split(']').next()?.trim();
         let table = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
@@ -561,6 +603,8 @@ fn table_above(above: &str) -> Option<String> {
     Some(format!("{name}[{}]", n.saturating_sub(1)))
 }
 
+mod words;
+
 /// A configuration error: file, position, key and what is wrong.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
@@ -616,10 +660,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.line, Some(7), "{err}");
         assert_eq!(err.key.as_deref(), Some("workers[0].count"), "{err}");
-        assert!(
-            err.message.contains("i64") || err.message.contains("integer"),
-            "{err}"
-        );
+        assert!(err.message.contains("a whole number"), "{err}");
     }
 
     #[test]
@@ -634,7 +675,7 @@ mod tests {
     fn an_error_about_a_whole_table_names_the_table() {
         let err = parse("[deployment]\n[master]\nexec_start = \"/bin/true\"\n").unwrap_err();
         assert_eq!(err.key.as_deref(), Some("deployment"), "{err}");
-        assert!(err.message.contains("missing field `name`"), "{err}");
+        assert!(err.message.contains("missing key `name`"), "{err}");
         let err = parse("[deployment]\nname = \"x\"\n[[master]]\nexec_start = \"/bin/true\"\n")
             .unwrap_err();
         assert_eq!(

@@ -118,6 +118,8 @@ pub struct Deployment {
     /// How worker units are named.
     pub naming: Naming,
     pub database: Option<External>,
+    /// `[database] roles`: whose sessions `stop-for-maintenance` waits out.
+    pub db_sessions: Option<DbSessions>,
     /// `[[prerequisites]]`: started and awaited before the master, like the
     /// database, never stopped with the deployment.
     pub prerequisites: Vec<Prerequisite>,
@@ -211,6 +213,32 @@ pub struct External {
     /// `start_timeout`, `stop_timeout`, `health_timeout`.
     #[serde(flatten)]
     pub bounds: Bounds,
+}
+
+/// How `stop-for-maintenance` proves the database has no session of the
+/// deployment's roles (`[database] roles`, `superuser`, `connect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbSessions {
+    pub roles: Vec<String>,
+    /// The role orch connects as: it must see every session
+    /// (`pg_stat_activity`) and may end them (`pg_terminate_backend`).
+    pub superuser: String,
+    pub connect: DbConnect,
+    /// The database's host: a `tcp://` address is connected from there.
+    pub host: String,
+}
+
+/// Where orch reaches PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DbConnect {
+    /// The server's Unix socket (`DIR/.s.PGSQL.PORT`) on orch's own host,
+    /// connected as the OS user named like the superuser, so that peer
+    /// authentication (Debian's default for `postgres`) lets orch in.
+    Socket { path: PathBuf },
+    /// TCP from the database's host (through SSH when it is remote); a
+    /// password, if the server asks, from `PGPASSWORD`.
+    Tcp { host: String, port: u16 },
 }
 
 /// A `[[prerequisites]]` unit: what the master needs but orch does not own.

@@ -90,9 +90,37 @@ impl Op {
 /// `reload` of units systemd cannot reload (no `ExecReload=`, not
 /// `Type=notify-reload`): refused before any job is sent (exit 2).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reload {}: no ExecReload= in the unit; set exec_reload for it in the configuration and run orch install, or pass --or-restart to restart it instead", units.join(", "))]
+#[error("cannot reload {}: no ExecReload= in the unit; set exec_reload for it in the configuration and run orch install, or pass --or-restart to restart it instead", self.summary())]
 pub struct NotReloadable {
     pub units: Vec<String>,
+    /// Per unit: its worker kind, or its role (master, dependent).
+    pub kinds: Vec<String>,
+}
+
+impl NotReloadable {
+    /// A few units by name; many as a count per kind and the first few
+    /// (61 names would wrap over a dozen lines).
+    fn summary(&self) -> String {
+        const NAMED: usize = 3;
+        if self.units.len() <= NAMED + 1 {
+            return self.units.join(", ");
+        }
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for k in &self.kinds {
+            match counts.iter_mut().find(|(name, _)| name == k) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((k, 1)),
+            }
+        }
+        let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        format!(
+            "{} units ({}): {} and {} more",
+            self.units.len(),
+            counts.join(", "),
+            self.units[..NAMED].join(", "),
+            self.units.len() - NAMED
+        )
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::args::Global;
 use crate::error::Error;
 use crate::lifecycle::{Phase, Summary, UnitReport};
 use crate::members::Member;
-use crate::output::{self, Format};
+use crate::ui::output::{self, Format};
 
 /// Writes to stdout; a closed pipe ends quietly.
 pub fn print(text: &str) -> Result<(), Error> {
@@ -20,8 +20,8 @@ pub fn json<T: Serialize>(value: &T) -> Result<(), Error> {
 }
 
 /// What the live display needs to know up front.
-pub fn title(op: &str, rolling: Option<usize>, members: &[Member]) -> output::progress::Title {
-    output::progress::Title {
+pub fn title(op: &str, rolling: Option<usize>, members: &[Member]) -> crate::ui::progress::Title {
+    crate::ui::progress::Title {
         op: op.to_string(),
         rolling,
         kinds: members
@@ -39,7 +39,7 @@ pub fn step_printer(g: &Global) -> impl Fn(&str, &str) + Sync + '_ {
                 &serde_json::json!({ "event": "step", "step": step, "detail": detail }),
             );
         }
-        Format::Human if !g.quiet => eprintln!("{step}: {detail}"),
+        Format::Human if !g.quiet => crate::ui::live::eprintln_above(&format!("{step}: {detail}")),
         Format::Human => {}
     }
 }
@@ -65,9 +65,11 @@ pub fn print_summary(g: &Global, s: &Summary) -> Result<(), Error> {
     }
     // After a live display (which showed every unit), the result once: the
     // headline and only what went wrong; -v for every unit, as in a log.
-    let only_problems = g.quiet || (output::progress::is_live() && g.verbose == 0);
+    let only_problems = g.quiet || (crate::ui::progress::is_live() && g.verbose == 0);
     let mut text = String::new();
-    for u in s.units.iter().filter(|u| !only_problems || !is_ok(u)) {
+    // A unit systemd had to SIGKILL is shown even when it is ready again.
+    let shown = |u: &&UnitReport| !only_problems || !is_ok(u) || u.sigkilled_by_systemd;
+    for u in s.units.iter().filter(shown) {
         text.push_str(&unit_line(u));
     }
     text.push_str(&headline(s));
@@ -121,6 +123,9 @@ fn unit_line(u: &UnitReport) -> String {
     }
     if let Some(x) = u.exit_status {
         facts.push(format!("exit status {x}"));
+    }
+    if u.sigkilled_by_systemd {
+        facts.push("SIGKILLED by systemd: its stop outlived TimeoutStopSec".to_string());
     }
     if let (Some(a), Phase::Failed) = (&u.active_state, u.phase) {
         facts.push(format!("now {a}"));

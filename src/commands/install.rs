@@ -6,8 +6,8 @@ use crate::error::Error;
 use crate::exit;
 use crate::install::Report;
 use crate::model::Deployment;
-use crate::output::Format;
 use crate::plan::Action;
+use crate::ui::output::Format;
 
 pub fn run(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32, Error> {
     let report = crate::ops::install(d, &g.access(), dry_run, force)?;
@@ -41,7 +41,11 @@ fn show(g: &Global, d: &Deployment, report: &Report, dry_run: bool) -> Result<i3
             print(&text)?;
         }
     }
-    Ok(exit::OK)
+    // As `plan`: a dry run with changes pending says so in its exit code.
+    Ok(match dry_run && report.changed {
+        true => exit::CHANGES_PENDING,
+        false => exit::OK,
+    })
 }
 
 /// A row per unit: what was (or, dry, would be) done to it.

@@ -9,7 +9,7 @@ use crate::members::Selection;
 use crate::model::Deployment;
 use crate::op::Op;
 use crate::ops::lifecycle::{Operation, Outcome, Request};
-use crate::output::{self, Format};
+use crate::ui::output::Format;
 
 /// What some verbs add to the common lifecycle flags.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +55,7 @@ pub fn run(
     };
     let verb = op.name();
     let observer =
-        output::progress::observer(g.output, g.quiet, title(verb, rolling, operation.members()));
+        crate::ui::progress::observer(g.output, g.quiet, title(verb, rolling, operation.members()));
     let outcome = operation.run(req, observer.clone());
     observer.finish();
     match outcome? {

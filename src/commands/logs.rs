@@ -9,7 +9,7 @@ use crate::logs::{escape_controls, Entry, Lines, Options};
 use crate::members::Selection;
 use crate::model::Deployment;
 use crate::ops::logs::Outcome;
-use crate::output::Format;
+use crate::ui::output::Format;
 
 pub struct Request {
     pub targets: Vec<String>,
@@ -44,7 +44,9 @@ pub fn run(g: &Global, d: &Deployment, req: Request) -> Result<i32, Error> {
         .flat_map(|s| s.units.iter().map(move |u| prefix(multi, &s.host, u).len()))
         .max()
         .unwrap_or(0);
+    let mut printed = 0usize;
     let mut sink = |e: &Entry| -> Result<(), Error> {
+        printed += 1;
         match g.output {
             Format::Json => json(e),
             Format::Human => print(&format!(
@@ -54,7 +56,14 @@ pub fn run(g: &Global, d: &Deployment, req: Request) -> Result<i32, Error> {
             )),
         }
     };
+    let since = opts.since;
     let outcome = crate::ops::logs::logs(d, &g.access(), &selection, opts, &mut sink)?;
+    // Silence would read as "orch is broken": say that the journal had nothing.
+    if printed == 0 && !req.follow && g.output == Format::Human && !g.quiet {
+        let count: usize = units.iter().map(|s| s.units.len()).sum();
+        let since = since.map(|t| format!(" since {t}")).unwrap_or_default();
+        eprintln!("no journal entries for the {count} selected units{since}");
+    }
     Ok(match (outcome, req.follow) {
         (Outcome::Done, _) | (Outcome::Interrupted, true) => exit::OK,
         (Outcome::Interrupted, false) => exit::INTERRUPTED,

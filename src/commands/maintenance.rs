@@ -11,13 +11,14 @@ use crate::lifecycle;
 use crate::maintenance::{ResumeScope, StopReport};
 use crate::model::Deployment;
 use crate::ops::maintenance::{CommandEnv, Ran, StopRequest};
-use crate::output::{self, Format};
+use crate::ui::output::Format;
 
 /// The options of `stop-for-maintenance`.
 pub struct StopArgs<'a> {
     pub timeout: Option<Duration>,
     pub reason: &'a str,
     pub include_database: bool,
+    pub terminate_sessions: bool,
     /// For the resume after `-- CMD`.
     pub journal_root: &'a Option<PathBuf>,
     /// `-- CMD [ARGS…]`, or empty.
@@ -33,6 +34,7 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         reason: args.reason,
         timeout: args.timeout,
         include_database: args.include_database,
+        terminate_sessions: args.terminate_sessions,
     };
     // With `-- CMD`, the lock is held from the first stop through CMD to the
     // end of the resume: no second operator's resume may start units while
@@ -41,11 +43,16 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         true => None,
         false => Some(crate::ops::maintenance::hold(d, &g.access())?),
     };
-    let report = crate::ops::maintenance::stop(d, &g.access(), req, &step_printer(g))?;
+    let title = title("stop-for-maintenance", None, &crate::members::members(d));
+    let observer = crate::ui::progress::live_only(g.output, g.quiet, title);
+    let report =
+        crate::ops::maintenance::stop(d, &g.access(), req, observer.as_ref(), &step_printer(g));
+    observer.finish();
+    let report = report?;
     if g.output == Format::Json {
         json(&serde_json::json!({ "event": "summary", "report": report }))?;
     } else if !(g.quiet && report.ok) {
-        print(&human(d, &report))?;
+        print(&human(d, &report, g.verbose > 0))?;
     }
     if !report.ok {
         if !args.command.is_empty() {
@@ -114,14 +121,19 @@ fn around(
     resume(g, d, None, None, args.journal_root, ResumeScope::Recorded)
 }
 
-/// A row per unit with its processes, then the totals and what is left.
-fn human(d: &Deployment, report: &StopReport) -> String {
+/// The totals with the proof, and what is left; a row per unit only for
+/// the units that needed a kill or are not proven stopped (every unit
+/// with -v): one screen with 60 workers.
+fn human(d: &Deployment, report: &StopReport, every_unit: bool) -> String {
     let mut text = String::new();
-    for u in &report.units {
-        let killed = if u.killed {
-            "  KILLED with SIGKILL"
-        } else {
-            ""
+    let worth = |u: &&crate::maintenance::UnitProof| {
+        every_unit || u.killed || u.sigkilled_by_systemd || report.left.contains(&u.unit)
+    };
+    for u in report.units.iter().filter(worth) {
+        let killed = match (u.killed, u.sigkilled_by_systemd) {
+            (true, _) => "  KILLED with SIGKILL",
+            (false, true) => "  SIGKILLED by systemd: its stop outlived TimeoutStopSec",
+            (false, false) => "",
         };
         let host = if d.is_multi_host() {
             format!("{:<12} ", u.host)
@@ -148,6 +160,9 @@ fn human(d: &Deployment, report: &StopReport) -> String {
     if !report.left.is_empty() {
         text.push_str(&format!("NOT PROVEN STOPPED: {}\n", report.left.join(", ")));
     }
+    if let Some(p) = &report.sessions {
+        text.push_str(&sessions(p));
+    }
     for s in &report.stray_containers {
         let what = if s.stopped {
             "stopped"
@@ -157,6 +172,36 @@ fn human(d: &Deployment, report: &StopReport) -> String {
         text.push_str(&format!(
             "stray container {} on host {} (outside every unit): {what}\n",
             s.name, s.host
+        ));
+    }
+    text
+}
+
+/// The sessions orch ended, and those left (with what to do about them).
+fn sessions(p: &crate::dbsessions::SessionsProof) -> String {
+    let row = |s: &crate::dbsessions::Session| {
+        format!(
+            "pid {} of {} (application {:?}, from {}, {}, since {})",
+            s.pid,
+            s.role,
+            s.application_name,
+            s.client_addr.as_deref().unwrap_or("the local socket"),
+            s.state.as_deref().unwrap_or("state unknown"),
+            s.since.as_deref().unwrap_or("?")
+        )
+    };
+    let mut text = String::new();
+    for s in &p.terminated {
+        text.push_str(&format!("terminated database session {}\n", row(s)));
+    }
+    for s in &p.left {
+        text.push_str(&format!("DATABASE SESSION LEFT: {}\n", row(s)));
+    }
+    if !p.left.is_empty() {
+        text.push_str(&format!(
+            "NOT PROVEN STOPPED: PostgreSQL at {} still has sessions of {}: something outside the units still connects; stop it, or end them with `orch stop-for-maintenance --terminate-sessions`\n",
+            p.database,
+            p.roles.join(", ")
         ));
     }
     text
@@ -177,8 +222,21 @@ fn totals(report: &StopReport) -> String {
     if running > 0 {
         line.push_str(&format!(", {running} stray containers still running"));
     }
+    if let Some(p) = &report.sessions {
+        line.push_str(&format!(
+            ", {} database sessions of {}",
+            p.left.len(),
+            p.roles.join(", ")
+        ));
+    }
     if !report.killed.is_empty() {
         line.push_str(&format!("; killed {}", report.killed.join(", ")));
+    }
+    if !report.sigkilled_by_systemd.is_empty() {
+        line.push_str(&format!(
+            "; SIGKILLED by systemd (stop outlived TimeoutStopSec): {}",
+            report.sigkilled_by_systemd.join(", ")
+        ));
     }
     if let Some(db) = &report.database {
         let state = match db.active_state {
@@ -209,7 +267,7 @@ pub fn resume(
     };
     let notify = step_printer(g);
     let title = title("resume", None, &crate::members::members(d));
-    let observer = output::progress::observer(g.output, g.quiet, title);
+    let observer = crate::ui::progress::observer(g.output, g.quiet, title);
     let report =
         crate::ops::maintenance::resume(d, &g.access(), opts, observer.clone(), &notify, scope);
     observer.finish();

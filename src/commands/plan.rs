@@ -5,10 +5,10 @@ use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
-use crate::output::Format;
 use crate::plan::{Action, Plan, PlannedUnit};
+use crate::ui::output::Format;
 
-pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
+pub fn run(g: &Global, d: &Deployment, diff: bool) -> Result<i32, Error> {
     let plans = crate::ops::plan(d, &g.access())?;
     let changes = plans.iter().any(Plan::has_changes);
     match g.output {
@@ -18,7 +18,13 @@ pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
             "changes": changes,
             "units": plans.iter().flat_map(|p| &p.units).map(unit_json).collect::<Vec<_>>(),
         }))?,
-        Format::Human => print(&plans.iter().map(|p| human(d, p)).collect::<String>())?,
+        Format::Human => {
+            let mut text: String = plans.iter().map(|p| human(d, p)).collect();
+            if diff {
+                text.push_str(&plans.iter().map(crate::ui::diff::plan).collect::<String>());
+            }
+            print(&text)?
+        }
     }
     Ok(if changes {
         exit::CHANGES_PENDING
@@ -29,7 +35,7 @@ pub fn run(g: &Global, d: &Deployment) -> Result<i32, Error> {
 
 /// `orch plan --rollback [--to N]`: what `orch rollback` would change,
 /// under a line naming the generation; exit 4 when changes are pending.
-pub fn rollback(g: &Global, d: &Deployment, to: Option<u64>) -> Result<i32, Error> {
+pub fn rollback(g: &Global, d: &Deployment, to: Option<u64>, diff: bool) -> Result<i32, Error> {
     let (plans, gen) = crate::ops::plan_rollback(d, &g.access(), to)?;
     let changes = plans.iter().any(Plan::has_changes);
     match g.output {
@@ -49,7 +55,11 @@ pub fn rollback(g: &Global, d: &Deployment, to: Option<u64>) -> Result<i32, Erro
                 gen.config_path.display(),
                 gen.config_sha256,
             );
-            print(&(head + &plans.iter().map(|p| human(d, p)).collect::<String>()))?
+            let mut text = head + &plans.iter().map(|p| human(d, p)).collect::<String>();
+            if diff {
+                text.push_str(&plans.iter().map(crate::ui::diff::plan).collect::<String>());
+            }
+            print(&text)?
         }
     }
     Ok(if changes {

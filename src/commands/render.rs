@@ -9,8 +9,8 @@ use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
-use crate::output::Format;
 use crate::render::RenderedUnit;
+use crate::ui::output::Format;
 
 #[derive(Serialize)]
 struct RenderJson<'a> {

@@ -8,8 +8,8 @@ use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
-use crate::output::Format;
 use crate::status::DeploymentStatus;
+use crate::ui::output::Format;
 
 pub fn run(g: &Global, d: &Deployment, all_units: bool) -> Result<i32, Error> {
     let s = crate::ops::status(d, &g.access())?;
@@ -74,12 +74,16 @@ fn human(d: &Deployment, s: &DeploymentStatus, all_units: bool) -> String {
         .filter_map(|m| Some((m.unit, m.kind?)))
         .collect();
     let lines = text.lines().count() + s.rows.len() + 2;
-    let group = !all_units && std::io::IsTerminal::is_terminal(&std::io::stdout()) && {
-        let (height, _) = console::Term::stdout().size();
-        lines > height as usize
-    };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (height, width) = console::Term::stdout().size();
+    let group = !all_units && terminal && lines > height as usize;
     // The host column appears when there is more than one host to tell apart.
-    let table = crate::status::table(&s.rows, d.is_multi_host(), group.then_some(&kinds));
+    let table = crate::ui::status::table(
+        &s.rows,
+        d.is_multi_host(),
+        group.then_some(&kinds),
+        terminal.then_some(width as usize),
+    );
     text.push_str(&table);
     if group {
         text.push_str("(workers grouped by kind to fit the terminal; --all-units for every row)\n");

@@ -131,6 +131,10 @@ pub struct UnitReport {
     pub exit_status: Option<i32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub journal: Vec<String>,
+    /// systemd had to SIGKILL it: its stop (alone, or in a restart)
+    /// outlived `TimeoutStopSec=`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sigkilled_by_systemd: bool,
     pub elapsed_ms: u64,
     /// Restarted and watched as a canary (`restart --rolling --canary`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -328,6 +332,10 @@ impl Engine {
             detail: r.error.clone(),
         });
         let mut ledger = self.ledger.lock().unwrap();
+        // A restart is a stop phase then a start phase: the start's report
+        // keeps what the stop found.
+        let earlier = ledger.reports.get(&r.unit);
+        r.sigkilled_by_systemd |= earlier.is_some_and(|e| e.sigkilled_by_systemd);
         ledger.phases.insert(r.unit.clone(), r.phase);
         ledger.reports.insert(r.unit.clone(), r);
     }
@@ -572,6 +580,7 @@ impl Engine {
             result: None,
             exit_status: None,
             journal: Vec::new(),
+            sigkilled_by_systemd: false,
             elapsed_ms: self.elapsed_ms(),
             canary: false,
         }
@@ -659,8 +668,9 @@ impl Engine {
             }
         }
         let bound = self.bounded(kind.bound(m.bounds.start, m.bounds.stop) + JOB_MARGIN);
+        let began = std::time::SystemTime::now();
         let end = self.jobs.run(&m.unit, &m.host, kind, mode, bound).await;
-        let r = match end {
+        let mut r = match end {
             JobEnd::Done(result) if kind.ends_stopped() => self.stopped(m, result).await,
             JobEnd::Done(result) => self.readiness(m, Some(result), kind).await,
             JobEnd::Failed(result) => {
@@ -685,12 +695,41 @@ impl Engine {
             }
             JobEnd::Lost(e) => self.report(m, Phase::Failed, None, Some(e.to_string())),
         };
+        self.restart_sigkill(m, kind, began, &mut r).await;
         let ok = matches!(r.phase, Phase::Ready | Phase::Stopped);
         if r.phase == Phase::Ready {
             self.availability(m, false);
         }
         self.record(r);
         ok
+    }
+}
+
+impl Engine {
+    /// A restart whose stop outlived `TimeoutStopSec=` was SIGKILLed by
+    /// systemd; the start that followed reset the service's Result, so the
+    /// journal is asked, and only when the job took that long.
+    async fn restart_sigkill(
+        &self,
+        m: &Member,
+        kind: JobKind,
+        began: std::time::SystemTime,
+        r: &mut UnitReport,
+    ) {
+        let restarted = matches!(kind, JobKind::Restart | JobKind::ReloadOrRestart);
+        if !restarted || began.elapsed().unwrap_or_default() < m.bounds.stop {
+            return;
+        }
+        let root = self.opts.journal_root.as_deref();
+        let remote = self.jobs.sd(&m.host).remote();
+        // journald stores systemd's record a moment after it was sent.
+        for wait in [0, 200, 400, 800] {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            if readiness::stop_timed_out_since(&m.unit, root, remote, began).await {
+                r.sigkilled_by_systemd = true;
+                return;
+            }
+        }
     }
 }
 

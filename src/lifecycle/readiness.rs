@@ -24,6 +24,7 @@ impl Engine {
         match facts.result {
             Some(ServiceResult::Success) | None => {}
             Some(ServiceResult::Timeout) => {
+                r.sigkilled_by_systemd = true;
                 r.result = Some(ServiceResult::Timeout);
                 r.error = Some(format!(
                     "did not stop within its stop_timeout ({:?}); systemd killed it with SIGKILL",
@@ -191,20 +192,7 @@ pub async fn journal(
     lines: usize,
     within: Duration,
 ) -> Vec<String> {
-    let mut cmd = match remote {
-        // `ssh … DEST journalctl …`: the remote shell joins the words, and
-        // every word here is a fixed option or a validated unit name.
-        Some(r) => {
-            let (program, args) = r.run("journalctl");
-            let mut c = tokio::process::Command::new(program);
-            c.args(args);
-            c
-        }
-        None => tokio::process::Command::new("journalctl"),
-    };
-    if let Some(root) = root.filter(|_| remote.is_none()) {
-        cmd.arg("--root").arg(root);
-    }
+    let mut cmd = journalctl(root, remote);
     // Over SSH the remote shell parses the words: quote the unit name (unit
     // names never contain a single quote) so a `\` escape in it survives.
     let unit = if remote.is_some() {
@@ -221,15 +209,94 @@ pub async fn journal(
         &lines.to_string(),
         "-u",
         &unit,
-    ])
-    .stdin(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .kill_on_drop(true);
-    match tokio::time::timeout(within, cmd.output()).await {
-        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout)
+    ]);
+    match run_bounded(cmd, within).await {
+        Some(out) => String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
             .collect(),
-        _ => Vec::new(),
+        None => Vec::new(),
+    }
+}
+
+/// systemd's structured record of a unit's failure ("Failed with result
+/// '…'"), with the result in its `UNIT_RESULT` field.
+const UNIT_FAILURE_RESULT: &str = "d9b373ed55a64feb8242e02dbe79a49c";
+
+/// True when the journal has systemd's record of `unit` failing with
+/// result `timeout` since `since`: during a restart, its stop outlived
+/// `TimeoutStopSec=` and systemd SIGKILLed it (the start that follows
+/// resets the service's Result, so only the journal keeps it).
+pub async fn stop_timed_out_since(
+    unit: &str,
+    root: Option<&std::path::Path>,
+    remote: Option<&crate::remote::Remote>,
+    since: std::time::SystemTime,
+) -> bool {
+    let secs = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut cmd = journalctl(root, remote);
+    let unit = if remote.is_some() {
+        format!("'{unit}'")
+    } else {
+        unit.to_string()
+    };
+    let since = format!("@{secs}");
+    cmd.args([
+        "--no-pager",
+        "-q",
+        "-o",
+        "json",
+        "--since",
+        &since,
+        "-u",
+        &unit,
+    ]);
+    // Filtered here: a match next to `-u` would bind to one of the terms
+    // `-u` ORs together, not to all of them.
+    let Some(out) = run_bounded(cmd, Duration::from_secs(3)).await else {
+        return false;
+    };
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|v| v["MESSAGE_ID"] == UNIT_FAILURE_RESULT && v["UNIT_RESULT"] == "timeout")
+    })
+}
+
+/// journalctl here, or on `remote` through ssh.
+fn journalctl(
+    root: Option<&std::path::Path>,
+    remote: Option<&crate::remote::Remote>,
+) -> tokio::process::Command {
+    let mut cmd = match remote {
+        // `ssh … DEST journalctl …`: the remote shell joins the words, and
+        // every word here is a fixed option or a validated unit name.
+        Some(r) => {
+            let (program, args) = r.run("journalctl");
+            let mut c = tokio::process::Command::new(program);
+            c.args(args);
+            c
+        }
+        None => tokio::process::Command::new("journalctl"),
+    };
+    if let Some(root) = root.filter(|_| remote.is_none()) {
+        cmd.arg("--root").arg(root);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs `cmd`, bounded to `within`.
+async fn run_bounded(
+    mut cmd: tokio::process::Command,
+    within: Duration,
+) -> Option<std::process::Output> {
+    match tokio::time::timeout(within, cmd.output()).await {
+        Ok(Ok(out)) => Some(out),
+        _ => None,
     }
 }

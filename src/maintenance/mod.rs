@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::fleet::{Fleet, HostAccess};
 use crate::jobs::Jobs;
+use crate::lifecycle;
 use crate::members::{self, Member};
 use crate::model::{Deployment, Role};
 use crate::state::{dir, lock, read_state, state_path, MaskRecord, State, StateError};
@@ -51,6 +52,8 @@ pub enum MaintenanceError {
     Systemd(#[from] SystemdError),
     #[error(transparent)]
     Containers(#[from] crate::containers::ContainersError),
+    #[error(transparent)]
+    Sessions(#[from] crate::dbsessions::SessionsError),
 }
 
 impl MaintenanceError {
@@ -58,6 +61,7 @@ impl MaintenanceError {
     pub fn exit_code(&self) -> i32 {
         match self {
             MaintenanceError::Systemd(e) => e.exit_code(),
+            MaintenanceError::Sessions(e) => e.exit_code(),
             _ => crate::exit::FAILURE,
         }
     }
@@ -126,11 +130,16 @@ fn store_of<'a>(targets: &'a [HostAccess], host: &str) -> &'a Store {
         .store
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct StopOptions<'a> {
     pub reason: &'a str,
     pub timeout: Duration,
     pub include_database: bool,
+    /// Each unit's stop as it happens (the live display on a terminal).
+    pub observer: &'a dyn lifecycle::Observer,
+    /// Ends the sessions of `[database] roles` left once the stop bound ran
+    /// out (`pg_terminate_backend`).
+    pub terminate_sessions: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +152,8 @@ pub struct StopReport {
     pub ok: bool,
     pub units: Vec<UnitProof>,
     pub killed: Vec<String>,
+    /// Units systemd had to SIGKILL: their stop outlived `TimeoutStopSec=`.
+    pub sigkilled_by_systemd: Vec<String>,
     /// Units started again between their stop and the masks taking effect
     /// (a timer, a socket, Restart=), stopped a second time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -155,6 +166,9 @@ pub struct StopReport {
     pub stray_containers: Vec<crate::containers::Stray>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseState>,
+    /// The sessions of `[database] roles` (`ok` is false while one is left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<crate::dbsessions::SessionsProof>,
     pub state_file: PathBuf,
 }
 
@@ -178,6 +192,9 @@ pub async fn stop_for_maintenance(
     let _lock = lock(d, state_store).await?;
     // Before anything is recorded or stopped: the proof asks the engine.
     crate::containers::check_runtime(d, |h| fleet.get(h).remote().cloned()).await?;
+    // And the database: one orch cannot ask is an error that leaves the
+    // deployment as it was.
+    let db = connect_db(d, fleet, opts.include_database).await?;
     let budget = Budget::new(opts.timeout);
     let members = covered(d, opts.include_database);
     let (state, resumed) = record(d, fleet, state_store, &members, &opts).await?;
@@ -201,8 +218,50 @@ pub async fn stop_for_maintenance(
     let masked = covered(d, false);
     let changed = write_masks(d, fleet, targets, &masked, true).await?;
     let jobs = Jobs::new(fleet, None).await?;
-    let mut killed = stop_phases(fleet, &jobs, &members, &budget, notify).await?;
-    load_masks(d, fleet, &masked, true, &changed).await?;
+    let stopper = Stopper {
+        fleet,
+        jobs: &jobs,
+        budget: &budget,
+        observer: opts.observer,
+    };
+    let (mut killed, again) =
+        stop_and_mask(d, &stopper, &members, &masked, &changed, notify).await?;
+    for unit in &killed {
+        notify("killed", unit);
+    }
+    let mut proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
+    sigkilled_by_systemd(fleet, &mut proofs, &state, notify).await;
+    let strays = stray_containers(d, fleet, &budget, notify).await?;
+    let database = database_state(d, fleet, &state).await?;
+    let mut report = StopReport::new(d, &state, resumed, proofs, killed, database);
+    report.stopped_again = again;
+    report.ok &= strays.iter().all(|s| s.stopped);
+    report.stray_containers = strays;
+    if let (Some(db), Some(s)) = (&db, &d.db_sessions) {
+        // A rerun finds the units stopped long ago: what still connects is
+        // not going away by itself, so it waits only the minimum.
+        let until = if resumed { None } else { Some(budget.deadline) };
+        let proof = db_sessions(db, s, until, opts.terminate_sessions, notify).await?;
+        report.ok &= proof.is_proven();
+        report.sessions = Some(proof);
+    }
+    Ok(report)
+}
+
+/// Stops `members` with their own settings, then has systemd load the
+/// masks written before (`masked`; `changed`: the hosts where a mask file
+/// changed), then stops again what got started in between. Returns the
+/// units orch SIGKILLed and those it stopped again.
+async fn stop_and_mask(
+    d: &Deployment,
+    stopper: &Stopper<'_>,
+    members: &[Member],
+    masked: &[Member],
+    changed: &[String],
+    notify: Notify<'_>,
+) -> Result<(Vec<String>, Vec<String>), MaintenanceError> {
+    let mut killed = stopper.phases(members, notify).await?;
+    load_masks(d, stopper.fleet, masked, true, changed).await?;
     notify(
         "masked",
         &format!(
@@ -211,22 +270,12 @@ pub async fn stop_for_maintenance(
             d.runtime_dir.display()
         ),
     );
-    let again = restarted(fleet, &members).await?;
+    let again = restarted(stopper.fleet, members).await?;
     if !again.is_empty() {
         notify("stopping again", &again.join(" "));
-        killed.extend(stop_phases(fleet, &jobs, &members, &budget, notify).await?);
+        killed.extend(stopper.phases(members, notify).await?);
     }
-    for unit in &killed {
-        notify("killed", unit);
-    }
-    let proofs = prove_or_kill(fleet, &members, &state, &mut killed, &budget, notify).await?;
-    let strays = stray_containers(d, fleet, &budget, notify).await?;
-    let database = database_state(d, fleet, &state).await?;
-    let mut report = StopReport::new(d, &state, resumed, proofs, killed, database);
-    report.stopped_again = again;
-    report.ok &= strays.iter().all(|s| s.stopped);
-    report.stray_containers = strays;
-    Ok(report)
+    Ok((killed, again))
 }
 
 /// The journal: what runs now, written before anything changes. A rerun
@@ -287,6 +336,11 @@ impl StopReport {
             .filter(|p| !p.is_proven())
             .map(|p| p.unit.clone())
             .collect();
+        let sigkilled_by_systemd = units
+            .iter()
+            .filter(|p| p.sigkilled_by_systemd)
+            .map(|p| p.unit.clone())
+            .collect();
         StopReport {
             deployment: d.name.clone(),
             reason: state.reason.clone(),
@@ -295,10 +349,12 @@ impl StopReport {
             ok: left.is_empty(),
             units,
             killed,
+            sigkilled_by_systemd,
             stopped_again: Vec::new(),
             left,
             stray_containers: Vec::new(),
             database,
+            sessions: None,
             state_file: state_path(d),
         }
     }

@@ -25,12 +25,72 @@ pub struct UnitProof {
     pub processes: Option<usize>,
     /// SIGKILLed by orch because it outlived its stop.
     pub killed: bool,
+    /// SIGKILLed by systemd: its stop outlived its `TimeoutStopSec=`
+    /// (the service's Result is `timeout`).
+    pub sigkilled_by_systemd: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatabaseState {
     pub unit: String,
     pub active_state: ActiveState,
+}
+
+/// A superuser's connection to the database, when `[database] roles` asks
+/// for the proof and the database stays up (with `--include-database` it
+/// is stopped, and its stop proves every session gone).
+pub(super) async fn connect_db(
+    d: &Deployment,
+    fleet: &Fleet,
+    include_database: bool,
+) -> Result<Option<crate::dbsessions::Db>, MaintenanceError> {
+    let Some(s) = d.db_sessions.as_ref().filter(|_| !include_database) else {
+        return Ok(None);
+    };
+    let on = fleet.get(&s.host).remote();
+    Ok(Some(crate::dbsessions::connect(s, on).await?))
+}
+
+/// Waits (within the stop bound) until the database has no session of the
+/// deployment's roles; ends what is left with `terminate`.
+pub(super) async fn db_sessions(
+    db: &crate::dbsessions::Db,
+    s: &crate::model::DbSessions,
+    until: Option<tokio::time::Instant>,
+    terminate: bool,
+    notify: Notify<'_>,
+) -> Result<crate::dbsessions::SessionsProof, MaintenanceError> {
+    notify(
+        "database",
+        &format!("waiting for the sessions of {} to end", s.roles.join(", ")),
+    );
+    let until = until.unwrap_or_else(tokio::time::Instant::now);
+    let proof = db.prove(&s.roles, until, terminate).await?;
+    for t in &proof.terminated {
+        notify(
+            "terminated",
+            &format!("database session {} of {}", t.pid, t.role),
+        );
+    }
+    Ok(proof)
+}
+
+/// Marks the units systemd had to SIGKILL. Only units that ran when this
+/// maintenance began count: their Result was reset when they started, so
+/// `timeout` now is from their stop.
+pub(super) async fn sigkilled_by_systemd(
+    fleet: &Fleet,
+    proofs: &mut [UnitProof],
+    state: &State,
+    notify: Notify<'_>,
+) {
+    for p in proofs.iter_mut().filter(|p| state.active.contains(&p.unit)) {
+        let r = fleet.get(&p.host).service_result(&p.unit).await;
+        p.sigkilled_by_systemd = r == Some(crate::systemd::ServiceResult::Timeout);
+        if p.sigkilled_by_systemd {
+            notify("sigkilled by systemd", &p.unit);
+        }
+    }
 }
 
 /// The proof: every unit inactive or failed with an empty control group,
@@ -156,6 +216,7 @@ pub(super) async fn prove(
                 active_state,
                 processes,
                 killed: false,
+                sigkilled_by_systemd: false,
             });
         Ok::<_, SystemdError>(proofs.collect())
     })

@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use super::{each_host, MaintenanceError, Notify};
 use crate::fleet::Fleet;
 use crate::jobs::{JobEnd, Jobs};
+use crate::lifecycle;
 use crate::members::Member;
 use crate::phases;
 use crate::systemd::{JobKind, JobMode, SystemdError};
@@ -80,68 +81,142 @@ pub(super) async fn running<'a>(
     .await
 }
 
-/// Stops dependents, then workers, then the master (then the database),
-/// each phase on every host at once before the next begins. A masked unit
-/// has no dependencies left in systemd (its unit file is /dev/null), so
-/// `PartOf=` cannot carry the cascade: orch stops every unit itself.
-/// Returns the units it had to SIGKILL.
-pub(super) async fn stop_phases(
-    fleet: &Fleet,
-    jobs: &Jobs,
-    members: &[Member],
-    budget: &Budget,
-    notify: Notify<'_>,
-) -> Result<Vec<String>, MaintenanceError> {
-    let phases = phases::stop_order(members);
-    let mut killed = Vec::new();
-    for (i, group) in phases.iter().enumerate() {
-        let names: Vec<&str> = group.iter().map(|m| m.unit.as_str()).collect();
-        notify("stopping", &names.join(" "));
-        let drain_until = budget.drain_until(group, phases.len(), phases.len() - i - 1);
-        let settle = budget.share(phases.len()) / 2;
-        killed.extend(stop_group(fleet, jobs, group, drain_until, settle).await?);
-    }
-    Ok(killed)
+/// What the stop phases share: the bus, the job layer, the time budget and
+/// who watches.
+pub(super) struct Stopper<'a> {
+    pub(super) fleet: &'a Fleet,
+    pub(super) jobs: &'a Jobs,
+    pub(super) budget: &'a Budget,
+    pub(super) observer: &'a dyn lifecycle::Observer,
 }
 
-/// Stops every unit of `group` that is still running, all at once, and
-/// awaits every job (and any systemd adds) until `drain_until`; then the
-/// hard stop: SIGKILL for what still runs, and `settle` for it to go.
-pub(super) async fn stop_group(
-    fleet: &Fleet,
-    jobs: &Jobs,
-    group: &[Member],
-    drain_until: tokio::time::Instant,
-    settle: Duration,
-) -> Result<Vec<String>, SystemdError> {
-    let up = running(fleet, group).await?;
-    let bound = drain_until.saturating_duration_since(tokio::time::Instant::now());
-    let ends = join_all(
-        up.iter()
-            .map(|m| jobs.run(&m.unit, &m.host, JobKind::Stop, JobMode::Replace, bound)),
-    )
-    .await;
-    for (m, end) in up.iter().zip(&ends) {
-        if let JobEnd::NotEnqueued(e) | JobEnd::Lost(e) = end {
-            tracing::warn!(unit = %m.unit, error = %e, "stop failed; the proof will catch it");
+impl Stopper<'_> {
+    pub(super) fn tell(&self, m: &Member, phase: lifecycle::Phase, detail: Option<String>) {
+        self.observer.event(&lifecycle::Event {
+            unit: m.unit.clone(),
+            host: m.host.clone(),
+            phase,
+            elapsed_ms: self.budget.started.elapsed().as_millis() as u64,
+            detail,
+            stage: None,
+        });
+    }
+
+    /// Stops dependents, then workers, then the master (then the database),
+    /// each phase on every host at once before the next begins. A masked unit
+    /// has no dependencies left in systemd (its unit file is /dev/null), so
+    /// `PartOf=` cannot carry the cascade: orch stops every unit itself.
+    /// Returns the units it had to SIGKILL.
+    pub(super) async fn phases(
+        &self,
+        members: &[Member],
+        notify: Notify<'_>,
+    ) -> Result<Vec<String>, MaintenanceError> {
+        let phases = phases::stop_order(members);
+        for m in members {
+            self.tell(m, lifecycle::Phase::Queued, None);
         }
+        let mut killed = Vec::new();
+        for (i, group) in phases.iter().enumerate() {
+            notify("stopping", &few(group));
+            let drain_until = self
+                .budget
+                .drain_until(group, phases.len(), phases.len() - i - 1);
+            let settle = self.budget.share(phases.len()) / 2;
+            killed.extend(self.group(group, drain_until, settle).await?);
+        }
+        Ok(killed)
     }
-    if ends
-        .iter()
-        .all(|e| matches!(e, JobEnd::Done(_) | JobEnd::Failed(_)))
-    {
-        return Ok(Vec::new());
-    }
-    let mut killed = Vec::new();
-    for m in running(fleet, group).await? {
-        match jobs.kill(&m.unit, &m.host).await {
-            Ok(()) => killed.push(m.unit.clone()),
-            Err(e) => {
-                tracing::warn!(unit = %m.unit, error = %e, "SIGKILL failed; the proof will catch it")
+
+    /// Stops every unit of `group` that is still running, all at once, and
+    /// awaits every job (and any systemd adds) until `drain_until`; then the
+    /// hard stop: SIGKILL for what still runs, and `settle` for it to go.
+    pub(super) async fn group(
+        &self,
+        group: &[Member],
+        drain_until: tokio::time::Instant,
+        settle: Duration,
+    ) -> Result<Vec<String>, SystemdError> {
+        let (fleet, jobs) = (self.fleet, self.jobs);
+        let up = running(fleet, group).await?;
+        for m in group
+            .iter()
+            .filter(|m| !up.iter().any(|u| u.unit == m.unit))
+        {
+            self.tell(m, lifecycle::Phase::Stopped, Some("was not running".into()));
+        }
+        for m in &up {
+            self.tell(m, lifecycle::Phase::Stopping, None);
+        }
+        let bound = drain_until.saturating_duration_since(tokio::time::Instant::now());
+        let ends = join_all(up.iter().map(|m| async {
+            let end = jobs
+                .run(&m.unit, &m.host, JobKind::Stop, JobMode::Replace, bound)
+                .await;
+            if matches!(end, JobEnd::Done(_) | JobEnd::Failed(_)) {
+                self.tell(m, lifecycle::Phase::Stopped, None);
+            }
+            end
+        }))
+        .await;
+        for (m, end) in up.iter().zip(&ends) {
+            if let JobEnd::NotEnqueued(e) | JobEnd::Lost(e) = end {
+                tracing::warn!(unit = %m.unit, error = %e, "stop failed; the proof will catch it");
             }
         }
+        if ends
+            .iter()
+            .all(|e| matches!(e, JobEnd::Done(_) | JobEnd::Failed(_)))
+        {
+            return Ok(Vec::new());
+        }
+        let mut killed = Vec::new();
+        for m in running(fleet, group).await? {
+            match jobs.kill(&m.unit, &m.host).await {
+                Ok(()) => {
+                    self.tell(
+                        m,
+                        lifecycle::Phase::Stopping,
+                        Some("killed with SIGKILL".into()),
+                    );
+                    killed.push(m.unit.clone())
+                }
+                Err(e) => {
+                    tracing::warn!(unit = %m.unit, error = %e, "SIGKILL failed; the proof will catch it")
+                }
+            }
+        }
+        let until = tokio::time::Instant::now() + settle;
+        join_all(up.iter().map(|m| jobs.settle(&m.unit, &m.host, until))).await;
+        for m in up.iter().filter(|m| killed.contains(&m.unit)) {
+            self.tell(
+                m,
+                lifecycle::Phase::Stopped,
+                Some("killed with SIGKILL".into()),
+            );
+        }
+        Ok(killed)
     }
-    let until = tokio::time::Instant::now() + settle;
-    join_all(up.iter().map(|m| jobs.settle(&m.unit, &m.host, until))).await;
-    Ok(killed)
+}
+
+/// The units of a step: named when few, else counted per kind (`48 units:
+/// generic 40, pusher 8`), so that the line stays one line with 60 workers.
+pub(super) fn few(group: &[Member]) -> String {
+    if group.len() <= 3 {
+        let names: Vec<&str> = group.iter().map(|m| m.unit.as_str()).collect();
+        return names.join(" ");
+    }
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for m in group {
+        let kind = m
+            .kind
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", m.role).to_lowercase());
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!("{} units: {}", group.len(), counts.join(", "))
 }

@@ -4,6 +4,7 @@
 
 mod container;
 mod resources;
+mod sessions;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -156,6 +157,7 @@ impl Resolver<'_> {
             .chain([master.unit.clone()])
             .collect();
         let database = self.database(raw, &scope, &mut claimed)?;
+        let db_sessions = self.db_sessions(raw, database.as_ref(), &hosts)?;
         let prerequisites = self.prerequisites(raw, &scope, &mut claimed)?;
         let dependents = self.dependents(raw, &scope, &mut claimed)?;
         Ok(Deployment {
@@ -169,6 +171,7 @@ impl Resolver<'_> {
             hosts,
             naming,
             database,
+            db_sessions,
             prerequisites,
             master,
             workers,

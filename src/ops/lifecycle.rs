@@ -156,7 +156,19 @@ impl<'a> Operation<'a> {
         if self.op.needs_reload_support() && !req.opts.or_restart {
             let units = not_reloadable(&fleet, &self.members).await?;
             if !units.is_empty() {
-                return Err(UsageError::from(NotReloadable { units }).into());
+                let kinds = units
+                    .iter()
+                    .map(|u| {
+                        let m = self.members.iter().find(|m| &m.unit == u);
+                        m.and_then(|m| {
+                            m.kind
+                                .clone()
+                                .or_else(|| Some(format!("{:?}", m.role).to_lowercase()))
+                        })
+                        .unwrap_or_default()
+                    })
+                    .collect();
+                return Err(UsageError::from(NotReloadable { units, kinds }).into());
             }
         }
         let members = match req.changed {
@@ -290,6 +302,28 @@ unit = "bridge.service"
 
     fn roles(members: &[Member]) -> Vec<Role> {
         members.iter().map(|m| m.role).collect()
+    }
+
+    #[test]
+    fn many_units_without_exec_reload_are_summarised() {
+        let units: Vec<String> = (0..60)
+            .map(|i| format!("fx-worker-{i}-generic.service"))
+            .chain(["fx.service".to_string()])
+            .collect();
+        let mut kinds = vec!["generic".to_string(); 60];
+        kinds.push("master".into());
+        let e = NotReloadable { units, kinds }.to_string();
+        assert!(
+            e.starts_with("cannot reload 61 units (generic 60, master 1): fx-worker-0-generic.service, fx-worker-1-generic.service, fx-worker-2-generic.service and 58 more: no ExecReload="),
+            "{e}"
+        );
+        let few = NotReloadable {
+            units: vec!["a.service".into(), "b.service".into()],
+            kinds: vec!["pusher".into(), "pusher".into()],
+        };
+        assert!(few
+            .to_string()
+            .starts_with("cannot reload a.service, b.service: "));
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct StopRequest<'a> {
     /// `None`: [`default_stop_timeout`].
     pub timeout: Option<Duration>,
     pub include_database: bool,
+    /// `--terminate-sessions`.
+    pub terminate_sessions: bool,
 }
 
 /// Records, masks, stops and proves stopped (see [`maintenance::stop_for_maintenance`]).
@@ -40,6 +42,7 @@ pub fn stop(
     d: &Deployment,
     access: &Access,
     req: StopRequest<'_>,
+    observer: &dyn lifecycle::Observer,
     notify: Notify<'_>,
 ) -> Result<StopReport, Error> {
     let timeout = req
@@ -52,6 +55,8 @@ pub fn stop(
             reason: req.reason,
             timeout,
             include_database: req.include_database,
+            observer,
+            terminate_sessions: req.terminate_sessions,
         };
         Ok(maintenance::stop_for_maintenance(d, &fleet, &targets, opts, notify).await?)
     })

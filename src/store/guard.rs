@@ -82,6 +82,8 @@ pub struct DirFacts {
     pub parent_mode: u32,
     /// orch's effective user.
     pub euid: u32,
+    /// Only to read from (status): root's folder is safe to read too.
+    pub read_only: bool,
 }
 
 /// A state folder must be a real folder, orch's user's, writable by no one
@@ -93,7 +95,7 @@ pub fn judge_dir(path: &Path, f: DirFacts, host: Option<&str>) -> Result<(), Sto
     let writable = |mode: u32| mode & 0o022 != 0;
     let reason = if f.kind != FileKind::Folder {
         format!("it is {}, not a folder", f.kind)
-    } else if f.uid != f.euid {
+    } else if f.uid != f.euid && !(f.read_only && f.uid == 0) {
         format!(
             "the state folder is owned by uid {}, not by orch's user (uid {})",
             f.uid, f.euid
@@ -133,18 +135,19 @@ pub fn judge_file(path: &Path, kind: FileKind, host: Option<&str>) -> Result<(),
     })
 }
 
-/// Shell functions for the SSH store. `orch_dir D` and `orch_file F` print
+/// Shell functions for the SSH store. `orch_dir D [read]` and `orch_file F` print
 /// `ORCH-UNSAFE dir EUID UID MODE PARENT-MODE KIND…` or `ORCH-UNSAFE file KIND…` and
 /// exit 5 when the check fails, for [`parse_unsafe`]; `stat` without `-L`
 /// never follows a link.
 pub const SHELL: &str = r#"orch_dir() {
+  ro=${2:-}
   set -- $(id -u) $(stat -c '%u %a' -- "$1") $(stat -c %a -- "$(dirname -- "$1")") $(stat -c %F -- "$1")
   bad=no
-  [ "$1" = "$2" ] || bad=yes
+  [ "$1" = "$2" ] || { [ "$ro" = read ] && [ "$2" = 0 ]; } || bad=yes
   case $3 in *[2367]? | *[2367]) bad=yes ;; esac
   case $4 in [1357]???) ;; *[2367]? | *[2367]) bad=yes ;; esac
   [ "$5" = directory ] && [ $# -eq 5 ] || bad=yes
-  if [ $bad = yes ]; then echo "ORCH-UNSAFE dir $*"; exit 5; fi
+  if [ $bad = yes ]; then echo "ORCH-UNSAFE dir${ro:+-$ro} $*"; exit 5; fi
 }
 orch_file() {
   [ -e "$1" ] || [ -L "$1" ] || return 0
@@ -161,7 +164,12 @@ pub fn parse_unsafe(line: &str, dir: &Path, file: &Path, host: &str) -> Option<S
     if let Some(kind) = rest.strip_prefix("file ") {
         return judge_file(file, FileKind::from_stat(kind), Some(host)).err();
     }
-    let mut w = rest.strip_prefix("dir ")?.splitn(5, ' ');
+    // `dir-read`: checked only to be read from (root's folder is safe).
+    let (read_only, rest) = match rest.strip_prefix("dir-read ") {
+        Some(r) => (true, r),
+        None => (false, rest.strip_prefix("dir ")?),
+    };
+    let mut w = rest.splitn(5, ' ');
     let euid = w.next()?.parse().ok()?;
     let uid = w.next()?.parse().ok()?;
     let mode = u32::from_str_radix(w.next()?, 8).ok()?;
@@ -173,6 +181,7 @@ pub fn parse_unsafe(line: &str, dir: &Path, file: &Path, host: &str) -> Option<S
         mode,
         parent_mode,
         euid,
+        read_only,
     };
     judge_dir(dir, facts, Some(host)).err()
 }
@@ -256,6 +265,20 @@ mod tests {
     }
 
     #[test]
+    fn a_read_check_of_root_s_folder_is_worded_as_the_local_one() {
+        let d = Path::new("/s");
+        // Root's folder, read by uid 65534: the shell reports it only when
+        // it is unsafe for reading too (here: writable by others).
+        let e = parse_unsafe("ORCH-UNSAFE dir-read 65534 0 777 755 directory", d, d, "h").unwrap();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        assert!(
+            parse_unsafe("ORCH-UNSAFE dir-read 65534 0 755 755 directory", d, d, "h").is_none()
+        );
+        let e = parse_unsafe("ORCH-UNSAFE dir 65534 0 755 755 directory", d, d, "h").unwrap();
+        assert!(e.to_string().contains("owned by uid 0"), "{e}");
+    }
+
+    #[test]
     fn a_foreign_owner_is_refused() {
         let facts = DirFacts {
             kind: FileKind::Folder,
@@ -263,9 +286,32 @@ mod tests {
             mode: 0o755,
             parent_mode: 0o755,
             euid: 0,
+            read_only: false,
         };
         let e = judge_dir(Path::new("/s"), facts, None).unwrap_err();
         assert!(e.to_string().contains("owned by uid 1000"), "{e}");
+        // Root's folder, read by another user (a read-only status): safe.
+        let roots = DirFacts {
+            uid: 0,
+            euid: 65534,
+            ..facts
+        };
+        assert!(judge_dir(Path::new("/s"), roots, None).is_err());
+        let reading = DirFacts {
+            read_only: true,
+            ..roots
+        };
+        assert!(judge_dir(Path::new("/s"), reading, None).is_ok());
+        let others = DirFacts {
+            uid: 1000,
+            ..reading
+        };
+        assert!(judge_dir(Path::new("/s"), others, None).is_err());
+        let writable = DirFacts {
+            mode: 0o777,
+            ..reading
+        };
+        assert!(judge_dir(Path::new("/s"), writable, None).is_err());
         let mine = DirFacts { uid: 0, ..facts };
         assert!(judge_dir(Path::new("/s"), mine, None).is_ok());
         let sticky = DirFacts {

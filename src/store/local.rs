@@ -60,7 +60,7 @@ impl FileStore for LocalStore {
         match std::fs::symlink_metadata(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(dir)(e)),
-            Ok(_) => check_state_dir(dir)?,
+            Ok(_) => check_state_dir(dir, true)?,
         }
         let mut file = match open_state(path, false) {
             Err(StoreError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
@@ -156,7 +156,7 @@ impl FileStore for LocalStore {
         use nix::fcntl::{Flock, FlockArg};
         let dir = parent(path);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        check_state_dir(dir)?;
+        check_state_dir(dir, false)?;
         let file = open_state(path, true)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut f) => {
@@ -185,8 +185,9 @@ fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
 }
 
-/// Refuses `dir` unless it is a safe state folder (see [`judge_dir`]).
-fn check_state_dir(dir: &Path) -> Result<(), StoreError> {
+/// Refuses `dir` unless it is a safe state folder (see [`judge_dir`]);
+/// `read_only`: to read from it only, root's folder is safe too.
+fn check_state_dir(dir: &Path, read_only: bool) -> Result<(), StoreError> {
     let m = std::fs::symlink_metadata(dir).map_err(io(dir))?;
     let up = parent(dir);
     let p = std::fs::metadata(up).map_err(io(up))?;
@@ -196,6 +197,7 @@ fn check_state_dir(dir: &Path) -> Result<(), StoreError> {
         mode: m.mode(),
         parent_mode: p.mode(),
         euid: nix::unistd::geteuid().as_raw(),
+        read_only,
     };
     judge_dir(dir, facts, None)
 }

@@ -97,7 +97,7 @@ impl FileStore for SshStore {
         let dir = path.parent().unwrap_or(Path::new("/"));
         let script = format!(
             "{SHELL}[ -e {d} ] || [ -L {d} ] || {{ echo ORCH-NONE; exit 0; }}\n\
-             orch_dir {d}\n\
+             orch_dir {d} read\n\
              [ -e {p} ] || [ -L {p} ] || {{ echo ORCH-NONE; exit 0; }}\n\
              orch_file {p}\n\
              head -c {max} < {p} | base64 -w0 || exit 1; echo; echo ORCH-FOUND\n",

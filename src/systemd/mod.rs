@@ -69,15 +69,26 @@ impl std::fmt::Display for Bus {
     }
 }
 
+/// What an operator checks when a bus cannot be reached.
+fn connect_hint(bus: &Bus) -> &'static str {
+    match bus {
+        Bus::System | Bus::Address(_) => "is systemd running on this machine (a container without systemd as PID 1 has no system bus)? Another bus: --bus ADDRESS (e.g. unix:path=/run/dbus/system_bus_socket); another machine: --host [USER@]HOST",
+        Bus::User => "is there a user session with its bus (XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS)? The system's units: --bus system",
+        Bus::Remote(_) => "can this machine reach the host with ssh (the --ssh-command), and does the host run systemd (systemd-stdio-bridge)?",
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
     #[error("permission denied by systemd while trying to {action}: {detail}\n  run orch as root, or grant polkit's org.freedesktop.systemd1.manage-units, manage-unit-files and reload-daemon to this user")]
     PermissionDenied { action: String, detail: String },
-    #[error("cannot connect to {bus} (bound {timeout:?}): {detail}")]
+    #[error("cannot connect to {bus} (bound {timeout:?}): {detail}\n  {hint}")]
     Connect {
         bus: String,
         timeout: Duration,
         detail: String,
+        /// What to check, or how to reach another systemd.
+        hint: &'static str,
     },
     #[error("timed out after {timeout:?} waiting for systemd to {action}")]
     Timeout { action: String, timeout: Duration },
@@ -209,6 +220,7 @@ impl Systemd {
             },
             timeout,
             detail,
+            hint: connect_hint(bus),
         };
         let conn = tokio::time::timeout(timeout, builder.method_timeout(timeout).build())
             .await

@@ -214,6 +214,15 @@ impl Systemd {
         self.service_at(path).await.ok()?.n_restarts().await.ok()
     }
 
+    /// The `Result` of service `unit` (`None` for another unit type or when
+    /// it cannot be read).
+    pub async fn service_result(&self, unit: &str) -> Option<ServiceResult> {
+        let _call = self.permit().await;
+        let path = self.manager.load_unit(unit).await.ok()?;
+        let r = self.service_at(path).await.ok()?.result().await.ok()?;
+        Some(ServiceResult::from_dbus(&r))
+    }
+
     /// The unit's ActiveState and its service's `Result` and exit status,
     /// in one load; `None` when the unit cannot be loaded.
     pub async fn facts(&self, unit: &str) -> Option<UnitFacts> {

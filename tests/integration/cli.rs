@@ -73,9 +73,20 @@ fn man_page_renders_with_commands_and_exit_codes() {
         "stop-for-maintenance",
         "changes are pending",
         "--config",
+        // Each command's options, in this page.
+        "orch restart",
+        "--rolling",
+        "--batch",
+        "--diff",
+        "--include-database",
     ] {
         assert!(text.contains(needle), "man page lacks {needle:?}:\n{text}");
     }
+    // No page it points to is missing: there is one page.
+    assert!(
+        !text.contains("orch-render(1)") && !text.contains("orch-"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -135,7 +146,11 @@ fn bad_lifecycle_arguments_are_usage_errors_before_any_connection() {
             &["stop-for-maintenance", "--timeout", "soon"],
             "not a duration",
         ),
-        (&["start"], "TARGET"),
+        // No target: the way to say "everything" is named.
+        (&["start"], "<--all|TARGET>"),
+        (&["stop"], "<--all|TARGET>"),
+        (&["reload"], "<--all|TARGET>"),
+        (&["restart"], "<--all|TARGET|--changed>"),
         (&["--host", "@box", "status"], "--host"),
     ] {
         // A bus that does not exist: the error must come before any connection.
@@ -151,4 +166,124 @@ fn bad_lifecycle_arguments_are_usage_errors_before_any_connection() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(!err.contains("connect"), "{args:?} tried to connect: {err}");
     }
+}
+
+/// Each verb's help says what `--all` means for it, and TARGET lists every
+/// group a target may name.
+#[test]
+fn lifecycle_help_says_what_all_and_targets_mean_per_verb() {
+    for (verb, all) in [
+        (
+            "start",
+            "prerequisites are started first if they are not running",
+        ),
+        ("stop", "prerequisites are left running"),
+        (
+            "restart",
+            "are not restarted, only started if they are not running",
+        ),
+        ("reload", "prerequisites are never reloaded"),
+    ] {
+        let o = orch().args([verb, "--help"]).output_bounded().unwrap();
+        assert!(o.status.success());
+        // Help is wrapped to the terminal: compare words, not lines.
+        let text = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(text.contains(all), "{verb} --help: {text}");
+        assert!(
+            text.contains("dependents / database / prerequisites; or --all"),
+            "{verb} --help: {text}"
+        );
+        assert!(!text.contains("started if needed, never stopped"), "{text}");
+    }
+}
+
+/// No systemd on the bus: the error says what to check and how to reach
+/// another one.
+#[test]
+fn no_systemd_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        "[deployment]\nname = \"app\"\n[master]\nexec_start = \"/bin/true\"\n",
+    )
+    .unwrap();
+    let o = orch()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--bus", "unix:path=/nonexistent/bus", "start", "--all"])
+        .output_bounded()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect to"), "{err}");
+    assert!(
+        err.contains("is systemd running on this machine")
+            && err.contains("--bus ADDRESS")
+            && err.contains("--host [USER@]HOST"),
+        "{err}"
+    );
+}
+
+/// `plan --diff`: a unified diff per changed unit, from the installed file
+/// to the rendered one; a new unit against /dev/null.
+#[test]
+fn plan_diff_shows_each_change_as_a_unified_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    let units = dir.path().join("units");
+    let config = |count: usize, sleep: &str| {
+        std::fs::write(
+            &cfg,
+            format!("[deployment]\nname = \"app\"\n[master]\nexec_start = \"/bin/sleep {sleep}\"\n[[workers]]\nkind = \"w\"\ncount = {count}\nexec_start = \"/bin/true\"\n"),
+        )
+        .unwrap();
+    };
+    config(1, "100");
+    let o = orch()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["render", "--out"])
+        .arg(&units)
+        .output_bounded()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    config(2, "200");
+    let plan = |extra: &[&str]| {
+        orch()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--unit-dir")
+            .arg(&units)
+            .arg("plan")
+            .args(extra)
+            .output_bounded()
+            .unwrap()
+    };
+    let o = plan(&["--diff"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(4), "{text}");
+    let master = units.join("app.service");
+    assert!(
+        text.contains(&format!(
+            "--- {}\n+++ {}\n",
+            master.display(),
+            master.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\n-ExecStart=/bin/sleep 100\n"), "{text}");
+    assert!(text.contains("\n+ExecStart=/bin/sleep 200\n"), "{text}");
+    let new = units.join("app-worker-1-w.service");
+    assert!(
+        text.contains(&format!("--- /dev/null\n+++ {}\n", new.display())),
+        "{text}"
+    );
+    assert!(text.contains("@@ "), "{text}");
+    // Without --diff: the plan only.
+    let o = plan(&[]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("@@ "));
 }

@@ -110,8 +110,49 @@ fn unknown_key() {
         &GOOD.replace("count = 2", "count = 2\ncuont = 3"),
         10,
         "workers[0].cuont",
-        "unknown field",
+        "unknown key `cuont`: did you mean `count`?",
     );
+    refused(
+        &GOOD.replace(
+            "exec_start = \"/bin/sleep infinity\"",
+            "exec_strat = \"/bin/sleep infinity\"",
+        ),
+        5,
+        "master.exec_strat",
+        "unknown key `exec_strat`: did you mean `exec_start`?",
+    );
+    // A misspelled section is named as a section, with the closest one.
+    refused(
+        &GOOD.replace("[[workers]]", "[[worker]]"),
+        7,
+        "worker",
+        "unknown section `worker`: did you mean `workers`?",
+    );
+}
+
+/// A configuration without `[master]` (or `[deployment]`) is told the
+/// section is missing, not that a field of `deployment` is.
+#[test]
+fn a_missing_section_is_named_as_a_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orch.toml");
+    for (text, says) in [
+        (
+            "[deployment]\nname = \"app\"\n",
+            "missing section `[master]`",
+        ),
+        (
+            "[master]\nexec_start = \"/bin/true\"\n",
+            "missing section `[deployment]`",
+        ),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let o = orch(&["--config", cfg.to_str().unwrap(), "render"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains("missing field"), "{err}");
+    }
 }
 
 #[test]
@@ -120,7 +161,7 @@ fn wrong_type() {
         &GOOD.replace("count = 2", "count = \"two\""),
         9,
         "workers[0].count",
-        "invalid type",
+        "must be a whole number (such as 4), not text \"two\"",
     );
 }
 
@@ -592,7 +633,7 @@ fn a_wrong_type_inside_an_inline_table_names_its_key() {
         ),
         6,
         "master.environment.A",
-        "invalid type",
+        "must be text in quotes, not the number 1",
     );
 }
 
@@ -602,7 +643,7 @@ fn a_missing_field_and_a_wrong_table_kind_name_the_table() {
         &GOOD.replace("name = \"app\"\n", ""),
         1,
         "deployment",
-        "missing field `name`",
+        "missing key `name` in this section",
     );
     refused(
         &GOOD.replace("[master]", "[[master]]"),
@@ -673,10 +714,12 @@ fn invalid_utf8_is_located_by_line_and_a_relative_unit_dir_is_refused() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
+    // The flag is to blame, not the configuration file.
     assert!(
-        err.contains("`--unit-dir`: `rel` must be an absolute path"),
+        err.contains("invalid value 'rel' for '--unit-dir <DIR>'") && err.contains("is relative"),
         "{err}"
     );
+    assert!(!err.contains("orch.toml"), "{err}");
 }
 
 #[test]
@@ -685,7 +728,7 @@ fn prerequisite_without_a_unit() {
         &format!("{GOOD}[[prerequisites]]\nhealth = \"tcp://127.0.0.1:6379\"\n"),
         12,
         "prerequisites",
-        "missing field `unit`",
+        "missing key `unit` in this section",
     );
 }
 
@@ -705,7 +748,7 @@ fn prerequisite_with_a_bad_requires() {
         &format!("{GOOD}[[prerequisites]]\nunit = \"redis\"\nrequires = \"yes\"\n"),
         14,
         "prerequisites[0].requires",
-        "expected a boolean",
+        "must be true or false, not text \"yes\"",
     );
 }
 
@@ -794,7 +837,7 @@ fn resource_values_that_systemd_would_not_take() {
         &worker("cpu_weight = true"),
         10,
         "workers[0].cpu_weight",
-        "invalid type",
+        "must be",
     );
     refused(
         &worker("tasks_max = \"many\""),

@@ -151,6 +151,12 @@ fn lines_of_two_units_come_out_in_time_order_with_their_prefixes() {
     }
     let o = orch_ok(&s.c, &s.cfg, &["logs", "--since", "tomorrow"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    // Nothing to show is said (on stderr: a pipe still gets no line).
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no journal entries for the 2 selected units since"),
+        "{err}"
+    );
     let o = orch(&s.c, &s.cfg, &["logs", "--since", "yesterday-ish"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -1258,16 +1258,22 @@ fn a_full_state_folder_leaves_no_partial_journal_and_stops_nothing() {
     // The lock file exists, with its holder text, before the folder is full.
     orch_ok(&s.c, &s.cfg, &["install"]);
     assert!(folder.join("lock").exists());
+    // What install keeps there (the lock, generations for rollback) is
+    // the baseline: the failed stop must add nothing to it.
+    let listing = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = listing();
+    assert!(!before.contains("maintenance.json"), "{before:?}");
     let filler = tiny.fill();
     let o = orch(&s.c, &s.cfg, &["stop-for-maintenance", "--reason", "full"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("No space left"), "{err}");
-    let left: Vec<String> = std::fs::read_dir(&folder)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lock")
-        .collect();
+    let left: Vec<String> = listing().difference(&before).cloned().collect();
     assert!(left.is_empty(), "left in the state folder: {left:?}");
     for u in all_units(1) {
         assert_eq!(state_of(&s.c, &u), "active", "{u} stopped: {err}");
@@ -1285,4 +1291,369 @@ fn a_full_state_folder_leaves_no_partial_journal_and_stops_nothing() {
     orch_ok(&s.c, &s.cfg, &["resume"]);
     assert!(!folder.join("maintenance.json").exists());
     assert_eq!(state_of(&s.c, "fx.service"), "active");
+}
+
+/// Issue 26 part 1: with `[database] roles`, a database orch cannot reach
+/// (nothing listens on the port; no socket at the path) is a clear error
+/// before anything changes: every unit still runs, nothing is masked, no
+/// journal is written.
+#[test]
+fn an_unreachable_database_for_the_session_proof_changes_nothing() {
+    let _ports = crate::ports::lease_groups(3);
+    let s = setup(crate::ports::at(0, 0), &generic(2, crate::ports::at(1, 0)));
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    let units = all_units(2);
+    let nowhere = [
+        format!("tcp://127.0.0.1:{}", crate::ports::at(2, 0)),
+        "/run/orch-test-no-such-dir/.s.PGSQL.5432".to_string(),
+    ];
+    for connect in &nowhere {
+        let with_roles = text.replace(
+            "unit = \"fakedb.service\"\n",
+            &format!("unit = \"fakedb.service\"\nroles = [\"app\"]\nconnect = \"{connect}\"\n"),
+        );
+        assert_ne!(with_roles, text, "the test's [database] changed");
+        std::fs::write(&s.cfg, with_roles).unwrap();
+        let o = orch(&s.c, &s.cfg, &["stop-for-maintenance"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "cannot reach PostgreSQL at {connect} as `postgres`"
+            )) && err.contains("nothing was changed"),
+            "{err}"
+        );
+        for u in &units {
+            assert_eq!(state_of(&s.c, u), "active", "{u} after: {err}");
+        }
+        assert_eq!(masks_left(&s), Vec::<String>::new());
+        assert!(!s.state.join("fx").join("maintenance.json").exists());
+    }
+}
+
+/// The row of `unit` in a lifecycle summary or a maintenance report.
+fn row<'a>(units: &'a serde_json::Value, unit: &str) -> &'a serde_json::Value {
+    units
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["unit"] == unit))
+        .unwrap_or_else(|| panic!("{unit} not in {units}"))
+}
+
+/// Issue 26 part 4: a unit whose stop outlives its TimeoutStopSec= (2 s
+/// here; it ignores SIGTERM) is SIGKILLed by systemd, and every verb says
+/// so for that unit, in JSON and for people: restart (its stop phase),
+/// rolling restart (one restart job, and the start resets the service's
+/// Result: the journal keeps it), stop, and
+/// stop-for-maintenance. Units that stopped politely are not flagged.
+#[test]
+fn a_stop_systemd_had_to_sigkill_is_said_by_every_verb() {
+    let _ports = crate::ports::lease_groups(3);
+    let workers = format!(
+        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"2s\"\n",
+        generic(1, crate::ports::at(1, 0))
+    );
+    let s = setup(crate::ports::at(2, 0), &workers);
+    let stubborn = "fx-worker-1-stubborn.service";
+    let polite = "fx-worker-0-generic.service";
+    let flag = |v: &serde_json::Value| v["sigkilled_by_systemd"] == true;
+
+    let o = orch_ok(&s.c, &s.cfg, &["restart", "workers", "--output", "json"]);
+    let sum = summary(&o);
+    let results = s.c.exec(&["journalctl", "-o", "json", "-u", stubborn]);
+    let results = String::from_utf8_lossy(&results.stdout);
+    let results: Vec<&str> = results
+        .lines()
+        .filter(|l| l.contains("UNIT_RESULT"))
+        .collect();
+    assert!(
+        flag(row(&sum["units"], stubborn)),
+        "restart: {sum}\njournal: {results:#?}"
+    );
+    assert!(!flag(row(&sum["units"], polite)), "restart: {sum}");
+    assert_eq!(row(&sum["units"], stubborn)["phase"], "ready", "{sum}");
+    // Rolling: one restart job, after which only the journal knows.
+    let human = orch_ok(&s.c, &s.cfg, &["restart", "--all", "--rolling"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    let said = "SIGKILLED by systemd: its stop outlived TimeoutStopSec";
+    let line = human.lines().find(|l| l.contains(stubborn));
+    assert!(line.is_some_and(|l| l.contains(said)), "restart:\n{human}");
+
+    let o = orch_ok(&s.c, &s.cfg, &["stop", "workers", "--output", "json"]);
+    let sum = summary(&o);
+    assert!(flag(row(&sum["units"], stubborn)), "stop: {sum}");
+    assert!(!flag(row(&sum["units"], polite)), "stop: {sum}");
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+
+    let o = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance", "--output", "json"]);
+    let report = maintenance_report(&o);
+    assert!(flag(row(&report["units"], stubborn)), "{report}");
+    assert!(!flag(row(&report["units"], polite)), "{report}");
+    assert_eq!(
+        report["sigkilled_by_systemd"],
+        serde_json::json!([stubborn]),
+        "{report}"
+    );
+    assert_eq!(
+        report["killed"],
+        serde_json::json!([]),
+        "systemd killed it, not orch: {report}"
+    );
+    let human = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    let line = human.lines().find(|l| l.contains(stubborn));
+    assert!(
+        line.is_some_and(|l| l.contains("SIGKILLED by systemd")),
+        "{human}"
+    );
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+}
+
+/// PostgreSQL's binaries: Debian's highest installed major version.
+fn pg_bin() -> PathBuf {
+    let hint = "apt-get install -y postgresql (or run .ci/run)";
+    let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap_or_else(|e| panic!("PostgreSQL is not installed ({e}): {hint}"))
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|m| Path::new(&format!("/usr/lib/postgresql/{m}/bin/postgres")).is_file())
+        .collect();
+    majors.sort();
+    let major = majors
+        .pop()
+        .unwrap_or_else(|| panic!("PostgreSQL is not installed: {hint}"));
+    PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"))
+}
+
+/// `args` in the container as OS user `uid`, from `/`.
+fn exec_as(c: &Container, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
+    let (u, g) = (uid.to_string(), gid.to_string());
+    let mut full = vec![
+        "env",
+        "-C",
+        "/",
+        "setpriv",
+        "--reuid",
+        &u,
+        "--regid",
+        &g,
+        "--clear-groups",
+        "--",
+    ];
+    full.extend_from_slice(args);
+    let o = c.exec(&full);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Issue 26 part 1, the default connection: a real PostgreSQL whose only
+/// door is a Unix socket with peer authentication (`local all all peer`,
+/// no TCP), as Debian sets up `postgres`. orch, as root on the host,
+/// reaches it through the socket folder (bound into the container) as the
+/// OS user `postgres` (the same uid in the container), sees a stray `psql`
+/// session of the role `app`, names it and fails (the deployment stays in
+/// maintenance), then ends it with `--terminate-sessions`.
+#[test]
+fn the_session_proof_reaches_postgres_by_its_socket_with_peer_authentication() {
+    let bin = pg_bin();
+    let pg = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("the host's postgres user (apt-get install -y postgresql)");
+    let (uid, gid) = (pg.uid.as_raw(), pg.gid.as_raw());
+    let app_uid = 2601;
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, masks, state, sysusers) = (
+        dir.path().join("pgsock"),
+        dir.path().join("masks"),
+        dir.path().join("state"),
+        dir.path().join("sysusers.d"),
+    );
+    for d in [&sock, &masks, &state, &sysusers] {
+        std::fs::create_dir(d).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // orch's child, as postgres, walks down to the socket.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&sock, Some(uid), Some(gid)).unwrap();
+    std::fs::write(
+        sysusers.join("pg.conf"),
+        format!("g postgres {gid}\nu postgres {uid}:{gid} \"PostgreSQL\" /var/lib/pgtest\nu app {app_uid} \"App\" /\n"),
+    )
+    .unwrap();
+    let c = Container::builder()
+        .bind(&sock, "/run/orch-pg")
+        .bind(&masks, "/run/systemd/system.control")
+        .bind_ro(&sysusers, "/etc/sysusers.d")
+        .boot();
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{o:?}");
+    ok(c.exec(&["systemd-sysusers"]));
+    ok(c.exec(&[
+        "install",
+        "-d",
+        "-o",
+        "postgres",
+        "-g",
+        "postgres",
+        "-m",
+        "700",
+        "/var/lib/pgtest",
+    ]));
+    let initdb = bin.join("initdb").display().to_string();
+    exec_as(
+        &c,
+        uid,
+        gid,
+        &[
+            &initdb,
+            "-D",
+            "/var/lib/pgtest/data",
+            "--auth-local=peer",
+            "--auth-host=reject",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
+    );
+    std::fs::write(
+        c.unit_dir().join("pgtest.service"),
+        format!(
+            "[Service]\nType=notify\nUser=postgres\nExecStart={} -D /var/lib/pgtest/data -c listen_addresses= -c unix_socket_directories=/run/orch-pg -c fsync=off\nKillMode=mixed\nKillSignal=SIGINT\n",
+            bin.join("postgres").display()
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[deployment]\nname = \"pf\"\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n\
+             [database]\nunit = \"pgtest.service\"\nroles = [\"app\"]\nconnect = \"{}/.s.PGSQL.5432\"\n\
+             [master]\nexec_start = \"/usr/bin/sleep infinity\"\n[[workers]]\nkind = \"w\"\ncount = 2\nexec_start = \"/usr/bin/sleep infinity\"\n",
+            state.display(),
+            masks.display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    orch_ok(&c, &cfg, &["install"]);
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    let psql = bin.join("psql").display().to_string();
+    let as_pg = |sql: &str| {
+        let o = exec_as(
+            &c,
+            uid,
+            gid,
+            &[
+                &psql,
+                "-h",
+                "/run/orch-pg",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    as_pg("create role app login");
+    let (leader, app) = (c.leader().to_string(), app_uid.to_string());
+    let mut stray = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &leader,
+            "-m",
+            "-u",
+            "-i",
+            "-p",
+            "--",
+            "setpriv",
+            "--reuid",
+            &app,
+            "--regid",
+            &app,
+            "--clear-groups",
+            "--",
+        ])
+        .args([
+            psql.as_str(),
+            "-h",
+            "/run/orch-pg",
+            "-U",
+            "app",
+            "-d",
+            "postgres",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid: i64 = loop {
+        if let Ok(p) = as_pg("select pid from pg_stat_activity where usename = 'app'").parse() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the stray psql did not connect");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let o = orch(
+        &c,
+        &cfg,
+        &[
+            "stop-for-maintenance",
+            "--timeout",
+            "3s",
+            "--output",
+            "json",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.stdout.is_empty(), "no report: {err}");
+    let report = maintenance_report(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{report}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let left = &report["sessions"]["left"];
+    assert_eq!(
+        (&left[0]["pid"], &left[0]["application_name"]),
+        (&pid.into(), &"psql".into()),
+        "{report}"
+    );
+    assert!(
+        left[0]["client_addr"].is_null(),
+        "over the socket: {report}"
+    );
+    assert!(
+        state.join("pf/maintenance.json").is_file(),
+        "stays in maintenance"
+    );
+    let o = orch_ok(
+        &c,
+        &cfg,
+        &[
+            "stop-for-maintenance",
+            "--terminate-sessions",
+            "--output",
+            "json",
+        ],
+    );
+    let report = maintenance_report(&o);
+    assert_eq!(report["sessions"]["terminated"][0]["pid"], pid, "{report}");
+    assert_eq!(
+        as_pg("select count(*) from pg_stat_activity where usename = 'app'"),
+        "0"
+    );
+    let _ = stray.kill();
+    let _ = stray.wait();
+    orch_ok(&c, &cfg, &["resume"]);
 }

@@ -572,4 +572,35 @@ fn non_root_caller_gets_the_permission_message_and_nothing_changes() {
     }
     let listed = c.systemctl(&["list-unit-files", "fx*"]);
     assert!(!String::from_utf8_lossy(&listed.stdout).contains("fx.service"));
+
+    // Root installs and starts (its state folder is root's): a read-only
+    // status by another user reads it, it is not refused.
+    orch_ok(&c, &cfg, &["install"]);
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    let state = dir.path().join("state");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&state).unwrap()),
+        0,
+        "the state folder is root's"
+    );
+    open(c.unit_dir(), 0o755);
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--bus")
+        .arg(c.bus_address())
+        .arg("--unit-dir")
+        .arg(c.unit_dir())
+        .arg("status")
+        .output_bounded()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "status as nobody: {err}");
+    assert!(!err.contains("refusing"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("fx.service"),
+        "{o:?}"
+    );
 }

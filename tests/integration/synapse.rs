@@ -809,6 +809,162 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
+/// Issue 26 part 1, maintenance proven from the database's side: with
+/// `[database] roles = ["synapse"]`, a stray `psql` session as Synapse's
+/// role, held open across `stop-for-maintenance`, is named and the stop is
+/// not called clean (exit 1, the deployment stays in maintenance); a rerun
+/// with `--terminate-sessions` ends it and completes the proof. Returns
+/// that run's output, when the step began and how long it took.
+fn stop_with_stray_session(c: &Container, cfg: &Path, bin: &Path) -> (Output, Instant, Duration) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let roles =
+        format!("[database]\nroles = [\"synapse\"]\nconnect = \"tcp://127.0.0.1:{PG_PORT}\"\n");
+    let with_roles = text.replacen("[database]\n", &roles, 1);
+    assert_ne!(with_roles, text, "the configuration has a [database] block");
+    std::fs::write(cfg, with_roles).unwrap();
+    let (leader, uid, port) = (
+        c.leader().to_string(),
+        SYNAPSE_UID.to_string(),
+        PG_PORT.to_string(),
+    );
+    let psql = bin.join("psql").display().to_string();
+    let ns = [
+        "-t",
+        &leader,
+        "-m",
+        "-u",
+        "-i",
+        "-p",
+        "--",
+        "setpriv",
+        "--reuid",
+        &uid,
+        "--regid",
+        &uid,
+        "--clear-groups",
+        "--",
+    ];
+    // Idle, its standard input held open by the test until it ends.
+    let mut stray = Command::new("nsenter")
+        .args(ns)
+        .args([
+            psql.as_str(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "synapse",
+            "-d",
+            "synapse",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the stray psql");
+    let stray_pid = wait_for_stray(c, bin);
+    let t = Instant::now();
+    let args = [
+        "stop-for-maintenance",
+        "--reason",
+        "dump and restore",
+        "--timeout",
+        "20s",
+        "--output",
+        "json",
+    ];
+    let o = orch_cmd(c, cfg, &args)
+        .output_within(Duration::from_secs(180))
+        .expect("run orch");
+    let first = maintenance_report(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a session left is not clean: {first}"
+    );
+    let left = &first["sessions"]["left"];
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{first}");
+    assert_eq!(
+        (
+            &left[0]["pid"],
+            &left[0]["role"],
+            &left[0]["application_name"]
+        ),
+        (&stray_pid.into(), &"synapse".into(), &"psql".into()),
+        "{first}"
+    );
+    assert!(
+        left[0]["client_addr"] == "127.0.0.1" && left[0]["since"].is_string(),
+        "{first}"
+    );
+    assert_eq!(
+        (&first["ok"], &first["left"]),
+        (&false.into(), &serde_json::json!([])),
+        "the units are proven, the database is not: {first}"
+    );
+    let journal = s_state(cfg);
+    assert!(
+        journal.is_file(),
+        "the deployment stays in maintenance: no {}",
+        journal.display()
+    );
+
+    let args = [
+        "stop-for-maintenance",
+        "--terminate-sessions",
+        "--output",
+        "json",
+    ];
+    let (o, _, _) = timed_orch(c, cfg, &args, Duration::from_secs(180));
+    let report = maintenance_report(&o);
+    assert_eq!(report["resumed_operation"], true, "{report}");
+    assert_eq!(
+        report["sessions"]["terminated"][0]["pid"], stray_pid,
+        "{report}"
+    );
+    assert_eq!(
+        report["sessions"]["left"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    let human = orch_ok(c, cfg, &["stop-for-maintenance"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    let units = report["units"].as_array().unwrap().len();
+    let proof = format!("{units} units stopped, 0 processes left, 0 database sessions of synapse");
+    assert!(human.contains(&proof), "{proof:?} in:\n{human}");
+    let _ = stray.kill();
+    let _ = stray.wait();
+    eprintln!("stray psql session {stray_pid}: named, then terminated: {proof}");
+    (o, t, t.elapsed())
+}
+
+/// The maintenance journal of the configuration's deployment.
+fn s_state(cfg: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("state_dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("state_dir in the configuration");
+    Path::new(dir).join(NAME).join("maintenance.json")
+}
+
+/// The backend pid of the stray psql, once PostgreSQL shows it (bounded).
+fn wait_for_stray(c: &Container, bin: &Path) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pid = psql(c, bin, "select pid from pg_stat_activity where usename = 'synapse' and application_name = 'psql'");
+        if let Ok(pid) = pid.parse() {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stray psql session did not appear: {pid:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn real_synapse_with_workers_through_orch() {
     let _serial = serial();
@@ -1036,18 +1192,7 @@ fn real_synapse_with_workers_through_orch() {
         );
 
         // stop-for-maintenance, dump / drop / restore, resume
-        let (o, from, took) = timed_orch(
-            &c,
-            &cfg,
-            &[
-                "stop-for-maintenance",
-                "--reason",
-                "dump and restore",
-                "--output",
-                "json",
-            ],
-            Duration::from_secs(180),
-        );
+        let (o, from, took) = stop_with_stray_session(&c, &cfg, &bin);
         let report = maintenance_report(&o);
         timings.push(("stop-for-maintenance".into(), secs(took)));
         let check = |when: &str| {

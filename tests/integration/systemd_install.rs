@@ -103,6 +103,15 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
     let cfg = config(dir.path(), WORKERS);
     let workers = worker_units(WORKERS);
 
+    // A dry run first: changes pending, exit 4 as `plan`, nothing written.
+    let o = orch(&c, &cfg, &["install", "--dry-run"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "install --dry-run with changes pending: {o:?}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("changes pending"));
+
     // First install: everything created, systemd reloaded.
     let (o, reloads) = count_reloads(&c, || orch(&c, &cfg, &["install", "--output", "json"]));
     assert!(
@@ -165,6 +174,8 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
         snapshot(c.unit_dir()),
         "unchanged files were rewritten"
     );
+    let o = orch(&c, &cfg, &["install", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "nothing to do: {o:?}");
 
     // Lowering the generic count removes its two highest workers and
     // renames nobody (names never shift: the pushers keep 4 and 5). A

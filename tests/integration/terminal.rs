@@ -253,6 +253,236 @@ fn a_few_workers_keep_one_line_per_unit_and_status_groups_when_it_does_not_fit()
     );
 }
 
+/// A warning (a FIFO named like a unit of the deployment in the unit
+/// folder) is coloured on a terminal only: never through a pipe, never
+/// with `NO_COLOR`.
+#[test]
+fn warnings_are_coloured_only_on_a_terminal_without_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    let fifo = units.join("fx-worker.service");
+    let made = Command::new("mkfifo").arg(&fifo).output_bounded().unwrap();
+    assert!(made.status.success(), "mkfifo: {made:?}");
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        "[deployment]\nname = \"fx\"\n[master]\nexec_start = \"/bin/true\"\n",
+    )
+    .unwrap();
+    let line = format!(
+        "env -u ORCH_CONFIG -u ORCH_BUS {} --config {} plan --unit-dir {}",
+        env!("CARGO_BIN_EXE_orch"),
+        cfg.display(),
+        units.display()
+    );
+    // Through a pipe: the warning is there, with no escape sequence.
+    let piped = Command::new("sh")
+        .args(["-c", &format!("{line} 2>&1 | cat")])
+        .output_bounded()
+        .unwrap();
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(text.contains("WARN") && text.contains("FIFO"), "{text}");
+    assert!(!text.contains('\x1b'), "colour through a pipe: {text:?}");
+
+    for (env, coloured) in [("", true), ("NO_COLOR=1 ", false)] {
+        let run = tempfile::tempdir().unwrap();
+        let screen = Screen::run(run.path(), 120, 30, &format!("{env}{line}"));
+        let (screens, rc) = screen.watch(Duration::from_secs(30));
+        assert_eq!(rc, 4, "{}", screens.last().unwrap());
+        let o = tmux(&screen.sock, &["capture-pane", "-p", "-e"]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("WARN"), "{text}");
+        assert_eq!(
+            text.contains('\x1b'),
+            coloured,
+            "{env:?}: colour on a terminal must be {coloured}: {text:?}"
+        );
+    }
+}
+
+/// A master and 48 workers (40 generic, 8 pusher), all healthy.
+fn forty_eight(dir: &Path, port_base: u16) -> (Container, PathBuf) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let masks = dir.join("masks");
+    std::fs::create_dir(&masks).unwrap();
+    let c = Container::builder()
+        .bind_ro(&fixtures, "/opt/fixtures")
+        .bind(&masks, "/run/systemd/system.control")
+        .boot();
+    let cfg = dir.join("orch.toml");
+    let worker = |kind: &str, count: usize, base: u16| {
+        format!(
+            "[[workers]]\nkind = \"{kind}\"\ncount = {count}\nexec_start = \"{FIXTURE} --ready-after 0.2 --port {{{{ port }}}}\"\n\
+             port_base = {base}\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\n"
+        )
+    };
+    std::fs::write(
+        &cfg,
+        format!(
+            "[deployment]\nname = \"fx\"\nstate_dir = \"{state}\"\nruntime_dir = \"{masks}\"\n\
+             [master]\nexec_start = \"{FIXTURE}\"\n{}{}",
+            worker("generic", 40, port_base),
+            worker("pusher", 8, port_base + 40),
+            state = dir.join("state").display(),
+            masks = dir.join("masks").display(),
+        ),
+    )
+    .unwrap();
+    orch_ok(&c, &cfg, &["install"]);
+    orch_ok(&c, &cfg, &["start", "--all"]);
+    (c, cfg)
+}
+
+impl Screen {
+    /// Everything the pane shows and scrolled past, wrapped lines joined:
+    /// a line longer than the window is one that wrapped.
+    fn joined(&self) -> String {
+        let o = tmux(&self.sock, &["capture-pane", "-p", "-J", "-S", "-"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+fn no_wrap(text: &str, cols: usize, what: &str) {
+    for l in text.lines() {
+        assert!(
+            l.trim_end().chars().count() <= cols,
+            "{what} at {cols} columns: a line wraps:\n{l}\n----\n{text}"
+        );
+    }
+}
+
+/// The lowest ready count of `kind` in a header (`… generic 36, …`).
+fn lowest_of(screen: &str, kind: &str) -> Option<usize> {
+    let at = screen.find("lowest ready: ")?;
+    let rest = &screen[at..];
+    let i = rest.find(&format!("{kind} "))?;
+    rest[i + kind.len() + 1..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Issue 25 items 1, 2, 6 and 7 on 48 workers, at 80 and 120 columns: the
+/// rolling header tells the truth, resume shows no `0/0` and leaves no live
+/// area, stop-for-maintenance ends in one screen with the proof, and status
+/// never wraps.
+#[test]
+fn forty_eight_workers_at_80_and_120_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = crate::ports::reserve(48);
+    let (c, cfg) = forty_eight(dir.path(), ports.port(0));
+    for cols in [80u16, 120] {
+        let n = cols as usize;
+        // 1. Rolling restart, batches of 4: never fewer than 36 generic and
+        // 4 pushers ready, from the first frame; the closing line agrees.
+        let run = tempfile::tempdir().unwrap();
+        let line = shell_line(&c, &cfg, &["restart", "--all", "--rolling", "--batch", "4"]);
+        let screen = Screen::run(run.path(), cols, 30, &line);
+        let (screens, rc) = screen.watch(Duration::from_secs(180));
+        let last = screens.last().unwrap().clone();
+        assert_eq!(rc, 0, "{last}");
+        let headed: Vec<&String> = screens
+            .iter()
+            .filter(|s| s.contains("lowest ready: "))
+            .collect();
+        assert!(
+            !headed.is_empty(),
+            "no rolling header:\n{}",
+            screens.join("\n----\n")
+        );
+        let mut low = (usize::MAX, usize::MAX);
+        for s in &headed {
+            let g = lowest_of(s, "generic").unwrap_or_else(|| panic!("{s}"));
+            let p = lowest_of(s, "pusher").unwrap_or_else(|| panic!("{s}"));
+            assert!(g >= 36 && p >= 4, "lowest ready too low:\n{s}");
+            low = (low.0.min(g), low.1.min(p));
+            for l in s.lines() {
+                assert!(l.chars().count() < n, "{l}");
+            }
+        }
+        assert!(
+            low.0 < 40,
+            "the header never showed a worker down: {headed:?}"
+        );
+        let end = screen.joined();
+        assert!(
+            end.contains(&format!("generic {}/40", low.0)),
+            "the closing line and the header disagree ({low:?}):\n{end}"
+        );
+        drop(screen);
+
+        // 6. stop-for-maintenance: a live area while it runs, then one
+        // screen: the proof, no row per unit, nothing wrapped.
+        let run = tempfile::tempdir().unwrap();
+        let screen = Screen::run(
+            run.path(),
+            cols,
+            30,
+            &shell_line(&c, &cfg, &["stop-for-maintenance", "--reason", "upgrade"]),
+        );
+        let (screens, rc) = screen.watch(Duration::from_secs(120));
+        let end = screen.joined();
+        assert_eq!(rc, 0, "{end}");
+        assert!(
+            screens
+                .iter()
+                .any(|s| s.contains("[+] stop-for-maintenance ")),
+            "no live display:\n{}",
+            screens.join("\n----\n")
+        );
+        assert!(end.contains("49 units stopped, 0 processes left"), "{end}");
+        assert!(
+            !end.contains("[+] stop-for-maintenance"),
+            "live area left:\n{end}"
+        );
+        assert!(
+            !end.lines()
+                .any(|l| l.contains("inactive") && l.contains("processes")),
+            "a row per unit on success:\n{end}"
+        );
+        assert!(
+            end.trim_end().lines().count() < 30,
+            "more than a screen:\n{end}"
+        );
+        no_wrap(&end, n, "stop-for-maintenance");
+        drop(screen);
+
+        // 2. resume: no `0/0` header while it unmasks, no live area left.
+        let run = tempfile::tempdir().unwrap();
+        let screen = Screen::run(run.path(), cols, 30, &shell_line(&c, &cfg, &["resume"]));
+        let (screens, rc) = screen.watch(Duration::from_secs(120));
+        let end = screen.joined();
+        assert_eq!(rc, 0, "{end}");
+        assert!(
+            !screens.iter().any(|s| s.contains(" 0/0 ")),
+            "a 0/0 header:\n{}",
+            screens.join("\n----\n")
+        );
+        assert!(!end.contains("[+] resume"), "live area left behind:\n{end}");
+        assert!(end.contains("49 of 49 units ready"), "{end}");
+        no_wrap(&end, n, "resume");
+        drop(screen);
+
+        // 7. status, a row per unit: every row fits.
+        let run = tempfile::tempdir().unwrap();
+        let screen = Screen::run(
+            run.path(),
+            cols,
+            30,
+            &shell_line(&c, &cfg, &["status", "--all-units"]),
+        );
+        let (_, rc) = screen.watch(Duration::from_secs(60));
+        let end = screen.joined();
+        assert_eq!(rc, 0, "{end}");
+        assert_eq!(units_on(&end).len(), 49, "{end}");
+        no_wrap(&end, n, "status");
+        println!("STATUS AT {cols} COLUMNS:\n{end}");
+        drop(screen);
+    }
+}
+
 /// An interactive shell (`sh -i`, prompt `PROMPT$ `) in a tmux window,
 /// driven by typed keys.
 struct Shell {

@@ -128,6 +128,15 @@ options:
       - With V(maintenance), stop (and mask) the database unit too.
     type: bool
     default: false
+  terminate_sessions:
+    description:
+      - With V(maintenance) and C([database] roles) in the configuration,
+        end the sessions of those roles still open in PostgreSQL once the
+        stop bound ran out (C(--terminate-sessions), C(pg_terminate_backend)).
+        Without it such sessions fail the task and the deployment stays in
+        maintenance; running the task again with it completes the proof.
+    type: bool
+    default: false
   timeout:
     description:
       - Bound on the whole operation (C(--timeout)), e.g. V(2m). orch's
@@ -466,6 +475,7 @@ def main():
             force=dict(type="bool", default=False),
             reason=dict(type="str", default="maintenance"),
             include_database=dict(type="bool", default=False),
+            terminate_sessions=dict(type="bool", default=False),
             timeout=dict(type="str"),
             host=dict(type="str"),
             binary=dict(type="path", default="orch"),
@@ -527,14 +537,18 @@ def main():
             args = ["stop-for-maintenance", "--reason", p["reason"]]
             if p["include_database"]:
                 args.append("--include-database")
+            if p["terminate_sessions"]:
+                args.append("--terminate-sessions")
             if p["timeout"]:
                 args += ["--timeout", p["timeout"]]
             doc = o.run(args) or {}
             report = doc.get("report") or {}
             r["report"] = report
             r["units"] = report.get("units") or []
+            terminated = (report.get("sessions") or {}).get("terminated")
             r["changed"] = not report.get("resumed_operation") or bool(
-                report.get("killed") or report.get("stopped_again"))
+                report.get("killed") or report.get("stopped_again")
+                or terminated)
         else:
             args = ["resume"] + (["--timeout", p["timeout"]] if p["timeout"] else [])
             doc = o.run(args) or {}

@@ -26,7 +26,7 @@ use crate::lifecycle::{Event, Observer, Phase};
 /// What the display knows before the first event.
 #[derive(Debug, Clone, Default)]
 pub struct Title {
-    /// `start`, `stop`, `restart`, `resume`.
+    /// `start`, `stop`, `restart`, `resume`, `stop-for-maintenance`.
     pub op: String,
     /// Workers per batch in a rolling restart.
     pub rolling: Option<usize>,
@@ -104,13 +104,21 @@ impl Board {
         self.note_ready_per_kind();
     }
 
-    /// A worker is down while it is in flight or failed; queued ones still run.
+    /// A worker is down while it is in flight, failed or stopped; queued
+    /// ones and ones not seen yet still run. Counted against every worker of
+    /// the kind from the start (units get their display lines one at a
+    /// time, so counting only the lines seen would start every kind at 1).
     fn note_ready_per_kind(&mut self) {
         let mut ready: BTreeMap<&str, usize> = BTreeMap::new();
+        for kind in self.title.kinds.values() {
+            *ready.entry(kind).or_default() += 1;
+        }
         for l in &self.lines {
             if let Some(kind) = self.title.kinds.get(&l.unit) {
-                let up = !(l.phase.in_flight() || l.phase.failed() || l.phase == Phase::Stopped);
-                *ready.entry(kind).or_default() += usize::from(up);
+                let down = l.phase.in_flight() || l.phase.failed() || l.phase == Phase::Stopped;
+                if down {
+                    *ready.entry(kind).or_default() -= 1;
+                }
             }
         }
         for (kind, n) in ready {
@@ -119,8 +127,10 @@ impl Board {
         }
     }
 
-    fn header(&self, now: Instant) -> String {
-        let done_word = if self.title.op == "stop" {
+    /// The header, and in rolling mode the lowest ready per kind apart:
+    /// on a narrow terminal it goes on a line of its own.
+    fn header_parts(&self, now: Instant) -> (String, Option<String>) {
+        let done_word = if self.title.op.starts_with("stop") {
             "stopped"
         } else {
             "ready"
@@ -150,12 +160,21 @@ impl Board {
                 .iter()
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
-            if !lows.is_empty() {
-                h.push_str(&format!(" · lowest ready: {}", lows.join(", ")));
-            }
+            h.push_str(&format!(" · {}", secs(now - self.start)));
+            let lowest = (!lows.is_empty()).then(|| format!("lowest ready: {}", lows.join(", ")));
+            return (h, lowest);
         }
         h.push_str(&format!(" · {}", secs(now - self.start)));
-        h
+        (h, None)
+    }
+
+    /// The header on one line.
+    #[cfg(test)]
+    fn header(&self, now: Instant) -> String {
+        match self.header_parts(now) {
+            (h, Some(low)) => format!("{h} · {low}"),
+            (h, None) => h,
+        }
     }
 }
 
@@ -189,8 +208,15 @@ fn unit_line(l: &Line, now: Instant, tick: usize) -> String {
 /// lines (the cursor's line stays free), none wider than `cols - 1`.
 pub fn render(board: &Board, rows: usize, cols: usize, now: Instant) -> String {
     let tick = (now - board.start).as_millis() as usize / 120;
-    let room = rows.saturating_sub(2).max(1);
-    let mut out = vec![board.header(now)];
+    let width = cols.saturating_sub(1).max(10);
+    let mut out = match board.header_parts(now) {
+        (h, Some(low)) if h.chars().count() + low.chars().count() + 3 <= width => {
+            vec![format!("{h} · {low}")]
+        }
+        (h, Some(low)) => vec![h, format!("    {low}")],
+        (h, None) => vec![h],
+    };
+    let room = rows.saturating_sub(1 + out.len()).max(1);
     if board.lines.len() <= room {
         out.extend(board.lines.iter().map(|l| unit_line(l, now, tick)));
     } else {
@@ -206,11 +232,43 @@ pub fn render(board: &Board, rows: usize, cols: usize, now: Instant) -> String {
             out.push(format!("  … and {} more", picked.len() - (room - 1)));
         }
     }
-    let width = cols.saturating_sub(1).max(10);
     out.iter()
         .map(|l| l.chars().take(width).collect::<String>())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The bar on screen while a live display runs: a line printed to stderr
+/// then (a maintenance step, a warning) goes above the block instead of
+/// through it, which would leave a stale copy of the block behind.
+static CURRENT: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Writes `line` to stderr, above the live display if one is on screen.
+pub fn eprintln_above(line: &str) {
+    let bar = CURRENT.lock().unwrap().clone();
+    match bar {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// stderr for the log (`tracing`): a warning during a live display is
+/// written above it, as [`eprintln_above`] does.
+pub struct StderrAbove;
+
+impl std::io::Write for StderrAbove {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = CURRENT.lock().unwrap().clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// The terminal observer: one block redrawn in place, cleared by `finish`.
@@ -225,6 +283,7 @@ impl Live {
     pub fn new(title: Title) -> Live {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
+        *CURRENT.lock().unwrap() = Some(bar.clone());
         let board = Arc::new(Mutex::new(Board::new(title, Instant::now())));
         let stop = Arc::new(AtomicBool::new(false));
         // Elapsed times and the spinner move between events too.
@@ -247,14 +306,14 @@ impl Live {
 }
 
 fn draw(board: &Mutex<Board>, bar: &ProgressBar) {
+    let board = board.lock().unwrap();
+    // Nothing queued yet (resume unmasking first): no `0/0` header.
+    if board.lines.is_empty() {
+        return;
+    }
     // Read each time: the window may have been resized.
     let (rows, cols) = console::Term::stderr().size();
-    let text = render(
-        &board.lock().unwrap(),
-        rows as usize,
-        cols as usize,
-        Instant::now(),
-    );
+    let text = render(&board, rows as usize, cols as usize, Instant::now());
     bar.set_message(text);
 }
 
@@ -269,6 +328,7 @@ impl Observer for Live {
         if let Some(t) = self.ticker.lock().unwrap().take() {
             let _ = t.join();
         }
+        *CURRENT.lock().unwrap() = None;
         self.bar.finish_and_clear();
     }
 }
@@ -395,5 +455,37 @@ mod tests {
         let h = b.header(t0);
         assert!(h.contains("batch 2/2"), "{h}");
         assert!(h.contains("generic 1, pusher 1"), "the lowest is kept: {h}");
+    }
+
+    #[test]
+    fn lowest_ready_counts_every_worker_of_a_kind_from_the_start() {
+        // Units get their lines one at a time, as in a real run: the first
+        // event must not make a kind look like it has one worker.
+        let t0 = Instant::now();
+        let kinds = (0..8)
+            .map(|i| {
+                let kind = if i < 6 { "generic" } else { "pusher" };
+                (format!("w{i}.service"), kind.to_string())
+            })
+            .collect();
+        let title = Title {
+            op: "restart".into(),
+            rolling: Some(2),
+            kinds,
+        };
+        let mut b = Board::new(title, t0);
+        b.apply(&ev("w0.service", Phase::Queued), t0);
+        let h = b.header(t0);
+        assert!(h.contains("lowest ready: generic 6, pusher 2"), "{h}");
+        b.apply(&ev("w0.service", Phase::Stopping), t0);
+        b.apply(&ev("w1.service", Phase::Stopping), t0);
+        let h = b.header(t0);
+        assert!(h.contains("lowest ready: generic 4, pusher 2"), "{h}");
+        for w in ["w0", "w1"] {
+            b.apply(&ev(&format!("{w}.service"), Phase::Ready), t0);
+        }
+        b.apply(&ev("w6.service", Phase::Stopping), t0);
+        let h = b.header(t0);
+        assert!(h.contains("lowest ready: generic 4, pusher 1"), "{h}");
     }
 }
