@@ -97,6 +97,13 @@ fn origin<'r>(probe: &Probe, on: Option<&'r Remote>) -> Option<&'r Remote> {
     }
 }
 
+/// Whether an attempt of `probe` goes through an SSH channel from `on`
+/// (which then needs the host's master connection, and may need
+/// [`crate::tunnel::ASK_EXTRA`] to say why a channel was refused).
+pub fn tunnelled(probe: &Probe, on: Option<&Remote>) -> bool {
+    !matches!(probe, Probe::Exec { .. }) && origin(probe, on).is_some()
+}
+
 async fn attempt(probe: &Probe, limits: Limits, on: Option<&Remote>) -> Result<(), ProbeError> {
     let on = origin(probe, on);
     let failed = |e: String| ProbeError::Failed(e);

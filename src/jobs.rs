@@ -63,6 +63,8 @@ pub struct Jobs {
     hosts: Vec<(Systemd, JobWatcher)>,
     slots: Option<Arc<Semaphore>>,
     inflight: Table,
+    /// The operation's own deadline (`--timeout`), if any: see [`Jobs::run`].
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Jobs {
@@ -78,6 +80,7 @@ impl Jobs {
             hosts,
             slots: max_parallel.map(|n| Arc::new(Semaphore::new(n.max(1)))),
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            deadline: None,
         })
     }
 
@@ -87,7 +90,14 @@ impl Jobs {
             hosts: vec![(sd.clone(), JobWatcher::start(sd).await?)],
             slots: None,
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            deadline: None,
         })
+    }
+
+    /// Bounds the wait for a queue slot ([`Jobs::run`]) by the operation's deadline.
+    pub fn until(mut self, deadline: Option<tokio::time::Instant>) -> Jobs {
+        self.deadline = deadline;
+        self
     }
 
     pub fn inflight(&self) -> Inflight {
@@ -134,7 +144,28 @@ impl Jobs {
         bound: Duration,
     ) -> JobEnd {
         let sd = self.sd(host);
-        let deadline = tokio::time::Instant::now() + bound;
+        // Held until the job (and its transaction) has ended: systemd's
+        // per-job tracking of orch is bounded (MAX_TRACKED_JOBS). The unit's
+        // `bound` starts once the job is in systemd's queue (the 5,000th stop
+        // must not spend its 10 s waiting for the 4,744 before it); the wait
+        // for a slot is bounded by the operation's deadline, or else by the
+        // bounds of the jobs holding the slots.
+        let tracked = match self.deadline {
+            Some(d) => tokio::time::timeout_at(d, sd.job_permit()).await.ok(),
+            None => Some(sd.job_permit().await),
+        };
+        let now = tokio::time::Instant::now();
+        let deadline = self.deadline.map_or(now + bound, |d| d.min(now + bound));
+        let Some(_tracked) = tracked else {
+            return JobEnd::NotEnqueued(SystemdError::Timeout {
+                action: format!(
+                    "{} {unit} (waiting for one of the {} jobs orch keeps queued at once)",
+                    kind.dbus_name(),
+                    crate::systemd::MAX_TRACKED_JOBS
+                ),
+                timeout: bound,
+            });
+        };
         let (id, job, affected) = match sd.enqueue(unit, kind, mode).await {
             Ok(e) => (e.id, e.job, e.affected),
             Err(e) => return JobEnd::NotEnqueued(e),

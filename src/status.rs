@@ -120,15 +120,31 @@ pub async fn status(
             row.cpu_usage_nsec = p.cpu_nsec;
             row.main_started_us = p.started_us.unwrap_or(0);
             if let (Some(probe), true) = (&m.health, row.is_active()) {
-                row.health = Some(match health::check(probe, limits, sd.remote()).await {
-                    Ok(()) => "ok".into(),
-                    Err(e) => e.to_string(),
-                });
+                row.health = Some(probed(sd, probe, limits).await);
             }
             row
         }
     });
     Ok(join_all(rows).await)
+}
+
+/// A status row's probe: `ok`, or why it failed.
+async fn probed(sd: &Systemd, probe: &crate::model::Probe, limits: Limits) -> String {
+    // Through SSH, the attempt leaves room for sshd's reason when it
+    // refuses the channel, rather than cutting it off.
+    let limits = match health::tunnelled(probe, sd.remote()) {
+        true => Limits {
+            attempt: limits
+                .attempt
+                .max(limits.connect + crate::tunnel::ASK_EXTRA),
+            ..limits
+        },
+        false => limits,
+    };
+    match health::check(probe, limits, sd.remote()).await {
+        Ok(()) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// The rows of units on a host orch could not reach: what is known is
@@ -197,6 +213,30 @@ impl StatusError {
     }
 }
 
+/// One attempt per probed unit, short: status is a snapshot.
+const STATUS_LIMITS: Limits = Limits {
+    connect: Duration::from_millis(500),
+    attempt: Duration::from_secs(1),
+};
+
+/// Makes the SSH master of a host whose probes go through it, bounded
+/// like the bus connection (`--call-timeout`): status probes each unit
+/// once, so the handshake must not eat that one attempt's bound (on a
+/// loaded or distant host it takes longer than the whole attempt).
+async fn prepare_tunnel(sd: &Systemd, members: &[Member], bound: Duration) {
+    let Some(remote) = sd.remote() else { return };
+    let probed = members
+        .iter()
+        .filter_map(|m| m.health.as_ref())
+        .any(|p| health::tunnelled(p, Some(remote)));
+    if probed {
+        if let Err(e) = crate::tunnel::prepare(remote, bound).await {
+            // Each probe then reports it (or its own cause) in its row.
+            tracing::debug!("{e}");
+        }
+    }
+}
+
 /// Reads every host at once; one out of reach does not hide the others.
 pub async fn deployment(
     d: &Deployment,
@@ -206,15 +246,14 @@ pub async fn deployment(
 ) -> Result<DeploymentStatus, StatusError> {
     let members = crate::members::members(d);
     let conns = Fleet::connect_each(targets, call_timeout).await;
-    let limits = Limits {
-        connect: Duration::from_millis(500),
-        attempt: Duration::from_secs(1),
-    };
     let reads = targets.iter().zip(conns).map(|(t, conn)| {
         let mine = on_host(&members, &t.name);
         async move {
             let rows = match conn {
-                Ok(sd) => status(&sd, &mine, limits).await,
+                Ok(sd) => {
+                    prepare_tunnel(&sd, &mine, call_timeout).await;
+                    status(&sd, &mine, STATUS_LIMITS).await
+                }
                 Err(e) => Err(e),
             };
             (t.name.clone(), rows)
@@ -328,7 +367,13 @@ pub fn merge(
             }
         }
     }
-    rows.sort_by_key(|r| members.iter().position(|m| m.unit == r.unit));
+    // Positions by name, once: a search of the members per comparison was
+    // quadratic (1,000 units, ~10,000 comparisons).
+    let mut order = std::collections::HashMap::new();
+    for (i, m) in members.iter().enumerate() {
+        order.entry(m.unit.as_str()).or_insert(i);
+    }
+    rows.sort_by_key(|r| order.get(r.unit.as_str()).copied());
     (rows, lost)
 }
 

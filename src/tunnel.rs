@@ -25,6 +25,12 @@ pub const PERSIST: &str = "10s";
 /// The bound on making a host's master connection (its SSH handshake).
 const WARM_BOUND: Duration = Duration::from_secs(20);
 
+/// How much longer than a channel's bound the one direct connection that
+/// learns why a channel was refused may take (it makes an SSH handshake of
+/// its own). A caller's whole-attempt bound must leave this room after the
+/// connect bound, or the reason is cut off and only a timeout is reported.
+pub const ASK_EXTRA: Duration = Duration::from_secs(2);
+
 /// After this long without a probe of a host, its master may be near its
 /// [`PERSIST`] end (or gone): it is checked (`ssh -O check`) before the
 /// next probe, and made again if it exited. Well under `PERSIST`, so a
@@ -271,6 +277,16 @@ pub async fn connect(
     }
 }
 
+/// Makes `remote`'s master connection (its SSH handshake) within `bound`,
+/// for a caller that probes once (status) and so cannot count on a
+/// later attempt finding the master that an earlier one started.
+pub async fn prepare(remote: &Remote, bound: Duration) -> Result<(), TunnelError> {
+    let (dir, state) = state(remote)?;
+    tokio::time::timeout(bound, warm(&state, &dir))
+        .await
+        .map_err(|_| ssh_error(remote, format!("no master connection within {bound:?}")))?
+}
+
 /// How a probe's channel request through the master ended.
 enum Opened {
     /// The master opened it: the remote host connected to the target.
@@ -375,7 +391,7 @@ async fn refused(
         (Refusal::Unclear, None) => {
             // A handshake of its own takes longer than a channel; the
             // attempt's overall bound still holds.
-            let ask = deadline + Duration::from_secs(2);
+            let ask = deadline + ASK_EXTRA;
             let direct = tokio::time::timeout_at(ask, ask_directly(state, target)).await;
             // Anything but sshd's prohibition means it forwards: the port
             // may simply have opened in between (the ask then connects).

@@ -272,10 +272,11 @@ impl Engine {
         opts: Options,
         observer: Arc<dyn Observer>,
     ) -> Result<Engine, SystemdError> {
-        let jobs = Jobs::new(fleet, opts.max_parallel).await?;
+        let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
+        let jobs = Jobs::new(fleet, opts.max_parallel).await?.until(deadline);
         Ok(Engine {
             jobs,
-            deadline: opts.timeout.map(|t| tokio::time::Instant::now() + t),
+            deadline,
             opts,
             observer,
             started: Instant::now(),

@@ -167,17 +167,52 @@ pub struct Systemd {
     /// dbus-daemon refuses more than 128 pending replies per connection
     /// (`LimitsExceeded`); calls made for many units at once take a permit.
     calls: Arc<tokio::sync::Semaphore>,
+    /// Jobs orch has enqueued and not yet seen end (see [`MAX_TRACKED_JOBS`]).
+    jobs: Arc<tokio::sync::Semaphore>,
 }
 
-/// Permits for method calls in flight at once on one connection; a permit
-/// covers up to three calls (status reads three properties under one), which
-/// keeps orch well under dbus-daemon's 128.
-pub const MAX_PENDING_CALLS: usize = 32;
+/// Jobs orch keeps in systemd's queue at once on one connection. systemd
+/// tracks the D-Bus client of every job it enqueues with one match rule
+/// (`sd_bus_track`) on *its own* bus connection, and dbus-daemon allows a
+/// connection 512 rules (`max_match_rules_per_connection`). Past that,
+/// AddMatch fails, sd-bus closes systemd's bus connection ("Got disconnect
+/// on API bus"), every call in flight gets `NoReply` and the `JobRemoved`
+/// signals sent meanwhile are lost: `start --all` of 1,000 units did that.
+/// The rules are shared with systemd's own and every other client's jobs,
+/// hence half of the limit.
+pub const MAX_TRACKED_JOBS: usize = 256;
+
+/// Method calls in flight at once on one connection, under dbus-daemon's
+/// 128 pending replies. [`Systemd::permit`] covers up to
+/// [`CALLS_PER_PERMIT`] calls; a query making more at once takes
+/// [`Systemd::permits`] for each of them (status reads five properties of a
+/// unit at once: with one permit for all five, 1,000 units had up to 160
+/// calls in flight and 5-8 % of them came back `LimitsExceeded`).
+pub const MAX_PENDING_CALLS: usize = 96;
+
+/// The calls one [`Systemd::permit`] covers.
+pub const CALLS_PER_PERMIT: u32 = 3;
 
 impl Systemd {
     /// A permit for one call among many made at once (see `calls`).
     async fn permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.permits(CALLS_PER_PERMIT).await
+    }
+
+    /// Permits for `calls` calls made at once (at most [`MAX_PENDING_CALLS`]).
+    async fn permits(&self, calls: u32) -> tokio::sync::OwnedSemaphorePermit {
         self.calls
+            .clone()
+            .acquire_many_owned(calls.min(MAX_PENDING_CALLS as u32))
+            .await
+            .expect("never closed")
+    }
+
+    /// A permit to keep one job in systemd's queue (see [`MAX_TRACKED_JOBS`]),
+    /// held by the job layer from before it is enqueued until orch has seen
+    /// it end.
+    pub async fn job_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.jobs
             .clone()
             .acquire_owned()
             .await
@@ -238,6 +273,7 @@ impl Systemd {
             manager,
             call_timeout: timeout,
             calls: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CALLS)),
+            jobs: Arc::new(tokio::sync::Semaphore::new(MAX_TRACKED_JOBS)),
         })
     }
 

@@ -61,6 +61,9 @@ pub struct MainProcess {
     pub started_us: u64,
 }
 
+/// The calls [`Systemd::numbers`] makes at once.
+const PROPERTY_READS: u32 = 6;
+
 /// A change systemd made to unit files (`enable`, `disable`).
 #[derive(Debug, Clone)]
 pub struct FileChange {
@@ -304,9 +307,9 @@ impl Systemd {
 
     /// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent,
     /// CPUUsageNSec and ExecMainStartTimestamp of a listed unit, read
-    /// concurrently under one permit.
+    /// concurrently under a permit for each of the [`PROPERTY_READS`].
     pub async fn numbers(&self, unit: &Listed) -> UnitNumbers {
-        let _call = self.permit().await;
+        let _calls = self.permits(PROPERTY_READS).await;
         let Ok(props) = PropertiesProxy::builder(&self.conn)
             .destination("org.freedesktop.systemd1")
             .path(unit.path.clone())

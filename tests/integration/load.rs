@@ -82,6 +82,72 @@ fn two_hundred_fifty_six_workers() {
     );
 }
 
+/// More units than dbus-daemon lets systemd track at once (512 match rules
+/// on its connection, one per job a client enqueued), started in one go:
+/// systemd must stay on the bus, every unit must come up, and `status` must
+/// read every unit's properties (none lost to the 128 pending replies).
+#[test]
+fn start_all_of_more_units_than_systemd_can_track_keeps_systemd_on_the_bus() {
+    const MANY: usize = 700;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Container::boot();
+    let cfg = dir.path().join("orch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[deployment]\nname = \"many\"\nstate_dir = \"{}\"\n\
+             [master]\ntype = \"exec\"\nexec_start = \"/bin/sleep infinity\"\n\
+             [[workers]]\nkind = \"generic\"\ncount = {MANY}\ntype = \"exec\"\n\
+             exec_start = \"/bin/sleep infinity\"\n",
+            dir.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    let o = orch_with_rss(orch_cmd(&c, &cfg, &["install"])).0;
+    assert!(o.status.success(), "install: {o:?}");
+    let o = orch_with_rss(orch_cmd(
+        &c,
+        &cfg,
+        &["start", "--all", "--timeout", "120s", "--output", "json"],
+    ))
+    .0;
+    let journal = String::from_utf8_lossy(&c.exec(&["journalctl", "--no-pager"]).stdout)
+        .lines()
+        .filter(|l| l.contains("match rules") || l.contains("disconnect on API bus"))
+        .take(5)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        journal.is_empty(),
+        "systemd lost its bus connection:\n{journal}"
+    );
+    let sum = summary(&o);
+    assert!(
+        o.status.success() && all_in_phase(&sum, "ready"),
+        "start --all of {} units: {:?}\n{}",
+        MANY + 1,
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = orch_with_rss(orch_cmd(&c, &cfg, &["status", "--output", "json"])).0;
+    let v = json(&o);
+    let units = v["units"].as_array().unwrap();
+    assert_eq!(units.len(), MANY + 1);
+    let unread: Vec<_> = units
+        .iter()
+        .filter(|u| u["active_state"] != "active" || u["main_pid"].as_u64().is_none())
+        .map(|u| u["unit"].as_str().unwrap_or("?"))
+        .collect();
+    assert!(
+        unread.is_empty(),
+        "{} units not active or without a MainPID in status, e.g. {:?}",
+        unread.len(),
+        &unread[..unread.len().min(5)]
+    );
+    let o = orch_with_rss(orch_cmd(&c, &cfg, &["stop", "--all", "--timeout", "120s"])).0;
+    assert!(o.status.success(), "stop --all: {o:?}");
+}
+
 /// Runs orch and returns its output and its own peak RSS in KiB (from
 /// `wait4`, so the figure is this process's and nobody else's).
 // The child is reaped by `wait4` below, which clippy cannot see.
