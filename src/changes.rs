@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::Target;
+use crate::fleet::HostAccess;
 use crate::install::Report;
 use crate::model::Deployment;
 use crate::plan::Action;
@@ -90,13 +90,13 @@ impl Record {
 }
 
 pub fn path(d: &Deployment) -> PathBuf {
-    crate::maintenance::dir(d).join(FILE)
+    crate::state::dir(d).join(FILE)
 }
 
 /// The record, empty when there is none.
-pub async fn read(d: &Deployment, home: &Store) -> Result<Record, ChangesError> {
+pub async fn read(d: &Deployment, state_store: &Store) -> Result<Record, ChangesError> {
     let path = path(d);
-    match home.read(&path).await? {
+    match state_store.read(&path).await? {
         None => Ok(Record::default()),
         Some(bytes) => {
             serde_json::from_slice(&bytes).map_err(|cause| ChangesError::Parse { path, cause })
@@ -109,8 +109,8 @@ pub async fn read(d: &Deployment, home: &Store) -> Result<Record, ChangesError> 
 /// files are in place, under the deployment lock.
 pub async fn note(
     d: &Deployment,
-    home: &Store,
-    targets: &[Target],
+    state_store: &Store,
+    targets: &[HostAccess],
     report: &Report,
 ) -> Result<(), ChangesError> {
     let worthy = |a: Action, restart: Option<bool>| match a {
@@ -124,7 +124,7 @@ pub async fn note(
         .filter(|u| u.action == Action::Remove)
         .map(|u| u.unit.as_str())
         .collect();
-    let mut record = match read(d, home).await {
+    let mut record = match read(d, state_store).await {
         Ok(r) => r,
         Err(e @ ChangesError::Parse { .. }) => {
             tracing::warn!("{e}; starting a new record");
@@ -164,8 +164,8 @@ pub async fn note(
         return Ok(());
     }
     let bytes = serde_json::to_vec_pretty(&record).expect("record serializes");
-    let dir = crate::maintenance::dir(d);
-    home.write_files(&dir, &[(path(d), bytes)]).await?;
+    let dir = crate::state::dir(d);
+    state_store.write_files(&dir, &[(path(d), bytes)]).await?;
     Ok(())
 }
 

@@ -1,20 +1,18 @@
-//! Command line: parse (src/cli/args.rs), resolve the configuration, hand
+//! Command line: parse ([`crate::args`]), resolve the configuration, hand
 //! the verb to its file in `commands`, and turn an error into its exit code.
-
-mod args;
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
-pub use args::{Cli, Command, Global, Lifecycle};
+use crate::args::{Cli, Command, Global, Lifecycle};
 
 use crate::commands;
-use crate::commands::lifecycle::Extra;
+use crate::commands::lifecycle::VerbFlags;
 use crate::error::{Error, UsageError};
 use crate::exit;
-use crate::lifecycle::Op;
 use crate::model::Deployment;
+use crate::op::Op;
 
 const DEFAULT_CONFIGS: &[&str] = &["orch.toml", "/etc/orch/orch.toml"];
 
@@ -71,7 +69,7 @@ fn colour() -> bool {
 fn run(cli: Cli) -> Result<i32, Error> {
     let g = &cli.global;
     if let Some(host) = &g.host {
-        crate::systemd::Remote::parse(host, &g.ssh_command).map_err(UsageError::Host)?;
+        crate::remote::Remote::parse(host, &g.ssh_command).map_err(UsageError::Host)?;
     }
     // These need no configuration.
     match &cli.command {
@@ -80,13 +78,13 @@ fn run(cli: Cli) -> Result<i32, Error> {
         _ => {}
     }
     let reach = match &cli.command {
-        Command::Render { .. } => crate::ops::Reach::ThisMachine,
-        _ => crate::ops::Reach::Hosts,
+        Command::Render { .. } => crate::ops::InstalledFrom::ThisMachine,
+        _ => crate::ops::InstalledFrom::Hosts,
     };
     if let Some(wait) = g.lock_wait {
-        crate::lock::set_wait(wait);
+        crate::state::holder::set_wait(wait);
     }
-    crate::lock::set_command(&command_name(&cli.command));
+    crate::state::holder::set_command(&command_name(&cli.command));
     let d = load(g, reach)?;
     dispatch(g, &d, &cli.command)
 }
@@ -107,7 +105,7 @@ fn command_name(command: &Command) -> String {
 
 /// The commands that act on a deployment, each handed to its file.
 fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error> {
-    let none = Extra::default;
+    let none = VerbFlags::default;
     match command {
         Command::Render { out } => commands::render::run(g, d, out.as_deref()),
         Command::Plan { rollback, to, diff } => match rollback {
@@ -128,7 +126,7 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
         Command::Start(a) => commands::lifecycle::run(g, d, Op::Start, a, none()),
         Command::Stop(a) => commands::lifecycle::run(g, d, Op::Stop, a, none()),
         Command::Reload { args, or_restart } => {
-            let extra = Extra {
+            let extra = VerbFlags {
                 or_restart: *or_restart,
                 ..none()
             };
@@ -142,7 +140,7 @@ fn dispatch(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error>
             canary,
             hold,
         } => {
-            let extra = Extra {
+            let extra = VerbFlags {
                 rolling: rolling.then_some(*batch as usize),
                 changed: *changed,
                 canary: canary.map(|n| crate::phases::Canary {
@@ -173,9 +171,9 @@ fn install(
     if code != exit::OK || !restart {
         return Ok(code);
     }
-    let extra = Extra {
+    let extra = VerbFlags {
         changed: true,
-        ..Extra::default()
+        ..VerbFlags::default()
     };
     commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
 }
@@ -195,9 +193,9 @@ fn rollback(
     if code != exit::OK || !restart {
         return Ok(code);
     }
-    let extra = Extra {
+    let extra = VerbFlags {
         changed: true,
-        ..Extra::default()
+        ..VerbFlags::default()
     };
     commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
 }
@@ -276,7 +274,7 @@ fn config_path(g: &Global) -> Result<PathBuf, UsageError> {
 /// The deployment, with the global overrides applied. Resolved twice when
 /// worker units are installed: the first pass finds the unit folders, the
 /// second keeps the installed workers' names (see `model::names`).
-fn load(g: &Global, reach: crate::ops::Reach) -> Result<Deployment, Error> {
+fn load(g: &Global, reach: crate::ops::InstalledFrom) -> Result<Deployment, Error> {
     let path = config_path(g)?;
     let source = crate::config::Source::read(&path)?;
     let mut overrides = crate::model::Overrides {

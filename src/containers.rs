@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::model::container::Runtime;
 use crate::model::Deployment;
-use crate::systemd::Remote;
+use crate::remote::Remote;
 
 /// The bound on one query (`podman ps`); a stop adds its own grace.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);

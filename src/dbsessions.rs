@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::model::{DbConnect, DbSessions};
-use crate::systemd::Remote;
+use crate::remote::Remote;
 
 /// The bound on reaching the database and on each query.
 pub const CONNECT_BOUND: Duration = Duration::from_secs(10);

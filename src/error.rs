@@ -41,6 +41,8 @@ pub enum Error {
     #[error(transparent)]
     Maintenance(#[from] MaintenanceError),
     #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
     Generation(#[from] crate::generations::GenerationError),
     #[error(transparent)]
     Status(#[from] StatusError),
@@ -96,6 +98,7 @@ impl Error {
             Error::Install(e) => e.exit_code(),
             Error::InstallSystemd { cause, .. } => cause.exit_code(),
             Error::Maintenance(e) => e.exit_code(),
+            Error::State(e) => e.exit_code(),
             Error::Status(e) => e.exit_code(),
             Error::Logs(e) => e.exit_code(),
             Error::Systemd(e) => e.exit_code(),
@@ -117,15 +120,15 @@ impl Error {
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
     #[error("--host {0}")]
-    Host(#[from] crate::systemd::RemoteError),
+    Host(#[from] crate::remote::RemoteError),
     #[error("no configuration: pass --config PATH (or ORCH_CONFIG), or create ./orch.toml or /etc/orch/orch.toml")]
     NoConfig,
     /// A lifecycle target that names no unit.
     #[error(transparent)]
-    Target(#[from] crate::lifecycle::UnknownTarget),
+    Target(#[from] crate::members::UnknownTarget),
     /// `reload` of units that have nothing to reload with.
     #[error(transparent)]
-    NotReloadable(#[from] crate::ops::lifecycle::NotReloadable),
+    NotReloadable(#[from] crate::op::NotReloadable),
     #[error("{flag} must not contain control characters")]
     ControlCharacters { flag: &'static str },
 }

@@ -6,12 +6,13 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::model::{Deployment, Host};
+use crate::remote::Remote;
 use crate::store::Store;
-use crate::systemd::{Bus, Remote, Systemd, SystemdError};
+use crate::systemd::{Bus, Systemd, SystemdError};
 
 /// How to reach one host.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct HostAccess {
     pub name: String,
     pub bus: Bus,
     pub store: Store,
@@ -25,7 +26,7 @@ pub struct AddressError {
     pub message: String,
 }
 
-impl Target {
+impl HostAccess {
     /// A host without an address is this machine, over `local_bus`; any
     /// other is reached with `ssh_command`.
     pub fn new(
@@ -33,9 +34,9 @@ impl Target {
         local_bus: &Bus,
         ssh_command: &str,
         timeout: Duration,
-    ) -> Result<Target, AddressError> {
+    ) -> Result<HostAccess, AddressError> {
         Ok(match &host.address {
-            None => Target {
+            None => HostAccess {
                 name: host.name.clone(),
                 bus: local_bus.clone(),
                 store: Store::local(),
@@ -45,7 +46,7 @@ impl Target {
                     host: host.name.clone(),
                     message: e.to_string(),
                 })?;
-                Target {
+                HostAccess {
                     name: host.name.clone(),
                     bus: Bus::Remote(remote.clone()),
                     store: Store::ssh(remote, timeout),
@@ -66,30 +67,31 @@ pub struct Access {
 
 impl Access {
     /// The targets of `hosts`.
-    pub fn targets(&self, hosts: &[&Host]) -> Result<Vec<Target>, AddressError> {
+    pub fn targets(&self, hosts: &[&Host]) -> Result<Vec<HostAccess>, AddressError> {
         hosts
             .iter()
-            .map(|h| Target::new(h, &self.local_bus, &self.ssh_command, self.call_timeout))
+            .map(|h| HostAccess::new(h, &self.local_bus, &self.ssh_command, self.call_timeout))
             .collect()
     }
 
     /// Every host a unit of the deployment lives on.
-    pub fn used(&self, d: &Deployment) -> Result<Vec<Target>, AddressError> {
+    pub fn used(&self, d: &Deployment) -> Result<Vec<HostAccess>, AddressError> {
         self.targets(&d.used_hosts())
     }
 
     /// The hosts `plan` and `install` visit (see [`Deployment::install_hosts`]).
-    pub fn install(&self, d: &Deployment) -> Result<Vec<Target>, AddressError> {
+    pub fn install(&self, d: &Deployment) -> Result<Vec<HostAccess>, AddressError> {
         self.targets(&d.install_hosts())
     }
 
-    /// Where the master lives: its file system holds the maintenance journal.
-    pub fn home(&self, d: &Deployment) -> Result<Store, AddressError> {
+    /// The file store of the master's host: it holds the deployment's state
+    /// (the lock and the maintenance journal, see [`crate::state`]).
+    pub fn state_store(&self, d: &Deployment) -> Result<Store, AddressError> {
         Ok(self.targets(&[d.host(&d.master.host)])?.remove(0).store)
     }
 
     /// [`Fleet::connect`] bounded by `--call-timeout`.
-    pub async fn connect(&self, targets: &[Target]) -> Result<Fleet, SystemdError> {
+    pub async fn connect(&self, targets: &[HostAccess]) -> Result<Fleet, SystemdError> {
         Fleet::connect(targets, self.call_timeout).await
     }
 }
@@ -104,7 +106,7 @@ impl Fleet {
     /// Connects to every host at once, each bounded by `timeout`. One
     /// unreachable host fails the whole: orch cannot keep the deployment's
     /// order with part of it out of reach. The error names the host.
-    pub async fn connect(targets: &[Target], timeout: Duration) -> Result<Fleet, SystemdError> {
+    pub async fn connect(targets: &[HostAccess], timeout: Duration) -> Result<Fleet, SystemdError> {
         let hosts = Self::connect_each(targets, timeout)
             .await
             .into_iter()
@@ -114,7 +116,7 @@ impl Fleet {
 
     /// Connects to every host it can; `Err` for those it cannot.
     pub async fn connect_each(
-        targets: &[Target],
+        targets: &[HostAccess],
         timeout: Duration,
     ) -> Vec<Result<Systemd, SystemdError>> {
         join_all(
@@ -150,8 +152,8 @@ impl Fleet {
     }
 }
 
-/// Ends orch's own child processes still running: the SSH commands zbus
-/// started for `unixexec` (it neither kills nor waits for them). An ssh
+/// Ends orch's own child processes still running: the SSH commands the
+/// D-Bus library started for `unixexec` (it neither kills nor waits for them). An ssh
 /// still connecting to a host that does not answer would otherwise outlive
 /// orch and hold its stderr open, so whoever reads orch's output (Ansible,
 /// CI) would wait for ssh's own TCP timeout instead of orch's bound.

@@ -91,7 +91,7 @@ pub enum GenerationError {
 }
 
 pub fn path(d: &Deployment) -> PathBuf {
-    crate::maintenance::state_path(d)
+    crate::state::state_path(d)
         .parent()
         .expect("the journal is in the deployment's folder")
         .join(FILE)
@@ -99,9 +99,9 @@ pub fn path(d: &Deployment) -> PathBuf {
 
 impl Generations {
     /// The recorded generations, or none when nothing was recorded.
-    pub async fn read(d: &Deployment, home: &Store) -> Result<Generations, GenerationError> {
+    pub async fn read(d: &Deployment, state_store: &Store) -> Result<Generations, GenerationError> {
         let path = path(d);
-        let bytes = home
+        let bytes = state_store
             .read(&path)
             .await
             .map_err(|cause| GenerationError::Store {
@@ -117,11 +117,12 @@ impl Generations {
     }
 
     /// Written atomically (a temporary file renamed over the old one).
-    pub async fn write(&self, d: &Deployment, home: &Store) -> Result<(), GenerationError> {
+    pub async fn write(&self, d: &Deployment, state_store: &Store) -> Result<(), GenerationError> {
         let path = path(d);
         let dir = path.parent().expect("in a folder").to_path_buf();
         let bytes = serde_json::to_vec(self).expect("generations serialize");
-        home.write_files(&dir, &[(path.clone(), bytes)])
+        state_store
+            .write_files(&dir, &[(path.clone(), bytes)])
             .await
             .map_err(|cause| GenerationError::Store { path, cause })
     }

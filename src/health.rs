@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::model::{Probe, ProbeFrom};
-use crate::systemd::Remote;
+use crate::remote::Remote;
 
 /// Bounds on one probe attempt.
 #[derive(Debug, Clone, Copy)]

@@ -12,12 +12,12 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::fleet::{Fleet, Target};
-use crate::jobs::{JobEnd, JobKind, JobMode, Jobs};
+use crate::fleet::{Fleet, HostAccess};
+use crate::jobs::{JobEnd, Jobs};
 use crate::model::Deployment;
 use crate::plan::{Action, Plan, PlannedUnit};
 use crate::store::StoreError;
-use crate::systemd::{actions, Systemd, SystemdError};
+use crate::systemd::{actions, JobKind, JobMode, Systemd, SystemdError};
 
 pub use crate::store::write_atomic;
 
@@ -104,7 +104,7 @@ impl InstallError {
 pub async fn install(
     d: &Deployment,
     plans: &[Plan],
-    targets: &[Target],
+    targets: &[HostAccess],
     fleet: Option<&Fleet>,
     opts: Options,
 ) -> Result<Report, InstallError> {
@@ -221,7 +221,7 @@ fn is_stale(u: &PlannedUnit, force: bool) -> bool {
 async fn install_host(
     d: &Deployment,
     plan: &Plan,
-    target: &Target,
+    target: &HostAccess,
     sd: &Systemd,
     opts: Options,
 ) -> Result<HostReport, InstallError> {
@@ -277,16 +277,12 @@ async fn install_host(
     if opts.in_maintenance || plan.host != d.master.host {
         return Ok(report);
     }
-    let (_, changes) = sd
-        .manager
-        .enable_unit_files(&[d.master.unit.as_str()], false, false)
-        .await
-        .map_err(|e| sd.err(format!("enable {}", d.master.unit), e))?;
+    let changes = sd.enable(&[d.master.unit.as_str()]).await?;
     if !changes.is_empty() {
         report.enabled = true;
         report.changed = true;
-        for (kind, from, to) in &changes {
-            tracing::info!(%kind, %from, %to, "unit file change");
+        for c in &changes {
+            tracing::info!(kind = %c.kind, from = %c.from, to = %c.to, "unit file change");
         }
         // An enablement symlink is a change systemd must also see.
         sd.reload().await?;
@@ -343,16 +339,12 @@ async fn remove_stale(
                 .into())
             }
             // A unit systemd does not know has nothing to stop.
-            JobEnd::NotEnqueued(e)
-                if e.dbus_name() == Some("org.freedesktop.systemd1.NoSuchUnit") => {}
+            JobEnd::NotEnqueued(e) if e.is_no_such_unit() => {}
             JobEnd::NotEnqueued(e) | JobEnd::Lost(e) => return Err(e.into()),
         }
     }
     let names: Vec<&str> = stale.iter().map(|u| u.unit.as_str()).collect();
-    sd.manager
-        .disable_unit_files(&names, false)
-        .await
-        .map_err(|e| sd.err(format!("disable {}", names.join(", ")), e))?;
+    sd.disable(&names).await?;
     let paths: Vec<PathBuf> = stale.iter().map(|u| u.path.clone()).collect();
     store
         .remove_files(unit_dir, &paths)

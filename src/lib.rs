@@ -5,6 +5,7 @@
 //! [`plan`] (diff against the unit directory) → [`install`] (the only stage
 //! that changes anything, through [`systemd`] over D-Bus).
 
+pub mod args;
 pub mod changes;
 pub mod cli;
 pub mod commands;
@@ -19,16 +20,19 @@ pub mod health;
 pub mod install;
 pub mod jobs;
 pub mod lifecycle;
-pub mod lock;
 pub mod logs;
 pub mod maintenance;
+pub mod members;
 pub mod model;
+pub mod op;
 pub mod ops;
 pub mod phases;
 pub mod plan;
+pub mod remote;
 pub mod render;
 pub mod restart;
 pub mod since;
+pub mod state;
 pub mod status;
 pub mod store;
 pub mod systemd;

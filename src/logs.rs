@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::exit;
-use crate::systemd::Remote;
+use crate::remote::Remote;
 
 /// One journal line of a unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

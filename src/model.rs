@@ -152,12 +152,9 @@ pub struct Service {
     pub restart_sec: Duration,
     pub port: Option<u16>,
     pub health: Option<Probe>,
-    #[serde(with = "secs")]
-    pub start_timeout: Duration,
-    #[serde(with = "secs")]
-    pub stop_timeout: Duration,
-    #[serde(with = "secs")]
-    pub health_timeout: Duration,
+    /// `start_timeout`, `stop_timeout`, `health_timeout`.
+    #[serde(flatten)]
+    pub bounds: Bounds,
     /// `MemoryMax=`, `CPUQuota=`, … of the unit.
     pub resources: Resources,
     /// Set when the section has an `image`: `exec_start` is then the
@@ -184,18 +181,38 @@ pub struct Worker {
     pub service: Service,
 }
 
+/// How long a unit may take to start, to stop, and to pass its probe once
+/// active: the unit's own timeouts, which orch's waits outlast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bounds {
+    #[serde(rename = "start_timeout", with = "secs")]
+    pub start: Duration,
+    #[serde(rename = "stop_timeout", with = "secs")]
+    pub stop: Duration,
+    #[serde(rename = "health_timeout", with = "secs")]
+    pub health: Duration,
+}
+
+impl Bounds {
+    /// The same bound for all three.
+    pub fn all(d: Duration) -> Bounds {
+        Bounds {
+            start: d,
+            stop: d,
+            health: d,
+        }
+    }
+}
+
 /// A unit orch does not generate but orders and awaits: the database or a dependent.
 #[derive(Debug, Clone, Serialize)]
 pub struct External {
     pub unit: String,
     pub host: String,
     pub health: Option<Probe>,
-    #[serde(with = "secs")]
-    pub start_timeout: Duration,
-    #[serde(with = "secs")]
-    pub stop_timeout: Duration,
-    #[serde(with = "secs")]
-    pub health_timeout: Duration,
+    /// `start_timeout`, `stop_timeout`, `health_timeout`.
+    #[serde(flatten)]
+    pub bounds: Bounds,
 }
 
 /// How `stop-for-maintenance` proves the database has no session of the

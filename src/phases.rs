@@ -12,9 +12,10 @@
 
 use std::time::Duration;
 
-use crate::jobs::{JobKind, JobMode};
-use crate::lifecycle::{Member, Op};
+use crate::members::Member;
 use crate::model::Role;
+use crate::op::Op;
+use crate::systemd::{JobKind, JobMode};
 
 /// One step of an operation.
 #[derive(Debug, Clone)]
@@ -127,34 +128,31 @@ pub fn plan(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
     let mut steps = match (op, shape.rolling) {
         (Op::Reload, _) => reload(members, shape),
         (Op::Restart, Some(batch)) => rolling(members, batch, shape),
-        _ => {
-            let mut steps = Vec::new();
-            if op == Op::Restart {
-                steps.push(Step::EnsureRunning(prerequisites(members)));
-            }
-            if matches!(op, Op::Stop | Op::Restart) {
-                steps.extend(stops(op, members, shape));
-            }
-            if op == Op::Start {
-                steps.push(Step::EnsureRunning(prerequisites(members)));
-            }
-            if matches!(op, Op::Start | Op::Restart) {
-                steps.extend(starts(members, shape));
-            }
+        (Op::Restart, None) => {
+            // The database is made sure of before anything is stopped.
+            let mut steps = vec![Step::EnsureRunning(prerequisites(members))];
+            steps.extend(stops(members, shape, false));
+            steps.extend(starts(members, shape));
             steps
         }
+        (Op::Start, _) => {
+            let mut steps = vec![Step::EnsureRunning(prerequisites(members))];
+            steps.extend(starts(members, shape));
+            steps
+        }
+        (Op::Stop, _) => stops(members, shape, true),
     };
     steps.retain(|s| !s.members().is_empty());
     steps
 }
 
-/// Stop phases. A restart never stops the database nor a prerequisite:
-/// they are awaited, not restarted; a plain stop stops them only when they
-/// were named.
-fn stops(op: Op, members: &[Member], shape: Shape) -> Vec<Step> {
+/// Stop phases. A restart never stops the database nor a prerequisite
+/// (`needed_too` false): they are awaited, not restarted; a plain stop
+/// stops them only when they were named (they are among `members` then).
+fn stops(members: &[Member], shape: Shape, needed_too: bool) -> Vec<Step> {
     stop_order(members)
         .into_iter()
-        .filter(|g| op == Op::Stop || !matches!(g[0].role, Role::Database | Role::Prerequisite))
+        .filter(|g| needed_too || !matches!(g[0].role, Role::Database | Role::Prerequisite))
         .map(|g| {
             let mode = match g[0].role {
                 Role::Master => master_mode(shape),
@@ -354,9 +352,7 @@ mod tests {
             role,
             kind: (role == Role::Worker).then(|| "generic".to_string()),
             health: None,
-            start_timeout: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(1),
-            health_timeout: Duration::from_secs(1),
+            bounds: crate::model::Bounds::all(Duration::from_secs(1)),
         }
     }
 

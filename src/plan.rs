@@ -285,7 +285,7 @@ fn stale_unit(deployment: &str, host: &str, path: PathBuf, e: &Entry) -> Option<
 pub async fn plan_all(
     d: &crate::model::Deployment,
     rendered: &[RenderedUnit],
-    targets: &[crate::fleet::Target],
+    targets: &[crate::fleet::HostAccess],
 ) -> Result<Vec<Plan>, PlanError> {
     let plans = futures_util::future::join_all(targets.iter().map(|t| {
         let mine: Vec<&RenderedUnit> = rendered.iter().filter(|r| r.host == t.name).collect();
@@ -480,7 +480,7 @@ mod tests {
         let mut on_b = rendered("w.service", "x");
         on_b.host = "b".into();
         let units = [rendered("m.service", "x"), on_b];
-        let target = |name: &str| crate::fleet::Target {
+        let target = |name: &str| crate::fleet::HostAccess {
             name: name.into(),
             bus: crate::systemd::Bus::System,
             store: Store::local(),

@@ -5,17 +5,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use serde::Serialize;
-use zbus::fdo::PropertiesProxy;
-use zbus::names::InterfaceName;
-use zbus::proxy::CacheProperties;
-use zbus::OwnedObjectPath;
 
-use crate::fleet::{Fleet, Target};
+use crate::fleet::{Fleet, HostAccess};
 use crate::health::{self, Limits};
-use crate::jobs::ActiveState;
-use crate::lifecycle::Member;
+use crate::members::Member;
 use crate::model::{Deployment, Role};
 use crate::store::Store;
+use crate::systemd::{ActiveState, LoadState};
 use crate::systemd::{Systemd, SystemdError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -23,8 +19,8 @@ pub struct UnitStatus {
     pub unit: String,
     pub host: String,
     pub role: Role,
-    pub load_state: String,
-    pub active_state: String,
+    pub load_state: LoadState,
+    pub active_state: ActiveState,
     pub sub_state: String,
     pub main_pid: Option<u32>,
     /// Milliseconds since the last change of ActiveState.
@@ -58,7 +54,7 @@ pub struct UnitStatus {
 impl UnitStatus {
     /// Whether systemd says the unit is active (an unreachable unit is not).
     pub fn is_active(&self) -> bool {
-        ActiveState::from_dbus(&self.active_state) == ActiveState::Active
+        self.active_state == ActiveState::Active
     }
 }
 
@@ -73,18 +69,14 @@ pub async fn status(
     let members = &crate::lifecycle::with_prerequisites(sd, members).await;
     let members = &crate::lifecycle::with_constituents(sd, members).await;
     let patterns: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
-    let listed = sd
-        .manager
-        .list_units_by_patterns(&[], &patterns)
-        .await
-        .map_err(|e| sd.err("list units", e))?;
+    let listed = sd.list(&patterns).await?;
     let now_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as u64;
     // By name, once: a search of the listing per member was quadratic.
     let by_unit: std::collections::HashMap<&str, _> =
-        listed.iter().map(|e| (e.0.as_str(), e)).collect();
+        listed.iter().map(|e| (e.name.as_str(), e)).collect();
     let rows = members.iter().map(|m| {
         let entry = by_unit.get(m.unit.as_str()).copied();
         async move {
@@ -92,8 +84,8 @@ pub async fn status(
                 unit: m.unit.clone(),
                 host: m.host.clone(),
                 role: m.role,
-                load_state: "not-found".into(),
-                active_state: ActiveState::Inactive.as_str().into(),
+                load_state: LoadState::NotFound,
+                active_state: ActiveState::Inactive,
                 sub_state: "dead".into(),
                 main_pid: None,
                 since_ms: None,
@@ -109,50 +101,50 @@ pub async fn status(
             let Some(e) = entry else {
                 // Not loaded (e.g. masked and stopped, so systemd let it go):
                 // ask for it, so a mask shows as "masked", not "not-found".
-                let _call = sd.permit().await;
-                if let Ok(u) = sd.unit(&m.unit).await {
-                    if let Ok(load) = u.load_state().await {
-                        row.load_state = load;
-                    }
+                if let Ok(load) = sd.load_state(&m.unit).await {
+                    row.load_state = load;
                 }
                 return row;
             };
-            row.load_state = e.2.clone();
-            row.active_state = e.3.clone();
-            row.sub_state = e.4.clone();
-            let call = sd.permits(PROPERTY_READS).await;
-            let p = properties(sd, e.6.clone()).await;
-            drop(call);
-            row.main_pid = p.pid.filter(|p| *p != 0);
+            row.load_state = e.load.clone();
+            row.active_state = e.active.clone();
+            row.sub_state = e.sub.clone();
+            let p = sd.numbers(e).await;
+            row.main_pid = p.main_pid.filter(|p| *p != 0);
             row.restarts = p.restarts;
             row.since_ms = p
-                .changed
+                .changed_us
                 .filter(|t| *t > 0 && *t <= now_us)
                 .map(|t| (now_us - t) / 1000);
             row.memory_current = p.memory;
-            row.cpu_usage_nsec = p.cpu;
-            row.main_started_us = p.started.unwrap_or(0);
+            row.cpu_usage_nsec = p.cpu_nsec;
+            row.main_started_us = p.started_us.unwrap_or(0);
             if let (Some(probe), true) = (&m.health, row.is_active()) {
-                // Through SSH, the attempt leaves room for sshd's reason
-                // when it refuses the channel, rather than cutting it off.
-                let limits = match health::tunnelled(probe, sd.remote()) {
-                    true => Limits {
-                        attempt: limits
-                            .attempt
-                            .max(limits.connect + crate::tunnel::ASK_EXTRA),
-                        ..limits
-                    },
-                    false => limits,
-                };
-                row.health = Some(match health::check(probe, limits, sd.remote()).await {
-                    Ok(()) => "ok".into(),
-                    Err(e) => e.to_string(),
-                });
+                row.health = Some(probed(sd, probe, limits).await);
             }
             row
         }
     });
     Ok(join_all(rows).await)
+}
+
+/// A status row's probe: `ok`, or why it failed.
+async fn probed(sd: &Systemd, probe: &crate::model::Probe, limits: Limits) -> String {
+    // Through SSH, the attempt leaves room for sshd's reason when it
+    // refuses the channel, rather than cutting it off.
+    let limits = match health::tunnelled(probe, sd.remote()) {
+        true => Limits {
+            attempt: limits
+                .attempt
+                .max(limits.connect + crate::tunnel::ASK_EXTRA),
+            ..limits
+        },
+        false => limits,
+    };
+    match health::check(probe, limits, sd.remote()).await {
+        Ok(()) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// The rows of units on a host orch could not reach: what is known is
@@ -164,8 +156,8 @@ pub fn unreachable(members: &[Member]) -> Vec<UnitStatus> {
             unit: m.unit.clone(),
             host: m.host.clone(),
             role: m.role,
-            load_state: "unknown".into(),
-            active_state: "unreachable".into(),
+            load_state: LoadState::Other("unknown".into()),
+            active_state: ActiveState::Other("unreachable".into()),
             sub_state: "unknown".into(),
             main_pid: None,
             since_ms: None,
@@ -188,7 +180,7 @@ pub struct DeploymentStatus {
     pub rows: Vec<UnitStatus>,
     /// The hosts orch could not read, with why; their units show as unreachable.
     pub unreachable: Vec<(String, SystemdError)>,
-    pub maintenance: Option<crate::maintenance::State>,
+    pub maintenance: Option<crate::state::State>,
     /// False when the master's host (which holds the journal) is
     /// unreachable: `maintenance: None` then means "unknown".
     pub maintenance_known: bool,
@@ -209,14 +201,14 @@ pub enum StatusError {
         cause: SystemdError,
     },
     #[error(transparent)]
-    Maintenance(#[from] crate::maintenance::MaintenanceError),
+    State(#[from] crate::state::StateError),
 }
 
 impl StatusError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StatusError::Unreachable { cause, .. } => cause.exit_code(),
-            StatusError::Maintenance(e) => e.exit_code(),
+            StatusError::State(e) => e.exit_code(),
         }
     }
 }
@@ -248,11 +240,11 @@ async fn prepare_tunnel(sd: &Systemd, members: &[Member], bound: Duration) {
 /// Reads every host at once; one out of reach does not hide the others.
 pub async fn deployment(
     d: &Deployment,
-    targets: &[Target],
-    home: &Store,
+    targets: &[HostAccess],
+    state_store: &Store,
     call_timeout: Duration,
 ) -> Result<DeploymentStatus, StatusError> {
-    let members = crate::lifecycle::members(d);
+    let members = crate::members::members(d);
     let conns = Fleet::connect_each(targets, call_timeout).await;
     let reads = targets.iter().zip(conns).map(|(t, conn)| {
         let mine = on_host(&members, &t.name);
@@ -281,19 +273,16 @@ pub async fn deployment(
     if maintenance_known {
         // A damaged journal must not hide the units: it is shown, with the
         // way out, next to them.
-        match crate::maintenance::read_state(d, home).await {
+        match crate::state::read_state(d, state_store).await {
             Ok(m) => maintenance = m,
-            Err(
-                e @ (crate::maintenance::MaintenanceError::State { .. }
-                | crate::maintenance::MaintenanceError::JournalUnsafe { .. }),
-            ) => maintenance_unreadable = Some(e.to_string()),
+            Err(e) if e.is_unreadable_journal() => maintenance_unreadable = Some(e.to_string()),
             Err(e) => return Err(e.into()),
         }
-        mark_restart_needed(d, home, &mut rows).await;
+        mark_restart_needed(d, state_store, &mut rows).await;
     }
     // Only a hint beside the units: a record that cannot be read is logged.
     let kept = match maintenance_known {
-        true => crate::generations::Generations::read(d, home)
+        true => crate::generations::Generations::read(d, state_store)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!("{e}");
@@ -314,8 +303,8 @@ pub async fn deployment(
 
 /// Marks the running units older than their last restart-worthy change.
 /// A record orch cannot read hides nothing else: it is logged.
-async fn mark_restart_needed(d: &Deployment, home: &Store, rows: &mut [UnitStatus]) {
-    let record = match crate::changes::read(d, home).await {
+async fn mark_restart_needed(d: &Deployment, state_store: &Store, rows: &mut [UnitStatus]) {
+    let record = match crate::changes::read(d, state_store).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("{e}");
@@ -333,7 +322,7 @@ async fn mark_restart_needed(d: &Deployment, home: &Store, rows: &mut [UnitStatu
 
 /// The image and the engine's view of each container unit, per host
 /// (bounded; a host whose engine cannot be asked says why in each row).
-async fn container_states(d: &Deployment, targets: &[Target], rows: &mut [UnitStatus]) {
+async fn container_states(d: &Deployment, targets: &[HostAccess], rows: &mut [UnitStatus]) {
     for host in crate::containers::container_hosts(d) {
         let Some(t) = targets.iter().find(|t| t.name == host) else {
             continue;
@@ -388,63 +377,6 @@ pub fn merge(
     (rows, lost)
 }
 
-/// What [`properties`] reads of one unit; `None` where systemd did not say.
-#[derive(Default)]
-struct Props {
-    pid: Option<u32>,
-    restarts: Option<u32>,
-    changed: Option<u64>,
-    memory: Option<u64>,
-    cpu: Option<u64>,
-    started: Option<u64>,
-}
-
-/// The calls [`properties`] makes at once.
-const PROPERTY_READS: u32 = 6;
-
-/// MainPID, NRestarts, StateChangeTimestamp, MemoryCurrent, CPUUsageNSec
-/// and ExecMainStartTimestamp, read concurrently under the caller's
-/// [`PROPERTY_READS`] permits.
-async fn properties(sd: &Systemd, path: OwnedObjectPath) -> Props {
-    let Ok(props) = PropertiesProxy::builder(&sd.conn)
-        .destination("org.freedesktop.systemd1")
-        .path(path)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-    else {
-        return Props::default();
-    };
-    let service = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
-    let unit = InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-    let (pid, restarts, changed, memory, cpu, started) = tokio::join!(
-        props.get(service.clone(), "MainPID"),
-        props.get(service.clone(), "NRestarts"),
-        props.get(unit, "StateChangeTimestamp"),
-        props.get(service.clone(), "MemoryCurrent"),
-        props.get(service.clone(), "CPUUsageNSec"),
-        props.get(service, "ExecMainStartTimestamp"),
-    );
-    Props {
-        pid: number(pid),
-        restarts: number(restarts),
-        changed: number(changed),
-        memory: accounted(number(memory)),
-        cpu: accounted(number(cpu)),
-        started: number(started),
-    }
-}
-
-/// A property's value as the number it is, or `None`.
-fn number<T: TryFrom<V>, V, E>(v: Result<V, E>) -> Option<T> {
-    v.ok().and_then(|v| T::try_from(v).ok())
-}
-
-/// systemd's "not accounted" (`[not set]`, u64::MAX) as `None`.
-fn accounted(v: Option<u64>) -> Option<u64> {
-    v.filter(|n| *n != u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,9 +409,7 @@ mod tests {
             role,
             kind: None,
             health: None,
-            start_timeout: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(1),
-            health_timeout: Duration::from_secs(1),
+            bounds: crate::model::Bounds::all(Duration::from_secs(1)),
         }
     }
 
@@ -512,11 +442,5 @@ mod tests {
         assert_eq!(rows[0].host, "b");
         assert_eq!(unreachable.len(), 1);
         assert_eq!(unreachable[0].0, "b");
-    }
-
-    #[test]
-    fn unaccounted_is_none() {
-        assert_eq!(accounted(Some(u64::MAX)), None);
-        assert_eq!(accounted(Some(0)), Some(0));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader, Join, ReadBuf};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
-use crate::systemd::Remote;
+use crate::remote::Remote;
 
 /// How long an idle master outlives its last channel: it bridges the gaps
 /// between phases of one command, and no ssh lingers long after orch.

@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
-use crate::lifecycle::{Member, Op, Phase, Summary, UnitReport};
+use crate::lifecycle::{Phase, Summary, UnitReport};
+use crate::members::Member;
 use crate::ui::output::{self, Format};
 
 /// Writes to stdout; a closed pipe ends quietly.
@@ -142,18 +143,17 @@ fn unit_line(u: &UnitReport) -> String {
 }
 
 fn headline(s: &Summary) -> String {
-    let verb = match s.op {
-        Op::Start => "start",
-        Op::Stop => "stop",
-        Op::Restart => "restart",
-        Op::Reload => "reload",
-    };
+    let verb = s.op.name();
     let secs = s.elapsed_ms as f64 / 1000.0;
     let ok = s.units.iter().filter(|u| is_ok(u)).count();
     if s.interrupted {
         format!("{verb} interrupted after {secs:.2}s")
     } else if s.ok {
-        let done = if s.op == Op::Stop { "stopped" } else { "ready" };
+        let done = if s.op.leaves_stopped() {
+            "stopped"
+        } else {
+            "ready"
+        };
         format!(
             "{verb}: {ok} of {} units {done} in {secs:.2}s",
             s.units.len()

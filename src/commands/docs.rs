@@ -1,6 +1,6 @@
 //! `completions` and `man`: made from the same definition as `--help`.
 
-use crate::cli::Cli;
+use crate::args::Cli;
 use crate::error::Error;
 use crate::exit;
 

@@ -1,7 +1,7 @@
 //! `orch install [--dry-run] [--force]`.
 
 use super::common::{json, print};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::install::Report;

@@ -1,17 +1,19 @@
 //! `orch start`, `stop`, `restart [--rolling]`, `reload [--or-restart]`.
 
 use super::common::{print, print_summary, title};
-use crate::cli::{Global, Lifecycle};
+use crate::args::{Global, Lifecycle};
 use crate::error::Error;
 use crate::exit;
-use crate::lifecycle::{self, Op};
+use crate::lifecycle;
+use crate::members::Selection;
 use crate::model::Deployment;
-use crate::ops::lifecycle::{Job, Outcome, Request, Selection};
+use crate::op::Op;
+use crate::ops::lifecycle::{Operation, Outcome, Request};
 use crate::ui::output::Format;
 
 /// What some verbs add to the common lifecycle flags.
 #[derive(Debug, Clone, Default)]
-pub struct Extra {
+pub struct VerbFlags {
     /// `restart --rolling --batch N`.
     pub rolling: Option<usize>,
     /// `reload --or-restart`.
@@ -22,15 +24,21 @@ pub struct Extra {
     pub canary: Option<crate::phases::Canary>,
 }
 
-pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> Result<i32, Error> {
+pub fn run(
+    g: &Global,
+    d: &Deployment,
+    op: Op,
+    a: &Lifecycle,
+    extra: VerbFlags,
+) -> Result<i32, Error> {
     let rolling = extra.rolling;
     let selection = if a.all || extra.changed {
         Selection::All
     } else {
-        Selection::Targets(a.targets.clone())
+        Selection::Named(a.targets.clone())
     };
     let access = g.access();
-    let job = Job::new(d, &access, op, &selection)?;
+    let operation = Operation::new(d, &access, op, &selection)?;
     let req = Request {
         opts: lifecycle::Options {
             max_parallel: a.max_parallel.map(|n| n as usize),
@@ -45,10 +53,10 @@ pub fn run(g: &Global, d: &Deployment, op: Op, a: &Lifecycle, extra: Extra) -> R
         force: a.force,
         changed: extra.changed,
     };
-    let verb = format!("{op:?}").to_lowercase();
+    let verb = op.name();
     let observer =
-        crate::ui::progress::observer(g.output, g.quiet, title(&verb, rolling, job.members()));
-    let outcome = job.run(req, observer.clone());
+        crate::ui::progress::observer(g.output, g.quiet, title(verb, rolling, operation.members()));
+    let outcome = operation.run(req, observer.clone());
     observer.finish();
     match outcome? {
         Outcome::Done(summary) if extra.changed && summary.units.is_empty() && summary.ok => {

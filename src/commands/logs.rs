@@ -2,12 +2,12 @@
 //! deployment spans several), or one JSON object per line.
 
 use super::common::{json, print};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::logs::{escape_controls, Entry, Lines, Options};
+use crate::members::Selection;
 use crate::model::Deployment;
-use crate::ops::lifecycle::Selection;
 use crate::ops::logs::Outcome;
 use crate::ui::output::Format;
 
@@ -23,7 +23,7 @@ pub struct Request {
 pub fn run(g: &Global, d: &Deployment, req: Request) -> Result<i32, Error> {
     let selection = match req.targets.is_empty() {
         true => Selection::All,
-        false => Selection::Targets(req.targets),
+        false => Selection::Named(req.targets),
     };
     // As journalctl: the last 10 lines, unless --since asks for a span.
     let lines = req.lines.unwrap_or(match req.since {

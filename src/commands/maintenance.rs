@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::common::{json, print, print_summary, step_printer, title};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::{Error, UsageError};
 use crate::exit;
 use crate::lifecycle;
@@ -43,7 +43,7 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         true => None,
         false => Some(crate::ops::maintenance::hold(d, &g.access())?),
     };
-    let title = title("stop-for-maintenance", None, &lifecycle::members(d));
+    let title = title("stop-for-maintenance", None, &crate::members::members(d));
     let observer = crate::ui::progress::live_only(g.output, g.quiet, title);
     let report =
         crate::ops::maintenance::stop(d, &g.access(), req, observer.as_ref(), &step_printer(g));
@@ -240,7 +240,7 @@ fn totals(report: &StopReport) -> String {
     }
     if let Some(db) = &report.database {
         let state = match db.active_state {
-            crate::jobs::ActiveState::Active => "still running",
+            crate::systemd::ActiveState::Active => "still running",
             ref other => other.as_str(),
         };
         line.push_str(&format!("; {} {state}", db.unit));
@@ -266,7 +266,7 @@ pub fn resume(
         probe: Default::default(),
     };
     let notify = step_printer(g);
-    let title = title("resume", None, &lifecycle::members(d));
+    let title = title("resume", None, &crate::members::members(d));
     let observer = crate::ui::progress::observer(g.output, g.quiet, title);
     let report =
         crate::ops::maintenance::resume(d, &g.access(), opts, observer.clone(), &notify, scope);

@@ -1,7 +1,7 @@
 //! `orch plan`: exit 4 when changes are pending.
 
 use super::common::{json, print};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;

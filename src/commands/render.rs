@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::common::{json, print};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::common::{json, print};
-use crate::cli::Global;
+use crate::args::Global;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
@@ -69,7 +69,7 @@ fn human(d: &Deployment, s: &DeploymentStatus, all_units: bool) -> String {
         ));
     }
     // A terminal too short for a row per unit gets a row per worker kind.
-    let kinds: HashMap<String, String> = crate::lifecycle::members(d)
+    let kinds: HashMap<String, String> = crate::members::members(d)
         .into_iter()
         .filter_map(|m| Some((m.unit, m.kind?)))
         .collect();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::{Engine, Member, Phase};
-use crate::jobs::{ActiveState, JobKind, JobMode};
+use crate::systemd::{ActiveState, JobKind, JobMode};
 
 /// Between two looks at a canary during its hold.
 const LOOK_EVERY: Duration = Duration::from_millis(500);

@@ -26,9 +26,12 @@ use serde::Serialize;
 
 use crate::fleet::Fleet;
 use crate::health::Limits;
-use crate::jobs::{ActiveState, JobEnd, JobKind, JobMode, JobResult, Jobs};
-use crate::model::{Deployment, Probe, Role};
+use crate::jobs::{JobEnd, Jobs};
+use crate::members::Member;
+use crate::model::Role;
+use crate::op::Op;
 use crate::phases::{self, Shape, Step};
+use crate::systemd::{ActiveState, JobKind, JobMode, JobResult, ServiceResult};
 use crate::systemd::{Systemd, SystemdError};
 
 pub use crate::jobs::Inflight;
@@ -36,136 +39,6 @@ pub use crate::jobs::Inflight;
 /// Slack added to systemd's own timeouts: systemd enforces them, orch only
 /// needs to outlast them to hear the result.
 const JOB_MARGIN: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Op {
-    Start,
-    Stop,
-    Restart,
-    Reload,
-}
-
-/// One unit orch acts on, with its bounds.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub unit: String,
-    /// The host it lives on.
-    pub host: String,
-    pub role: Role,
-    pub kind: Option<String>,
-    pub health: Option<Probe>,
-    pub start_timeout: Duration,
-    pub stop_timeout: Duration,
-    pub health_timeout: Duration,
-}
-
-/// Every unit of the deployment, in start order: the database and the
-/// `[[prerequisites]]` first.
-pub fn members(d: &Deployment) -> Vec<Member> {
-    let mut v = Vec::new();
-    let ext = |x: &crate::model::External, role| Member {
-        unit: x.unit.clone(),
-        host: x.host.clone(),
-        role,
-        kind: None,
-        health: x.health.clone(),
-        start_timeout: x.start_timeout,
-        stop_timeout: x.stop_timeout,
-        health_timeout: x.health_timeout,
-    };
-    let svc = |s: &crate::model::Service, role, kind: Option<&str>| Member {
-        unit: s.unit.clone(),
-        host: s.host.clone(),
-        role,
-        kind: kind.map(str::to_string),
-        health: s.health.clone(),
-        start_timeout: s.start_timeout,
-        stop_timeout: s.stop_timeout,
-        health_timeout: s.health_timeout,
-    };
-    if let Some(db) = &d.database {
-        v.push(ext(db, Role::Database));
-    }
-    v.extend(
-        d.prerequisites
-            .iter()
-            .map(|p| ext(&p.external, Role::Prerequisite)),
-    );
-    v.push(svc(&d.master, Role::Master, None));
-    v.extend(
-        d.workers
-            .iter()
-            .map(|w| svc(&w.service, Role::Worker, Some(&w.kind))),
-    );
-    v.extend(d.dependents.iter().map(|x| ext(x, Role::Dependent)));
-    v
-}
-
-/// A command-line target that names nothing of the deployment (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("`{target}` is not a unit of deployment {deployment} nor a target (master, workers, dependents, database, prerequisites, or a worker kind: {kinds})")]
-pub struct UnknownTarget {
-    pub target: String,
-    pub deployment: String,
-    pub kinds: String,
-}
-
-/// Resolves command-line targets: a unit name, a worker kind, `master`,
-/// `workers`, `dependents`, `database` or `prerequisites`. The database and
-/// the prerequisites are only acted on when named.
-pub fn select(d: &Deployment, targets: &[String]) -> Result<Vec<Member>, UnknownTarget> {
-    let all = members(d);
-    let mut chosen: Vec<Member> = Vec::new();
-    for t in targets {
-        let unit = if t.contains('.') {
-            t.clone()
-        } else {
-            format!("{t}.service")
-        };
-        let matched: Vec<&Member> = match t.as_str() {
-            "master" => all.iter().filter(|m| m.role == Role::Master).collect(),
-            "workers" => all.iter().filter(|m| m.role == Role::Worker).collect(),
-            "dependents" => all.iter().filter(|m| m.role == Role::Dependent).collect(),
-            "database" => all.iter().filter(|m| m.role == Role::Database).collect(),
-            "prerequisites" => all
-                .iter()
-                .filter(|m| m.role == Role::Prerequisite)
-                .collect(),
-            _ => {
-                let by_kind: Vec<&Member> = all
-                    .iter()
-                    .filter(|m| m.kind.as_deref() == Some(t.as_str()))
-                    .collect();
-                if by_kind.is_empty() {
-                    all.iter().filter(|m| m.unit == unit).collect()
-                } else {
-                    by_kind
-                }
-            }
-        };
-        if matched.is_empty() {
-            let kinds: Vec<&str> = d
-                .workers
-                .iter()
-                .map(|w| w.kind.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            return Err(UnknownTarget {
-                target: t.clone(),
-                deployment: d.name.clone(),
-                kinds: kinds.join(", "),
-            });
-        }
-        for m in matched {
-            if !chosen.iter().any(|c| c.unit == m.unit) {
-                chosen.push(m.clone());
-            }
-        }
-    }
-    Ok(chosen)
-}
 
 /// Where a unit is in the operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -253,7 +126,7 @@ pub struct UnitReport {
     pub active_state: Option<ActiveState>,
     /// The service's `Result` (exit-code, signal, timeout, …) on failure.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
+    pub result: Option<ServiceResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_status: Option<i32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -561,7 +434,7 @@ impl Engine {
     async fn with_prerequisites(&self, op: Op, members: &[Member]) -> Vec<Member> {
         let master = members.iter().find(|m| m.role == Role::Master);
         // Stop and reload never start anything the master needs.
-        match master.filter(|_| matches!(op, Op::Start | Op::Restart)) {
+        match master.filter(|_| op.starts_units()) {
             Some(m) => with_prerequisites(self.jobs.sd(&m.host), members).await,
             None => members.to_vec(),
         }
@@ -795,7 +668,7 @@ impl Engine {
                 return false;
             }
         }
-        let bound = self.bounded(kind.bound(m.start_timeout, m.stop_timeout) + JOB_MARGIN);
+        let bound = self.bounded(kind.bound(m.bounds.start, m.bounds.stop) + JOB_MARGIN);
         let began = std::time::SystemTime::now();
         let end = self.jobs.run(&m.unit, &m.host, kind, mode, bound).await;
         let mut r = match end {
@@ -845,7 +718,7 @@ impl Engine {
         r: &mut UnitReport,
     ) {
         let restarted = matches!(kind, JobKind::Restart | JobKind::ReloadOrRestart);
-        if !restarted || began.elapsed().unwrap_or_default() < m.stop_timeout {
+        if !restarted || began.elapsed().unwrap_or_default() < m.bounds.stop {
             return;
         }
         let root = self.opts.journal_root.as_deref();
@@ -895,12 +768,7 @@ pub async fn with_constituents(sd: &Systemd, members: &[Member]) -> Vec<Member> 
 
 /// The services `unit` requires or is bound to.
 async fn required_by(sd: &Systemd, unit: &str) -> Vec<String> {
-    let _call = sd.permit().await;
-    let Ok(u) = sd.unit(unit).await else {
-        return Vec::new();
-    };
-    let mut v = u.requires().await.unwrap_or_default();
-    v.extend(u.binds_to().await.unwrap_or_default());
+    let mut v = sd.requirements(unit).await;
     // Slices, sysinit.target, mounts: systemd's own, always there.
     v.retain(|u| u.ends_with(".service"));
     v.dedup();
@@ -909,14 +777,8 @@ async fn required_by(sd: &Systemd, unit: &str) -> Vec<String> {
 
 /// The services `m` consists of (`ConsistsOf=`), with its role and bounds.
 async fn constituents(sd: &Systemd, m: &Member) -> Vec<Member> {
-    let names = {
-        let _call = sd.permit().await;
-        match sd.unit(&m.unit).await {
-            Ok(u) => u.consists_of().await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-    };
-    names
+    sd.consists_of(&m.unit)
+        .await
         .into_iter()
         .filter(|n| n.ends_with(".service"))
         .map(|unit| Member {
@@ -939,9 +801,7 @@ fn prerequisite(unit: String, host: &str) -> Member {
         role: Role::Prerequisite,
         kind: None,
         health: None,
-        start_timeout: PREREQUISITE_BOUND,
-        stop_timeout: PREREQUISITE_BOUND,
-        health_timeout: PREREQUISITE_BOUND,
+        bounds: crate::model::Bounds::all(PREREQUISITE_BOUND),
     }
 }
 
@@ -965,9 +825,7 @@ mod tests {
             role: Role::Worker,
             kind: Some(kind.into()),
             health: None,
-            start_timeout: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(1),
-            health_timeout: Duration::from_secs(1),
+            bounds: crate::model::Bounds::all(Duration::from_secs(1)),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Engine, Member, Phase, UnitReport};
 use crate::health::{self, ReadyError};
-use crate::jobs::{ActiveState, JobKind, JobResult};
+use crate::systemd::{ActiveState, JobKind, JobResult, ServiceResult};
 
 impl Engine {
     /// After a stop job: the unit must not be running. A stop that needed
@@ -14,47 +14,30 @@ impl Engine {
     /// whole `TimeoutStopSec=`.
     pub(super) async fn stopped(&self, m: &Member, job: JobResult) -> UnitReport {
         let mut r = self.report(m, Phase::Stopped, Some(job), None);
-        let (state, result) = self.state_and_result(m).await;
-        r.active_state = state;
-        match result.as_deref() {
-            Some("success") | None => {}
-            Some("timeout") => {
+        let facts = self
+            .jobs
+            .sd(&m.host)
+            .facts(&m.unit)
+            .await
+            .unwrap_or_default();
+        r.active_state = facts.active;
+        match facts.result {
+            Some(ServiceResult::Success) | None => {}
+            Some(ServiceResult::Timeout) => {
                 r.sigkilled_by_systemd = true;
-                r.result = Some("timeout".into());
+                r.result = Some(ServiceResult::Timeout);
                 r.error = Some(format!(
                     "did not stop within its stop_timeout ({:?}); systemd killed it with SIGKILL",
-                    m.stop_timeout
+                    m.bounds.stop
                 ));
             }
-            Some(other) => r.result = Some(other.to_string()),
+            Some(other) => r.result = Some(other),
         }
         if let Some(s) = r.active_state.as_ref().filter(|s| s.is_running()) {
             r.phase = Phase::Failed;
             r.error = Some(format!("still {s} after its stop job"));
         }
         r
-    }
-
-    /// The unit's ActiveState and its service's `Result`, in one load.
-    async fn state_and_result(&self, m: &Member) -> (Option<ActiveState>, Option<String>) {
-        let sd = self.jobs.sd(&m.host);
-        let _call = sd.permit().await;
-        let Ok(path) = sd.manager.load_unit(&m.unit).await else {
-            return (None, None);
-        };
-        let state = match sd.unit_at(path.clone()).await {
-            Ok(u) => u
-                .active_state()
-                .await
-                .ok()
-                .map(|s| ActiveState::from_dbus(&s)),
-            Err(_) => None,
-        };
-        let result = match sd.service_at(path).await {
-            Ok(svc) => svc.result().await.ok(),
-            Err(_) => None,
-        };
-        (state, result)
     }
 
     /// After a successful start, restart or reload job (`kind`): the unit
@@ -129,7 +112,7 @@ impl Engine {
         m: &Member,
         probe: &crate::model::Probe,
     ) -> Result<(), ReadyError> {
-        let timeout = self.bounded(m.health_timeout);
+        let timeout = self.bounded(m.bounds.health);
         // A unit that crashes and is restarted by Restart= while being probed
         // is flapping, not starting: its restart count must not move.
         let restarts = self.jobs.restarts(&m.unit, &m.host).await;
@@ -180,26 +163,9 @@ impl Engine {
     /// holds orch seconds beyond its bound.
     pub(super) async fn diagnosed(&self, mut r: UnitReport) -> UnitReport {
         let sd = self.jobs.sd(&r.host);
-        let state = async {
-            let _call = sd.permit().await;
-            let path = sd.manager.load_unit(&r.unit).await.ok()?;
-            let active = match sd.unit_at(path.clone()).await {
-                Ok(u) => u
-                    .active_state()
-                    .await
-                    .ok()
-                    .map(|s| ActiveState::from_dbus(&s)),
-                Err(_) => None,
-            };
-            let (result, status) = match sd.service_at(path).await {
-                Ok(s) => (s.result().await.ok(), s.exec_main_status().await.ok()),
-                Err(_) => (None, None),
-            };
-            Some((active, result, status))
-        };
-        let within = self.report_bound(sd.call_timeout);
-        if let Ok(Some((active, result, status))) = tokio::time::timeout(within, state).await {
-            (r.active_state, r.result, r.exit_status) = (active, result, status);
+        let within = self.report_bound(sd.call_timeout());
+        if let Ok(Some(f)) = tokio::time::timeout(within, sd.facts(&r.unit)).await {
+            (r.active_state, r.result, r.exit_status) = (f.active, f.result, f.exit_status);
         }
         let within = self.report_bound(JOURNAL_BOUND);
         r.journal = journal(
@@ -222,7 +188,7 @@ pub const JOURNAL_BOUND: Duration = Duration::from_secs(3);
 pub async fn journal(
     unit: &str,
     root: Option<&std::path::Path>,
-    remote: Option<&crate::systemd::Remote>,
+    remote: Option<&crate::remote::Remote>,
     lines: usize,
     within: Duration,
 ) -> Vec<String> {
@@ -264,7 +230,7 @@ const UNIT_FAILURE_RESULT: &str = "d9b373ed55a64feb8242e02dbe79a49c";
 pub async fn stop_timed_out_since(
     unit: &str,
     root: Option<&std::path::Path>,
-    remote: Option<&crate::systemd::Remote>,
+    remote: Option<&crate::remote::Remote>,
     since: std::time::SystemTime,
 ) -> bool {
     let secs = since
@@ -302,7 +268,7 @@ pub async fn stop_timed_out_since(
 /// journalctl here, or on `remote` through ssh.
 fn journalctl(
     root: Option<&std::path::Path>,
-    remote: Option<&crate::systemd::Remote>,
+    remote: Option<&crate::remote::Remote>,
 ) -> tokio::process::Command {
     let mut cmd = match remote {
         // `ssh … DEST journalctl …`: the remote shell joins the words, and

@@ -69,12 +69,6 @@ struct Dirs {
     runtime_dir: PathBuf,
 }
 
-struct Timeouts {
-    start: Duration,
-    stop: Duration,
-    health: Duration,
-}
-
 /// Variables a value such as `exec_start` may use.
 #[derive(Serialize)]
 struct UnitVars {
@@ -583,9 +577,7 @@ impl Resolver<'_> {
             unit,
             host: host.name,
             health,
-            start_timeout: t.start,
-            stop_timeout: t.stop,
-            health_timeout: t.health,
+            bounds: t,
         })
     }
 
@@ -643,9 +635,7 @@ impl Resolver<'_> {
             )?,
             port: vars.port,
             health,
-            start_timeout: t.start,
-            stop_timeout: t.stop,
-            health_timeout: t.health,
+            bounds: t,
             // Set by the caller, from the section's resource keys.
             resources: Resources::default(),
             // Set by the caller, from the section's container keys.
@@ -700,9 +690,9 @@ impl Resolver<'_> {
         stop: Option<&S<String>>,
         health: Option<&S<String>>,
         section: &str,
-    ) -> Result<Timeouts, ConfigError> {
+    ) -> Result<Bounds, ConfigError> {
         let at = |k: &str| format!("{section}.{k}");
-        Ok(Timeouts {
+        Ok(Bounds {
             start: self.duration(start, &at("start_timeout"), DEFAULT_START_TIMEOUT)?,
             stop: self.duration(stop, &at("stop_timeout"), DEFAULT_STOP_TIMEOUT)?,
             health: self.duration(health, &at("health_timeout"), DEFAULT_HEALTH_TIMEOUT)?,
@@ -1033,8 +1023,8 @@ mod tests {
             (x.unit.as_str(), x.host.as_str()),
             ("postgresql.service", "db1")
         );
-        assert_eq!(x.start_timeout, Duration::from_secs(120));
-        assert_eq!(x.stop_timeout, DEFAULT_STOP_TIMEOUT);
+        assert_eq!(x.bounds.start, Duration::from_secs(120));
+        assert_eq!(x.bounds.stop, DEFAULT_STOP_TIMEOUT);
         assert_eq!(
             x.health,
             Some(Probe::Exec {
@@ -1116,7 +1106,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            d.prerequisites[0].external.stop_timeout,
+            d.prerequisites[0].external.bounds.stop,
             Duration::from_secs(5)
         );
         assert!(d.prerequisites[0].external.health.is_some());
@@ -1184,7 +1174,7 @@ mod tests {
         let d = resolve(deps).unwrap();
         let units: Vec<_> = d.dependents.iter().map(|x| x.unit.as_str()).collect();
         assert_eq!(units, ["bridge.service", "irc.socket"]);
-        assert_eq!(d.dependents[0].stop_timeout, Duration::from_secs(5));
+        assert_eq!(d.dependents[0].bounds.stop, Duration::from_secs(5));
         assert_eq!(d.dependents[0].host, LOCAL_HOST);
         let twice = "[[dependents]]\nunit = \"b\"\n[[dependents]]\nunit = \"b.service\"\n";
         refused(twice, 8, "dependents[1].unit", "listed twice");

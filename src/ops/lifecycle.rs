@@ -11,71 +11,20 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::changes::{Need, Running};
 use crate::error::{Error, UsageError};
-use crate::fleet::{Access, Fleet, Target};
-use crate::jobs::ActiveState;
-use crate::lifecycle::{self, Engine, Member, Observer, Op, Summary};
+use crate::fleet::{Access, Fleet, HostAccess};
+use crate::lifecycle::{self, Engine, Observer, Summary};
+use crate::members::{Member, Selection};
 use crate::model::{Deployment, Role};
+use crate::op::{NotReloadable, Op};
 use crate::store::Store;
 use crate::systemd::{Systemd, SystemdError};
 
-/// `reload` of units systemd cannot reload (no `ExecReload=`, not
-/// `Type=notify-reload`): refused before any job is sent (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot reload {}: no ExecReload= in the unit; set exec_reload for it in the configuration and run orch install, or pass --or-restart to restart it instead", self.summary())]
-pub struct NotReloadable {
-    pub units: Vec<String>,
-    /// Per unit: its worker kind, or its role (master, dependent).
-    pub kinds: Vec<String>,
-}
-
-impl NotReloadable {
-    /// A few units by name; many as a count per kind and the first few
-    /// (61 names would wrap over a dozen lines).
-    fn summary(&self) -> String {
-        const NAMED: usize = 3;
-        if self.units.len() <= NAMED + 1 {
-            return self.units.join(", ");
-        }
-        let mut counts: Vec<(&str, usize)> = Vec::new();
-        for k in &self.kinds {
-            match counts.iter_mut().find(|(name, _)| name == k) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((k, 1)),
-            }
-        }
-        let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        format!(
-            "{} units ({}): {} and {} more",
-            self.units.len(),
-            counts.join(", "),
-            self.units[..NAMED].join(", "),
-            self.units.len() - NAMED
-        )
-    }
-}
-
-/// What the operator named.
-#[derive(Debug, Clone)]
-pub enum Selection {
-    /// `--all`.
-    All,
-    /// Unit names, worker kinds, or master / workers / dependents / database.
-    Targets(Vec<String>),
-}
-
-/// The units `op` acts on. `--all` is every unit except, for `stop`, the
-/// database and the prerequisites: other services may use them, and
-/// stopping the database is maintenance's decision (`stop-for-maintenance
-/// --include-database`). Named, they are acted on.
+/// The units `op` acts on: with `--all`, what [`Op::all_units`] covers;
+/// named, they are acted on.
 pub fn members(d: &Deployment, op: Op, selection: &Selection) -> Result<Vec<Member>, UsageError> {
-    let needed = |m: &Member| matches!(m.role, Role::Database | Role::Prerequisite);
-    match selection {
-        Selection::All => Ok(lifecycle::members(d)
-            .into_iter()
-            .filter(|m| !needed(m) || matches!(op, Op::Start | Op::Restart))
-            .collect()),
-        Selection::Targets(t) => lifecycle::select(d, t).map_err(UsageError::from),
-    }
+    selection
+        .resolve(d, op.all_units())
+        .map_err(UsageError::from)
 }
 
 /// How the operation ended.
@@ -87,14 +36,14 @@ pub enum Outcome {
 }
 
 /// One lifecycle operation, resolved: its units and the hosts they are on.
-pub struct Job<'a> {
+pub struct Operation<'a> {
     d: &'a Deployment,
     access: &'a Access,
     op: Op,
     all: bool,
     members: Vec<Member>,
-    targets: Vec<Target>,
-    home: Store,
+    targets: Vec<HostAccess>,
+    state_store: Store,
 }
 
 /// What the operator asked for besides the units.
@@ -109,26 +58,26 @@ pub struct Request {
     pub changed: bool,
 }
 
-impl<'a> Job<'a> {
+impl<'a> Operation<'a> {
     pub fn new(
         d: &'a Deployment,
         access: &'a Access,
         op: Op,
         selection: &Selection,
-    ) -> Result<Job<'a>, Error> {
+    ) -> Result<Operation<'a>, Error> {
         let members = members(d, op, selection)?;
         let targets = access
             .used(d)?
             .into_iter()
             .filter(|t| members.iter().any(|m| m.host == t.name))
             .collect();
-        Ok(Job {
+        Ok(Operation {
             d,
             access,
             op,
             all: matches!(selection, Selection::All),
             members,
-            home: access.home(d)?,
+            state_store: access.state_store(d)?,
             targets,
         })
     }
@@ -189,8 +138,8 @@ impl<'a> Job<'a> {
         // to the end of the run: a second operator's resume or install waits
         // for it, and it for theirs (a maintenance's `-- CMD` runs orch with
         // the holder's token, under its lock).
-        let wait = crate::lock::wait();
-        let lock = crate::maintenance::lock_within(self.d, &self.home, wait).await?;
+        let wait = crate::state::holder::wait();
+        let lock = crate::state::lock_within(self.d, &self.state_store, wait).await?;
         // All but the database is stopped and masked in maintenance: a reload
         // would fail, a reload-or-restart would start units. The database is
         // never masked: the operator starts and stops it through orch then
@@ -200,11 +149,11 @@ impl<'a> Job<'a> {
             .members
             .iter()
             .all(|m| matches!(m.role, Role::Database | Role::Prerequisite));
-        let refused = matches!(self.op, Op::Start | Op::Restart | Op::Reload);
+        let refused = self.op.refused_in_maintenance();
         if refused && !req.force && !only_database {
-            crate::maintenance::refuse_if_in_maintenance(self.d, &self.home).await?;
+            crate::state::refuse_if_in_maintenance(self.d, &self.state_store).await?;
         }
-        if self.op == Op::Reload && !req.opts.or_restart {
+        if self.op.needs_reload_support() && !req.opts.or_restart {
             let units = not_reloadable(&fleet, &self.members).await?;
             if !units.is_empty() {
                 let kinds = units
@@ -228,7 +177,7 @@ impl<'a> Job<'a> {
         };
         // A reload reaches the running container, but `--or-restart` and a
         // unit that died since make new ones: the image must be there.
-        if matches!(self.op, Op::Start | Op::Restart | Op::Reload) {
+        if self.op.needs_images() {
             let units: Vec<&str> = members.iter().map(|m| m.unit.as_str()).collect();
             let remote = |h: &str| fleet.get(h).remote().cloned();
             crate::containers::check_images(self.d, &units, remote).await?;
@@ -245,7 +194,7 @@ impl<'a> Job<'a> {
     /// master) is not recorded, so it restarts nothing. The database and
     /// dependents are not orch's files, so never "changed".
     async fn changed(&self, fleet: &Fleet) -> Result<Vec<Member>, Error> {
-        let record = crate::changes::read(self.d, &self.home).await?;
+        let record = crate::changes::read(self.d, &self.state_store).await?;
         let ours: Vec<&Member> = self
             .members
             .iter()
@@ -279,20 +228,8 @@ async fn not_reloadable(fleet: &Fleet, members: &[Member]) -> Result<Vec<String>
         .filter(|m| !matches!(m.role, Role::Database | Role::Prerequisite))
         .filter(|m| m.unit.ends_with(".service"))
         .map(|m| async move {
-            let sd = fleet.get(&m.host);
-            let _call = sd.permit().await;
-            let path = sd
-                .manager
-                .load_unit(&m.unit)
-                .await
-                .map_err(|e| sd.err(format!("load {}", m.unit), e))?;
-            let svc = sd.service_at(path).await?;
-            let what = || format!("read ExecReload of {}", m.unit);
-            let exec = svc.exec_reload().await.map_err(|e| sd.err(what(), e))?;
-            // notify-reload: systemd reloads with a signal, no ExecReload= needed.
-            let notify =
-                svc.service_type().await.map_err(|e| sd.err(what(), e))? == "notify-reload";
-            Ok::<_, SystemdError>((exec.is_empty() && !notify).then(|| m.unit.clone()))
+            let reloadable = fleet.get(&m.host).reloadable(&m.unit).await?;
+            Ok::<_, SystemdError>((!reloadable).then(|| m.unit.clone()))
         });
     let found = futures_util::future::join_all(checks).await;
     found.into_iter().filter_map(Result::transpose).collect()
@@ -301,21 +238,11 @@ async fn not_reloadable(fleet: &Fleet, members: &[Member]) -> Result<Vec<String>
 /// Whether `unit` runs and when its main process last started (0: never;
 /// systemd keeps the time after the process ended).
 pub(crate) async fn running(sd: &Systemd, unit: &str) -> Result<Running, SystemdError> {
-    let _call = sd.permit().await;
-    let what = || format!("read the start time of {unit}");
-    let path = sd
-        .manager
-        .load_unit(unit)
-        .await
-        .map_err(|e| sd.err(what(), e))?;
-    let state = sd.unit_at(path.clone()).await?.active_state().await;
-    let up = ActiveState::from_dbus(&state.map_err(|e| sd.err(what(), e))?).is_up();
-    let svc = sd.service_at(path).await?;
-    let started_us = svc
-        .exec_main_start_timestamp()
-        .await
-        .map_err(|e| sd.err(what(), e))?;
-    Ok(Running { up, started_us })
+    let p = sd.main_process(unit).await?;
+    Ok(Running {
+        up: p.up,
+        started_us: p.started_us,
+    })
 }
 
 pub(crate) fn handler(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
@@ -331,10 +258,7 @@ async fn cancel(fleet: &Fleet, engine: &Engine, s: &mut Summary) {
     let jobs = engine.inflight().jobs();
     let cancels = futures_util::future::join_all(jobs.iter().map(|(host, id, _)| {
         let sd = fleet.get(host);
-        async move {
-            let _call = sd.permit().await;
-            sd.manager.cancel_job(*id).await
-        }
+        async move { sd.cancel_job(*id).await }
     }));
     let _ = tokio::time::timeout(Duration::from_millis(500), cancels).await;
     mark_canceled(&mut s.running_jobs);
@@ -434,9 +358,9 @@ unit = "bridge.service"
     #[test]
     fn a_named_database_or_prerequisite_is_stopped() {
         let d = deployment();
-        let m = members(&d, Op::Stop, &Selection::Targets(vec!["database".into()])).unwrap();
+        let m = members(&d, Op::Stop, &Selection::Named(vec!["database".into()])).unwrap();
         assert_eq!(roles(&m), [Role::Database]);
-        let t = Selection::Targets(vec!["prerequisites".into()]);
+        let t = Selection::Named(vec!["prerequisites".into()]);
         let m = members(&d, Op::Stop, &t).unwrap();
         assert_eq!(
             m.iter().map(|m| m.unit.as_str()).collect::<Vec<_>>(),
@@ -447,7 +371,7 @@ unit = "bridge.service"
     #[test]
     fn an_unknown_target_is_a_usage_error() {
         let d = deployment();
-        let e = members(&d, Op::Start, &Selection::Targets(vec!["nope".into()])).unwrap_err();
+        let e = members(&d, Op::Start, &Selection::Named(vec!["nope".into()])).unwrap_err();
         assert!(matches!(e, UsageError::Target(_)));
         assert!(e.to_string().starts_with("`nope` is not a unit"), "{e}");
     }

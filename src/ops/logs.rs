@@ -2,11 +2,11 @@
 
 use tokio::sync::mpsc;
 
-use super::lifecycle::{handler, Selection};
+use super::lifecycle::handler;
 use crate::error::Error;
 use crate::fleet::Access;
-use crate::lifecycle::Op;
 use crate::logs::{self, Entry, Options, Source};
+use crate::members::{AllUnits, Selection};
 use crate::model::Deployment;
 use crate::systemd::Bus;
 use tokio::signal::unix::SignalKind;
@@ -28,7 +28,9 @@ pub fn sources(
     access: &Access,
     selection: &Selection,
 ) -> Result<Vec<Source>, Error> {
-    let members = super::lifecycle::members(d, Op::Stop, selection)?;
+    let members = selection
+        .resolve(d, AllUnits::DeploymentOnly)
+        .map_err(crate::error::UsageError::from)?;
     Ok(access
         .used(d)?
         .into_iter()

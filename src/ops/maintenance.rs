@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::fleet::Access;
-use crate::lifecycle::{self, Member, Observer};
+use crate::lifecycle::{self, Observer};
 use crate::maintenance::{self, Notify, ResumeReport, StopOptions, StopReport};
+use crate::members::{self, Member};
 use crate::model::Deployment;
 
 /// Slack over the longest `stop_timeout`: systemd itself kills a unit that
@@ -19,7 +20,7 @@ const STOP_SLACK: Duration = Duration::from_secs(10);
 pub fn default_stop_timeout(members: &[Member]) -> Duration {
     members
         .iter()
-        .map(|m| m.stop_timeout)
+        .map(|m| m.bounds.stop)
         .max()
         .unwrap_or_default()
         + STOP_SLACK
@@ -46,7 +47,7 @@ pub fn stop(
 ) -> Result<StopReport, Error> {
     let timeout = req
         .timeout
-        .unwrap_or_else(|| default_stop_timeout(&lifecycle::members(d)));
+        .unwrap_or_else(|| default_stop_timeout(&members::members(d)));
     let targets = access.used(d)?;
     super::runtime()?.block_on(async {
         let fleet = access.connect(&targets).await?;
@@ -87,18 +88,18 @@ pub struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        crate::lock::release(&self.path);
+        crate::state::holder::release(&self.path);
     }
 }
 
 /// Takes the deployment's lock at once, or fails naming the holder.
 pub fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
     // Made first: the lock file carries its hash.
-    let _ = crate::lock::token();
-    let home = access.home(d)?;
-    let lock = super::runtime()?.block_on(maintenance::lock(d, &home))?;
-    let path = maintenance::lock_path(d);
-    crate::lock::hold(&path);
+    let _ = crate::state::holder::token();
+    let state_store = access.state_store(d)?;
+    let lock = super::runtime()?.block_on(crate::state::lock(d, &state_store))?;
+    let path = crate::state::lock_path(d);
+    crate::state::holder::hold(&path);
     Ok(Held { _lock: lock, path })
 }
 
@@ -224,7 +225,10 @@ fn command(argv: &[String], env: &CommandEnv<'_>, on_terminal: bool) -> tokio::p
     cmd.args(&argv[1..])
         .env("ORCH_DEPLOYMENT", env.deployment)
         .env("ORCH_MAINTENANCE_REASON", env.reason)
-        .env(crate::lock::TOKEN_ENV, crate::lock::token())
+        .env(
+            crate::state::holder::TOKEN_ENV,
+            crate::state::holder::token(),
+        )
         .process_group(0);
     if on_terminal {
         // SAFETY: only async-signal-safe calls (sigprocmask, tcsetpgrp,
@@ -351,9 +355,10 @@ mod tests {
             role: Role::Worker,
             kind: None,
             health: None,
-            start_timeout: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(stop_timeout),
-            health_timeout: Duration::from_secs(1),
+            bounds: crate::model::Bounds {
+                stop: Duration::from_secs(stop_timeout),
+                ..crate::model::Bounds::all(Duration::from_secs(1))
+            },
         }
     }
 

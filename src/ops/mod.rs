@@ -30,7 +30,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// Where [`installed`] looks for the worker names to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
+pub enum InstalledFrom {
     /// Every host `install` visits (over SSH for remote ones).
     Hosts,
     /// Only this machine's unit folder (`orch render` needs no host).
@@ -41,7 +41,7 @@ pub enum Reach {
 /// the files carrying its `X-Orch-Deployment=` marker (symlinks are
 /// systemd's). A folder that cannot be read counts as empty, with a
 /// warning: `plan` and `install` then fail on it with their own error.
-pub fn installed(d: &Deployment, access: &Access, reach: Reach) -> model::Installed {
+pub fn installed(d: &Deployment, access: &Access, reach: InstalledFrom) -> model::Installed {
     let targets = match access.install(d) {
         Ok(t) => t,
         Err(e) => {
@@ -51,7 +51,7 @@ pub fn installed(d: &Deployment, access: &Access, reach: Reach) -> model::Instal
     };
     let targets: Vec<_> = targets
         .into_iter()
-        .filter(|t| reach == Reach::Hosts || d.host(&t.name).address.is_none())
+        .filter(|t| reach == InstalledFrom::Hosts || d.host(&t.name).address.is_none())
         .collect();
     let read = async {
         let lists = join_all(targets.iter().map(|t| t.store.list_services(&d.unit_dir))).await;
@@ -152,9 +152,9 @@ pub fn plan_rollback(
     to: Option<u64>,
 ) -> Result<(Vec<Plan>, Generation), Error> {
     let targets = access.install(d)?;
-    let home = access.home(d)?;
+    let state_store = access.state_store(d)?;
     runtime()?.block_on(async {
-        let kept = Generations::read(d, &home).await?;
+        let kept = Generations::read(d, &state_store).await?;
         let g = kept.pick(d, to)?.clone();
         let plans = plan::plan_all(d, &g.rendered(), &targets).await?;
         Ok((plans, g))
@@ -169,7 +169,7 @@ fn put(
     force: bool,
 ) -> Result<install::Report, Error> {
     let targets = access.install(d)?;
-    let home = access.home(d)?;
+    let state_store = access.state_store(d)?;
     runtime()?.block_on(async {
         // Taken before the plan: two installs at once would both plan against
         // the same folder and leave a mix of their units.
@@ -188,10 +188,12 @@ fn put(
         };
         let _lock = match dry_run {
             true => None,
-            false => Some(crate::maintenance::lock_within(d, &home, crate::lock::wait()).await?),
+            false => Some(
+                crate::state::lock_within(d, &state_store, crate::state::holder::wait()).await?,
+            ),
         };
         // Read under the lock: another install may have just added one.
-        let read = Generations::read(d, &home).await;
+        let read = Generations::read(d, &state_store).await;
         let (mut kept, units, rolled_back) = match what {
             // A damaged record must not block an install: it starts anew.
             Put::Config(units) => (
@@ -210,7 +212,7 @@ fn put(
             }
         };
         let plans = plan::plan_all(d, &units, &targets).await?;
-        let in_maintenance = crate::maintenance::read_state(d, &home).await?.is_some();
+        let in_maintenance = crate::state::read_state(d, &state_store).await?.is_some();
         let opts = install::Options {
             dry_run,
             force,
@@ -228,8 +230,8 @@ fn put(
         report.rolled_back_to = rolled_back;
         if !dry_run {
             // Under the lock still: what `status` and `restart --changed` read.
-            crate::changes::note(d, &home, &targets, &report).await?;
-            report.generation = record(d, &home, &mut kept, &units, rolled_back).await;
+            crate::changes::note(d, &state_store, &targets, &report).await?;
+            report.generation = record(d, &state_store, &mut kept, &units, rolled_back).await;
         }
         Ok(report)
     })
@@ -241,7 +243,7 @@ fn put(
 /// is a warning, not an error that would hide a good install.
 async fn record(
     d: &Deployment,
-    home: &crate::store::Store,
+    state_store: &crate::store::Store,
     kept: &mut Generations,
     units: &[RenderedUnit],
     rolled_back: Option<u64>,
@@ -261,7 +263,7 @@ async fn record(
         },
     };
     if changed {
-        if let Err(e) = kept.write(d, home).await {
+        if let Err(e) = kept.write(d, state_store).await {
             tracing::warn!("{e}; this install is not kept for rollback");
         }
     }
@@ -271,7 +273,7 @@ async fn record(
 /// The status of every unit on every host, and the maintenance state.
 pub fn status(d: &Deployment, access: &Access) -> Result<DeploymentStatus, Error> {
     let targets = access.used(d)?;
-    let home = access.home(d)?;
-    let read = status::deployment(d, &targets, &home, access.call_timeout);
+    let state_store = access.state_store(d)?;
+    let read = status::deployment(d, &targets, &state_store, access.call_timeout);
     Ok(runtime()?.block_on(read)?)
 }

@@ -26,7 +26,7 @@ pub use guard::FileKind;
 pub use local::{sync_dir, write_atomic, write_batch, LocalStore};
 pub use ssh::{sq, SshStore};
 
-use crate::systemd::Remote;
+use crate::remote::Remote;
 
 /// The most orch reads of one unit file or state file: far above any unit
 /// it renders, far below what would exhaust memory (`/dev/zero`).
@@ -320,9 +320,9 @@ fn holder_or_unknown(s: &str) -> String {
     }
 }
 
-/// Written into a lock file for the message a second orch prints (see [`crate::lock::holder_text`]).
+/// Written into a lock file for the message a second orch prints (see [`crate::state::holder::holder_text`]).
 fn lock_holder_text() -> String {
-    crate::lock::holder_text()
+    crate::state::holder::holder_text()
 }
 
 fn unit_paths(dir: &Path, units: &[String]) -> Result<Vec<PathBuf>, StoreError> {

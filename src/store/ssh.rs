@@ -16,7 +16,7 @@ use super::{
     holder_or_unknown, lock_holder_text, tmp, unit_paths, Entry, FileStore, Held, Lock, LockInner,
     StoreError, Unread, MAX_FILE_BYTES,
 };
-use crate::systemd::Remote;
+use crate::remote::Remote;
 
 /// Exit status of a script that found an unsafe state folder or file.
 const UNSAFE: i32 = 5;

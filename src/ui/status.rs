@@ -62,7 +62,7 @@ impl Row {
             host: r.host.clone(),
             unit: r.unit.clone(),
             role: role_name(r.role),
-            active: r.active_state.clone(),
+            active: r.active_state.to_string(),
             sub: r.sub_state.clone(),
             pid: r.main_pid.map_or_else(dash, |p| p.to_string()),
             since: r

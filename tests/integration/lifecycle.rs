@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::bus::{bus, Bus};
 use crate::common::*;
 use crate::support::{Container, OutputBounded};
 
@@ -338,7 +339,7 @@ stop_timeout = "2s"
     assert!(u["error"].as_str().unwrap().contains("SIGKILL"), "{u}");
     let rt = rt();
     rt.block_on(async {
-        let sd = connect(&s.c).await;
+        let sd = bus(&s.c).await;
         let procs = sd
             .manager
             .get_unit_processes("fx-worker-0-stubborn.service")
@@ -350,7 +351,7 @@ stop_timeout = "2s"
 
 fn list_jobs(c: &Container) -> Vec<String> {
     rt().block_on(async {
-        let sd = connect(c).await;
+        let sd = bus(c).await;
         sd.manager
             .list_jobs()
             .await
@@ -505,10 +506,11 @@ health = "http://127.0.0.1:{{ port }}/health"
     // Connected, and every PID read, before orch starts: nothing can be missed.
     let (max_down, samples, pids_changed, child) = rt.block_on(async {
         let sd = connect(&s.c).await;
+        let raw = bus(&s.c).await;
         let pats: Vec<&str> = workers.iter().map(String::as_str).collect();
         let before: Vec<u32> = orch::status::status(
             &sd,
-            &orch::lifecycle::members(&orch::model::Deployment::load(&s.cfg, None).unwrap()),
+            &orch::members::members(&orch::model::Deployment::load(&s.cfg, None).unwrap()),
             Default::default(),
         )
         .await
@@ -517,11 +519,11 @@ health = "http://127.0.0.1:{{ port }}/health"
         .filter_map(|r| r.main_pid)
         .collect();
         let mut child = rolling_by_two(&s);
-        let counts = running_while(&sd, &pats, &mut child).await;
+        let counts = running_while(&raw, &pats, &mut child).await;
         let (max_down, samples) = (8 - counts.iter().min().unwrap(), counts.len());
         let after: Vec<u32> = orch::status::status(
             &sd,
-            &orch::lifecycle::members(&orch::model::Deployment::load(&s.cfg, None).unwrap()),
+            &orch::members::members(&orch::model::Deployment::load(&s.cfg, None).unwrap()),
             Default::default(),
         )
         .await
@@ -618,11 +620,7 @@ const MIN_SAMPLES: usize = 40;
 /// on a busy host one D-Bus round trip can take 150 ms, so a 2 s run gave
 /// only a dozen samples. Samples after the run see its final state, which
 /// must satisfy the same bound (nothing down beyond the batch).
-async fn running_while(
-    sd: &orch::systemd::Systemd,
-    units: &[&str],
-    child: &mut std::process::Child,
-) -> Vec<usize> {
+async fn running_while(sd: &Bus, units: &[&str], child: &mut std::process::Child) -> Vec<usize> {
     let mut counts = Vec::new();
     let mut ended = false;
     loop {
@@ -995,7 +993,7 @@ exec_start = "{FIXTURE}"
     let generic = ["fx-worker-0-generic.service", "fx-worker-1-generic.service"];
     let rt = rt();
     let (min_active, samples, child) = rt.block_on(async {
-        let sd = connect(&s.c).await;
+        let sd = bus(&s.c).await;
         let mut child = rolling_by_two(&s);
         let counts = running_while(&sd, &generic, &mut child).await;
         (*counts.iter().min().unwrap(), counts.len(), child)

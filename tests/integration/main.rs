@@ -2,6 +2,7 @@
 //! per area (the layout of cargo's tests/testsuite).
 
 mod ansible;
+mod bus;
 mod canary;
 mod cli;
 mod common;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bus::bus;
 use crate::common::*;
 use crate::support::Container;
 use nix::sys::signal::{kill, Signal};
@@ -93,7 +94,7 @@ stop_timeout = "5s"
 
 fn states(c: &Container, units: &[&str]) -> Vec<(String, String)> {
     rt().block_on(async {
-        let sd = connect(c).await;
+        let sd = bus(c).await;
         let listed = sd.manager.list_units_by_patterns(&[], units).await.unwrap();
         units
             .iter()
@@ -116,7 +117,7 @@ fn state_of(c: &Container, unit: &str) -> String {
 
 fn processes(c: &Container, unit: &str) -> usize {
     rt().block_on(async {
-        connect(c)
+        bus(c)
             .await
             .manager
             .get_unit_processes(unit)
@@ -225,7 +226,7 @@ fn maintenance_cycle_restores_exactly_what_ran() {
 
     // While in maintenance: masked over D-Bus, start and restart refuse, status says so.
     rt().block_on(async {
-        let sd = connect(&s.c).await;
+        let sd = bus(&s.c).await;
         let err = sd
             .manager
             .start_unit("fx-worker-0-generic.service", "replace")
@@ -442,7 +443,7 @@ fn sigkill_mid_operation_then_rerun_completes_and_resume_unmasks() {
         "no unit may stay masked"
     );
     rt().block_on(async {
-        let sd = connect(&s.c).await;
+        let sd = bus(&s.c).await;
         for u in &units {
             assert_eq!(
                 sd.unit(u).await.unwrap().load_state().await.unwrap(),

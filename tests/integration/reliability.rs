@@ -471,7 +471,7 @@ fn twenty_restarts_in_one_process_leak_no_descriptor() {
     );
     orch_ok(&c, &cfg, &["install"]);
     let d = orch::model::Deployment::load(&cfg, Some(c.unit_dir())).unwrap();
-    let members = orch::lifecycle::members(&d);
+    let members = orch::members::members(&d);
     struct Quiet;
     impl orch::lifecycle::Observer for Quiet {
         fn event(&self, _: &orch::lifecycle::Event) {}
@@ -488,9 +488,7 @@ fn twenty_restarts_in_one_process_leak_no_descriptor() {
             )
             .await
             .unwrap();
-            engine
-                .run(orch::lifecycle::Op::Restart, &members, true)
-                .await
+            engine.run(orch::op::Op::Restart, &members, true).await
         })
     };
     assert!(run().ok, "warm-up run");

@@ -534,7 +534,7 @@ fn loopback_probes_of_a_remote_unit_run_on_its_host_over_one_master() {
 fn attempts_over_one_master(r: &Remote, kh: &Path) {
     use orch::health::{check, Limits};
     use orch::model::{Probe, ProbeFrom};
-    let remote = orch::systemd::Remote::parse(&r.host(), &r.ssh_command(kh)).unwrap();
+    let remote = orch::remote::Remote::parse(&r.host(), &r.ssh_command(kh)).unwrap();
     let ok = Probe::Http {
         host: "127.0.0.1".into(),
         port: probe_port(),
@@ -816,7 +816,7 @@ fn a_probe_after_the_master_ended_mid_run_passes_at_once() {
         ],
     );
     let kh = r.known_hosts("known_hosts", &r.host_pub);
-    let remote = orch::systemd::Remote::parse(&r.host(), &r.ssh_command(&kh)).unwrap();
+    let remote = orch::remote::Remote::parse(&r.host(), &r.ssh_command(&kh)).unwrap();
     let probe = Probe::Http {
         host: "127.0.0.1".into(),
         port: crate::ports::at(0, 0),

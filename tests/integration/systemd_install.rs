@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::common::{connect, json, orch, rt};
+use crate::bus::{bus, Bus};
+use crate::common::{json, orch, rt};
 use crate::support::Container;
 use futures_util::StreamExt;
-use orch::systemd::Systemd;
 
 const WORKERS: usize = 6;
 
@@ -55,7 +55,7 @@ fn worker_units(count: usize) -> Vec<String> {
 /// Runs `f` while counting systemd's `Reloading(true)` signals.
 fn count_reloads(c: &Container, f: impl FnOnce() -> Output) -> (Output, usize) {
     let rt = rt();
-    let sd = rt.block_on(connect(c));
+    let sd = rt.block_on(bus(c));
     let mut stream = rt.block_on(async {
         let s = sd.manager.receive_reloading().await.unwrap();
         sd.manager.subscribe().await.unwrap();
@@ -130,7 +130,7 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
     assert_eq!(v["units"].as_array().unwrap().len(), 2 + WORKERS);
 
     let rt = rt();
-    let sd = rt.block_on(connect(&c));
+    let sd = rt.block_on(bus(&c));
     rt.block_on(async {
         let master = sd.unit("demo.service").await.unwrap();
         assert_eq!(master.load_state().await.unwrap(), "loaded");
@@ -249,7 +249,7 @@ fn install_is_loaded_wired_idempotent_and_prunes() {
     });
 }
 
-async fn wait_state(sd: &Systemd, unit: &str, state: &str) {
+async fn wait_state(sd: &Bus, unit: &str, state: &str) {
     for _ in 0..100 {
         if sd.unit(unit).await.unwrap().active_state().await.unwrap() == state {
             return;
@@ -390,7 +390,7 @@ fn a_failed_local_install_leaves_the_folder_as_it_was() {
         "a failed install changed the folder (or left a temporary file)"
     );
     let rt = rt();
-    let sd = rt.block_on(connect(&c));
+    let sd = rt.block_on(bus(&c));
     rt.block_on(async {
         let master = sd.unit("demo.service").await.unwrap();
         assert!(!master.need_daemon_reload().await.unwrap());
@@ -514,7 +514,7 @@ fn a_copied_orch_unit_is_drift_not_stale() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("canary.service"));
     assert_eq!(std::fs::read_to_string(&canary).unwrap(), copy);
     let rt = rt();
-    let sd = rt.block_on(connect(&c));
+    let sd = rt.block_on(bus(&c));
     rt.block_on(async {
         let u = sd.unit("canary.service").await.unwrap();
         assert_eq!(u.active_state().await.unwrap(), "active");

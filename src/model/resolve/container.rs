@@ -123,7 +123,7 @@ impl Resolver<'_> {
 fn apply(service: &mut Service, c: Container, deployment: &str, signal: Option<String>) {
     service.exec_start = c.exec_start(deployment, &service.unit);
     service.exec_reload = Some(c.exec_reload(signal.as_deref().unwrap_or("HUP")));
-    service.exec_stop = Some(c.exec_stop(service.stop_timeout));
+    service.exec_stop = Some(c.exec_stop(service.bounds.stop));
     service.exec_stop_post = Some(c.exec_stop_post());
     // conmon (the main process) or the application through conmon's proxy
     // sends READY=1: both are notify, from a process other than podman.
