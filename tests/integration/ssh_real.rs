@@ -26,7 +26,10 @@ const SSHD_DIR: &str = "/run/orch-test-sshd";
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const INSTALL_HINT: &str = "apt-get install -y openssh-server openssh-client";
 
-const CONFIG: &str = "[deployment]\nname = \"fx\"\n\
+/// `state_dir` named: the master's host is the container (over ssh), and the
+/// harness's local runner (used here for `render`) would otherwise give the
+/// file a state folder of this host's.
+const CONFIG: &str = "[deployment]\nname = \"fx\"\nstate_dir = \"/var/lib/orch\"\n\
     [master]\nexec_start = \"/bin/sleep infinity\"\n\
     [[workers]]\nkind = \"w\"\ncount = 3\nexec_start = \"/bin/sleep infinity\"\n";
 
