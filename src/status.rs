@@ -378,10 +378,11 @@ pub fn merge(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(unit: &str, role: Role, active: &str, health: Option<&str>) -> UnitStatus {
+    /// A running unit's row; shared with the table's tests in `ui::status`.
+    pub(crate) fn row(unit: &str, role: Role, active: &str, health: Option<&str>) -> UnitStatus {
         UnitStatus {
             unit: unit.into(),
             host: "local".into(),

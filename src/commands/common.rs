@@ -20,9 +20,15 @@ pub fn json<T: Serialize>(value: &T) -> Result<(), Error> {
 }
 
 /// What the live display needs to know up front.
-pub fn title(op: &str, rolling: Option<usize>, members: &[Member]) -> crate::ui::progress::Title {
+pub fn title(
+    op: &str,
+    leaves_stopped: bool,
+    rolling: Option<usize>,
+    members: &[Member],
+) -> crate::ui::progress::Title {
     crate::ui::progress::Title {
         op: op.to_string(),
+        leaves_stopped,
         rolling,
         kinds: members
             .iter()

@@ -53,9 +53,8 @@ pub fn run(
         force: a.force,
         changed: extra.changed,
     };
-    let verb = op.name();
-    let observer =
-        crate::ui::progress::observer(g.output, g.quiet, title(verb, rolling, operation.members()));
+    let title = title(op.name(), op.leaves_stopped(), rolling, operation.members());
+    let observer = crate::ui::progress::observer(g.output, g.quiet, title);
     let outcome = operation.run(req, observer.clone());
     observer.finish();
     match outcome? {

@@ -43,7 +43,12 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         true => None,
         false => Some(crate::ops::maintenance::hold(d, &g.access())?),
     };
-    let title = title("stop-for-maintenance", None, &crate::members::members(d));
+    let title = title(
+        "stop-for-maintenance",
+        true,
+        None,
+        &crate::members::members(d),
+    );
     let observer = crate::ui::progress::live_only(g.output, g.quiet, title);
     let report =
         crate::ops::maintenance::stop(d, &g.access(), req, observer.as_ref(), &step_printer(g));
@@ -266,7 +271,7 @@ pub fn resume(
         probe: Default::default(),
     };
     let notify = step_printer(g);
-    let title = title("resume", None, &crate::members::members(d));
+    let title = title("resume", false, None, &crate::members::members(d));
     let observer = crate::ui::progress::observer(g.output, g.quiet, title);
     let report =
         crate::ops::maintenance::resume(d, &g.access(), opts, observer.clone(), &notify, scope);

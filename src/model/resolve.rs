@@ -828,12 +828,13 @@ impl Resolver<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const BASE: &str = "[deployment]\nname = \"app\"\n[master]\nexec_start = \"/bin/m\"\n";
 
-    fn resolve(extra: &str) -> Result<Deployment, ConfigError> {
+    /// A minimal deployment plus `extra`; shared with the child modules' tests.
+    pub(crate) fn resolve(extra: &str) -> Result<Deployment, ConfigError> {
         let source = Source {
             path: "t.toml".into(),
             text: format!("{BASE}{extra}"),
@@ -842,7 +843,7 @@ mod tests {
     }
 
     /// The error for `extra`, checked to name `line` and `key` and say `says`.
-    fn refused(extra: &str, line: usize, key: &str, says: &str) {
+    pub(crate) fn refused(extra: &str, line: usize, key: &str, says: &str) {
         let e = resolve(extra).expect_err("should be refused");
         assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
         assert!(e.message.contains(says), "{e}");

@@ -28,6 +28,10 @@ use crate::lifecycle::{Event, Observer, Phase};
 pub struct Title {
     /// `start`, `stop`, `restart`, `resume`, `stop-for-maintenance`.
     pub op: String,
+    /// The operation leaves its units stopped (stop, stop-for-maintenance):
+    /// the header counts `stopped`, not `ready`. Said by the caller from
+    /// `Op::leaves_stopped`, not guessed from the verb's spelling.
+    pub leaves_stopped: bool,
     /// Workers per batch in a rolling restart.
     pub rolling: Option<usize>,
     /// Worker kind of each unit that is a worker.
@@ -130,7 +134,7 @@ impl Board {
     /// The header, and in rolling mode the lowest ready per kind apart:
     /// on a narrow terminal it goes on a line of its own.
     fn header_parts(&self, now: Instant) -> (String, Option<String>) {
-        let done_word = if self.title.op.starts_with("stop") {
+        let done_word = if self.title.leaves_stopped {
             "stopped"
         } else {
             "ready"
@@ -359,6 +363,7 @@ mod tests {
         let mut b = Board::new(
             Title {
                 op: "restart".into(),
+                leaves_stopped: false,
                 rolling,
                 kinds,
             },
@@ -369,6 +374,26 @@ mod tests {
             b.apply(&ev(&format!("w{i}.service"), Phase::Queued), t0);
         }
         (b, t0)
+    }
+
+    /// stop-for-maintenance is not an `Op` and its title does not start
+    /// with `stop` for every caller: the word follows the caller's flag.
+    #[test]
+    fn an_operation_that_leaves_units_stopped_counts_stopped() {
+        let t0 = Instant::now();
+        let title = |leaves_stopped| Title {
+            op: "stop-for-maintenance".into(),
+            leaves_stopped,
+            rolling: None,
+            kinds: HashMap::new(),
+        };
+        for (leaves_stopped, word) in [(true, "1/1 stopped"), (false, "1/1 ready")] {
+            let mut b = Board::new(title(leaves_stopped), t0);
+            b.apply(&ev("m.service", Phase::Queued), t0);
+            b.apply(&ev("m.service", Phase::Stopped), t0);
+            let text = render(&b, 30, 140, t0);
+            assert!(text.lines().next().unwrap().contains(word), "{text}");
+        }
     }
 
     #[test]
@@ -470,6 +495,7 @@ mod tests {
             .collect();
         let title = Title {
             op: "restart".into(),
+            leaves_stopped: false,
             rolling: Some(2),
             kinds,
         };

@@ -367,27 +367,7 @@ pub fn table(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(unit: &str, role: Role, active: &str, health: Option<&str>) -> UnitStatus {
-        UnitStatus {
-            unit: unit.into(),
-            host: "local".into(),
-            role,
-            load_state: "loaded".into(),
-            active_state: active.into(),
-            sub_state: "running".into(),
-            main_pid: Some(7),
-            since_ms: Some(1500),
-            restarts: Some(1),
-            memory_current: Some(300 << 20),
-            cpu_usage_nsec: Some(1_500_000_000),
-            image: None,
-            container_state: None,
-            health: health.map(str::to_string),
-            restart_needed: false,
-            main_started_us: 0,
-        }
-    }
+    use crate::status::tests::row;
 
     #[test]
     fn workers_group_by_kind_with_counts() {

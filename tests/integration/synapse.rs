@@ -1084,28 +1084,7 @@ fn real_synapse_with_workers_through_orch() {
     );
 
     // A user and a room, then the writer.
-    let reg = ok_json(
-        GENERIC[0].get(),
-        "POST",
-        "/_matrix/client/v3/register",
-        None,
-        serde_json::json!({"username": "writer", "password": "orch-test-pass",
-                           "auth": {"type": "m.login.dummy"}}),
-    );
-    let token = reg["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string();
-    let room = ok_json(
-        GENERIC[1].get(),
-        "POST",
-        "/_matrix/client/v3/createRoom",
-        Some(&token),
-        serde_json::json!({"preset": "private_chat", "name": "orch"}),
-    )["room_id"]
-        .as_str()
-        .expect("room_id")
-        .to_string();
+    let (token, room) = writer_and_room();
 
     let stop = AtomicBool::new(false);
     let log = Mutex::new(Vec::<Send>::new());
@@ -1119,12 +1098,6 @@ fn real_synapse_with_workers_through_orch() {
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| writer(&token, &room, &stop, &log));
         // Ends the writer whatever happens below, so the scope can join it.
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
         let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_secs(3));
 
@@ -1362,5 +1335,43 @@ fn real_synapse_with_workers_through_orch() {
     eprintln!("real Synapse {VERSION} timings:");
     for (what, value) in &timings {
         eprintln!("  {what:<52} {value}");
+    }
+}
+
+/// Registers the writer's user through one client worker and creates its
+/// room through another: (access token, room id).
+pub(super) fn writer_and_room() -> (String, String) {
+    let reg = ok_json(
+        GENERIC[0].get(),
+        "POST",
+        "/_matrix/client/v3/register",
+        None,
+        serde_json::json!({"username": "writer", "password": "orch-test-pass",
+                           "auth": {"type": "m.login.dummy"}}),
+    );
+    let token = reg["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    let room = ok_json(
+        GENERIC[1].get(),
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&token),
+        serde_json::json!({"preset": "private_chat", "name": "orch"}),
+    )["room_id"]
+        .as_str()
+        .expect("room_id")
+        .to_string();
+    (token, room)
+}
+
+/// Raises the writer's stop flag when dropped, whatever happens in the
+/// scope, so the scope can join the writer.
+pub(super) struct StopOnDrop<'a>(pub(super) &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }

@@ -153,26 +153,12 @@ impl Resolver<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{ConfigError, Source};
-    use crate::model::{DbConnect, Deployment};
+    // The parent's helpers: its minimal deployment (4 lines, so the line
+    // numbers below are those of `extra` + 4) and its refusal check.
+    use super::super::tests::{refused, resolve};
+    use crate::model::DbConnect;
 
-    const BASE: &str = "[deployment]\nname = \"app\"\n[master]\nexec_start = \"/bin/true\"\n";
     const REMOTE: &str = "[[hosts]]\nname = \"db1\"\naddress = \"admin@db1\"\n";
-
-    fn resolve(extra: &str) -> Result<Deployment, ConfigError> {
-        let source = Source {
-            path: "t.toml".into(),
-            text: format!("{BASE}{extra}"),
-        };
-        Deployment::from_source(&source, None)
-    }
-
-    /// The error for `extra`, checked to name `line` and `key` and say `says`.
-    fn refused(extra: &str, line: usize, key: &str, says: &str) {
-        let e = resolve(extra).expect_err("should be refused");
-        assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
-        assert!(e.message.contains(says), "{e}");
-    }
 
     #[test]
     fn roles_default_to_the_local_socket_as_postgres() {

@@ -287,28 +287,7 @@ fn real_synapse_in_podman_containers_through_orch() {
     assert_eq!(is_active(&c, "redis-test.service"), "active");
     check_containers(&c, &ssh, &cfg);
 
-    let reg = ok_json(
-        GENERIC[0].get(),
-        "POST",
-        "/_matrix/client/v3/register",
-        None,
-        serde_json::json!({"username": "writer", "password": "orch-test-pass",
-                           "auth": {"type": "m.login.dummy"}}),
-    );
-    let token = reg["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string();
-    let room = ok_json(
-        GENERIC[1].get(),
-        "POST",
-        "/_matrix/client/v3/createRoom",
-        Some(&token),
-        serde_json::json!({"preset": "private_chat", "name": "orch"}),
-    )["room_id"]
-        .as_str()
-        .expect("room_id")
-        .to_string();
+    let (token, room) = writer_and_room();
 
     let stop = AtomicBool::new(false);
     let log = Mutex::new(Vec::<Send>::new());
@@ -321,12 +300,6 @@ fn real_synapse_in_podman_containers_through_orch() {
     ];
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| writer(&token, &room, &stop, &log));
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
         let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_secs(3));
 
