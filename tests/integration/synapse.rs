@@ -30,6 +30,7 @@ use crate::common::*;
 use crate::support::{Container, OutputBounded};
 
 /// The same stack with Synapse's processes in podman containers.
+#[path = "synapse/podman.rs"]
 mod podman;
 
 /// The Synapse tests share the stack's ports (one lease) and are too heavy
