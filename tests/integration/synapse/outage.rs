@@ -1,0 +1,170 @@
+//! Issue 26 part 5, measured: the outage window of a rolling restart (the
+//! master and the four workers alone of their kind) against each of its
+//! units restarted alone, in the same run, under the same load, with the
+//! writer's view of it. Printed, not asserted: timing goals are the
+//! benchmark's (the guide), and this host's load moves them by seconds.
+//!
+//! The clients' units are the master and the event persister (a send goes
+//! through a generic worker to the persister); the federation sender, the
+//! pusher and the media worker are `background = true` in the example.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Output;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{event_times, secs, timed_orch, window, Send, FEDERATION, MEDIA, NAME, PERSISTER, PUSHER};
+use crate::common::{all_in_phase, summary};
+use crate::support::Container;
+
+/// The units clients wait on, then the background ones.
+const CLIENTS: [&str; 2] = [NAME, PERSISTER];
+const BACKGROUND: [&str; 3] = [FEDERATION, PUSHER, MEDIA];
+/// The command-line targets naming the five units of the window.
+const TARGETS: [&str; 5] = ["master", "event-persister", "federation-sender", "pusher", "media"];
+
+fn short(name: &str) -> &str {
+    name.trim_start_matches("matrix-synapse-")
+        .trim_start_matches("worker-")
+}
+
+/// What one run did to the window's units: each one's `starting` and
+/// `ready` (since the run began).
+struct Run {
+    at: HashMap<&'static str, (Duration, Duration)>,
+}
+
+impl Run {
+    fn of(o: &Output) -> Run {
+        let ev = event_times(o);
+        let mut at = HashMap::new();
+        for name in CLIENTS.iter().chain(&BACKGROUND) {
+            let unit = format!("{name}.service");
+            let get = |phase: &str| ev.get(&(unit.clone(), phase.to_string())).copied();
+            if let (Some(s), Some(r)) = (get("starting"), get("ready")) {
+                at.insert(*name, (s, r));
+            }
+        }
+        Run { at }
+    }
+
+    /// From the first unit's start to the last one's readiness, among `names`.
+    fn span(&self, names: &[&str]) -> Option<(Duration, Duration)> {
+        let times: Vec<&(Duration, Duration)> =
+            names.iter().filter_map(|n| self.at.get(n)).collect();
+        let open = times.iter().map(|t| t.0).min()?;
+        Some((open, times.iter().map(|t| t.1).max()?))
+    }
+
+    /// Each unit's own restart in this run (`starting` to `ready`).
+    fn own(&self) -> String {
+        let v: Vec<String> = CLIENTS
+            .iter()
+            .chain(&BACKGROUND)
+            .filter_map(|n| {
+                let (s, r) = self.at.get(n)?;
+                Some(format!("{} {}", short(n), secs(r.saturating_sub(*s))))
+            })
+            .collect();
+        v.join(", ")
+    }
+}
+
+/// The window of a rolling restart run `o` (begun at `from`): when the
+/// clients' units were back, each unit's restart, the clients' longest gap.
+pub(super) fn report(label: &str, o: &Output, log: &[Send], from: Instant) -> Vec<(String, String)> {
+    let run = Run::of(o);
+    let all = run.span(&[&CLIENTS[..], &BACKGROUND[..]].concat());
+    let clients = run.span(&CLIENTS);
+    let (Some(all), Some(clients)) = (all, clients) else {
+        panic!("the window's units have no starting/ready events: {}", summary(o));
+    };
+    let w = window(log, from + all.0, from + all.1);
+    vec![
+        (
+            format!("{label}: master + event persister back after"),
+            secs(clients.1 - all.0),
+        ),
+        (
+            format!("{label}: whole window (background included)"),
+            secs(all.1 - all.0),
+        ),
+        (format!("{label}: each unit, starting → ready"), run.own()),
+        (format!("{label}: clients' longest gap"), w.describe()),
+    ]
+}
+
+/// One `restart --rolling` of `targets` with `cfg`: its output, when it
+/// began and how long it took.
+fn rolling(c: &Container, cfg: &Path, targets: &[&str], extra: &[&str]) -> (Output, Instant, Duration) {
+    let mut args = vec!["restart", "--rolling"];
+    args.extend_from_slice(targets);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--output", "json"]);
+    let (o, from, took) = timed_orch(c, cfg, &args, Duration::from_secs(180));
+    assert!(all_in_phase(&summary(&o), "ready"), "{}", summary(&o));
+    // The writer's first sends after the run close its gaps.
+    std::thread::sleep(Duration::from_secs(2));
+    (o, from, took)
+}
+
+/// Each unit of the window restarted alone: its restart (`starting` to
+/// `ready`) and the clients' longest gap then.
+fn alone(c: &Container, cfg: &Path, log: &Mutex<Vec<Send>>) -> Vec<(String, String)> {
+    let mut own = Vec::new();
+    for (name, target) in CLIENTS.iter().chain(&BACKGROUND).zip(TARGETS) {
+        let (o, from, took) = rolling(c, cfg, &[target], &[]);
+        let run = Run::of(&o);
+        let (s, r) = run.at[name];
+        let w = window(&log.lock().unwrap(), from, from + took);
+        own.push(format!(
+            "{} {} (clients' gap {})",
+            short(name),
+            secs(r - s),
+            secs(w.gap)
+        ));
+    }
+    vec![(
+        "alone: each unit, starting → ready".into(),
+        own.join(", "),
+    )]
+}
+
+/// The window three ways, twice each, interleaved so that the host's load
+/// falls on all of them, after each of its units alone:
+/// - `background`: the example (master + persister, then the background
+///   workers once they are ready);
+/// - `at once`: the landed design, every unit of the window together
+///   (the example without its `background = true` lines);
+/// - `--max-parallel 2`: the same, capped at the host's core count.
+pub(super) fn compare(
+    c: &Container,
+    cfg: &Path,
+    dir: &Path,
+    log: &Mutex<Vec<Send>>,
+) -> Vec<(String, String)> {
+    let flat = dir.join("orch-no-background.toml");
+    let text = std::fs::read_to_string(cfg).unwrap();
+    assert!(text.contains("background = true\n"), "{text}");
+    std::fs::write(&flat, text.replace("background = true\n", "")).unwrap();
+    let mut lines = alone(c, cfg, log);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cap = cores.to_string();
+    for round in 1..=2 {
+        let variants: [(&str, &Path, Vec<&str>); 3] = [
+            ("window with background", cfg, vec![]),
+            ("window at once", &flat, vec![]),
+            ("window at once, --max-parallel", &flat, vec!["--max-parallel", &cap]),
+        ];
+        for (label, file, extra) in variants {
+            let (o, from, _) = rolling(c, file, &TARGETS, &extra);
+            let label = match extra.is_empty() {
+                true => format!("{label} #{round}"),
+                false => format!("{label} {cap} #{round}"),
+            };
+            lines.extend(report(&label, &o, &log.lock().unwrap(), from));
+        }
+    }
+    lines
+}
