@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::support::{Container, OutputBounded};
 
-/// The same stack with Synapse's processes in podman containers.
-mod podman;
 /// The rolling restart's outage window against its units restarted alone.
 mod outage;
+/// The same stack with Synapse's processes in podman containers.
+mod podman;
 
 /// The Synapse tests share the stack's ports (one lease) and are too heavy
 /// to run side by side on two cores: one at a time.
@@ -1094,7 +1094,7 @@ fn real_synapse_with_workers_through_orch() {
         let all = window(&log.lock().unwrap(), from, from + took);
         let workers = window(&log.lock().unwrap(), from + workers_from, from + took);
         timings.push(("restart --all --rolling --batch 1".into(), secs(took)));
-        timings.extend(outage::report("rolling", &o, &log.lock().unwrap(), from));
+        timings.extend(outage::report("rolling", &c, &o, &log, from));
         timings.push((
             "rolling: longest client gap (master step included)".into(),
             all.describe(),
