@@ -36,6 +36,9 @@ pub struct InstalledUnit {
     pub host: String,
     pub action: Action,
     pub changed: bool,
+    /// With a rename, the unit it replaces (see `plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// With an update: whether it needs the unit restarted (see `plan`).
@@ -132,6 +135,7 @@ pub async fn install(
                     u.action
                 },
                 changed: u.action.is_change(),
+                renamed_from: u.renamed_from.clone(),
                 reason: u.reason.clone(),
                 restart_needed: u.restart_needed,
                 runtime_mask: u.runtime_mask,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{ConfigError, Source};
-pub use names::{allocate, Installed, Naming, Slot};
+pub use names::{allocate, renames_by_name, Installed, Naming, Slot};
 use resolve::Resolver;
 pub use resources::Resources;
 pub use values::{

@@ -70,10 +70,14 @@ fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
             true => "  (masked at runtime: it will not start until the mask goes)",
             false => "",
         };
+        let unit = match &u.renamed_from {
+            Some(old) => format!("{old} -> {}", u.unit),
+            None => u.unit.clone(),
+        };
         if d.is_multi_host() {
-            text.push_str(&format!("  {verb:<11} {:<12} {}{mask}\n", u.host, u.unit));
+            text.push_str(&format!("  {verb:<11} {:<12} {unit}{mask}\n", u.host));
         } else {
-            text.push_str(&format!("  {verb:<11} {}{mask}\n", u.unit));
+            text.push_str(&format!("  {verb:<11} {unit}{mask}\n"));
         }
     }
     text

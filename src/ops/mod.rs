@@ -109,7 +109,8 @@ pub fn render(d: &Deployment, out: Option<&Path>) -> Result<Vec<RenderedUnit>, E
 pub fn plan(d: &Deployment, access: &Access) -> Result<Vec<Plan>, Error> {
     let units = render::render(d)?;
     let targets = access.install(d)?;
-    Ok(runtime()?.block_on(plan::plan_all(d, &units, &targets))?)
+    let plans = plan::plan_all(d, &units, &targets, plan::Renames::Configured);
+    Ok(runtime()?.block_on(plans)?)
 }
 
 /// Renders, plans and installs on every host, under the deployment's lock,
@@ -156,7 +157,9 @@ pub fn plan_rollback(
     runtime()?.block_on(async {
         let kept = Generations::read(d, &state_store).await?;
         let g = kept.pick(d, to)?.clone();
-        let plans = plan::plan_all(d, &g.rendered(), &targets).await?;
+        let kinds = g.kinds(d);
+        let renames = plan::Renames::ByName { kinds: &kinds };
+        let plans = plan::plan_all(d, &g.rendered(), &targets, renames).await?;
         Ok((plans, g))
     })
 }
@@ -194,7 +197,7 @@ fn put(
         };
         // Read under the lock: another install may have just added one.
         let read = Generations::read(d, &state_store).await;
-        let (mut kept, units, rolled_back) = match what {
+        let (mut kept, units, rolled_back, kinds) = match what {
             // A damaged record must not block an install: it starts anew.
             Put::Config(units) => (
                 read.unwrap_or_else(|e| {
@@ -203,15 +206,22 @@ fn put(
                 }),
                 units,
                 None,
+                None,
             ),
             Put::Generation(to) => {
                 let kept = read?;
                 let g = kept.pick(d, to)?;
-                let (units, number) = (g.rendered(), g.number);
-                (kept, units, Some(number))
+                let (units, number, kinds) = (g.rendered(), g.number, g.kinds(d));
+                (kept, units, Some(number), Some(kinds))
             }
         };
-        let plans = plan::plan_all(d, &units, &targets).await?;
+        // A rollback's names are its files': renames are found by name, as
+        // `plan --rollback` finds them.
+        let renames = match &kinds {
+            None => plan::Renames::Configured,
+            Some(kinds) => plan::Renames::ByName { kinds },
+        };
+        let plans = plan::plan_all(d, &units, &targets, renames).await?;
         let in_maintenance = crate::state::read_state(d, &state_store).await?.is_some();
         let opts = install::Options {
             dry_run,
@@ -255,7 +265,7 @@ async fn record(
             changed
         }
         None => match generations::config_sha256(&d.config_path) {
-            Ok(sha) => kept.record(units, (&d.config_path, &sha), "install"),
+            Ok(sha) => kept.record(d, units, (&d.config_path, &sha), "install"),
             Err(e) => {
                 tracing::warn!("{e}; this install is not kept for rollback");
                 return kept.installed;
