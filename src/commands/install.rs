@@ -66,9 +66,11 @@ fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
             Some(false) => format!("{verb} (no restart)"),
             None => verb.to_string(),
         };
-        let mask = match u.runtime_mask {
-            true => "  (masked at runtime: it will not start until the mask goes)",
-            false => "",
+        let mask = match (u.runtime_mask, u.sigkilled_by_systemd) {
+            (true, _) => "  (masked at runtime: it will not start until the mask goes)",
+            // The words every verb's report uses.
+            (_, true) => "  [SIGKILLED by systemd: its stop outlived TimeoutStopSec]",
+            _ => "",
         };
         let unit = match &u.renamed_from {
             Some(old) => format!("{old} -> {}", u.unit),
