@@ -1460,7 +1460,7 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
 }
 
 /// PostgreSQL's binaries: Debian's highest installed major version.
-fn pg_bin() -> PathBuf {
+pub(crate) fn pg_bin() -> PathBuf {
     let hint = "apt-get install -y postgresql (or run .ci/run)";
     let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
         .unwrap_or_else(|e| panic!("PostgreSQL is not installed ({e}): {hint}"))
