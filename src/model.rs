@@ -392,6 +392,19 @@ impl Deployment {
         Resolver { src: source }.deployment(&raw, &o)
     }
 
+    /// The deployment as its installed files name it: a worker the
+    /// configuration renames (`naming` changed, not installed yet, or a
+    /// rollback put the old names back) keeps its installed unit, so that
+    /// `start`/`restart` act on the files that are there.
+    pub fn as_installed(mut self) -> Deployment {
+        for w in &mut self.workers {
+            if let Some(old) = w.previous.take() {
+                w.service.unit = old;
+            }
+        }
+        self
+    }
+
     /// Every generated unit: the master, then the workers in order.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         std::iter::once(&self.master).chain(self.workers.iter().map(|w| &w.service))

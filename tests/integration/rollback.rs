@@ -299,8 +299,12 @@ fn rollback_across_a_naming_change_puts_the_old_names_back() {
         "{human}"
     );
 
-    let o = orch_ok(&c, &cfg, &["rollback", "--output", "json"]);
-    let v = json(&o);
+    // With --restart-changed, as install --restart-changed after a rename:
+    // the workers run again, under the names put back, though the
+    // configuration still says per-kind.
+    let o = orch_ok(&c, &cfg, &["rollback", "--restart-changed", "--output", "json"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(v["rolled_back_to"], 1, "{v}");
     assert_eq!(renames(&v), owned(&RENAMED_BACK), "the rollback did what its plan said: {v}");
     assert_eq!(
@@ -316,6 +320,18 @@ fn rollback_across_a_naming_change_puts_the_old_names_back() {
         state("rn-worker-generic-0.service"),
         "inactive",
         "renamed unit stopped"
+    );
+    assert_eq!(state("rn-worker-0-generic.service"), "active", "{text}");
+    assert_eq!(state("rn-worker-1-generic.service"), "active", "{text}");
+    // start, stop and status act on the installed names too (the
+    // configuration still says per-kind), until an install renames them.
+    orch_ok(&c, &cfg, &["stop", "--all"]);
+    assert_eq!(state("rn-worker-0-generic.service"), "inactive");
+    let v = json(&orch_ok(&c, &cfg, &["status", "--output", "json"]));
+    assert!(
+        v.to_string().contains("rn-worker-1-generic.service")
+            && !v.to_string().contains("rn-worker-generic-1.service"),
+        "{v}"
     );
     write("sequential");
     orch_ok(&c, &cfg, &["start", "--all"]);
