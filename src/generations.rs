@@ -218,14 +218,19 @@ impl StoredUnit {
     /// The same file on the same host (what a generation is made of; the
     /// kind is a note about it).
     fn same_file(&self, other: &StoredUnit) -> bool {
-        (&self.unit, &self.host, self.role, &self.template, &self.content)
-            == (
-                &other.unit,
-                &other.host,
-                other.role,
-                &other.template,
-                &other.content,
-            )
+        (
+            &self.unit,
+            &self.host,
+            self.role,
+            &self.template,
+            &self.content,
+        ) == (
+            &other.unit,
+            &other.host,
+            other.role,
+            &other.template,
+            &other.content,
+        )
     }
 }
 

@@ -520,9 +520,14 @@ mod tests {
             bus: crate::systemd::Bus::System,
             store: Store::local(),
         };
-        let plans = plan_all(&d, &units, &[target("local"), target("b")], Renames::Configured)
-            .await
-            .unwrap();
+        let plans = plan_all(
+            &d,
+            &units,
+            &[target("local"), target("b")],
+            Renames::Configured,
+        )
+        .await
+        .unwrap();
         let got: Vec<(&str, Vec<&str>)> = plans
             .iter()
             .map(|p| {

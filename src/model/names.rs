@@ -370,7 +370,12 @@ mod tests {
             "app-worker-c-0.service",
         ];
         let got = renames_by_name("app", &["a", "b", "c"], &created, &removed);
-        let pair = |o: &str, n: &str| (format!("app-worker-{o}.service"), format!("app-worker-{n}.service"));
+        let pair = |o: &str, n: &str| {
+            (
+                format!("app-worker-{o}.service"),
+                format!("app-worker-{n}.service"),
+            )
+        };
         // b: two per-kind units go, the two lowest sequential ones take
         // their ranks; the third is a plain create, 7-b (same naming) a
         // plain removal. a and c have nothing on the other side.

@@ -1422,10 +1422,16 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
     let stubborn = "fx-worker-2-stubborn.service";
     let polite = "fx-worker-1-generic.service";
     let with = std::fs::read_to_string(&s.cfg).unwrap();
-    let start = with.find("[[workers]]\nkind = \"stubborn\"").expect("the stubborn block");
+    let start = with
+        .find("[[workers]]\nkind = \"stubborn\"")
+        .expect("the stubborn block");
     let end = start + with[start..].find("stop_timeout = \"2s\"\n").unwrap() + 20;
-    let without = format!("{}{}", &with[..start], &with[end..]).replacen("count = 2", "count = 1", 1);
-    assert!(!without.contains("stubborn") && without != with, "{without}");
+    let without =
+        format!("{}{}", &with[..start], &with[end..]).replacen("count = 2", "count = 1", 1);
+    assert!(
+        !without.contains("stubborn") && without != with,
+        "{without}"
+    );
     let flag = |v: &serde_json::Value| v["sigkilled_by_systemd"] == true;
 
     std::fs::write(&s.cfg, &without).unwrap();
@@ -1447,7 +1453,13 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
     orch_ok(&s.c, &s.cfg, &["start", "--all"]);
     let o = orch_ok(&s.c, &s.cfg, &["rollback", "--to", "2"]);
     let human = String::from_utf8_lossy(&o.stdout);
-    let line = |u: &str| human.lines().find(|l| l.contains(u)).unwrap_or_default().to_string();
+    let line = |u: &str| {
+        human
+            .lines()
+            .find(|l| l.contains(u))
+            .unwrap_or_default()
+            .to_string()
+    };
     let said = "SIGKILLED by systemd: its stop outlived TimeoutStopSec";
     assert!(
         line(stubborn).starts_with("  removed") && line(stubborn).contains(said),

@@ -229,17 +229,49 @@ fn owned(r: &Renamed) -> Vec<(String, String, String)> {
 }
 
 const RENAMED_FORWARD: Renamed = [
-    ("remove", "rn-worker-0-generic.service", "renamed to rn-worker-generic-0.service"),
-    ("remove", "rn-worker-1-generic.service", "renamed to rn-worker-generic-1.service"),
-    ("rename", "rn-worker-generic-0.service", "rn-worker-0-generic.service"),
-    ("rename", "rn-worker-generic-1.service", "rn-worker-1-generic.service"),
+    (
+        "remove",
+        "rn-worker-0-generic.service",
+        "renamed to rn-worker-generic-0.service",
+    ),
+    (
+        "remove",
+        "rn-worker-1-generic.service",
+        "renamed to rn-worker-generic-1.service",
+    ),
+    (
+        "rename",
+        "rn-worker-generic-0.service",
+        "rn-worker-0-generic.service",
+    ),
+    (
+        "rename",
+        "rn-worker-generic-1.service",
+        "rn-worker-1-generic.service",
+    ),
 ];
 
 const RENAMED_BACK: Renamed = [
-    ("remove", "rn-worker-generic-0.service", "renamed to rn-worker-0-generic.service"),
-    ("remove", "rn-worker-generic-1.service", "renamed to rn-worker-1-generic.service"),
-    ("rename", "rn-worker-0-generic.service", "rn-worker-generic-0.service"),
-    ("rename", "rn-worker-1-generic.service", "rn-worker-generic-1.service"),
+    (
+        "remove",
+        "rn-worker-generic-0.service",
+        "renamed to rn-worker-0-generic.service",
+    ),
+    (
+        "remove",
+        "rn-worker-generic-1.service",
+        "renamed to rn-worker-1-generic.service",
+    ),
+    (
+        "rename",
+        "rn-worker-0-generic.service",
+        "rn-worker-generic-0.service",
+    ),
+    (
+        "rename",
+        "rn-worker-1-generic.service",
+        "rn-worker-generic-1.service",
+    ),
 ];
 
 /// A rollback across a `naming` change puts the old names back, the way
@@ -294,19 +326,29 @@ fn rollback_across_a_naming_change_puts_the_old_names_back() {
     let human = String::from_utf8_lossy(&o.stdout);
     assert!(
         human.contains("2 to rename,")
-            && human.contains("rename     rn-worker-generic-1.service -> rn-worker-1-generic.service")
-            && human.contains("rn-worker-generic-1.service  (renamed to rn-worker-1-generic.service)"),
+            && human
+                .contains("rename     rn-worker-generic-1.service -> rn-worker-1-generic.service")
+            && human
+                .contains("rn-worker-generic-1.service  (renamed to rn-worker-1-generic.service)"),
         "{human}"
     );
 
     // With --restart-changed, as install --restart-changed after a rename:
     // the workers run again, under the names put back, though the
     // configuration still says per-kind.
-    let o = orch_ok(&c, &cfg, &["rollback", "--restart-changed", "--output", "json"]);
+    let o = orch_ok(
+        &c,
+        &cfg,
+        &["rollback", "--restart-changed", "--output", "json"],
+    );
     let text = String::from_utf8_lossy(&o.stdout);
     let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(v["rolled_back_to"], 1, "{v}");
-    assert_eq!(renames(&v), owned(&RENAMED_BACK), "the rollback did what its plan said: {v}");
+    assert_eq!(
+        renames(&v),
+        owned(&RENAMED_BACK),
+        "the rollback did what its plan said: {v}"
+    );
     assert_eq!(
         files(c.unit_dir()),
         a,

@@ -890,10 +890,20 @@ const PG_PASSWORD: &str = "orch-test-superuser";
 fn command_in(r: &Remote, uid: &str, env: &[&str], args: &[&str]) -> Command {
     let mut cmd = Command::new("nsenter");
     let leader = r.c.leader().to_string();
-    cmd.args(["-t", &leader, "-m", "-u", "-i", "-p", "-n", "--", "env", "-C", "/"])
-        .args(env)
-        .args(["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--"])
-        .args(args);
+    cmd.args([
+        "-t", &leader, "-m", "-u", "-i", "-p", "-n", "--", "env", "-C", "/",
+    ])
+    .args(env)
+    .args([
+        "setpriv",
+        "--reuid",
+        uid,
+        "--regid",
+        uid,
+        "--clear-groups",
+        "--",
+    ])
+    .args(args);
     cmd
 }
 
@@ -902,7 +912,20 @@ fn command_in(r: &Remote, uid: &str, env: &[&str], args: &[&str]) -> Command {
 fn psql_remote(r: &Remote, bin: &Path, port: u16, sql: &str) -> String {
     let psql = bin.join("psql").display().to_string();
     let port = port.to_string();
-    let args = [psql.as_str(), "-h", "/tmp", "-p", &port, "-U", "postgres", "-d", "postgres", "-At", "-c", sql];
+    let args = [
+        psql.as_str(),
+        "-h",
+        "/tmp",
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-At",
+        "-c",
+        sql,
+    ];
     let o = crate::support::run_bounded(command_in(r, PG_UID, &[], &args), Duration::from_secs(30));
     assert!(
         o.status.success(),
@@ -921,10 +944,23 @@ fn remote_postgres(r: &Remote, bin: &Path, port: u16) {
         format!("u postgres {PG_UID} \"PostgreSQL\" /var/lib/pgtest"),
         format!("u app {APP_UID} \"App\" /"),
     ];
-    exec_ok(&r.c, &["systemd-sysusers", "--inline", &users[0], &users[1]]);
     exec_ok(
         &r.c,
-        &["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "700", "/var/lib/pgtest"],
+        &["systemd-sysusers", "--inline", &users[0], &users[1]],
+    );
+    exec_ok(
+        &r.c,
+        &[
+            "install",
+            "-d",
+            "-o",
+            "postgres",
+            "-g",
+            "postgres",
+            "-m",
+            "700",
+            "/var/lib/pgtest",
+        ],
     );
     let initdb = bin.join("initdb").display().to_string();
     let args = [
@@ -937,8 +973,13 @@ fn remote_postgres(r: &Remote, bin: &Path, port: u16) {
         "postgres",
         "--no-sync",
     ];
-    let o = crate::support::run_bounded(command_in(r, PG_UID, &[], &args), Duration::from_secs(120));
-    assert!(o.status.success(), "initdb: {}", String::from_utf8_lossy(&o.stderr));
+    let o =
+        crate::support::run_bounded(command_in(r, PG_UID, &[], &args), Duration::from_secs(120));
+    assert!(
+        o.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     std::fs::write(
         r.c.unit_dir().join("pgremote.service"),
         format!(
@@ -982,18 +1023,36 @@ fn the_session_proof_reaches_a_remote_postgres_through_the_ssh_tunnel() {
     let env = [("PGPASSWORD", PG_PASSWORD)];
     let run = |args: &[&str]| r.orch_env(&kh, args, Duration::from_secs(120), &env).0;
     assert_ok(&run(&["install"]), "install");
-    assert_ok(&run(&["start", "--all"]), "start --all (the database first)");
+    assert_ok(
+        &run(&["start", "--all"]),
+        "start --all (the database first)",
+    );
     assert!(
         !reachable_from_here(pg_port),
         "PostgreSQL must be reachable only from its host"
     );
-    psql_remote(&r, &bin, pg_port, &format!("alter role postgres password '{PG_PASSWORD}'"));
+    psql_remote(
+        &r,
+        &bin,
+        pg_port,
+        &format!("alter role postgres password '{PG_PASSWORD}'"),
+    );
     psql_remote(&r, &bin, pg_port, "create role app login password 'app'");
 
     // Idle, over TCP on the host's loopback, its standard input held open.
     let psql = bin.join("psql").display().to_string();
     let port = pg_port.to_string();
-    let stray_args = [psql.as_str(), "-h", "127.0.0.1", "-p", &port, "-U", "app", "-d", "postgres"];
+    let stray_args = [
+        psql.as_str(),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "app",
+        "-d",
+        "postgres",
+    ];
     let mut stray = command_in(&r, APP_UID, &["PGPASSWORD=app"], &stray_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -1005,11 +1064,20 @@ fn the_session_proof_reaches_a_remote_postgres_through_the_ssh_tunnel() {
         if let Ok(pid) = psql_remote(&r, &bin, pg_port, q).parse() {
             break pid;
         }
-        assert!(Instant::now() < deadline, "the stray psql session did not appear");
+        assert!(
+            Instant::now() < deadline,
+            "the stray psql session did not appear"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
 
-    let o = run(&["stop-for-maintenance", "--timeout", "10s", "--output", "json"]);
+    let o = run(&[
+        "stop-for-maintenance",
+        "--timeout",
+        "10s",
+        "--output",
+        "json",
+    ]);
     assert!(
         !o.stdout.is_empty(),
         "no report ({:?}): {}",
@@ -1017,12 +1085,26 @@ fn the_session_proof_reaches_a_remote_postgres_through_the_ssh_tunnel() {
         String::from_utf8_lossy(&o.stderr)
     );
     let report = maintenance_report(&o);
-    assert_eq!(o.status.code(), Some(1), "a session left is not clean: {report}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a session left is not clean: {report}"
+    );
     let left = &report["sessions"]["left"];
     assert_eq!(left.as_array().map(Vec::len), Some(1), "{report}");
     assert_eq!(
-        (&left[0]["pid"], &left[0]["role"], &left[0]["application_name"], &left[0]["client_addr"]),
-        (&stray_pid.into(), &"app".into(), &"psql".into(), &"127.0.0.1".into()),
+        (
+            &left[0]["pid"],
+            &left[0]["role"],
+            &left[0]["application_name"],
+            &left[0]["client_addr"]
+        ),
+        (
+            &stray_pid.into(),
+            &"app".into(),
+            &"psql".into(),
+            &"127.0.0.1".into()
+        ),
         "{report}"
     );
     assert!(left[0]["since"].is_string(), "{report}");
@@ -1034,14 +1116,27 @@ fn the_session_proof_reaches_a_remote_postgres_through_the_ssh_tunnel() {
     );
     // Left in maintenance: the journal, and the workers masked.
     exec_ok(&r.c, &["test", "-f", "/var/lib/orch/fx/maintenance.json"]);
-    let out = r.c.systemctl(&["show", "-P", "LoadState", "fx-worker-0-w.service"]);
+    let out =
+        r.c.systemctl(&["show", "-P", "LoadState", "fx-worker-0-w.service"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "masked");
 
-    let o = run(&["stop-for-maintenance", "--terminate-sessions", "--output", "json"]);
+    let o = run(&[
+        "stop-for-maintenance",
+        "--terminate-sessions",
+        "--output",
+        "json",
+    ]);
     assert_ok(&o, "stop-for-maintenance --terminate-sessions");
     let report = maintenance_report(&o);
-    assert_eq!(report["sessions"]["terminated"][0]["pid"], stray_pid, "{report}");
-    assert_eq!(report["sessions"]["left"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["sessions"]["terminated"][0]["pid"], stray_pid,
+        "{report}"
+    );
+    assert_eq!(
+        report["sessions"]["left"],
+        serde_json::json!([]),
+        "{report}"
+    );
     let o = run(&["stop-for-maintenance"]);
     assert_ok(&o, "stop-for-maintenance again");
     let human = String::from_utf8_lossy(&o.stdout);

@@ -200,7 +200,12 @@ mod tests {
         refused(&socket, 11, "database.roles", "is remote");
         refused(&socket, 11, "database.roles", "not the OS user `postgres`");
         let given = format!("{socket}connect = \"/run/postgresql/.s.PGSQL.5432\"\n");
-        refused(&given, 12, "database.connect", "peer authentication would see orch's SSH login on `db1`");
+        refused(
+            &given,
+            12,
+            "database.connect",
+            "peer authentication would see orch's SSH login on `db1`",
+        );
     }
 
     #[test]
