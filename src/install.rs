@@ -129,26 +129,7 @@ pub async fn install(
         reloaded: false,
         enabled: false,
         enable_skipped: None,
-        units: plans
-            .iter()
-            .flat_map(|p| &p.units)
-            .map(|u| InstalledUnit {
-                unit: u.unit.clone(),
-                host: u.host.clone(),
-                // A forced stale drift is removed, and reported so.
-                action: if is_stale(u, opts.force) {
-                    Action::Remove
-                } else {
-                    u.action
-                },
-                changed: u.action.is_change(),
-                renamed_from: u.renamed_from.clone(),
-                reason: u.reason.clone(),
-                restart_needed: u.restart_needed,
-                runtime_mask: u.runtime_mask,
-                sigkilled_by_systemd: false,
-            })
-            .collect(),
+        units: rows(plans, opts.force),
         hosts: Vec::new(),
         generation: None,
         rolled_back_to: None,
@@ -194,6 +175,30 @@ pub async fn install(
         ));
     }
     Ok(report)
+}
+
+/// The report's row of every planned unit (before anything is done).
+fn rows(plans: &[Plan], force: bool) -> Vec<InstalledUnit> {
+    plans
+        .iter()
+        .flat_map(|p| &p.units)
+        .map(|u| InstalledUnit {
+            unit: u.unit.clone(),
+            host: u.host.clone(),
+            // A forced stale drift is removed, and reported so.
+            action: if is_stale(u, force) {
+                Action::Remove
+            } else {
+                u.action
+            },
+            changed: u.action.is_change(),
+            renamed_from: u.renamed_from.clone(),
+            reason: u.reason.clone(),
+            restart_needed: u.restart_needed,
+            runtime_mask: u.runtime_mask,
+            sigkilled_by_systemd: false,
+        })
+        .collect()
 }
 
 /// Every drifted unit, named with its host when there are several.

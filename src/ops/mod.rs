@@ -197,24 +197,12 @@ fn put(
         };
         // Read under the lock: another install may have just added one.
         let read = Generations::read(d, &state_store).await;
-        let (mut kept, units, rolled_back, kinds) = match what {
-            // A damaged record must not block an install: it starts anew.
-            Put::Config(units) => (
-                read.unwrap_or_else(|e| {
-                    tracing::warn!("{e}; the kept generations start anew");
-                    Generations::default()
-                }),
-                units,
-                None,
-                None,
-            ),
-            Put::Generation(to) => {
-                let kept = read?;
-                let g = kept.pick(d, to)?;
-                let (units, number, kinds) = (g.rendered(), g.number, g.kinds(d));
-                (kept, units, Some(number), Some(kinds))
-            }
-        };
+        let ToPut {
+            mut kept,
+            units,
+            rolled_back,
+            kinds,
+        } = what_to_put(d, read, what)?;
         // A rollback's names are its files': renames are found by name, as
         // `plan --rollback` finds them.
         let renames = match &kinds {
@@ -244,6 +232,47 @@ fn put(
             report.generation = record(d, &state_store, &mut kept, &units, rolled_back).await;
         }
         Ok(report)
+    })
+}
+
+/// What an install or a rollback puts in place.
+struct ToPut {
+    /// The kept generations, as read under the lock.
+    kept: Generations,
+    units: Vec<RenderedUnit>,
+    /// With a rollback: the generation put back, and the worker kinds to
+    /// find renames by.
+    rolled_back: Option<u64>,
+    kinds: Option<Vec<String>>,
+}
+
+fn what_to_put(
+    d: &Deployment,
+    read: Result<Generations, generations::GenerationError>,
+    what: Put,
+) -> Result<ToPut, Error> {
+    Ok(match what {
+        // A damaged record must not block an install: it starts anew.
+        Put::Config(units) => ToPut {
+            kept: read.unwrap_or_else(|e| {
+                tracing::warn!("{e}; the kept generations start anew");
+                Generations::default()
+            }),
+            units,
+            rolled_back: None,
+            kinds: None,
+        },
+        Put::Generation(to) => {
+            let kept = read?;
+            let g = kept.pick(d, to)?;
+            let (units, number, kinds) = (g.rendered(), g.number, g.kinds(d));
+            ToPut {
+                kept,
+                units,
+                rolled_back: Some(number),
+                kinds: Some(kinds),
+            }
+        }
     })
 }
 
