@@ -30,6 +30,7 @@ use crate::common::*;
 use crate::support::{Container, OutputBounded};
 
 /// The rolling restart's outage window against its units restarted alone.
+#[path = "synapse/outage.rs"]
 mod outage;
 /// The same stack with Synapse's processes in podman containers.
 #[path = "synapse/podman.rs"]
