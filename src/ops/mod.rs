@@ -112,16 +112,44 @@ pub fn plan(d: &Deployment, access: &Access) -> Result<Vec<Plan>, Error> {
     Ok(runtime()?.block_on(plan::plan_all(d, &units, &targets))?)
 }
 
+/// What `install` and `rollback` were asked.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallRequest {
+    /// Show what would change, change nothing.
+    pub dry_run: bool,
+    /// Overwrite unit files edited by hand or not written by orch.
+    pub force: bool,
+    /// Then `restart --changed` of the whole deployment.
+    pub restart_changed: bool,
+}
+
+/// How a command shows `install` or `rollback` while it runs: the report
+/// of the files, then (`--restart-changed`) the restart's display.
+pub trait ShowInstall: lifecycle::Show {
+    /// The files were written (or, dry, would be): shown before a restart begins.
+    fn installed(&self, report: &install::Report) -> Result<(), Error>;
+}
+
+/// How `install` or `rollback` ended.
+#[derive(Debug)]
+pub struct Installed {
+    pub report: install::Report,
+    /// The restart of `--restart-changed`, when it ran.
+    pub restart: Option<lifecycle::Outcome>,
+}
+
 /// Renders, plans and installs on every host, under the deployment's lock,
-/// and records the files as the installed generation.
+/// and records the files as the installed generation; then, with
+/// `--restart-changed`, restarts the units whose change needs it.
 pub fn install(
     d: &Deployment,
     access: &Access,
-    dry_run: bool,
-    force: bool,
-) -> Result<install::Report, Error> {
+    req: InstallRequest,
+    show: &dyn ShowInstall,
+) -> Result<Installed, Error> {
     let units = render::render(d)?;
-    put(d, access, Put::Config(units), dry_run, force)
+    let report = put(d, access, Put::Config(units), req)?;
+    then(d, access, report, req, show)
 }
 
 /// What an install puts in place.
@@ -134,15 +162,40 @@ enum Put {
 
 /// `rollback [--to N]`: a kept generation's files, installed the way
 /// `install` installs (same plan, lock, drift refusal, all-or-nothing
-/// writes, one reload per host); the report names the generation.
+/// writes, one reload per host); the report names the generation. A
+/// rollback is noted as an install is (`changes`), so `--restart-changed`
+/// restarts only the units whose put-back file needs it.
 pub fn rollback(
     d: &Deployment,
     access: &Access,
     to: Option<u64>,
-    dry_run: bool,
-    force: bool,
-) -> Result<install::Report, Error> {
-    put(d, access, Put::Generation(to), dry_run, force)
+    req: InstallRequest,
+    show: &dyn ShowInstall,
+) -> Result<Installed, Error> {
+    let report = put(d, access, Put::Generation(to), req)?;
+    then(d, access, report, req, show)
+}
+
+/// The report shown, then `restart --changed` when asked: one command for
+/// one Ansible task. A dry run changed nothing, so it restarts nothing.
+fn then(
+    d: &Deployment,
+    access: &Access,
+    report: install::Report,
+    req: InstallRequest,
+    show: &dyn ShowInstall,
+) -> Result<Installed, Error> {
+    show.installed(&report)?;
+    let restart = match req.restart_changed && !req.dry_run {
+        true => Some(lifecycle::run(
+            d,
+            access,
+            lifecycle::Request::restart_changed(),
+            show,
+        )?),
+        false => None,
+    };
+    Ok(Installed { report, restart })
 }
 
 /// The plan of `rollback [--to N]` on every host, and the generation.
@@ -165,9 +218,9 @@ fn put(
     d: &Deployment,
     access: &Access,
     what: Put,
-    dry_run: bool,
-    force: bool,
+    req: InstallRequest,
 ) -> Result<install::Report, Error> {
+    let InstallRequest { dry_run, force, .. } = req;
     let targets = access.install(d)?;
     let state_store = access.state_store(d)?;
     runtime()?.block_on(async {
