@@ -68,15 +68,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<i32, Error> {
 pub fn main() -> i32 {
     let (cli, verb) = match parse() {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return crate::ui::output::command_line(&e),
     };
     let code = run(cli, &verb).unwrap_or_else(|e| {
         crate::ui::output::error(&e);

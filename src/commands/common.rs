@@ -74,8 +74,8 @@ impl ops::maintenance::Show for Ctx {
 
 /// The end of a lifecycle operation: the `summary` JSON event, or the
 /// table of units and the headline.
-pub fn print_summary(g: &Ctx, s: &Summary) -> Result<(), Error> {
-    if g.output == Format::Json {
+pub fn print_summary(ctx: &Ctx, s: &Summary) -> Result<(), Error> {
+    if ctx.output == Format::Json {
         #[derive(Serialize)]
         struct Final<'a> {
             event: &'static str,
@@ -88,12 +88,12 @@ pub fn print_summary(g: &Ctx, s: &Summary) -> Result<(), Error> {
         });
     }
     // -q: nothing on success; on failure only what went wrong.
-    if g.quiet && s.ok {
+    if ctx.quiet && s.ok {
         return Ok(());
     }
     // After a live display (which showed every unit), the result once: the
     // headline and only what went wrong; -v for every unit, as in a log.
-    let only_problems = g.quiet || (crate::ui::progress::is_live() && g.verbose == 0);
+    let only_problems = ctx.quiet || (crate::ui::progress::is_live() && ctx.verbose == 0);
     let mut text = String::new();
     // A unit systemd had to SIGKILL is shown even when it is ready again.
     let shown = |u: &&UnitReport| !only_problems || !is_ok(u) || u.sigkilled_by_systemd;

@@ -73,10 +73,10 @@ impl Shown<'_> {
     }
 }
 
-fn show(g: &Ctx, d: &Deployment, report: &Report, dry_run: bool) -> Result<(), Error> {
-    match g.output {
+fn show(ctx: &Ctx, d: &Deployment, report: &Report, dry_run: bool) -> Result<(), Error> {
+    match ctx.output {
         Format::Json => json(&report)?,
-        Format::Human if g.quiet => {}
+        Format::Human if ctx.quiet => {}
         Format::Human => {
             let mut text = units(d, report, dry_run);
             if let Some(why) = &report.enable_skipped {

@@ -38,8 +38,8 @@ pub struct Args {
     timeout: Duration,
 }
 
-pub fn run(g: &Ctx, args: Args) -> Result<i32, Error> {
-    let d = &g.deployment(InstalledFrom::Hosts)?;
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let d = &ctx.deployment(InstalledFrom::Hosts)?;
     let selection = match args.targets.is_empty() {
         true => Selection::All,
         false => Selection::Named(args.targets),
@@ -56,7 +56,7 @@ pub fn run(g: &Ctx, args: Args) -> Result<i32, Error> {
         journal_root: args.journal_root,
         timeout: args.timeout,
     };
-    let units = crate::ops::logs::sources(d, &g.access, &selection)?;
+    let units = crate::ops::logs::sources(d, &ctx.access, &selection)?;
     let multi = units.len() > 1;
     let width = units
         .iter()
@@ -66,7 +66,7 @@ pub fn run(g: &Ctx, args: Args) -> Result<i32, Error> {
     let mut printed = 0usize;
     let mut sink = |e: &Entry| -> Result<(), Error> {
         printed += 1;
-        match g.output {
+        match ctx.output {
             Format::Json => json(e),
             Format::Human => print(&format!(
                 "{:<width$} | {}\n",
@@ -76,9 +76,9 @@ pub fn run(g: &Ctx, args: Args) -> Result<i32, Error> {
         }
     };
     let since = opts.since;
-    let outcome = crate::ops::logs::logs(d, &g.access, &selection, opts, &mut sink)?;
+    let outcome = crate::ops::logs::logs(d, &ctx.access, &selection, opts, &mut sink)?;
     // Silence would read as "orch is broken": say that the journal had nothing.
-    if printed == 0 && !args.follow && g.output == Format::Human && !g.quiet {
+    if printed == 0 && !args.follow && ctx.output == Format::Human && !ctx.quiet {
         let count: usize = units.iter().map(|s| s.units.len()).sum();
         let since = since.map(|t| format!(" since {t}")).unwrap_or_default();
         eprintln!("no journal entries for the {count} selected units{since}");

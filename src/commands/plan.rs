@@ -23,19 +23,19 @@ pub struct Args {
     diff: bool,
 }
 
-pub fn run(g: &Ctx, args: Args) -> Result<i32, Error> {
-    let d = &g.deployment(InstalledFrom::Hosts)?;
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let d = &ctx.deployment(InstalledFrom::Hosts)?;
     match args.rollback {
-        true => rollback(g, d, args.to, args.diff),
-        false => install(g, d, args.diff),
+        true => rollback(ctx, d, args.to, args.diff),
+        false => install(ctx, d, args.diff),
     }
 }
 
 /// `orch plan`: what `orch install` would change.
-fn install(g: &Ctx, d: &Deployment, diff: bool) -> Result<i32, Error> {
-    let plans = crate::ops::plan(d, &g.access)?;
+fn install(ctx: &Ctx, d: &Deployment, diff: bool) -> Result<i32, Error> {
+    let plans = crate::ops::plan(d, &ctx.access)?;
     let changes = plans.iter().any(Plan::has_changes);
-    match g.output {
+    match ctx.output {
         Format::Json => json(&serde_json::json!({
             "deployment": d.name,
             "unit_dir": d.unit_dir,
@@ -59,10 +59,10 @@ fn install(g: &Ctx, d: &Deployment, diff: bool) -> Result<i32, Error> {
 
 /// `orch plan --rollback [--to N]`: what `orch rollback` would change,
 /// under a line naming the generation; exit 4 when changes are pending.
-fn rollback(g: &Ctx, d: &Deployment, to: Option<u64>, diff: bool) -> Result<i32, Error> {
-    let (plans, gen) = crate::ops::plan_rollback(d, &g.access, to)?;
+fn rollback(ctx: &Ctx, d: &Deployment, to: Option<u64>, diff: bool) -> Result<i32, Error> {
+    let (plans, gen) = crate::ops::plan_rollback(d, &ctx.access, to)?;
     let changes = plans.iter().any(Plan::has_changes);
-    match g.output {
+    match ctx.output {
         Format::Json => json(&serde_json::json!({
             "deployment": d.name,
             "unit_dir": d.unit_dir,

@@ -26,15 +26,15 @@ struct RenderJson<'a> {
     units: &'a [RenderedUnit],
 }
 
-pub fn run(g: &Ctx, args: Args) -> Result<i32, Error> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     // Rendering needs no host: only this machine's installed workers are kept.
-    let d = &g.deployment(InstalledFrom::ThisMachine)?;
+    let d = &ctx.deployment(InstalledFrom::ThisMachine)?;
     let out = args.out.as_deref();
     let units = crate::ops::render(d, out)?;
-    if let (Some(dir), Format::Human, false) = (out, g.output, g.quiet) {
+    if let (Some(dir), Format::Human, false) = (out, ctx.output, ctx.quiet) {
         eprintln!("wrote {} unit files to {}", units.len(), dir.display());
     }
-    match (g.output, out) {
+    match (ctx.output, out) {
         (Format::Json, _) => json(&RenderJson {
             deployment: &d.name,
             units: &units,

@@ -20,13 +20,13 @@ pub struct Args {
     all_units: bool,
 }
 
-pub fn run(g: &Ctx, args: Args) -> Result<i32, Error> {
-    let d = &g.deployment(InstalledFrom::Hosts)?;
-    let s = crate::ops::status(d, &g.access)?;
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let d = &ctx.deployment(InstalledFrom::Hosts)?;
+    let s = crate::ops::status(d, &ctx.access)?;
     for (host, e) in &s.unreachable {
         eprintln!("orch: host {host} is unreachable; its units show as unreachable: {e}");
     }
-    if g.output == Format::Json {
+    if ctx.output == Format::Json {
         let unreachable: Vec<serde_json::Value> = s
             .unreachable
             .iter()

@@ -99,18 +99,18 @@ impl crate::ops::maintenance::Show for Shown<'_> {
 
 impl crate::ops::maintenance::ShowStop for Shown<'_> {
     fn stopped(&self, report: &StopReport) -> Result<(), Error> {
-        let g = self.ctx;
-        if g.output == Format::Json {
+        let ctx = self.ctx;
+        if ctx.output == Format::Json {
             json(&serde_json::json!({ "event": "summary", "report": report }))?;
-        } else if !(g.quiet && report.ok) {
-            print(&human(self.d, report, g.verbose > 0))?;
+        } else if !(ctx.quiet && report.ok) {
+            print(&human(self.d, report, ctx.verbose > 0))?;
         }
         Ok(())
     }
 
     /// CMD's end: a JSON event, and on stderr why orch resumes or not.
     fn ran(&self, r: &CommandReport, stop: &StopReport) -> Result<(), Error> {
-        let (g, d, command) = (self.ctx, self.d, &self.args.command);
+        let (ctx, d, command) = (self.ctx, self.d, &self.args.command);
         let how = match &r.ran {
             Ran::Exited(c) => format!("exited with status {c}"),
             Ran::Signaled(s) => format!("was ended by signal {s}"),
@@ -122,7 +122,7 @@ impl crate::ops::maintenance::ShowStop for Shown<'_> {
             (false, true) => " (killed with SIGKILL)",
             (false, false) => "",
         };
-        if g.output == Format::Json {
+        if ctx.output == Format::Json {
             json(&serde_json::json!({
                 "event": "command",
                 "command": command,
@@ -145,7 +145,7 @@ impl crate::ops::maintenance::ShowStop for Shown<'_> {
                 d.name,
                 stop.state_file.display()
             );
-        } else if !g.quiet && g.output == Format::Human {
+        } else if !ctx.quiet && ctx.output == Format::Human {
             eprintln!("`{}` {how}: resuming {}", command.join(" "), d.name);
         }
         Ok(())
