@@ -433,6 +433,21 @@ unit = "bridge.service"
     }
 
     #[test]
+    fn changed_is_the_whole_deployment_whatever_was_named() {
+        let d = deployment();
+        let mut req = Request::new(Op::Restart, Selection::Named(vec!["master".into()]));
+        assert_eq!(members(&d, req.op, req.selection()).unwrap().len(), 1);
+        req.changed = true;
+        let whole = members(&d, req.op, req.selection()).unwrap();
+        assert_eq!(whole.len(), 6, "{whole:?}");
+        // What install and rollback chain: every other flag at its default.
+        let chained = Request::restart_changed();
+        assert!(chained.changed && chained.op == Op::Restart);
+        assert!(!chained.force && !chained.cancel_on_interrupt);
+        assert!(chained.opts.rolling.is_none() && chained.opts.timeout.is_none());
+    }
+
+    #[test]
     fn canceled_jobs_say_so() {
         let mut jobs = vec!["x.service start running".to_string()];
         mark_canceled(&mut jobs);
