@@ -202,7 +202,7 @@ fn resume_only(
 /// The deployment's lock, held by this process from the first stop of
 /// `stop-for-maintenance -- CMD` to the end of its resume (or to the exit
 /// that leaves the deployment in maintenance). CMD gets the token.
-pub struct Held {
+struct Held {
     _lock: crate::store::Lock,
     path: std::path::PathBuf,
 }
@@ -214,7 +214,7 @@ impl Drop for Held {
 }
 
 /// Takes the deployment's lock at once, or fails naming the holder.
-pub fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
+fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
     // Made first: the lock file carries its hash.
     let _ = crate::state::holder::token();
     let state_store = access.state_store(d)?;
@@ -270,7 +270,7 @@ impl CommandReport {
 }
 
 /// What the maintenance command is told.
-pub struct CommandEnv<'a> {
+struct CommandEnv<'a> {
     pub deployment: &'a str,
     pub reason: &'a str,
     /// Its standard output goes to orch's standard error (`--output json`
@@ -287,7 +287,7 @@ pub const GROUP_GRACE: Duration = Duration::from_secs(10);
 /// everything of its group, and passes SIGTERM (and SIGINT when orch is not
 /// on a terminal: there, the terminal sent Ctrl+C to CMD's group already)
 /// to the whole group.
-pub fn run_command(argv: &[String], env: CommandEnv<'_>) -> Result<CommandReport, Error> {
+fn run_command(argv: &[String], env: CommandEnv<'_>) -> Result<CommandReport, Error> {
     use std::io::IsTerminal;
     use tokio::signal::unix::SignalKind;
 

@@ -1,7 +1,10 @@
 //! The operations behind the commands (cargo's `ops`): each takes a
-//! deployment and options, reaches the hosts, runs the library stages and
-//! returns a typed report for `commands` to print. The rules of what a
-//! command covers live here, not in argument parsing.
+//! deployment and a typed request, reaches the hosts, runs the library
+//! stages and returns a typed report for `commands` to print. The rules of
+//! what a command covers live here, not in argument parsing; so does one
+//! verb run after another (`install --restart-changed`,
+//! `stop-for-maintenance -- CMD`), each step shown as it ends through a
+//! `Show` trait the command implements (ops print nothing).
 
 pub mod lifecycle;
 pub mod logs;
