@@ -178,6 +178,11 @@ pub struct Worker {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
     pub kind: String,
+    /// `background = true`: no client request waits on this kind. Alone of
+    /// its kind, a rolling restart's outage window restarts it after the
+    /// master and the lone workers clients need are ready (see
+    /// [`crate::phases`]), so that they get the CPU first.
+    pub background: bool,
     pub service: Service,
 }
 
