@@ -141,6 +141,15 @@ impl Ctx {
         Ok(d)
     }
 
+    /// The deployment as its installed files name it (see
+    /// [`Deployment::as_installed`]): what writes files (render, plan,
+    /// install, rollback) acts on the names the configuration gives; the
+    /// rest acts on the units installed (a `naming` change not installed
+    /// yet, or rolled back, keeps the old names until the next install).
+    pub fn installed_deployment(&self) -> Result<Deployment, Error> {
+        Ok(self.deployment(InstalledFrom::Hosts)?.as_installed())
+    }
+
     /// `--config`, or the first default that exists.
     fn config_path(&self) -> Result<PathBuf, UsageError> {
         if let Some(p) = &self.load.config {

@@ -15,7 +15,6 @@ use crate::lifecycle::{self, Observer};
 use crate::members::{Member, Selection};
 use crate::op::Op;
 use crate::ops::lifecycle::{Outcome, Request};
-use crate::ops::InstalledFrom;
 use crate::ui::output::Format;
 
 // No doc comment on this struct: clap would take it as the about text of
@@ -67,7 +66,7 @@ impl Lifecycle {
 
 /// Runs the request on the deployment and prints how it ended.
 pub fn run(ctx: &Ctx, req: Request) -> Result<i32, Error> {
-    let d = ctx.deployment(InstalledFrom::Hosts)?;
+    let d = ctx.installed_deployment()?;
     let changed = req.changed;
     let outcome = crate::ops::lifecycle::run(&d, &ctx.access, req, ctx)?;
     show(ctx, outcome, changed)

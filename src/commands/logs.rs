@@ -12,7 +12,6 @@ use crate::exit;
 use crate::logs::{escape_controls, Entry, Lines, Options};
 use crate::members::Selection;
 use crate::ops::logs::Outcome;
-use crate::ops::InstalledFrom;
 use crate::ui::output::Format;
 
 /// The journal of the deployment's units (or the targets), merged in time order, each line prefixed with its unit.
@@ -39,7 +38,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let d = &ctx.deployment(InstalledFrom::Hosts)?;
+    let d = &ctx.installed_deployment()?;
     let selection = match args.targets.is_empty() {
         true => Selection::All,
         false => Selection::Named(args.targets),

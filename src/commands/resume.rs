@@ -12,7 +12,6 @@ use crate::lifecycle;
 use crate::maintenance::{ResumeReport, ResumeScope};
 use crate::model::Deployment;
 use crate::ops::maintenance::ResumeRequest;
-use crate::ops::InstalledFrom;
 use crate::ui::output::Format;
 
 /// End maintenance: unmask, start exactly the units that ran before (readiness-gated), remove the state file.
@@ -34,7 +33,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let d = ctx.deployment(InstalledFrom::Hosts)?;
+    let d = ctx.installed_deployment()?;
     let req = ResumeRequest {
         opts: lifecycle::Options {
             max_parallel: args.max_parallel.map(|n| n as usize),

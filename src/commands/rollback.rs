@@ -31,5 +31,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         restart_changed: args.restart_changed,
     };
     let shown = Shown { ctx, d: &d, req };
-    shown.exit(crate::ops::rollback(&d, &ctx.access, args.to, req, &shown)?)
+    let read_again = || ctx.deployment(InstalledFrom::Hosts);
+    let done = crate::ops::rollback(&d, &ctx.access, args.to, req, &shown, &read_again)?;
+    shown.exit(done)
 }

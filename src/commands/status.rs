@@ -8,7 +8,6 @@ use super::Ctx;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
-use crate::ops::InstalledFrom;
 use crate::status::DeploymentStatus;
 use crate::ui::output::Format;
 
@@ -21,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let d = &ctx.deployment(InstalledFrom::Hosts)?;
+    let d = &ctx.installed_deployment()?;
     let s = crate::ops::status(d, &ctx.access)?;
     for (host, e) in &s.unreachable {
         eprintln!("orch: host {host} is unreachable; its units show as unreachable: {e}");

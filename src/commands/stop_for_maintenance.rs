@@ -14,7 +14,6 @@ use crate::maintenance::StopReport;
 use crate::members::Member;
 use crate::model::Deployment;
 use crate::ops::maintenance::{CommandReport, Ran, Stage, StopRequest, Then};
-use crate::ops::InstalledFrom;
 use crate::ui::output::Format;
 
 /// Record what runs, mask every unit at runtime, stop dependents, workers and master, and prove no process is left.
@@ -44,7 +43,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let d = ctx.deployment(InstalledFrom::Hosts)?;
+    let d = ctx.installed_deployment()?;
     // The reason goes into the journal and onto the terminal of whoever runs `status`.
     if args.reason.chars().any(char::is_control) {
         return Err(UsageError::ControlCharacters { flag: "--reason" }.into());

@@ -112,7 +112,8 @@ pub fn render(d: &Deployment, out: Option<&Path>) -> Result<Vec<RenderedUnit>, E
 pub fn plan(d: &Deployment, access: &Access) -> Result<Vec<Plan>, Error> {
     let units = render::render(d)?;
     let targets = access.install(d)?;
-    Ok(runtime()?.block_on(plan::plan_all(d, &units, &targets))?)
+    let plans = plan::plan_all(d, &units, &targets, plan::Renames::Configured);
+    Ok(runtime()?.block_on(plans)?)
 }
 
 /// What `install` and `rollback` were asked.
@@ -152,7 +153,12 @@ pub fn install(
 ) -> Result<Installed, Error> {
     let units = render::render(d)?;
     let report = put(d, access, Put::Config(units), req)?;
-    then(d, access, report, req, show)
+    show.installed(&report)?;
+    let restart = match restarts(req) {
+        true => Some(restart_changed(d, access, show)?),
+        false => None,
+    };
+    Ok(Installed { report, restart })
 }
 
 /// What an install puts in place.
@@ -167,38 +173,45 @@ enum Put {
 /// `install` installs (same plan, lock, drift refusal, all-or-nothing
 /// writes, one reload per host); the report names the generation. A
 /// rollback is noted as an install is (`changes`), so `--restart-changed`
-/// restarts only the units whose put-back file needs it.
+/// restarts only the units whose put-back file needs it, on the deployment
+/// `read_again` gives (from its file and the hosts, as the command loaded it).
 pub fn rollback(
     d: &Deployment,
     access: &Access,
     to: Option<u64>,
     req: InstallRequest,
     show: &dyn ShowInstall,
+    read_again: &dyn Fn() -> Result<Deployment, Error>,
 ) -> Result<Installed, Error> {
     let report = put(d, access, Put::Generation(to), req)?;
-    then(d, access, report, req, show)
-}
-
-/// The report shown, then `restart --changed` when asked: one command for
-/// one Ansible task. A dry run changed nothing, so it restarts nothing.
-fn then(
-    d: &Deployment,
-    access: &Access,
-    report: install::Report,
-    req: InstallRequest,
-    show: &dyn ShowInstall,
-) -> Result<Installed, Error> {
     show.installed(&report)?;
-    let restart = match req.restart_changed && !req.dry_run {
-        true => Some(lifecycle::run(
-            d,
+    let restart = match restarts(req) {
+        // Read again: across a `naming` change the put-back files carry the
+        // names the configuration would rename, and those are what to start.
+        true => Some(restart_changed(
+            &read_again()?.as_installed(),
             access,
-            lifecycle::Request::restart_changed(),
             show,
         )?),
         false => None,
     };
     Ok(Installed { report, restart })
+}
+
+/// Whether the files are followed by a restart: a dry run changed nothing,
+/// so it restarts nothing (clap refuses the two flags together anyway).
+fn restarts(req: InstallRequest) -> bool {
+    req.restart_changed && !req.dry_run
+}
+
+/// `restart --changed` of the whole deployment after the files: one
+/// command for one Ansible task.
+fn restart_changed(
+    d: &Deployment,
+    access: &Access,
+    show: &dyn lifecycle::Show,
+) -> Result<lifecycle::Outcome, Error> {
+    lifecycle::run(d, access, lifecycle::Request::restart_changed(), show)
 }
 
 /// The plan of `rollback [--to N]` on every host, and the generation.
@@ -212,7 +225,9 @@ pub fn plan_rollback(
     runtime()?.block_on(async {
         let kept = Generations::read(d, &state_store).await?;
         let g = kept.pick(d, to)?.clone();
-        let plans = plan::plan_all(d, &g.rendered(), &targets).await?;
+        let kinds = g.kinds(d);
+        let renames = plan::Renames::ByName { kinds: &kinds };
+        let plans = plan::plan_all(d, &g.rendered(), &targets, renames).await?;
         Ok((plans, g))
     })
 }
@@ -250,24 +265,19 @@ fn put(
         };
         // Read under the lock: another install may have just added one.
         let read = Generations::read(d, &state_store).await;
-        let (mut kept, units, rolled_back) = match what {
-            // A damaged record must not block an install: it starts anew.
-            Put::Config(units) => (
-                read.unwrap_or_else(|e| {
-                    tracing::warn!("{e}; the kept generations start anew");
-                    Generations::default()
-                }),
-                units,
-                None,
-            ),
-            Put::Generation(to) => {
-                let kept = read?;
-                let g = kept.pick(d, to)?;
-                let (units, number) = (g.rendered(), g.number);
-                (kept, units, Some(number))
-            }
+        let ToPut {
+            mut kept,
+            units,
+            rolled_back,
+            kinds,
+        } = what_to_put(d, read, what)?;
+        // A rollback's names are its files': renames are found by name, as
+        // `plan --rollback` finds them.
+        let renames = match &kinds {
+            None => plan::Renames::Configured,
+            Some(kinds) => plan::Renames::ByName { kinds },
         };
-        let plans = plan::plan_all(d, &units, &targets).await?;
+        let plans = plan::plan_all(d, &units, &targets, renames).await?;
         let in_maintenance = crate::state::read_state(d, &state_store).await?.is_some();
         let opts = install::Options {
             dry_run,
@@ -293,6 +303,47 @@ fn put(
     })
 }
 
+/// What an install or a rollback puts in place.
+struct ToPut {
+    /// The kept generations, as read under the lock.
+    kept: Generations,
+    units: Vec<RenderedUnit>,
+    /// With a rollback: the generation put back, and the worker kinds to
+    /// find renames by.
+    rolled_back: Option<u64>,
+    kinds: Option<Vec<String>>,
+}
+
+fn what_to_put(
+    d: &Deployment,
+    read: Result<Generations, generations::GenerationError>,
+    what: Put,
+) -> Result<ToPut, Error> {
+    Ok(match what {
+        // A damaged record must not block an install: it starts anew.
+        Put::Config(units) => ToPut {
+            kept: read.unwrap_or_else(|e| {
+                tracing::warn!("{e}; the kept generations start anew");
+                Generations::default()
+            }),
+            units,
+            rolled_back: None,
+            kinds: None,
+        },
+        Put::Generation(to) => {
+            let kept = read?;
+            let g = kept.pick(d, to)?;
+            let (units, number, kinds) = (g.rendered(), g.number, g.kinds(d));
+            ToPut {
+                kept,
+                units,
+                rolled_back: Some(number),
+                kinds: Some(kinds),
+            }
+        }
+    })
+}
+
 /// Records what was installed: after a rollback the generation it put
 /// back, else the new files (a new generation when they differ from the
 /// installed one's). The files are in place already: a failure to record
@@ -311,7 +362,7 @@ async fn record(
             changed
         }
         None => match generations::config_sha256(&d.config_path) {
-            Ok(sha) => kept.record(units, (&d.config_path, &sha), "install"),
+            Ok(sha) => kept.record(d, units, (&d.config_path, &sha), "install"),
             Err(e) => {
                 tracing::warn!("{e}; this install is not kept for rollback");
                 return kept.installed;
