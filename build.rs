@@ -17,10 +17,30 @@ fn main() {
     );
     println!("cargo:rerun-if-env-changed=ORCH_GIT_COMMIT");
     // A new commit changes HEAD (detached) or the branch ref it points to.
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
-        if let Some(r) = head.strip_prefix("ref: ") {
-            println!("cargo:rerun-if-changed=.git/{}", r.trim());
-        }
+    // Their paths come from git: in a worktree `.git` is a file, and a
+    // rerun-if-changed path that does not exist reruns this script (and
+    // rebuilds orch) on every build.
+    for path in git_paths() {
+        println!("cargo:rerun-if-changed={path}");
     }
+}
+
+/// The files a new commit changes: HEAD and the ref it points to, where
+/// git says they are (none outside a git checkout).
+fn git_paths() -> Vec<String> {
+    let git = |args: &[&str]| {
+        let out = Command::new("git").args(args).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let mut paths: Vec<String> = git(&["rev-parse", "--git-path", "HEAD"])
+        .into_iter()
+        .collect();
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        paths.extend(git(&["rev-parse", "--git-path", &r]));
+    }
+    paths
+        .into_iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect()
 }
