@@ -86,6 +86,16 @@ fn run(cli: Cli) -> Result<i32, Error> {
     }
     crate::state::holder::set_command(&command_name(&cli.command));
     let d = load(g, reach)?;
+    // What writes files acts on the names the configuration gives; the
+    // rest acts on the units installed (a `naming` change not installed
+    // yet, or rolled back, keeps the old names until the next install).
+    let d = match &cli.command {
+        Command::Render { .. }
+        | Command::Plan { .. }
+        | Command::Install { .. }
+        | Command::Rollback { .. } => d,
+        _ => d.as_installed(),
+    };
     dispatch(g, &d, &cli.command)
 }
 
@@ -197,7 +207,10 @@ fn rollback(
         changed: true,
         ..VerbFlags::default()
     };
-    commands::lifecycle::run(g, d, Op::Restart, &Lifecycle::whole(), extra)
+    // Read again: across a `naming` change the put-back files carry the
+    // names the configuration would rename, and those are what to start.
+    let d = load(g, crate::ops::InstalledFrom::Hosts)?.as_installed();
+    commands::lifecycle::run(g, &d, Op::Restart, &Lifecycle::whole(), extra)
 }
 
 fn maintenance(g: &Global, d: &Deployment, command: &Command) -> Result<i32, Error> {

@@ -115,6 +115,9 @@ pub struct RawMaster {
 pub struct RawWorker {
     pub kind: S<String>,
     pub count: S<i64>,
+    /// Serves no client request itself (federation sender, pusher): alone
+    /// of its kind, it restarts after the rest of the outage window.
+    pub background: Option<S<bool>>,
     pub port_base: Option<S<i64>>,
     pub host: Option<S<String>>,
     pub description: Option<S<String>>,

@@ -63,12 +63,14 @@ impl SessionsProof {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionsError {
-    #[error("cannot reach PostgreSQL at {target} as `{superuser}` to check the sessions of {roles}: {cause}\n  nothing was changed; check [database] connect and superuser (the superuser must be able to log in there: peer authentication as the OS user `{superuser}` on the socket)")]
+    #[error("cannot reach PostgreSQL at {target} as `{superuser}` to check the sessions of {roles}: {cause}\n  nothing was changed; check [database] connect and superuser (the superuser must be able to log in there: {how})")]
     Unreachable {
         target: String,
         superuser: String,
         roles: String,
         cause: String,
+        /// How the superuser logs in over this kind of connection.
+        how: String,
     },
     #[error("PostgreSQL at {target} did not answer within {bound:?} ({what})")]
     Timeout {
@@ -99,24 +101,35 @@ pub struct Db {
     target: String,
 }
 
-/// How `s` is reached, for messages.
-pub fn target(s: &DbSessions) -> String {
-    match &s.connect {
-        DbConnect::Socket { path } => path.display().to_string(),
-        DbConnect::Tcp { host, port } if s.host == "local" => format!("tcp://{host}:{port}"),
-        DbConnect::Tcp { host, port } => format!("tcp://{host}:{port} from host {}", s.host),
+/// How `s` is reached, for messages: over SSH (`on`, the database's host
+/// when it is remote, `--host` included) the host and its address.
+pub fn target(s: &DbSessions, on: Option<&Remote>) -> String {
+    match (&s.connect, on) {
+        (DbConnect::Socket { path }, _) => path.display().to_string(),
+        (DbConnect::Tcp { host, port }, None) => format!("tcp://{host}:{port}"),
+        (DbConnect::Tcp { host, port }, Some(r)) => format!(
+            "tcp://{host}:{port} from host {} ({}) through SSH",
+            s.host, r.destination
+        ),
     }
 }
 
 /// Connects as the superuser within [`CONNECT_BOUND`]; `on` is the
 /// database's host when it is remote.
 pub async fn connect(s: &DbSessions, on: Option<&Remote>) -> Result<Db, SessionsError> {
-    let target = target(s);
+    let target = target(s, on);
+    let how = match &s.connect {
+        DbConnect::Socket { .. } => {
+            format!("peer authentication as the OS user `{}` on the socket", s.superuser)
+        }
+        DbConnect::Tcp { .. } => "as pg_hba.conf allows host connections from there, with the password in PGPASSWORD if it asks for one".to_string(),
+    };
     let unreachable = |cause: String| SessionsError::Unreachable {
         target: target.clone(),
         superuser: s.superuser.clone(),
         roles: s.roles.join(", "),
         cause,
+        how: how.clone(),
     };
     let mut config = Config::new();
     config

@@ -28,6 +28,10 @@ pub struct StoredUnit {
     pub role: Role,
     pub template: String,
     pub content: String,
+    /// A worker's kind: a rollback across a `naming` change pairs the
+    /// workers by it (absent in generations recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,12 +136,33 @@ impl Generations {
         self.kept.iter().find(|g| g.number == n)
     }
 
-    /// Records `units` as installed: a new generation unless they are the
-    /// installed one's files; the oldest beyond the bound are dropped.
-    /// Returns whether anything changed.
-    pub fn record(&mut self, units: &[RenderedUnit], config: (&Path, &str), by: &str) -> bool {
-        let stored: Vec<StoredUnit> = units.iter().map(StoredUnit::from).collect();
-        if self.installed().is_some_and(|g| g.units == stored) {
+    /// Records `units` (rendered from `d`) as installed: a new generation
+    /// unless they are the installed one's files; the oldest beyond the
+    /// bound are dropped. Returns whether anything changed.
+    pub fn record(
+        &mut self,
+        d: &Deployment,
+        units: &[RenderedUnit],
+        config: (&Path, &str),
+        by: &str,
+    ) -> bool {
+        let kinds: std::collections::HashMap<&str, &str> = d
+            .workers
+            .iter()
+            .map(|w| (w.service.unit.as_str(), w.kind.as_str()))
+            .collect();
+        let stored: Vec<StoredUnit> = units
+            .iter()
+            .map(|u| StoredUnit {
+                kind: kinds.get(u.unit.as_str()).map(|k| k.to_string()),
+                ..StoredUnit::from(u)
+            })
+            .collect();
+        let same = |g: &Generation| {
+            g.units.len() == stored.len()
+                && g.units.iter().zip(&stored).all(|(a, b)| a.same_file(b))
+        };
+        if self.installed().is_some_and(same) {
             return false;
         }
         let number = self.kept.iter().map(|g| g.number).max().unwrap_or(0) + 1;
@@ -189,7 +214,37 @@ impl Generations {
     }
 }
 
+impl StoredUnit {
+    /// The same file on the same host (what a generation is made of; the
+    /// kind is a note about it).
+    fn same_file(&self, other: &StoredUnit) -> bool {
+        (
+            &self.unit,
+            &self.host,
+            self.role,
+            &self.template,
+            &self.content,
+        ) == (
+            &other.unit,
+            &other.host,
+            other.role,
+            &other.template,
+            &other.content,
+        )
+    }
+}
+
 impl Generation {
+    /// The worker kinds whose units a rollback to this generation may
+    /// rename: its own (as recorded) and the configuration's.
+    pub fn kinds(&self, d: &Deployment) -> Vec<String> {
+        let mut kinds: Vec<String> = self.units.iter().filter_map(|u| u.kind.clone()).collect();
+        kinds.extend(d.workers.iter().map(|w| w.kind.clone()));
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+
     /// The stored files, in the shape install plans from.
     pub fn rendered(&self) -> Vec<RenderedUnit> {
         self.units
@@ -224,6 +279,7 @@ impl From<&RenderedUnit> for StoredUnit {
             role: r.role,
             template: r.template.clone(),
             content: r.content.clone(),
+            kind: None,
         }
     }
 }
@@ -259,8 +315,17 @@ mod tests {
         }
     }
 
+    fn deployment() -> Deployment {
+        let source = crate::config::Source {
+            path: "t.toml".into(),
+            text: "[deployment]\nname = \"syn\"\n[master]\nexec_start = \"/bin/true\"\n".into(),
+        };
+        Deployment::from_source(&source, None).expect("valid configuration")
+    }
+
     fn record(g: &mut Generations, content: &str) -> bool {
         g.record(
+            &deployment(),
             &[unit("a.service", content)],
             (Path::new("/c.toml"), "00"),
             "install",
@@ -283,11 +348,7 @@ mod tests {
 
     #[test]
     fn rollback_picks_the_one_before_the_installed_one_or_the_named_one() {
-        let source = crate::config::Source {
-            path: "t.toml".into(),
-            text: "[deployment]\nname = \"syn\"\n[master]\nexec_start = \"/bin/true\"\n".into(),
-        };
-        let d = Deployment::from_source(&source, None).expect("valid configuration");
+        let d = deployment();
         let mut g = Generations::default();
         let e = g.pick(&d, None).unwrap_err().to_string();
         assert!(e.contains("none is recorded yet"), "{e}");

@@ -36,6 +36,9 @@ pub struct InstalledUnit {
     pub host: String,
     pub action: Action,
     pub changed: bool,
+    /// With a rename, the unit it replaces (see `plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// With an update: whether it needs the unit restarted (see `plan`).
@@ -44,6 +47,10 @@ pub struct InstalledUnit {
     /// A created unit masked at runtime (see `plan`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub runtime_mask: bool,
+    /// A removed unit that ran, and whose stop before removal outlived its
+    /// `TimeoutStopSec=`: systemd SIGKILLed it (as every verb reports).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sigkilled_by_systemd: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +81,9 @@ pub struct HostReport {
     pub changed: bool,
     pub reloaded: bool,
     pub enabled: bool,
+    /// The stale units systemd SIGKILLed on their stop (marked on `units`).
+    #[serde(skip)]
+    pub sigkilled: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,24 +129,7 @@ pub async fn install(
         reloaded: false,
         enabled: false,
         enable_skipped: None,
-        units: plans
-            .iter()
-            .flat_map(|p| &p.units)
-            .map(|u| InstalledUnit {
-                unit: u.unit.clone(),
-                host: u.host.clone(),
-                // A forced stale drift is removed, and reported so.
-                action: if is_stale(u, opts.force) {
-                    Action::Remove
-                } else {
-                    u.action
-                },
-                changed: u.action.is_change(),
-                reason: u.reason.clone(),
-                restart_needed: u.restart_needed,
-                runtime_mask: u.runtime_mask,
-            })
-            .collect(),
+        units: rows(plans, opts.force),
         hosts: Vec::new(),
         generation: None,
         rolled_back_to: None,
@@ -167,6 +160,9 @@ pub async fn install(
     .await;
     for r in results {
         let h = r?;
+        for u in report.units.iter_mut().filter(|u| u.host == h.host) {
+            u.sigkilled_by_systemd = h.sigkilled.contains(&u.unit);
+        }
         report.changed |= h.changed;
         report.reloaded |= h.reloaded;
         report.enabled |= h.enabled;
@@ -179,6 +175,30 @@ pub async fn install(
         ));
     }
     Ok(report)
+}
+
+/// The report's row of every planned unit (before anything is done).
+fn rows(plans: &[Plan], force: bool) -> Vec<InstalledUnit> {
+    plans
+        .iter()
+        .flat_map(|p| &p.units)
+        .map(|u| InstalledUnit {
+            unit: u.unit.clone(),
+            host: u.host.clone(),
+            // A forced stale drift is removed, and reported so.
+            action: if is_stale(u, force) {
+                Action::Remove
+            } else {
+                u.action
+            },
+            changed: u.action.is_change(),
+            renamed_from: u.renamed_from.clone(),
+            reason: u.reason.clone(),
+            restart_needed: u.restart_needed,
+            runtime_mask: u.runtime_mask,
+            sigkilled_by_systemd: false,
+        })
+        .collect()
 }
 
 /// Every drifted unit, named with its host when there are several.
@@ -235,6 +255,7 @@ async fn install_host(
         changed: false,
         reloaded: false,
         enabled: false,
+        sigkilled: Vec::new(),
     };
     store.remove_leftovers(&plan.unit_dir).await;
 
@@ -264,7 +285,7 @@ async fn install_host(
         .filter(|u| is_stale(u, opts.force))
         .collect();
     if !stale.is_empty() {
-        remove_stale(sd, &plan.host, &plan.unit_dir, store, &stale).await?;
+        report.sigkilled = remove_stale(sd, &plan.host, &plan.unit_dir, store, &stale).await?;
         unmask_removed(&d.runtime_dir, &plan.host, store, &stale).await?;
         report.changed = true;
     }
@@ -312,16 +333,19 @@ async fn unmask_removed(
 }
 
 /// Stops and disables `stale` units while systemd still knows their files,
-/// then removes the files.
+/// then removes the files. Returns the units systemd had to SIGKILL: they
+/// ran, and their stop outlived `TimeoutStopSec=` (their service's Result
+/// is then `timeout`; it was reset when they last started).
 async fn remove_stale(
     sd: &Systemd,
     host: &str,
     unit_dir: &std::path::Path,
     store: &crate::store::Store,
     stale: &[&PlannedUnit],
-) -> Result<(), InstallError> {
+) -> Result<Vec<String>, InstallError> {
     let jobs = Jobs::on(sd).await?;
     let bound = crate::model::DEFAULT_STOP_TIMEOUT + Duration::from_secs(5);
+    let ran = join_all(stale.iter().map(|u| sd.facts(&u.unit))).await;
     let ends = join_all(
         stale
             .iter()
@@ -343,6 +367,7 @@ async fn remove_stale(
             JobEnd::NotEnqueued(e) | JobEnd::Lost(e) => return Err(e.into()),
         }
     }
+    let sigkilled = sigkilled(sd, host, stale, &ran).await;
     let names: Vec<&str> = stale.iter().map(|u| u.unit.as_str()).collect();
     sd.disable(&names).await?;
     let paths: Vec<PathBuf> = stale.iter().map(|u| u.path.clone()).collect();
@@ -356,5 +381,31 @@ async fn remove_stale(
     for u in stale {
         tracing::info!(unit = %u.unit, %host, "removed stale unit");
     }
-    Ok(())
+    Ok(sigkilled)
+}
+
+/// The `stale` units that ran before their stop (`ran`: their facts then)
+/// and whose service's Result is now `timeout`: SIGKILLed by systemd.
+async fn sigkilled(
+    sd: &Systemd,
+    host: &str,
+    stale: &[&PlannedUnit],
+    ran: &[Option<crate::systemd::UnitFacts>],
+) -> Vec<String> {
+    let running = |f: &Option<crate::systemd::UnitFacts>| {
+        f.as_ref()
+            .and_then(|f| f.active.as_ref())
+            .is_some_and(|a| a.is_running())
+    };
+    let mut out = Vec::new();
+    for (u, before) in stale.iter().zip(ran) {
+        if !running(before) {
+            continue;
+        }
+        if sd.service_result(&u.unit).await == Some(crate::systemd::ServiceResult::Timeout) {
+            tracing::warn!(unit = %u.unit, %host, "systemd SIGKILLed the stale unit: its stop outlived TimeoutStopSec");
+            out.push(u.unit.clone());
+        }
+    }
+    out
 }

@@ -13,6 +13,8 @@ pub struct Member {
     pub host: String,
     pub role: Role,
     pub kind: Option<String>,
+    /// A worker of a `background = true` kind (see [`crate::phases`]).
+    pub background: bool,
     pub health: Option<Probe>,
     pub bounds: Bounds,
 }
@@ -26,14 +28,16 @@ pub fn members(d: &Deployment) -> Vec<Member> {
         host: x.host.clone(),
         role,
         kind: None,
+        background: false,
         health: x.health.clone(),
         bounds: x.bounds,
     };
-    let svc = |s: &crate::model::Service, role, kind: Option<&str>| Member {
+    let svc = |s: &crate::model::Service, role, kind: Option<&str>, background| Member {
         unit: s.unit.clone(),
         host: s.host.clone(),
         role,
         kind: kind.map(str::to_string),
+        background,
         health: s.health.clone(),
         bounds: s.bounds,
     };
@@ -45,11 +49,11 @@ pub fn members(d: &Deployment) -> Vec<Member> {
             .iter()
             .map(|p| ext(&p.external, Role::Prerequisite)),
     );
-    v.push(svc(&d.master, Role::Master, None));
+    v.push(svc(&d.master, Role::Master, None, false));
     v.extend(
         d.workers
             .iter()
-            .map(|w| svc(&w.service, Role::Worker, Some(&w.kind))),
+            .map(|w| svc(&w.service, Role::Worker, Some(&w.kind), w.background)),
     );
     v.extend(d.dependents.iter().map(|x| ext(x, Role::Dependent)));
     v

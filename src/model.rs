@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{ConfigError, Source};
-pub use names::{allocate, Installed, Naming, Slot};
+pub use names::{allocate, renames_by_name, Installed, Naming, Slot};
 use resolve::Resolver;
 pub use resources::Resources;
 pub use values::{
@@ -178,6 +178,11 @@ pub struct Worker {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
     pub kind: String,
+    /// `background = true`: no client request waits on this kind. Alone of
+    /// its kind, a rolling restart's outage window restarts it after the
+    /// master and the lone workers clients need are ready (see
+    /// [`crate::phases`]), so that they get the CPU first.
+    pub background: bool,
     pub service: Service,
 }
 
@@ -390,6 +395,19 @@ impl Deployment {
             installed: Installed::default(),
         };
         Resolver { src: source }.deployment(&raw, &o)
+    }
+
+    /// The deployment as its installed files name it: a worker the
+    /// configuration renames (`naming` changed, not installed yet, or a
+    /// rollback put the old names back) keeps its installed unit, so that
+    /// `start`/`restart` act on the files that are there.
+    pub fn as_installed(mut self) -> Deployment {
+        for w in &mut self.workers {
+            if let Some(old) = w.previous.take() {
+                w.service.unit = old;
+            }
+        }
+        self
     }
 
     /// Every generated unit: the master, then the workers in order.

@@ -264,18 +264,28 @@ pub fn lone_and_twins(workers: &[Member]) -> (Vec<Member>, Vec<Member>) {
 /// other. Where a lone worker cannot start without the master (it
 /// `Requires=` it, [`Shape::master_first`]) the master restarts first and
 /// the lone workers once it is ready.
+///
+/// Lone workers of a `background = true` kind (no client request waits on
+/// them) restart last, once the others are ready: a start is CPU-bound,
+/// and on a host with fewer cores than units in the window every start
+/// slows the others; the clients' gap is set by the units on their path.
 fn window(master: Vec<Member>, lone: Vec<Member>, shape: Shape) -> Vec<Step> {
     let restart = |m, mode| jobs(m, JobKind::Restart, mode);
-    if master.is_empty() || lone.is_empty() || shape.master_first {
-        return vec![
+    let (background, lone): (Vec<Member>, Vec<Member>) =
+        lone.into_iter().partition(|m| m.background);
+    let mut steps = if master.is_empty() || lone.is_empty() || shape.master_first {
+        vec![
             restart(master, JobMode::IgnoreRequirements),
             restart(lone, JobMode::Replace),
-        ];
-    }
-    vec![restart(
-        [master, lone].concat(),
-        JobMode::IgnoreDependencies,
-    )]
+        ]
+    } else {
+        vec![restart(
+            [master, lone].concat(),
+            JobMode::IgnoreDependencies,
+        )]
+    };
+    steps.push(restart(background, JobMode::Replace));
+    steps
 }
 
 /// The canaries among workers that have twins: one of each kind, or the
@@ -351,6 +361,7 @@ mod tests {
             host: "local".into(),
             role,
             kind: (role == Role::Worker).then(|| "generic".to_string()),
+            background: false,
             health: None,
             bounds: crate::model::Bounds::all(Duration::from_secs(1)),
         }
@@ -709,6 +720,63 @@ mod tests {
                 "restart/ignore-requirements:m",
                 "restart/replace:persister0,fed0,media0"
             ]
+        );
+    }
+
+    /// [`synapse`] with the federation sender and media marked background.
+    fn synapse_with_background() -> Vec<Member> {
+        let mut d = synapse();
+        for m in d.iter_mut() {
+            m.background = matches!(m.kind.as_deref(), Some("fed" | "media"));
+        }
+        d
+    }
+
+    #[test]
+    fn background_lone_workers_restart_after_the_rest_of_the_window_is_ready() {
+        assert_eq!(
+            show(&plan(Op::Restart, &synapse_with_background(), rolling(1))),
+            [
+                "ensure:redis",
+                "restart/ignore-dependencies:m,persister0",
+                "restart/replace:fed0,media0",
+                "restart/replace:generic0",
+                "restart/replace:generic1",
+                "restart/replace:bridge"
+            ]
+        );
+        // Where a lone worker requires the master: master, the others, then
+        // the background ones.
+        let first = Shape {
+            master_first: true,
+            ..rolling(1)
+        };
+        assert_eq!(
+            show(&plan(Op::Restart, &synapse_with_background(), first))[1..4],
+            [
+                "restart/ignore-requirements:m",
+                "restart/replace:persister0",
+                "restart/replace:fed0,media0"
+            ]
+        );
+        // Only background lone workers beside the master: the master alone first.
+        let d: Vec<Member> = synapse_with_background()
+            .into_iter()
+            .filter(|m| m.kind.as_deref() != Some("persister"))
+            .collect();
+        assert_eq!(
+            show(&plan(Op::Restart, &d, rolling(2)))[1..3],
+            [
+                "restart/ignore-requirements:m",
+                "restart/replace:fed0,media0"
+            ]
+        );
+        // A background kind with twins rolls in batches as any other.
+        let mut twins = kinds(&[("fed", 2)]);
+        twins.iter_mut().for_each(|m| m.background = true);
+        assert_eq!(
+            show(&plan(Op::Restart, &twins, rolling(1))),
+            ["restart/replace:fed0", "restart/replace:fed1"]
         );
     }
 

@@ -281,11 +281,25 @@ fn stale_unit(deployment: &str, host: &str, path: PathBuf, e: &Entry) -> Option<
     })
 }
 
+/// Which units to create a plan shows as renames of installed ones.
+#[derive(Debug, Clone, Copy)]
+pub enum Renames<'a> {
+    /// The configuration's: each worker's `previous` (install).
+    Configured,
+    /// Whole unit files put back (rollback): a worker unit to create renames
+    /// the one to remove of the same kind and rank under the other naming,
+    /// as an install of their configuration would (see
+    /// [`crate::model::renames_by_name`]); `kinds` are the worker kinds to
+    /// look for.
+    ByName { kinds: &'a [String] },
+}
+
 /// The plan of every target host, read at once.
 pub async fn plan_all(
     d: &crate::model::Deployment,
     rendered: &[RenderedUnit],
     targets: &[crate::fleet::HostAccess],
+    renames: Renames<'_>,
 ) -> Result<Vec<Plan>, PlanError> {
     let plans = futures_util::future::join_all(targets.iter().map(|t| {
         let mine: Vec<&RenderedUnit> = rendered.iter().filter(|r| r.host == t.name).collect();
@@ -293,11 +307,33 @@ pub async fn plan_all(
     }))
     .await;
     let mut plans = plans.into_iter().collect::<Result<Vec<_>, _>>()?;
-    mark_renames(d, &mut plans);
+    let pairs = match renames {
+        Renames::Configured => d
+            .workers
+            .iter()
+            .filter_map(|w| Some((w.previous.clone()?, w.service.unit.clone())))
+            .collect(),
+        Renames::ByName { kinds } => renamed_files(&d.name, kinds, &plans),
+    };
+    mark_renames(&mut plans, &pairs);
     for (plan, t) in plans.iter_mut().zip(targets) {
         mark_runtime_masks(plan, &t.store, &d.runtime_dir).await;
     }
     Ok(plans)
+}
+
+/// The renames among the plans' creations and removals (any host).
+fn renamed_files(deployment: &str, kinds: &[String], plans: &[Plan]) -> Vec<(String, String)> {
+    let of = |a: Action| -> Vec<&str> {
+        plans
+            .iter()
+            .flat_map(|p| &p.units)
+            .filter(|u| u.action == a)
+            .map(|u| u.unit.as_str())
+            .collect()
+    };
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    crate::model::renames_by_name(deployment, &kinds, &of(Action::Create), &of(Action::Remove))
 }
 
 /// Marks (and warns about) each unit to create that is masked in the
@@ -335,7 +371,8 @@ async fn mark_runtime_masks(plan: &mut Plan, store: &crate::store::Store, runtim
 /// rename of the old one (which is still removed, saying why), not a
 /// create beside an unrelated removal. Only when the old unit is orch's to
 /// remove (a hand-edited one stays drift, and the new one a create).
-fn mark_renames(d: &crate::model::Deployment, plans: &mut [Plan]) {
+/// `pairs` are `(old, new)` unit names.
+fn mark_renames(plans: &mut [Plan], pairs: &[(String, String)]) {
     // (plan, unit) positions by (name, action), built once: a search of
     // every plan per worker was quadratic in the unit count.
     let mut at: HashMap<(&str, Action), (usize, usize)> = HashMap::new();
@@ -347,21 +384,19 @@ fn mark_renames(d: &crate::model::Deployment, plans: &mut [Plan]) {
         }
     }
     let mut changes = Vec::new();
-    for w in &d.workers {
-        let Some(old) = &w.previous else { continue };
-        let new = &w.service.unit;
+    for (old, new) in pairs {
         let Some(&removed) = at.get(&(old.as_str(), Action::Remove)) else {
             continue;
         };
         let created = at.get(&(new.as_str(), Action::Create)).copied();
-        changes.push((removed, created, old.clone(), new.clone()));
+        changes.push((removed, created, old, new));
     }
     for ((rp, ru), created, old, new) in changes {
         plans[rp].units[ru].reason = Some(format!("renamed to {new}"));
         if let Some((cp, cu)) = created {
             let created = &mut plans[cp].units[cu];
             created.action = Action::Rename;
-            created.renamed_from = Some(old);
+            created.renamed_from = Some(old.clone());
         }
     }
 }
@@ -485,9 +520,14 @@ mod tests {
             bus: crate::systemd::Bus::System,
             store: Store::local(),
         };
-        let plans = plan_all(&d, &units, &[target("local"), target("b")])
-            .await
-            .unwrap();
+        let plans = plan_all(
+            &d,
+            &units,
+            &[target("local"), target("b")],
+            Renames::Configured,
+        )
+        .await
+        .unwrap();
         let got: Vec<(&str, Vec<&str>)> = plans
             .iter()
             .map(|p| {

@@ -409,6 +409,7 @@ pub(crate) mod tests {
             host: host.into(),
             role,
             kind: None,
+            background: false,
             health: None,
             bounds: crate::model::Bounds::all(Duration::from_secs(1)),
         }

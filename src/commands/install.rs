@@ -66,14 +66,20 @@ fn units(d: &Deployment, report: &Report, dry_run: bool) -> String {
             Some(false) => format!("{verb} (no restart)"),
             None => verb.to_string(),
         };
-        let mask = match u.runtime_mask {
-            true => "  (masked at runtime: it will not start until the mask goes)",
-            false => "",
+        let mask = match (u.runtime_mask, u.sigkilled_by_systemd) {
+            (true, _) => "  (masked at runtime: it will not start until the mask goes)",
+            // The words every verb's report uses.
+            (_, true) => "  [SIGKILLED by systemd: its stop outlived TimeoutStopSec]",
+            _ => "",
+        };
+        let unit = match &u.renamed_from {
+            Some(old) => format!("{old} -> {}", u.unit),
+            None => u.unit.clone(),
         };
         if d.is_multi_host() {
-            text.push_str(&format!("  {verb:<11} {:<12} {}{mask}\n", u.host, u.unit));
+            text.push_str(&format!("  {verb:<11} {:<12} {unit}{mask}\n", u.host));
         } else {
-            text.push_str(&format!("  {verb:<11} {}{mask}\n", u.unit));
+            text.push_str(&format!("  {verb:<11} {unit}{mask}\n"));
         }
     }
     text

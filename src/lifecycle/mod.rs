@@ -785,6 +785,7 @@ async fn constituents(sd: &Systemd, m: &Member) -> Vec<Member> {
             unit,
             health: None,
             kind: None,
+            background: false,
             ..m.clone()
         })
         .collect()
@@ -800,6 +801,7 @@ fn prerequisite(unit: String, host: &str) -> Member {
         host: host.to_string(),
         role: Role::Prerequisite,
         kind: None,
+        background: false,
         health: None,
         bounds: crate::model::Bounds::all(PREREQUISITE_BOUND),
     }
@@ -824,6 +826,7 @@ mod tests {
             host: "local".into(),
             role: Role::Worker,
             kind: Some(kind.into()),
+            background: false,
             health: None,
             bounds: crate::model::Bounds::all(Duration::from_secs(1)),
         }

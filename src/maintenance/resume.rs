@@ -117,6 +117,7 @@ pub(super) fn recorded_masks(d: &Deployment, current: &[Member], state: &State) 
             host: r.host.clone(),
             role: Role::Worker,
             kind: None,
+            background: false,
             health: None,
             ..template.clone()
         })

@@ -184,6 +184,47 @@ pub fn allocate(
     out
 }
 
+/// The renames among whole unit files (a kept generation put back, whose
+/// names are in its files): each worker unit to create (`created`,
+/// `*.service` names) that has no counterpart under its own naming renames
+/// the installed one to remove (`removed`) of the same kind under the other
+/// naming, paired in order of their numbers as [`allocate`] pairs them, so
+/// the rank (and the port) is the one the worker had. `(old, new)` unit
+/// names; each unit in one pair at most.
+pub fn renames_by_name(
+    deployment: &str,
+    kinds: &[&str],
+    created: &[&str],
+    removed: &[&str],
+) -> Vec<(String, String)> {
+    let created = Installed::new(deployment, created.iter().copied());
+    let removed = Installed::new(deployment, removed.iter().copied());
+    let mut used = BTreeSet::new();
+    let mut pairs = Vec::new();
+    for kind in kinds {
+        for (new_naming, old_naming) in [
+            (Naming::Sequential, Naming::PerKind),
+            (Naming::PerKind, Naming::Sequential),
+        ] {
+            let new = created.of_kind(deployment, kind, new_naming);
+            let old = removed.of_kind(deployment, kind, old_naming);
+            let free = |v: Vec<(usize, String)>, used: &BTreeSet<String>| {
+                v.into_iter()
+                    .map(|(_, n)| n)
+                    .filter(|n| !used.contains(n))
+                    .collect::<Vec<_>>()
+            };
+            let (new, old) = (free(new, &used), free(old, &used));
+            for (o, n) in old.into_iter().zip(new) {
+                used.insert(o.clone());
+                used.insert(n.clone());
+                pairs.push((format!("{o}.service"), format!("{n}.service")));
+            }
+        }
+    }
+    pairs
+}
+
 fn has(installed: &Installed, deployment: &str, kind: &str, n: usize) -> bool {
     installed
         .names
@@ -312,6 +353,34 @@ mod tests {
         let inst = installed(&["app-worker-b-0", "app-worker-0-b"]);
         let slots = allocate("app", Naming::PerKind, &[("b", 1)], &inst);
         assert_eq!(slots[0][0].previous, None);
+    }
+
+    #[test]
+    fn renames_by_name_pair_a_kind_across_namings_in_number_order() {
+        let created = [
+            "app-worker-0-b.service",
+            "app-worker-3-b.service",
+            "app-worker-4-b.service",
+            "app-worker-1-a.service",
+        ];
+        let removed = [
+            "app-worker-b-1.service",
+            "app-worker-b-0.service",
+            "app-worker-7-b.service",
+            "app-worker-c-0.service",
+        ];
+        let got = renames_by_name("app", &["a", "b", "c"], &created, &removed);
+        let pair = |o: &str, n: &str| {
+            (
+                format!("app-worker-{o}.service"),
+                format!("app-worker-{n}.service"),
+            )
+        };
+        // b: two per-kind units go, the two lowest sequential ones take
+        // their ranks; the third is a plain create, 7-b (same naming) a
+        // plain removal. a and c have nothing on the other side.
+        assert_eq!(got, [pair("b-0", "0-b"), pair("b-1", "3-b")]);
+        assert!(renames_by_name("app", &["b"], &created[..1], &removed[2..3]).is_empty());
     }
 
     #[test]

@@ -453,6 +453,7 @@ impl Resolver<'_> {
                 index,
                 kind_index,
                 kind: kind.clone(),
+                background: wr.background.as_ref().is_some_and(|b| *b.get_ref()),
                 previous: slot.previous.as_ref().map(|p| format!("{p}.service")),
                 service,
             });

@@ -354,6 +354,7 @@ mod tests {
             host: "local".into(),
             role: Role::Worker,
             kind: None,
+            background: false,
             health: None,
             bounds: crate::model::Bounds {
                 stop: Duration::from_secs(stop_timeout),

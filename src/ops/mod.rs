@@ -109,7 +109,8 @@ pub fn render(d: &Deployment, out: Option<&Path>) -> Result<Vec<RenderedUnit>, E
 pub fn plan(d: &Deployment, access: &Access) -> Result<Vec<Plan>, Error> {
     let units = render::render(d)?;
     let targets = access.install(d)?;
-    Ok(runtime()?.block_on(plan::plan_all(d, &units, &targets))?)
+    let plans = plan::plan_all(d, &units, &targets, plan::Renames::Configured);
+    Ok(runtime()?.block_on(plans)?)
 }
 
 /// Renders, plans and installs on every host, under the deployment's lock,
@@ -156,7 +157,9 @@ pub fn plan_rollback(
     runtime()?.block_on(async {
         let kept = Generations::read(d, &state_store).await?;
         let g = kept.pick(d, to)?.clone();
-        let plans = plan::plan_all(d, &g.rendered(), &targets).await?;
+        let kinds = g.kinds(d);
+        let renames = plan::Renames::ByName { kinds: &kinds };
+        let plans = plan::plan_all(d, &g.rendered(), &targets, renames).await?;
         Ok((plans, g))
     })
 }
@@ -194,24 +197,19 @@ fn put(
         };
         // Read under the lock: another install may have just added one.
         let read = Generations::read(d, &state_store).await;
-        let (mut kept, units, rolled_back) = match what {
-            // A damaged record must not block an install: it starts anew.
-            Put::Config(units) => (
-                read.unwrap_or_else(|e| {
-                    tracing::warn!("{e}; the kept generations start anew");
-                    Generations::default()
-                }),
-                units,
-                None,
-            ),
-            Put::Generation(to) => {
-                let kept = read?;
-                let g = kept.pick(d, to)?;
-                let (units, number) = (g.rendered(), g.number);
-                (kept, units, Some(number))
-            }
+        let ToPut {
+            mut kept,
+            units,
+            rolled_back,
+            kinds,
+        } = what_to_put(d, read, what)?;
+        // A rollback's names are its files': renames are found by name, as
+        // `plan --rollback` finds them.
+        let renames = match &kinds {
+            None => plan::Renames::Configured,
+            Some(kinds) => plan::Renames::ByName { kinds },
         };
-        let plans = plan::plan_all(d, &units, &targets).await?;
+        let plans = plan::plan_all(d, &units, &targets, renames).await?;
         let in_maintenance = crate::state::read_state(d, &state_store).await?.is_some();
         let opts = install::Options {
             dry_run,
@@ -237,6 +235,47 @@ fn put(
     })
 }
 
+/// What an install or a rollback puts in place.
+struct ToPut {
+    /// The kept generations, as read under the lock.
+    kept: Generations,
+    units: Vec<RenderedUnit>,
+    /// With a rollback: the generation put back, and the worker kinds to
+    /// find renames by.
+    rolled_back: Option<u64>,
+    kinds: Option<Vec<String>>,
+}
+
+fn what_to_put(
+    d: &Deployment,
+    read: Result<Generations, generations::GenerationError>,
+    what: Put,
+) -> Result<ToPut, Error> {
+    Ok(match what {
+        // A damaged record must not block an install: it starts anew.
+        Put::Config(units) => ToPut {
+            kept: read.unwrap_or_else(|e| {
+                tracing::warn!("{e}; the kept generations start anew");
+                Generations::default()
+            }),
+            units,
+            rolled_back: None,
+            kinds: None,
+        },
+        Put::Generation(to) => {
+            let kept = read?;
+            let g = kept.pick(d, to)?;
+            let (units, number, kinds) = (g.rendered(), g.number, g.kinds(d));
+            ToPut {
+                kept,
+                units,
+                rolled_back: Some(number),
+                kinds: Some(kinds),
+            }
+        }
+    })
+}
+
 /// Records what was installed: after a rollback the generation it put
 /// back, else the new files (a new generation when they differ from the
 /// installed one's). The files are in place already: a failure to record
@@ -255,7 +294,7 @@ async fn record(
             changed
         }
         None => match generations::config_sha256(&d.config_path) {
-            Ok(sha) => kept.record(units, (&d.config_path, &sha), "install"),
+            Ok(sha) => kept.record(d, units, (&d.config_path, &sha), "install"),
             Err(e) => {
                 tracing::warn!("{e}; this install is not kept for rollback");
                 return kept.installed;

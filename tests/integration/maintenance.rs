@@ -1408,8 +1408,71 @@ fn a_stop_systemd_had_to_sigkill_is_said_by_every_verb() {
     orch_ok(&s.c, &s.cfg, &["resume"]);
 }
 
+/// Issue 26 part 4 for the units `install` and `rollback` remove: a stale
+/// unit is stopped before its file goes, and when its stop outlives its
+/// TimeoutStopSec= (2 s; it ignores SIGTERM) systemd SIGKILLs it: the
+/// report says so for that unit, in JSON and for people, and not for a
+/// unit removed in the same run that stopped politely.
+#[test]
+fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
+    let _ports = crate::ports::lease_groups(3);
+    let stubborn_block = "[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{FIXTURE} --ignore-sigterm --port {{ port }}\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\nstop_timeout = \"2s\"\n";
+    let workers = format!("{}{stubborn_block}", generic(2, crate::ports::at(1, 0)));
+    let s = setup(crate::ports::at(2, 0), &workers);
+    let stubborn = "fx-worker-2-stubborn.service";
+    let polite = "fx-worker-1-generic.service";
+    let with = std::fs::read_to_string(&s.cfg).unwrap();
+    let start = with
+        .find("[[workers]]\nkind = \"stubborn\"")
+        .expect("the stubborn block");
+    let end = start + with[start..].find("stop_timeout = \"2s\"\n").unwrap() + 20;
+    let without =
+        format!("{}{}", &with[..start], &with[end..]).replacen("count = 2", "count = 1", 1);
+    assert!(
+        !without.contains("stubborn") && without != with,
+        "{without}"
+    );
+    let flag = |v: &serde_json::Value| v["sigkilled_by_systemd"] == true;
+
+    std::fs::write(&s.cfg, &without).unwrap();
+    let o = orch_ok(&s.c, &s.cfg, &["install", "--output", "json"]);
+    let v = json(&o);
+    for u in [stubborn, polite] {
+        assert_eq!(row(&v["units"], u)["action"], "remove", "{v}");
+    }
+    assert!(flag(row(&v["units"], stubborn)), "install: {v}");
+    assert!(!flag(row(&v["units"], polite)), "install: {v}");
+    // systemd's own record of the kill, kept after the file went.
+    assert_eq!(state_of(&s.c, stubborn), "failed");
+
+    // Back to the generation with both, running; then forward again by
+    // rollback, which removes them the same way and says it for people.
+    let o = orch_ok(&s.c, &s.cfg, &["rollback", "--output", "json"]);
+    assert_eq!(json(&o)["rolled_back_to"], 1, "{}", json(&o));
+    std::fs::write(&s.cfg, &with).unwrap();
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let o = orch_ok(&s.c, &s.cfg, &["rollback", "--to", "2"]);
+    let human = String::from_utf8_lossy(&o.stdout);
+    let line = |u: &str| {
+        human
+            .lines()
+            .find(|l| l.contains(u))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let said = "SIGKILLED by systemd: its stop outlived TimeoutStopSec";
+    assert!(
+        line(stubborn).starts_with("  removed") && line(stubborn).contains(said),
+        "rollback:\n{human}"
+    );
+    assert!(
+        line(polite).starts_with("  removed") && !line(polite).contains("SIGKILL"),
+        "rollback:\n{human}"
+    );
+}
+
 /// PostgreSQL's binaries: Debian's highest installed major version.
-fn pg_bin() -> PathBuf {
+pub(crate) fn pg_bin() -> PathBuf {
     let hint = "apt-get install -y postgresql (or run .ci/run)";
     let mut majors: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
         .unwrap_or_else(|e| panic!("PostgreSQL is not installed ({e}): {hint}"))

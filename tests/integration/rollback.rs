@@ -199,10 +199,86 @@ fn rollback_puts_back_the_previous_units_byte_identical_and_restarts_only_what_n
     );
 }
 
+/// `(action, unit, renamed_from or reason)` of each worker unit that is
+/// renamed or removed, in a plan's or an install's JSON.
+fn renames(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_string();
+    let mut got: Vec<_> = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["action"] == "rename" || u["action"] == "remove")
+        .map(|u| {
+            let from = match u["action"] == "rename" {
+                true => s(&u["renamed_from"]),
+                false => s(&u["reason"]),
+            };
+            (s(&u["action"]), s(&u["unit"]), from)
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+type Renamed = [(&'static str, &'static str, &'static str); 4];
+
+fn owned(r: &Renamed) -> Vec<(String, String, String)> {
+    r.iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+const RENAMED_FORWARD: Renamed = [
+    (
+        "remove",
+        "rn-worker-0-generic.service",
+        "renamed to rn-worker-generic-0.service",
+    ),
+    (
+        "remove",
+        "rn-worker-1-generic.service",
+        "renamed to rn-worker-generic-1.service",
+    ),
+    (
+        "rename",
+        "rn-worker-generic-0.service",
+        "rn-worker-0-generic.service",
+    ),
+    (
+        "rename",
+        "rn-worker-generic-1.service",
+        "rn-worker-1-generic.service",
+    ),
+];
+
+const RENAMED_BACK: Renamed = [
+    (
+        "remove",
+        "rn-worker-generic-0.service",
+        "renamed to rn-worker-0-generic.service",
+    ),
+    (
+        "remove",
+        "rn-worker-generic-1.service",
+        "renamed to rn-worker-1-generic.service",
+    ),
+    (
+        "rename",
+        "rn-worker-0-generic.service",
+        "rn-worker-generic-0.service",
+    ),
+    (
+        "rename",
+        "rn-worker-1-generic.service",
+        "rn-worker-generic-1.service",
+    ),
+];
+
 /// A rollback across a `naming` change puts the old names back, the way
-/// an install of the old configuration renames them: the renamed units'
-/// files go (stopped, disabled, removed), the old ones come back byte for
-/// byte and start.
+/// an install of the old configuration renames them, and its plan and
+/// report say so as install's do (each worker renamed, keeping its rank;
+/// not a create beside an unrelated removal): the renamed units' files go
+/// (stopped, disabled, removed), the old ones come back byte for byte.
 #[test]
 fn rollback_across_a_naming_change_puts_the_old_names_back() {
     let c = Container::boot();
@@ -229,6 +305,9 @@ fn rollback_across_a_naming_change_puts_the_old_names_back() {
         "{a:?}"
     );
     write("per-kind");
+    // install shows each worker renamed, keeping its rank.
+    let o = orch(&c, &cfg, &["plan", "--output", "json"]);
+    assert_eq!(renames(&json(&o)), owned(&RENAMED_FORWARD), "{}", json(&o));
     orch_ok(&c, &cfg, &["install"]);
     orch_ok(&c, &cfg, &["start", "--all"]);
     let b = files(c.unit_dir());
@@ -237,9 +316,39 @@ fn rollback_across_a_naming_change_puts_the_old_names_back() {
         "{b:?}"
     );
 
-    let o = orch_ok(&c, &cfg, &["rollback", "--output", "json"]);
+    // The rollback's plan says the same of the way back: renames, each
+    // removal saying what it is renamed to; not a create and a removal.
+    let o = orch(&c, &cfg, &["plan", "--rollback", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let v = json(&o);
+    assert_eq!(renames(&v), owned(&RENAMED_BACK), "{v}");
+    let o = orch(&c, &cfg, &["plan", "--rollback"]);
+    let human = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        human.contains("2 to rename,")
+            && human
+                .contains("rename     rn-worker-generic-1.service -> rn-worker-1-generic.service")
+            && human
+                .contains("rn-worker-generic-1.service  (renamed to rn-worker-1-generic.service)"),
+        "{human}"
+    );
+
+    // With --restart-changed, as install --restart-changed after a rename:
+    // the workers run again, under the names put back, though the
+    // configuration still says per-kind.
+    let o = orch_ok(
+        &c,
+        &cfg,
+        &["rollback", "--restart-changed", "--output", "json"],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(v["rolled_back_to"], 1, "{v}");
+    assert_eq!(
+        renames(&v),
+        owned(&RENAMED_BACK),
+        "the rollback did what its plan said: {v}"
+    );
     assert_eq!(
         files(c.unit_dir()),
         a,
@@ -253,6 +362,18 @@ fn rollback_across_a_naming_change_puts_the_old_names_back() {
         state("rn-worker-generic-0.service"),
         "inactive",
         "renamed unit stopped"
+    );
+    assert_eq!(state("rn-worker-0-generic.service"), "active", "{text}");
+    assert_eq!(state("rn-worker-1-generic.service"), "active", "{text}");
+    // start, stop and status act on the installed names too (the
+    // configuration still says per-kind), until an install renames them.
+    orch_ok(&c, &cfg, &["stop", "--all"]);
+    assert_eq!(state("rn-worker-0-generic.service"), "inactive");
+    let v = json(&orch_ok(&c, &cfg, &["status", "--output", "json"]));
+    assert!(
+        v.to_string().contains("rn-worker-1-generic.service")
+            && !v.to_string().contains("rn-worker-generic-1.service"),
+        "{v}"
     );
     write("sequential");
     orch_ok(&c, &cfg, &["start", "--all"]);

@@ -214,7 +214,19 @@ impl Remote {
 
     /// orch over ssh; the test fails if it does not exit within `limit`.
     fn orch(&self, known_hosts: &Path, args: &[&str], limit: Duration) -> (Output, Duration) {
+        self.orch_env(known_hosts, args, limit, &[])
+    }
+
+    /// [`Remote::orch`] with `env` set for orch.
+    fn orch_env(
+        &self,
+        known_hosts: &Path,
+        args: &[&str],
+        limit: Duration,
+        env: &[(&str, &str)],
+    ) -> (Output, Duration) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+        cmd.envs(env.iter().copied());
         cmd.arg("--config")
             .arg(&self.cfg)
             .args(["--host", &self.host()])
@@ -865,4 +877,273 @@ fn a_probe_after_the_master_ended_mid_run_passes_at_once() {
         assert!(took < Duration::from_secs(3), "after {signal:?}: {took:?}");
     }
     orch::tunnel::end();
+}
+
+/// The container's PostgreSQL superuser and a role the deployment connects
+/// as: uids of the container's own (its /etc is its own).
+const PG_UID: &str = "2602";
+const APP_UID: &str = "2603";
+const PG_PASSWORD: &str = "orch-test-superuser";
+
+/// `args` in the container, in its network namespace too (`exec` is not),
+/// as `uid` with `env` (`KEY=VALUE`), from `/`.
+fn command_in(r: &Remote, uid: &str, env: &[&str], args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    let leader = r.c.leader().to_string();
+    cmd.args([
+        "-t", &leader, "-m", "-u", "-i", "-p", "-n", "--", "env", "-C", "/",
+    ])
+    .args(env)
+    .args([
+        "setpriv",
+        "--reuid",
+        uid,
+        "--regid",
+        uid,
+        "--clear-groups",
+        "--",
+    ])
+    .args(args);
+    cmd
+}
+
+/// `sql` through the container's socket (of the server on `port`) as
+/// `postgres` (peer), its rows.
+fn psql_remote(r: &Remote, bin: &Path, port: u16, sql: &str) -> String {
+    let psql = bin.join("psql").display().to_string();
+    let port = port.to_string();
+    let args = [
+        psql.as_str(),
+        "-h",
+        "/tmp",
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-At",
+        "-c",
+        sql,
+    ];
+    let o = crate::support::run_bounded(command_in(r, PG_UID, &[], &args), Duration::from_secs(30));
+    assert!(
+        o.status.success(),
+        "psql {sql:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A PostgreSQL cluster in `r`'s container (its own network), listening on
+/// 127.0.0.1:`port` there with password authentication, as unit
+/// `pgremote.service` (not started).
+fn remote_postgres(r: &Remote, bin: &Path, port: u16) {
+    let users = [
+        format!("u postgres {PG_UID} \"PostgreSQL\" /var/lib/pgtest"),
+        format!("u app {APP_UID} \"App\" /"),
+    ];
+    exec_ok(
+        &r.c,
+        &["systemd-sysusers", "--inline", &users[0], &users[1]],
+    );
+    exec_ok(
+        &r.c,
+        &[
+            "install",
+            "-d",
+            "-o",
+            "postgres",
+            "-g",
+            "postgres",
+            "-m",
+            "700",
+            "/var/lib/pgtest",
+        ],
+    );
+    let initdb = bin.join("initdb").display().to_string();
+    let args = [
+        initdb.as_str(),
+        "-D",
+        "/var/lib/pgtest/data",
+        "--auth-local=peer",
+        "--auth-host=scram-sha-256",
+        "-U",
+        "postgres",
+        "--no-sync",
+    ];
+    let o =
+        crate::support::run_bounded(command_in(r, PG_UID, &[], &args), Duration::from_secs(120));
+    assert!(
+        o.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(
+        r.c.unit_dir().join("pgremote.service"),
+        format!(
+            "[Service]\nType=notify\nUser=postgres\nExecStart={} -D /var/lib/pgtest/data \
+             -c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=/tmp -c fsync=off\n\
+             KillMode=mixed\nKillSignal=SIGINT\n",
+            bin.join("postgres").display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Issue 26 part 1 with the database on a remote host, for real: the
+/// deployment and its PostgreSQL live on a host reached over SSH whose
+/// network is its own, so orch's superuser connection (`connect =
+/// "tcp://127.0.0.1:PORT"` from that host, password in `PGPASSWORD`) can
+/// only go through orch's SSH tunnel. A stray `psql` session of the role
+/// `app`, held open across `stop-for-maintenance`, is named (pid, role,
+/// application, client address, since) and the stop is not called clean:
+/// exit 1, the deployment left in maintenance (journal, masks). Then
+/// `--terminate-sessions` ends it and the proof line says `0 database
+/// sessions of app`.
+#[test]
+fn the_session_proof_reaches_a_remote_postgres_through_the_ssh_tunnel() {
+    let bin = crate::maintenance::pg_bin();
+    let _ports = crate::ports::lease_groups(1);
+    let pg_port = crate::ports::at(0, 0);
+    let r = Remote::start_with(true, &[]);
+    remote_postgres(&r, &bin, pg_port);
+    std::fs::write(
+        &r.cfg,
+        format!(
+            "[deployment]\nname = \"fx\"\nstate_dir = \"/var/lib/orch\"\n\
+             [database]\nunit = \"pgremote.service\"\nroles = [\"app\"]\nconnect = \"tcp://127.0.0.1:{pg_port}\"\n\
+             [master]\nexec_start = \"/bin/sleep infinity\"\n\
+             [[workers]]\nkind = \"w\"\ncount = 2\nexec_start = \"/bin/sleep infinity\"\n"
+        ),
+    )
+    .unwrap();
+    let kh = r.known_hosts("known_hosts", &r.host_pub);
+    let env = [("PGPASSWORD", PG_PASSWORD)];
+    let run = |args: &[&str]| r.orch_env(&kh, args, Duration::from_secs(120), &env).0;
+    assert_ok(&run(&["install"]), "install");
+    assert_ok(
+        &run(&["start", "--all"]),
+        "start --all (the database first)",
+    );
+    assert!(
+        !reachable_from_here(pg_port),
+        "PostgreSQL must be reachable only from its host"
+    );
+    psql_remote(
+        &r,
+        &bin,
+        pg_port,
+        &format!("alter role postgres password '{PG_PASSWORD}'"),
+    );
+    psql_remote(&r, &bin, pg_port, "create role app login password 'app'");
+
+    // Idle, over TCP on the host's loopback, its standard input held open.
+    let psql = bin.join("psql").display().to_string();
+    let port = pg_port.to_string();
+    let stray_args = [
+        psql.as_str(),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "app",
+        "-d",
+        "postgres",
+    ];
+    let mut stray = command_in(&r, APP_UID, &["PGPASSWORD=app"], &stray_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the stray psql");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stray_pid: i64 = loop {
+        let q = "select pid from pg_stat_activity where usename = 'app'";
+        if let Ok(pid) = psql_remote(&r, &bin, pg_port, q).parse() {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stray psql session did not appear"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let o = run(&[
+        "stop-for-maintenance",
+        "--timeout",
+        "10s",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        !o.stdout.is_empty(),
+        "no report ({:?}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report = maintenance_report(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a session left is not clean: {report}"
+    );
+    let left = &report["sessions"]["left"];
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(
+        (
+            &left[0]["pid"],
+            &left[0]["role"],
+            &left[0]["application_name"],
+            &left[0]["client_addr"]
+        ),
+        (
+            &stray_pid.into(),
+            &"app".into(),
+            &"psql".into(),
+            &"127.0.0.1".into()
+        ),
+        "{report}"
+    );
+    assert!(left[0]["since"].is_string(), "{report}");
+    let database = report["sessions"]["database"].as_str().unwrap_or_default();
+    assert_eq!(
+        database,
+        format!("tcp://127.0.0.1:{pg_port} from host local (root@127.0.0.1) through SSH"),
+        "{report}"
+    );
+    // Left in maintenance: the journal, and the workers masked.
+    exec_ok(&r.c, &["test", "-f", "/var/lib/orch/fx/maintenance.json"]);
+    let out =
+        r.c.systemctl(&["show", "-P", "LoadState", "fx-worker-0-w.service"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "masked");
+
+    let o = run(&[
+        "stop-for-maintenance",
+        "--terminate-sessions",
+        "--output",
+        "json",
+    ]);
+    assert_ok(&o, "stop-for-maintenance --terminate-sessions");
+    let report = maintenance_report(&o);
+    assert_eq!(
+        report["sessions"]["terminated"][0]["pid"], stray_pid,
+        "{report}"
+    );
+    assert_eq!(
+        report["sessions"]["left"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    let o = run(&["stop-for-maintenance"]);
+    assert_ok(&o, "stop-for-maintenance again");
+    let human = String::from_utf8_lossy(&o.stdout);
+    let proof = "3 units stopped, 0 processes left, 0 database sessions of app";
+    assert!(human.contains(proof), "{proof:?} in:\n{human}");
+    let _ = stray.kill();
+    let _ = stray.wait();
+    eprintln!("remote stray psql session {stray_pid}: named, then terminated: {proof}");
+    assert_ok(&run(&["resume"]), "resume");
 }

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::support::{Container, OutputBounded};
 
+/// The rolling restart's outage window against its units restarted alone.
+mod outage;
 /// The same stack with Synapse's processes in podman containers.
 mod podman;
 
@@ -705,68 +707,6 @@ fn event_times(o: &Output) -> HashMap<(String, String), Duration> {
     m
 }
 
-/// Issue 26 part 5: the units with no twin (the master and the four
-/// workers alone of their kind) restart in one window. Prints the clients'
-/// longest gap over that window and each unit's own restart (its
-/// `starting` to `ready` events). Printed, not asserted: timing goals are
-/// the benchmark's (the guide), and this host's load moves them by seconds.
-fn outage_window(o: &Output, log: &[Send], from: Instant) -> Vec<(String, String)> {
-    let ev = event_times(o);
-    let lone = [NAME, PERSISTER, FEDERATION, PUSHER, MEDIA];
-    let mut own = Vec::new();
-    let (mut opened, mut closed) = (Duration::MAX, Duration::ZERO);
-    for name in lone {
-        let unit = format!("{name}.service");
-        let at = |phase: &str| {
-            *ev.get(&(unit.clone(), phase.to_string()))
-                .unwrap_or_else(|| panic!("no {phase} event of {unit}: {ev:?}"))
-        };
-        let (start, ready) = (at("starting"), at("ready"));
-        opened = opened.min(start);
-        closed = closed.max(ready);
-        own.push((name, ready.saturating_sub(start)));
-    }
-    let w = window(log, from + opened, from + closed);
-    let own_text: Vec<String> = own
-        .iter()
-        .map(|(n, d)| format!("{} {}", n.trim_start_matches("matrix-synapse-"), secs(*d)))
-        .collect();
-    vec![
-        (
-            "rolling: outage window (master + lone workers), open".into(),
-            secs(closed - opened),
-        ),
-        (
-            "rolling: own restart of each unit in the window".into(),
-            own_text.join(", "),
-        ),
-        (
-            "rolling: clients' longest gap in the window".into(),
-            w.describe(),
-        ),
-    ]
-}
-
-/// The baseline of the outage window, in the same run and under the same
-/// load: the event persister (on the clients' write path) restarted alone,
-/// and the clients' longest gap then.
-fn persister_alone(c: &Container, cfg: &Path, log: &Mutex<Vec<Send>>) -> Vec<(String, String)> {
-    let unit = format!("{PERSISTER}.service");
-    let (o, from, took) = timed_orch(
-        c,
-        cfg,
-        &["restart", &unit, "--output", "json"],
-        Duration::from_secs(120),
-    );
-    assert!(all_in_phase(&summary(&o), "ready"), "{}", summary(&o));
-    std::thread::sleep(Duration::from_secs(2));
-    let w = window(&log.lock().unwrap(), from, from + took);
-    vec![(
-        "event persister restarted alone (baseline)".into(),
-        format!("{}; clients' longest gap {}", secs(took), w.describe()),
-    )]
-}
-
 /// Synapse's processes in the container and its role's database sessions,
 /// read without orch: `ps` in the container and `pg_stat_activity`.
 fn synapse_leftovers(c: &Container, bin: &Path) -> (Vec<String>, String) {
@@ -1141,15 +1081,20 @@ fn real_synapse_with_workers_through_orch() {
         );
         std::thread::sleep(Duration::from_secs(2));
         let ev = event_times(&o);
-        // The workers' part begins once the master is back.
-        let workers_from = *ev
-            .get(&(format!("{NAME}.service"), "ready".to_string()))
-            .unwrap_or_else(|| panic!("no ready event of the master: {ev:?}"));
+        // The workers' part begins once the outage window is over: the last
+        // of its units (a background one) is ready.
+        let workers_from = [NAME, PERSISTER, FEDERATION, PUSHER, MEDIA]
+            .iter()
+            .map(|n| {
+                *ev.get(&(format!("{n}.service"), "ready".to_string()))
+                    .unwrap_or_else(|| panic!("no ready event of {n}: {ev:?}"))
+            })
+            .max()
+            .unwrap();
         let all = window(&log.lock().unwrap(), from, from + took);
         let workers = window(&log.lock().unwrap(), from + workers_from, from + took);
         timings.push(("restart --all --rolling --batch 1".into(), secs(took)));
-        timings.extend(outage_window(&o, &log.lock().unwrap(), from));
-        timings.extend(persister_alone(&c, &cfg, &log));
+        timings.extend(outage::report("rolling", &c, &o, &log, from));
         timings.push((
             "rolling: longest client gap (master step included)".into(),
             all.describe(),
@@ -1163,6 +1108,8 @@ fn real_synapse_with_workers_through_orch() {
             "sends failed during the rolling restart of the workers: {:#?}",
             workers.failed
         );
+
+        timings.extend(outage::compare(&c, &cfg, dir.path(), &log));
 
         // stop-for-maintenance, dump / drop / restore, resume
         let (o, from, took) = stop_with_stray_session(&c, &cfg, &bin);

@@ -428,6 +428,13 @@ def predicted(states, targets, wanted_down):
     return False
 
 
+def warn_sigkilled(module, doc):
+    """An install's or rollback's stale units systemd had to SIGKILL, as a warning."""
+    for u in doc.get("units") or []:
+        if isinstance(u, dict) and u.get("sigkilled_by_systemd"):
+            module.warn("%s: removed after systemd SIGKILLed it (its stop outlived TimeoutStopSec)" % u.get("unit"))
+
+
 def rollback(module, o, p):
     """state=rolled_back: orch rollback; check and diff mode from plan --rollback."""
     r = o.result
@@ -447,6 +454,7 @@ def rollback(module, o, p):
     # the restart's summary the last.
     docs = [d for d in (parse(line) for line in o.out.splitlines()) if isinstance(d, dict)]
     doc = next((d for d in docs if "dry_run" in d), last)
+    warn_sigkilled(module, doc)
     r["report"] = doc
     r["changed"] = bool(doc.get("changed"))
     if last is not doc:
@@ -519,6 +527,7 @@ def main():
                 module.exit_json(**r)
         args = ["install"] + (["--force"] if p["force"] else [])
         doc = o.run(args) or {}
+        warn_sigkilled(module, doc)
         r["report"] = doc
         r["changed"] = bool(doc.get("changed"))
         if not r["changed"]:

@@ -47,7 +47,7 @@ impl Resolver<'_> {
             .iter()
             .find(|h| h.name == db.host)
             .expect("the database's host is resolved");
-        let connect = self.db_connect(raw_db.connect.as_ref(), roles_span, host)?;
+        let connect = self.db_connect(raw_db.connect.as_ref(), roles_span, host, &superuser)?;
         Ok(Some(DbSessions {
             roles,
             superuser,
@@ -100,6 +100,7 @@ impl Resolver<'_> {
         v: Option<&S<String>>,
         roles_span: std::ops::Range<usize>,
         host: &Host,
+        superuser: &str,
     ) -> Result<DbConnect, ConfigError> {
         let text = v.map_or(DEFAULT_SOCKET, |v| v.get_ref().as_str());
         // The default is a local socket: a remote database needs `connect`.
@@ -140,7 +141,9 @@ impl Resolver<'_> {
         } else if text.chars().any(char::is_control) {
             Some("has a control character".to_string())
         } else if host.address.is_some() {
-            Some(format!("is a socket, and the database's host `{}` is remote: orch connects to a socket only on its own host; use connect = \"tcp://127.0.0.1:5432\" (connected from `{}` through SSH)", host.name, host.name))
+            // Peer authentication names the process that connects: through
+            // SSH (a forwarded socket) that is the SSH login, not the superuser.
+            Some(format!("is a Unix socket, and the database's host `{h}` is remote: orch reaches it through SSH, where peer authentication would see orch's SSH login on `{h}`, not the OS user `{superuser}`; use connect = \"tcp://127.0.0.1:5432\" (connected from `{h}` through SSH; `{superuser}` then logs in as pg_hba.conf allows host connections, with the password in PGPASSWORD if it asks for one)", h = host.name))
         } else {
             None
         };
@@ -195,6 +198,14 @@ mod tests {
         let socket =
             format!("{REMOTE}[database]\nunit = \"pg\"\nhost = \"db1\"\nroles = [\"a\"]\n");
         refused(&socket, 11, "database.roles", "is remote");
+        refused(&socket, 11, "database.roles", "not the OS user `postgres`");
+        let given = format!("{socket}connect = \"/run/postgresql/.s.PGSQL.5432\"\n");
+        refused(
+            &given,
+            12,
+            "database.connect",
+            "peer authentication would see orch's SSH login on `db1`",
+        );
     }
 
     #[test]
