@@ -1,6 +1,7 @@
 //! The hosts of a deployment: how each is reached (its bus and its file
 //! store), and one systemd connection per host, all made at once.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -8,7 +9,7 @@ use futures_util::future::join_all;
 use crate::model::{Deployment, Host};
 use crate::remote::Remote;
 use crate::store::Store;
-use crate::systemd::{Bus, Systemd, SystemdError};
+use crate::systemd::{local_private_socket, Bus, Systemd, SystemdError};
 
 /// How to reach one host.
 #[derive(Debug, Clone)]
@@ -16,6 +17,9 @@ pub struct HostAccess {
     pub name: String,
     pub bus: Bus,
     pub store: Store,
+    /// systemd's private socket, which reads try before the bus (local
+    /// hosts only, see [`crate::systemd::local_private_socket`]).
+    pub private: Option<PathBuf>,
 }
 
 /// A host address orch cannot use: nothing was tried (exit 2).
@@ -27,29 +31,27 @@ pub struct AddressError {
 }
 
 impl HostAccess {
-    /// A host without an address is this machine, over `local_bus`; any
-    /// other is reached with `ssh_command`.
-    pub fn new(
-        host: &Host,
-        local_bus: &Bus,
-        ssh_command: &str,
-        timeout: Duration,
-    ) -> Result<HostAccess, AddressError> {
+    /// A host without an address is this machine, over `access.local_bus`
+    /// (or systemd's private socket for reads); any other is reached with
+    /// `access.ssh_command`.
+    pub fn new(host: &Host, access: &Access) -> Result<HostAccess, AddressError> {
         Ok(match &host.address {
             None => HostAccess {
                 name: host.name.clone(),
-                bus: local_bus.clone(),
+                bus: access.local_bus.clone(),
                 store: Store::local(),
+                private: local_private_socket(access.systemd_socket.as_deref(), &access.local_bus),
             },
             Some(a) => {
-                let remote = Remote::parse(a, ssh_command).map_err(|e| AddressError {
+                let remote = Remote::parse(a, &access.ssh_command).map_err(|e| AddressError {
                     host: host.name.clone(),
                     message: e.to_string(),
                 })?;
                 HostAccess {
                     name: host.name.clone(),
                     bus: Bus::Remote(remote.clone()),
-                    store: Store::ssh(remote, timeout),
+                    store: Store::ssh(remote, access.call_timeout),
+                    private: None,
                 }
             }
         })
@@ -57,10 +59,12 @@ impl HostAccess {
 }
 
 /// How orch reaches the hosts of a deployment: the global options
-/// `--bus`, `--ssh-command` and `--call-timeout`.
+/// `--bus`, `--systemd-socket`, `--ssh-command` and `--call-timeout`.
 #[derive(Debug, Clone)]
 pub struct Access {
     pub local_bus: Bus,
+    /// `--systemd-socket`: the private socket reads try on this machine.
+    pub systemd_socket: Option<PathBuf>,
     pub ssh_command: String,
     pub call_timeout: Duration,
 }
@@ -68,10 +72,7 @@ pub struct Access {
 impl Access {
     /// The targets of `hosts`.
     pub fn targets(&self, hosts: &[&Host]) -> Result<Vec<HostAccess>, AddressError> {
-        hosts
-            .iter()
-            .map(|h| HostAccess::new(h, &self.local_bus, &self.ssh_command, self.call_timeout))
-            .collect()
+        hosts.iter().map(|h| HostAccess::new(h, self)).collect()
     }
 
     /// Every host a unit of the deployment lives on.
@@ -123,6 +124,20 @@ impl Fleet {
             targets
                 .iter()
                 .map(|t| Systemd::connect_host(&t.name, &t.bus, timeout)),
+        )
+        .await
+    }
+
+    /// Connects for reads to every host it can (see
+    /// [`Systemd::connect_reads`]); `Err` for those it cannot.
+    pub async fn connect_each_for_reads(
+        targets: &[HostAccess],
+        timeout: Duration,
+    ) -> Vec<Result<Systemd, SystemdError>> {
+        join_all(
+            targets
+                .iter()
+                .map(|t| Systemd::connect_reads(&t.name, &t.bus, t.private.as_deref(), timeout)),
         )
         .await
     }
@@ -200,6 +215,7 @@ mod tests {
     fn a_local_host_is_reached_over_the_local_bus_and_files() {
         let access = Access {
             local_bus: Bus::User,
+            systemd_socket: None,
             ssh_command: "ssh".into(),
             call_timeout: Duration::from_secs(1),
         };

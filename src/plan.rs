@@ -519,6 +519,7 @@ mod tests {
             name: name.into(),
             bus: crate::systemd::Bus::System,
             store: Store::local(),
+            private: None,
         };
         let plans = plan_all(
             &d,

@@ -245,7 +245,7 @@ pub async fn deployment(
     call_timeout: Duration,
 ) -> Result<DeploymentStatus, StatusError> {
     let members = crate::members::members(d);
-    let conns = Fleet::connect_each(targets, call_timeout).await;
+    let conns = Fleet::connect_each_for_reads(targets, call_timeout).await;
     let reads = targets.iter().zip(conns).map(|(t, conn)| {
         let mine = on_host(&members, &t.name);
         async move {

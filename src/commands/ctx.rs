@@ -30,6 +30,9 @@ pub struct Global {
         value_name = "ADDRESS"
     )]
     pub bus: Bus,
+    /// systemd's private socket, which `status` reads over (peer to peer, without dbus-daemon) when it answers, else over the bus [default: /run/systemd/private as root on --bus system]
+    #[arg(long, global = true, env = "ORCH_SYSTEMD_SOCKET", value_name = "PATH")]
+    pub systemd_socket: Option<PathBuf>,
     /// Run against a remote host (the deployment's `local` host) through SSH and systemd-stdio-bridge, as `systemctl -H` does: [USER@]HOST[:PORT]
     #[arg(long, global = true, env = "ORCH_HOST", value_name = "HOST")]
     pub host: Option<String>,
@@ -104,6 +107,7 @@ impl Ctx {
             colour: colour(),
             access: Access {
                 local_bus: g.bus,
+                systemd_socket: g.systemd_socket,
                 ssh_command: g.ssh_command,
                 call_timeout: g.call_timeout,
             },

@@ -10,6 +10,7 @@
 //! bounded too. Job completion is observed through the `JobRemoved` signal,
 //! drained in its own task by [`JobWatcher`].
 
+mod direct;
 mod polkit;
 mod proxies;
 pub mod queries;
@@ -25,6 +26,7 @@ use zbus::{Connection, OwnedObjectPath};
 use crate::remote::Remote;
 use proxies::{ManagerProxy, ServiceProxy, UnitProxy};
 
+pub use direct::{local_private_socket, PRIVATE_SOCKET};
 pub use polkit::actions;
 pub use queries::{Enqueued, Listed, MainProcess, UnitFacts, UnitNumbers};
 pub use states::{ActiveState, JobKind, JobMode, JobResult, LoadState, ServiceResult};
@@ -261,18 +263,30 @@ impl Systemd {
             .await
             .map_err(|_| fail(format!("no answer within {timeout:?}")))?
             .map_err(|e| fail(e.to_string()))?;
+        Self::over(host, bus, conn, timeout, MAX_PENDING_CALLS)
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// The manager on an established connection, with `max_calls` permits.
+    async fn over(
+        host: &str,
+        bus: &Bus,
+        conn: Connection,
+        timeout: Duration,
+        max_calls: usize,
+    ) -> Result<Systemd, zbus::Error> {
         let manager = ManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
             .build()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+            .await?;
         Ok(Systemd {
             host: host.to_string(),
             bus: bus.clone(),
             conn,
             manager,
             call_timeout: timeout,
-            calls: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CALLS)),
+            calls: Arc::new(tokio::sync::Semaphore::new(max_calls)),
             jobs: Arc::new(tokio::sync::Semaphore::new(MAX_TRACKED_JOBS)),
         })
     }

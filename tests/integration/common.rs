@@ -11,20 +11,61 @@ use orch::systemd::{Bus, Systemd};
 
 use crate::support::Container;
 
-/// `orch --config CFG --bus <container> --unit-dir <container> ARGS…`
+/// `orch --config CFG --bus <container> --unit-dir <container> ARGS…`,
+/// with the container's systemd private socket for status reads (as root
+/// on the system bus), unless `ORCH_TEST_STATUS_OVER_BUS` is set: then
+/// status reads go over the bus, the other path.
 pub fn orch_cmd(c: &Container, cfg: &Path, args: &[&str]) -> Command {
+    let mut cmd = orch_cmd_on(c, cfg, &c.bus_address(), args);
+    if args.contains(&"status") && std::env::var_os("ORCH_TEST_STATUS_OVER_BUS").is_none() {
+        cmd.env("ORCH_SYSTEMD_SOCKET", private_socket(c));
+        cmd = in_pid_namespace(c, &cmd);
+    }
+    cmd
+}
+
+/// systemd's private socket in the container, as the host sees it.
+pub fn private_socket(c: &Container) -> String {
+    format!("/proc/{}/root/run/systemd/private", c.leader())
+}
+
+/// `cmd` run in the container's PID namespace (and nothing else of it):
+/// systemd refuses a private connection whose peer PID it cannot see
+/// ("Incoming private connection from unprivileged client"), as it would
+/// be from the host's namespace.
+pub fn in_pid_namespace(c: &Container, cmd: &Command) -> Command {
+    let mut wrapped = Command::new("nsenter");
+    wrapped
+        .arg("-t")
+        .arg(c.leader().to_string())
+        .args(["-p", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+}
+
+/// `orch --config CFG --bus BUS --unit-dir <container> ARGS…`, and no
+/// private socket unless ARGS give one.
+pub fn orch_cmd_on(c: &Container, cfg: &Path, bus: &str, args: &[&str]) -> Command {
     own_state_dir(cfg);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
     cmd.arg("--config")
         .arg(cfg)
         .arg("--bus")
-        .arg(c.bus_address())
+        .arg(bus)
         .arg("--unit-dir")
         .arg(c.unit_dir())
         .args(args)
         .env("ORCH_JOURNAL_ROOT", format!("/proc/{}/root", c.leader()))
         .env_remove("ORCH_CONFIG")
-        .env_remove("ORCH_BUS");
+        .env_remove("ORCH_BUS")
+        .env_remove("ORCH_SYSTEMD_SOCKET");
     cmd
 }
 

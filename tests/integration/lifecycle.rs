@@ -1423,3 +1423,60 @@ health = "tcp://127.0.0.1:@P0@"
         "took {took:?} with --timeout 2s:\n{text}"
     );
 }
+
+/// As root, `status` reads systemd's state over its private socket, peer to
+/// peer: it answers with the bus out of reach, and falls back to the bus
+/// when the socket does not answer.
+#[test]
+fn status_reads_over_systemds_private_socket_and_falls_back_to_the_bus() {
+    let s = setup(
+        r#"
+[deployment]
+name = "private"
+[master]
+exec_start = "/bin/sleep infinity"
+[[workers]]
+kind = "generic"
+count = 3
+exec_start = "/bin/sleep infinity"
+"#,
+    );
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let status = |bus: &str, socket: &str| {
+        let mut cmd = orch_cmd_on(&s.c, &s.cfg, bus, &["--systemd-socket", socket]);
+        in_pid_namespace(&s.c, cmd.args(["status", "--output", "json"]))
+            .output_bounded()
+            .expect("run orch")
+    };
+    let (no_bus, private) = ("unix:path=/nonexistent/bus", private_socket(&s.c));
+
+    // The bus is out of reach: only the private socket can answer.
+    let v = json(&assert_orch_ok(status(no_bus, &private), &["status"]));
+    let rows = v["units"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{v}");
+    for r in rows {
+        assert_eq!(r["active_state"], "active", "{r}");
+        assert!(r["main_pid"].as_u64().unwrap() > 1, "{r}");
+    }
+
+    // A socket that does not answer: the bus does, with the same rows.
+    let v2 = json(&assert_orch_ok(
+        status(&s.c.bus_address(), "/nonexistent/private"),
+        &["status"],
+    ));
+    let pids = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["main_pid"].clone())
+            .collect()
+    };
+    assert_eq!(pids(&v), pids(&v2));
+
+    // Neither answers: the bus's error, not the socket's.
+    let o = status(no_bus, "/nonexistent/private");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/nonexistent/bus"), "{err}");
+}
