@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Bus, Systemd, SystemdError};
 
@@ -113,7 +113,7 @@ const MAX_MESSAGE: usize = 128 << 20;
 /// Copies systemd's side: the authentication lines as they are, then each
 /// message with [`SENDER`] in its header fields renamed.
 async fn rename_senders(
-    from: &mut (impl tokio::io::AsyncBufRead + AsyncRead + Unpin),
+    from: &mut (impl tokio::io::AsyncBufRead + Unpin),
     to: &mut (impl AsyncWrite + Unpin),
 ) -> std::io::Result<()> {
     // "OK <guid>", then the answer to NEGOTIATE_UNIX_FD; then messages.
