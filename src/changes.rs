@@ -23,7 +23,7 @@ use crate::fleet::HostAccess;
 use crate::install::Report;
 use crate::model::Deployment;
 use crate::plan::Action;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, MAX_FILE_BYTES};
 
 const FILE: &str = "restart-record.json";
 
@@ -96,7 +96,7 @@ pub fn path(d: &Deployment) -> PathBuf {
 /// The record, empty when there is none.
 pub async fn read(d: &Deployment, state_store: &Store) -> Result<Record, ChangesError> {
     let path = path(d);
-    match state_store.read(&path).await? {
+    match state_store.read(&path, MAX_FILE_BYTES).await? {
         None => Ok(Record::default()),
         Some(bytes) => {
             serde_json::from_slice(&bytes).map_err(|cause| ChangesError::Parse { path, cause })
