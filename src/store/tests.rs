@@ -311,3 +311,19 @@ async fn a_batched_write_failing_midway_keeps_the_old_set() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_state_file_is_read_up_to_the_bound_the_caller_gives() {
+    let b = both();
+    for (i, s) in b.stores.iter().enumerate() {
+        let state = b.folder(i, "state");
+        let two_mib = vec![b'x'; 2 * MAX_FILE_BYTES as usize];
+        let file = state.join("generation-1.json");
+        std::fs::write(&file, &two_mib).unwrap();
+        let read = s.read(&file, 4 * MAX_FILE_BYTES).await.unwrap();
+        assert_eq!(read.unwrap(), two_mib, "{}", s.describe());
+        let e = s.read(&file, MAX_FILE_BYTES).await.unwrap_err();
+        assert!(matches!(e, StoreError::TooLarge { max: MAX_FILE_BYTES, .. }), "{e}");
+        assert!(e.to_string().contains("generation-1.json"), "{e}");
+    }
+}
