@@ -158,10 +158,13 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     path: &Path,
     max: u64,
 ) -> Result<Option<T>, GenerationError> {
-    let bytes = store.read(path, max).await.map_err(|cause| GenerationError::Store {
-        path: path.to_path_buf(),
-        cause,
-    })?;
+    let bytes = store
+        .read(path, max)
+        .await
+        .map_err(|cause| GenerationError::Store {
+            path: path.to_path_buf(),
+            cause,
+        })?;
     let Some(bytes) = bytes else { return Ok(None) };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -239,19 +242,37 @@ impl Generations {
     /// Each file written atomically (a temporary file renamed over the old
     /// one): new generations' files first, then the index, then the files
     /// it no longer names go (and the legacy file, now converted).
-    pub async fn write(&mut self, d: &Deployment, state_store: &Store) -> Result<(), GenerationError> {
+    pub async fn write(
+        &mut self,
+        d: &Deployment,
+        state_store: &Store,
+    ) -> Result<(), GenerationError> {
         let dir = crate::state::dir(d);
         let err = |path: PathBuf| move |cause| GenerationError::Store { path, cause };
         let new: Vec<(PathBuf, Vec<u8>)> = self
             .kept
             .iter()
             .filter(|g| !self.on_disk.files.contains(&g.number))
-            .map(|g| (generation_path(d, g.number), serde_json::to_vec(g).expect("serializes")))
+            .map(|g| {
+                (
+                    generation_path(d, g.number),
+                    serde_json::to_vec(g).expect("serializes"),
+                )
+            })
             .collect();
         let first = new.first().map(|(p, _)| p.clone()).unwrap_or(dir.clone());
-        state_store.write_files(&dir, &new).await.map_err(err(first))?;
-        let index = (path(d), serde_json::to_vec(&self.index()).expect("serializes"));
-        state_store.write_files(&dir, &[index]).await.map_err(err(path(d)))?;
+        state_store
+            .write_files(&dir, &new)
+            .await
+            .map_err(err(first))?;
+        let index = (
+            path(d),
+            serde_json::to_vec(&self.index()).expect("serializes"),
+        );
+        state_store
+            .write_files(&dir, &[index])
+            .await
+            .map_err(err(path(d)))?;
         let mut gone: Vec<PathBuf> = self
             .on_disk
             .files
@@ -262,7 +283,10 @@ impl Generations {
         if self.on_disk.legacy {
             gone.push(legacy_path(d));
         }
-        state_store.remove_files(&dir, &gone).await.map_err(err(dir.clone()))?;
+        state_store
+            .remove_files(&dir, &gone)
+            .await
+            .map_err(err(dir.clone()))?;
         self.on_disk = OnDisk {
             files: self.kept.iter().map(|g| g.number).collect(),
             legacy: false,
@@ -561,19 +585,29 @@ mod tests {
         let numbers: Vec<u64> = g.kept.iter().map(|g| g.number).collect();
         assert_eq!(numbers, [2, 3, 4, 5]);
         assert_eq!(g.installed().unwrap().units.len(), 5_000);
-        assert_eq!(g.installed().unwrap().units[4_999].content, worker_unit(4_999, 5).content);
+        assert_eq!(
+            g.installed().unwrap().units[4_999].content,
+            worker_unit(4_999, 5).content
+        );
         assert!(!generation_path(&d, 1).exists(), "dropped after the index");
         let size = |p: PathBuf| std::fs::metadata(p).unwrap().len();
         let (one, index) = (size(generation_path(&d, 5)), size(path(&d)));
-        println!("generation file {one} bytes, index {index} bytes");
-        assert!(one > MAX_FILE_BYTES && one < MAX_GENERATION_BYTES / 4, "{one}");
+        let unit = worker_unit(0, 5).content.len();
+        println!("units of {unit} bytes: generation file {one} bytes, index {index} bytes");
+        assert!(
+            one > MAX_FILE_BYTES && one < MAX_GENERATION_BYTES / 4,
+            "{one}"
+        );
         assert!(index < 4096, "{index}");
         // Status reads the index alone: unreadable generation files do not matter to it.
         for n in 2..=5 {
             std::fs::write(generation_path(&d, n), "not json").unwrap();
         }
         let index = Index::read(&d, &store).await.expect("the index alone");
-        assert_eq!(index.installed().map(|s| (s.number, s.units)), Some((5, 5_000)));
+        assert_eq!(
+            index.installed().map(|s| (s.number, s.units)),
+            Some((5, 5_000))
+        );
         let e = Generations::read(&d, &store).await.unwrap_err().to_string();
         assert!(e.contains("generation-2.json"), "{e}");
     }
@@ -588,7 +622,8 @@ mod tests {
         let e = Generations::read(&d, &store).await.unwrap_err().to_string();
         println!("{e}");
         assert!(
-            e.contains("generation-1.json") && e.contains(&format!("larger than {MAX_GENERATION_BYTES} bytes")),
+            e.contains("generation-1.json")
+                && e.contains(&format!("larger than {MAX_GENERATION_BYTES} bytes")),
             "{e}"
         );
     }
@@ -615,7 +650,10 @@ mod tests {
             assert!(generation_path(&d, n).exists(), "generation {n}");
         }
         let g = Generations::read(&d, &store).await.unwrap();
-        assert_eq!(g.kept.iter().map(|g| g.number).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            g.kept.iter().map(|g| g.number).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         assert_eq!(g.pick(&d, Some(1)).unwrap().units[0].content, "1");
     }
 }
