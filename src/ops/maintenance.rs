@@ -10,20 +10,17 @@ use crate::maintenance::{self, Notify, ResumeReport, StopOptions, StopReport};
 use crate::members::{self, Member};
 use crate::model::Deployment;
 
-/// Slack over the longest `stop_timeout`: systemd itself kills a unit that
-/// outlives its bound, and orch waits to see that before it kills what is left.
-const STOP_SLACK: Duration = Duration::from_secs(10);
-
 /// The bound on a whole stop when none is given: the longest stop_timeout
-/// of a unit plus [`STOP_SLACK`], so that no unit is SIGKILLed by orch
-/// before systemd's own bound for it ran out.
+/// of a unit plus [`crate::jobs::STOP_SLACK`] (the rule of
+/// [`crate::jobs::stop_bound`] over the whole stop), so that no unit is
+/// SIGKILLed by orch before systemd's own bound for it ran out.
 pub fn default_stop_timeout(members: &[Member]) -> Duration {
     members
         .iter()
         .map(|m| m.bounds.stop)
         .max()
         .unwrap_or_default()
-        + STOP_SLACK
+        + crate::jobs::STOP_SLACK
 }
 
 /// What `stop-for-maintenance` was asked.

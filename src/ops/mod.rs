@@ -215,6 +215,9 @@ fn put(
             dry_run,
             force,
             in_maintenance,
+            // install and rollback take no `--timeout` yet: each stale
+            // unit's own TimeoutStopSec= plus slack bounds its stop.
+            stop_timeout: None,
         };
         let mut report = install::install(d, &plans, &targets, fleet.as_ref(), opts)
             .await

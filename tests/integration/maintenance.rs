@@ -1412,7 +1412,8 @@ fn a_stop_systemd_had_to_sigkill_is_said_by_every_verb() {
 /// unit is stopped before its file goes, and when its stop outlives its
 /// TimeoutStopSec= (2 s; it ignores SIGTERM) systemd SIGKILLs it: the
 /// report says so for that unit, in JSON and for people, and not for a
-/// unit removed in the same run that stopped politely.
+/// unit removed in the same run that stopped politely. Each stop is
+/// bounded by that unit's own TimeoutStopSec= plus slack (`-v` says it).
 #[test]
 fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
     let _ports = crate::ports::lease_groups(3);
@@ -1435,7 +1436,18 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
     let flag = |v: &serde_json::Value| v["sigkilled_by_systemd"] == true;
 
     std::fs::write(&s.cfg, &without).unwrap();
-    let o = orch_ok(&s.c, &s.cfg, &["install", "--output", "json"]);
+    let o = orch_ok(&s.c, &s.cfg, &["-v", "install", "--output", "json"]);
+    // Each stop was bounded by the unit's own TimeoutStopSec= as systemd
+    // loaded it (2 s and 5 s here) plus slack: not one fixed bound.
+    let log = String::from_utf8_lossy(&o.stderr);
+    let bound = |u: &str| {
+        log.lines()
+            .find(|l| l.contains("stopping stale unit") && l.contains(u))
+            .and_then(|l| l.split("bound=").nth(1))
+            .map(|b| b.split_whitespace().next().unwrap_or_default().to_string())
+    };
+    assert_eq!(bound(stubborn).as_deref(), Some("12s"), "{log}");
+    assert_eq!(bound(polite).as_deref(), Some("15s"), "{log}");
     let v = json(&o);
     for u in [stubborn, polite] {
         assert_eq!(row(&v["units"], u)["action"], "remove", "{v}");
