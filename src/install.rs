@@ -288,7 +288,15 @@ async fn install_host(
         .filter(|u| is_stale(u, opts.force))
         .collect();
     if !stale.is_empty() {
-        report.sigkilled = remove_stale(sd, &plan.host, &plan.unit_dir, store, &stale, opts.stop_timeout).await?;
+        report.sigkilled = remove_stale(
+            sd,
+            &plan.host,
+            &plan.unit_dir,
+            store,
+            &stale,
+            opts.stop_timeout,
+        )
+        .await?;
         unmask_removed(&d.runtime_dir, &plan.host, store, &stale).await?;
         report.changed = true;
     }

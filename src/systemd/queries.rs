@@ -231,7 +231,13 @@ impl Systemd {
     pub async fn stop_timeout(&self, unit: &str) -> Option<std::time::Duration> {
         let _call = self.permit().await;
         let path = self.manager.load_unit(unit).await.ok()?;
-        let us = self.service_at(path).await.ok()?.timeout_stop_usec().await.ok()?;
+        let us = self
+            .service_at(path)
+            .await
+            .ok()?
+            .timeout_stop_usec()
+            .await
+            .ok()?;
         (us != u64::MAX).then(|| std::time::Duration::from_micros(us))
     }
 

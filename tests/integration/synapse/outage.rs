@@ -211,7 +211,10 @@ fn alone(c: &Container, log: &Mutex<Vec<Send>>) -> Vec<(String, String)> {
             retries(c, from)
         ));
     }
-    vec![("each client-path unit restarted alone".into(), own.join(", "))]
+    vec![(
+        "each client-path unit restarted alone".into(),
+        own.join(", "),
+    )]
 }
 
 /// The units clients wait on alone, then the window two ways:
