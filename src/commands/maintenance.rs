@@ -10,7 +10,7 @@ use crate::exit;
 use crate::lifecycle;
 use crate::maintenance::{ResumeScope, StopReport};
 use crate::model::Deployment;
-use crate::ops::maintenance::{CommandEnv, Ran, StopRequest};
+use crate::ops::maintenance::{CommandEnv, Journal, Ran, StopRequest, Stopped};
 use crate::ui::output::Format;
 
 /// The options of `stop-for-maintenance`.
@@ -53,7 +53,10 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
     let report =
         crate::ops::maintenance::stop(d, &g.access(), req, observer.as_ref(), &step_printer(g));
     observer.finish();
-    let report = report?;
+    let report = match report? {
+        Stopped::Done(report) => report,
+        Stopped::Interrupted(journal) => return interrupted(g, d, &journal, &args),
+    };
     if g.output == Format::Json {
         json(&serde_json::json!({ "event": "summary", "report": report }))?;
     } else if !(g.quiet && report.ok) {
@@ -69,6 +72,43 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         return Ok(exit::OK);
     }
     around(g, d, &report, &args)
+}
+
+/// Ctrl+C (or SIGTERM) during the stop: where the deployment is, and the
+/// exact command that finishes or undoes it; 130.
+fn interrupted(
+    g: &Global,
+    d: &Deployment,
+    journal: &Journal,
+    args: &StopArgs<'_>,
+) -> Result<i32, Error> {
+    let finish = "orch stop-for-maintenance";
+    let (state, text) = match journal {
+        Journal::NotRecorded => ("running", format!(
+            "orch: interrupted before maintenance was recorded: nothing was masked or stopped; {} runs as before",
+            d.name
+        )),
+        Journal::Recorded(s) => ("in-maintenance", format!(
+            "orch: interrupted: {} is in maintenance since {} ({} units recorded), some units may still run and not all masks be loaded; \
+             to finish: `{finish}` (it completes from the journal {}); to end it: `orch resume`",
+            d.name, s.since_text, s.active.len(), crate::state::state_path(d).display()
+        )),
+        Journal::Unread(why) => ("unknown", format!(
+            "orch: interrupted; the maintenance journal {} was not read ({why}): `orch status` says whether {} is in maintenance; \
+             to finish: `{finish}`; to end it: `orch resume`",
+            crate::state::state_path(d).display(), d.name
+        )),
+    };
+    if g.output == Format::Json {
+        json(
+            &serde_json::json!({ "event": "interrupted", "state": state, "finish": finish, "undo": "orch resume" }),
+        )?;
+    }
+    eprintln!("{text}");
+    if !args.command.is_empty() {
+        eprintln!("orch: the command after `--` was not run");
+    }
+    Ok(exit::INTERRUPTED)
 }
 
 /// `-- CMD`: runs it in maintenance, then resumes only if it succeeded.

@@ -34,28 +34,78 @@ pub struct StopRequest<'a> {
     pub terminate_sessions: bool,
 }
 
-/// Records, masks, stops and proves stopped (see [`maintenance::stop_for_maintenance`]).
+/// How a `stop-for-maintenance` ended.
+#[derive(Debug)]
+pub enum Stopped {
+    Done(StopReport),
+    /// SIGINT or SIGTERM came first. The run was dropped, as a kill would
+    /// drop it (every wait ends at once; jobs systemd already has go on):
+    /// the journal, written before anything is masked or stopped, makes
+    /// that safe. Holds the journal as it is then.
+    Interrupted(Journal),
+}
+
+/// The maintenance journal as an interrupted stop left it.
+#[derive(Debug)]
+pub enum Journal {
+    /// Nothing was recorded, so nothing was masked or stopped either.
+    NotRecorded,
+    /// In maintenance: units may be partly stopped, masks partly loaded.
+    Recorded(crate::state::State),
+    /// It could not be read (why).
+    Unread(String),
+}
+
+/// How long reading the journal after an interrupt may take.
+const JOURNAL_READ_BOUND: Duration = Duration::from_secs(5);
+
+/// Records, masks, stops and proves stopped (see
+/// [`maintenance::stop_for_maintenance`]), until SIGINT or SIGTERM comes.
 pub fn stop(
     d: &Deployment,
     access: &Access,
     req: StopRequest<'_>,
     observer: &dyn lifecycle::Observer,
     notify: Notify<'_>,
-) -> Result<StopReport, Error> {
+) -> Result<Stopped, Error> {
+    use tokio::signal::unix::SignalKind;
     let timeout = req
         .timeout
         .unwrap_or_else(|| default_stop_timeout(&members::members(d)));
     let targets = access.used(d)?;
     super::runtime()?.block_on(async {
-        let fleet = access.connect(&targets).await?;
-        let opts = StopOptions {
-            reason: req.reason,
-            timeout,
-            include_database: req.include_database,
-            observer,
-            terminate_sessions: req.terminate_sessions,
+        // Before anything else, so an early Ctrl+C is ours, not the default kill.
+        let mut sigint = super::lifecycle::handler(SignalKind::interrupt(), "SIGINT")?;
+        let mut sigterm = super::lifecycle::handler(SignalKind::terminate(), "SIGTERM")?;
+        let run = async {
+            let fleet = access.connect(&targets).await?;
+            let opts = StopOptions {
+                reason: req.reason,
+                timeout,
+                include_database: req.include_database,
+                observer,
+                terminate_sessions: req.terminate_sessions,
+            };
+            Ok::<_, Error>(
+                maintenance::stop_for_maintenance(d, &fleet, &targets, opts, notify).await?,
+            )
         };
-        Ok(maintenance::stop_for_maintenance(d, &fleet, &targets, opts, notify).await?)
+        tokio::select! {
+            r = run => return Ok(Stopped::Done(r?)),
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        let store = access.state_store(d)?;
+        let read = tokio::time::timeout(JOURNAL_READ_BOUND, crate::state::read_state(d, &store));
+        Ok(Stopped::Interrupted(match read.await {
+            Ok(Ok(Some(state))) => Journal::Recorded(state),
+            Ok(Ok(None)) => Journal::NotRecorded,
+            Ok(Err(e)) => Journal::Unread(e.to_string()),
+            Err(_) => Journal::Unread(format!(
+                "not read within {}",
+                humantime::format_duration(JOURNAL_READ_BOUND)
+            )),
+        }))
     })
 }
 

@@ -454,6 +454,66 @@ fn sigkill_mid_operation_then_rerun_completes_and_resume_unmasks() {
     });
 }
 
+/// Ctrl+C while `stop-for-maintenance` waits for a unit's stop (one that
+/// ignores SIGTERM, with a 60 s stop timeout): orch stops waiting at once,
+/// exits 130, says the deployment is in maintenance and the exact commands
+/// that finish or end it; the journal is there and the masks on disk are
+/// the ones it records; the rerun it names completes and `resume` ends it.
+#[test]
+fn ctrl_c_mid_stop_exits_130_naming_the_state_and_the_command_to_finish() {
+    let _ports = crate::ports::lease_groups(3);
+    let workers = format!(
+        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"60s\"\n",
+        generic(1, crate::ports::at(1, 0))
+    );
+    let s = setup(crate::ports::at(2, 0), &workers);
+    let (child, _out) = spawn_until_step(
+        &s,
+        &["stop-for-maintenance", "--output", "json"],
+        "stopping",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?} after SIGINT");
+    assert!(err.contains("fx is in maintenance since"), "{err}");
+    assert!(
+        err.contains("to finish: `orch stop-for-maintenance`"),
+        "{err}"
+    );
+    assert!(err.contains("to end it: `orch resume`"), "{err}");
+
+    // The journal and the masks agree.
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.state.join("fx/maintenance.json")).unwrap())
+            .unwrap();
+    let mut recorded: Vec<String> = journal["masked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["unit"].as_str().unwrap().to_string())
+        .collect();
+    let mut on_disk: Vec<String> = std::fs::read_dir(&s.masks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    recorded.sort();
+    on_disk.sort();
+    assert!(!recorded.is_empty());
+    assert_eq!(recorded, on_disk, "{journal}");
+
+    // The command it named finishes the stop; resume ends it.
+    let o = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance", "--timeout", "3s"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 processes left"));
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    assert_eq!(std::fs::read_dir(&s.masks).unwrap().count(), 0);
+    assert!(!s.state.join("fx/maintenance.json").exists());
+}
+
 #[test]
 fn second_invocation_fails_at_once_with_the_lock_holder() {
     let _ports = crate::ports::lease_groups(3);
