@@ -12,7 +12,10 @@ use crate::status::DeploymentStatus;
 use crate::ui::output::Format;
 
 pub fn run(g: &Global, d: &Deployment, all_units: bool) -> Result<i32, Error> {
-    let s = crate::ops::status(d, &g.access())?;
+    let Some(s) = crate::ops::status(d, &g.access())? else {
+        eprintln!("orch: status interrupted; nothing was changed");
+        return Ok(exit::INTERRUPTED);
+    };
     for (host, e) in &s.unreachable {
         eprintln!("orch: host {host} is unreachable; its units show as unreachable: {e}");
     }
