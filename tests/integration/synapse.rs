@@ -30,8 +30,10 @@ use crate::common::*;
 use crate::support::{Container, OutputBounded};
 
 /// The rolling restart's outage window against its units restarted alone.
+#[path = "synapse/outage.rs"]
 mod outage;
 /// The same stack with Synapse's processes in podman containers.
+#[path = "synapse/podman.rs"]
 mod podman;
 
 /// The Synapse tests share the stack's ports (one lease) and are too heavy
