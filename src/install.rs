@@ -288,15 +288,7 @@ async fn install_host(
         .filter(|u| is_stale(u, opts.force))
         .collect();
     if !stale.is_empty() {
-        report.sigkilled = remove_stale(
-            sd,
-            &plan.host,
-            &plan.unit_dir,
-            store,
-            &stale,
-            opts.stop_timeout,
-        )
-        .await?;
+        report.sigkilled = remove_stale(sd, plan, store, &stale, opts.stop_timeout).await?;
         unmask_removed(&d.runtime_dir, &plan.host, store, &stale).await?;
         report.changed = true;
     }
@@ -350,12 +342,12 @@ async fn unmask_removed(
 /// is then `timeout`; it was reset when they last started).
 async fn remove_stale(
     sd: &Systemd,
-    host: &str,
-    unit_dir: &std::path::Path,
+    plan: &Plan,
     store: &crate::store::Store,
     stale: &[&PlannedUnit],
     hard: Option<Duration>,
 ) -> Result<Vec<String>, InstallError> {
+    let (host, unit_dir) = (plan.host.as_str(), plan.unit_dir.as_path());
     let jobs = Jobs::on(sd).await?;
     let ran = join_all(stale.iter().map(|u| sd.facts(&u.unit))).await;
     let bounds = join_all(stale.iter().map(|u| async {

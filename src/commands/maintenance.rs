@@ -54,7 +54,7 @@ pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error
         crate::ops::maintenance::stop(d, &g.access(), req, observer.as_ref(), &step_printer(g));
     observer.finish();
     let report = match report? {
-        Stopped::Done(report) => report,
+        Stopped::Done(report) => *report,
         Stopped::Interrupted(journal) => return interrupted(g, d, &journal, &args),
     };
     if g.output == Format::Json {

@@ -37,7 +37,7 @@ pub struct StopRequest<'a> {
 /// How a `stop-for-maintenance` ended.
 #[derive(Debug)]
 pub enum Stopped {
-    Done(StopReport),
+    Done(Box<StopReport>),
     /// SIGINT or SIGTERM came first. The run was dropped, as a kill would
     /// drop it (every wait ends at once; jobs systemd already has go on):
     /// the journal, written before anything is masked or stopped, makes
@@ -91,7 +91,7 @@ pub fn stop(
             )
         };
         tokio::select! {
-            r = run => return Ok(Stopped::Done(r?)),
+            r = run => return Ok(Stopped::Done(Box::new(r?))),
             _ = sigint.recv() => {}
             _ = sigterm.recv() => {}
         }
