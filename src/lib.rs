@@ -5,7 +5,6 @@
 //! [`plan`] (diff against the unit directory) → [`install`] (the only stage
 //! that changes anything, through [`systemd`] over D-Bus).
 
-pub mod args;
 pub mod changes;
 pub mod cli;
 pub mod commands;

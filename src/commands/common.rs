@@ -1,12 +1,15 @@
 //! Printing shared by the commands: stdout, JSON lines, the lifecycle
 //! summary (start, stop, restart, resume) and maintenance steps.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
-use crate::args::Global;
+use super::Ctx;
 use crate::error::Error;
-use crate::lifecycle::{Phase, Summary, UnitReport};
+use crate::lifecycle::{Observer, Phase, Summary, UnitReport};
 use crate::members::Member;
+use crate::ops::{self, maintenance::Stage};
 use crate::ui::output::{self, Format};
 
 /// Writes to stdout; a closed pipe ends quietly.
@@ -37,23 +40,42 @@ pub fn title(
     }
 }
 
-/// Prints a maintenance step: a JSON line, or a line on stderr.
-pub fn step_printer(g: &Global) -> impl Fn(&str, &str) + Sync + '_ {
-    move |step: &str, detail: &str| match g.output {
-        Format::Json => {
-            let _ = output::json(
-                &serde_json::json!({ "event": "step", "step": step, "detail": detail }),
-            );
+/// Maintenance shows its steps as JSON lines, or lines on stderr; the stop
+/// live on a terminal only (its plain and JSON output are its steps and
+/// report), the resume as a lifecycle run is.
+impl ops::maintenance::Show for Ctx {
+    fn step(&self, step: &str, detail: &str) {
+        match self.output {
+            Format::Json => {
+                let _ = output::json(
+                    &serde_json::json!({ "event": "step", "step": step, "detail": detail }),
+                );
+            }
+            Format::Human if !self.quiet => {
+                crate::ui::live::eprintln_above(&format!("{step}: {detail}"))
+            }
+            Format::Human => {}
         }
-        Format::Human if !g.quiet => crate::ui::live::eprintln_above(&format!("{step}: {detail}")),
-        Format::Human => {}
+    }
+
+    fn observer(&self, stage: Stage, members: &[Member]) -> Arc<dyn Observer> {
+        match stage {
+            Stage::Stop => {
+                let title = title("stop-for-maintenance", true, None, members);
+                crate::ui::progress::live_only(self.output, self.quiet, title)
+            }
+            Stage::Resume => {
+                let title = title("resume", false, None, members);
+                crate::ui::progress::observer(self.output, self.quiet, title)
+            }
+        }
     }
 }
 
 /// The end of a lifecycle operation: the `summary` JSON event, or the
 /// table of units and the headline.
-pub fn print_summary(g: &Global, s: &Summary) -> Result<(), Error> {
-    if g.output == Format::Json {
+pub fn print_summary(ctx: &Ctx, s: &Summary) -> Result<(), Error> {
+    if ctx.output == Format::Json {
         #[derive(Serialize)]
         struct Final<'a> {
             event: &'static str,
@@ -66,12 +88,12 @@ pub fn print_summary(g: &Global, s: &Summary) -> Result<(), Error> {
         });
     }
     // -q: nothing on success; on failure only what went wrong.
-    if g.quiet && s.ok {
+    if ctx.quiet && s.ok {
         return Ok(());
     }
     // After a live display (which showed every unit), the result once: the
     // headline and only what went wrong; -v for every unit, as in a log.
-    let only_problems = g.quiet || (crate::ui::progress::is_live() && g.verbose == 0);
+    let only_problems = ctx.quiet || (crate::ui::progress::is_live() && ctx.verbose == 0);
     let mut text = String::new();
     // A unit systemd had to SIGKILL is shown even when it is ready again.
     let shown = |u: &&UnitReport| !only_problems || !is_ok(u) || u.sigkilled_by_systemd;

@@ -1,36 +1,82 @@
-//! `orch install [--dry-run] [--force]`.
+//! `orch install [--dry-run] [--force] [--restart-changed]`.
+
+use std::sync::Arc;
 
 use super::common::{json, print};
-use crate::args::Global;
+use super::Ctx;
 use crate::error::Error;
 use crate::exit;
 use crate::install::Report;
+use crate::lifecycle::Observer;
+use crate::members::Member;
 use crate::model::Deployment;
+use crate::op::Op;
+use crate::ops::{InstallRequest, Installed, InstalledFrom};
 use crate::plan::Action;
 use crate::ui::output::Format;
 
-pub fn run(g: &Global, d: &Deployment, dry_run: bool, force: bool) -> Result<i32, Error> {
-    let report = crate::ops::install(d, &g.access(), dry_run, force)?;
-    show(g, d, &report, dry_run)
-}
-
-/// `orch rollback [--to N] [--dry-run] [--force]`: the install report, with
-/// the generation put back.
-pub fn rollback(
-    g: &Global,
-    d: &Deployment,
-    to: Option<u64>,
+/// Write changed unit files atomically, remove stale ones, reload systemd only if something changed.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Show what would change, change nothing
+    #[arg(long)]
     dry_run: bool,
+    /// Overwrite unit files that were edited by hand or not written by orch
+    #[arg(long)]
     force: bool,
-) -> Result<i32, Error> {
-    let report = crate::ops::rollback(d, &g.access(), to, dry_run, force)?;
-    show(g, d, &report, dry_run)
+    /// Then restart the units whose restart-worthy change is newer than their process (`restart --changed`)
+    #[arg(long, conflicts_with = "dry_run")]
+    restart_changed: bool,
 }
 
-fn show(g: &Global, d: &Deployment, report: &Report, dry_run: bool) -> Result<i32, Error> {
-    match g.output {
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let d = ctx.deployment(InstalledFrom::Hosts)?;
+    let req = InstallRequest {
+        dry_run: args.dry_run,
+        force: args.force,
+        restart_changed: args.restart_changed,
+    };
+    let shown = Shown { ctx, d: &d, req };
+    shown.exit(crate::ops::install(&d, &ctx.access, req, &shown)?)
+}
+
+/// How `install` and `rollback` show what they did.
+pub struct Shown<'a> {
+    pub ctx: &'a Ctx,
+    pub d: &'a Deployment,
+    pub req: InstallRequest,
+}
+
+impl crate::ops::ShowInstall for Shown<'_> {
+    fn installed(&self, report: &Report) -> Result<(), Error> {
+        show(self.ctx, self.d, report, self.req.dry_run)
+    }
+}
+
+impl crate::ops::lifecycle::Show for Shown<'_> {
+    fn observer(&self, op: Op, rolling: Option<usize>, members: &[Member]) -> Arc<dyn Observer> {
+        crate::ops::lifecycle::Show::observer(self.ctx, op, rolling, members)
+    }
+}
+
+impl Shown<'_> {
+    /// The restart's summary and exit code, or the install's: a dry run
+    /// with changes pending says so in its exit code, as `plan` does.
+    pub fn exit(&self, done: Installed) -> Result<i32, Error> {
+        if let Some(outcome) = done.restart {
+            return super::lifecycle::show(self.ctx, outcome, true);
+        }
+        Ok(match self.req.dry_run && done.report.changed {
+            true => exit::CHANGES_PENDING,
+            false => exit::OK,
+        })
+    }
+}
+
+fn show(ctx: &Ctx, d: &Deployment, report: &Report, dry_run: bool) -> Result<(), Error> {
+    match ctx.output {
         Format::Json => json(&report)?,
-        Format::Human if g.quiet => {}
+        Format::Human if ctx.quiet => {}
         Format::Human => {
             let mut text = units(d, report, dry_run);
             if let Some(why) = &report.enable_skipped {
@@ -41,11 +87,7 @@ fn show(g: &Global, d: &Deployment, report: &Report, dry_run: bool) -> Result<i3
             print(&text)?;
         }
     }
-    // As `plan`: a dry run with changes pending says so in its exit code.
-    Ok(match dry_run && report.changed {
-        true => exit::CHANGES_PENDING,
-        false => exit::OK,
-    })
+    Ok(())
 }
 
 /// A row per unit: what was (or, dry, would be) done to it.

@@ -1,17 +1,41 @@
 //! `orch plan`: exit 4 when changes are pending.
 
 use super::common::{json, print};
-use crate::args::Global;
+use super::Ctx;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
+use crate::ops::InstalledFrom;
 use crate::plan::{Action, Plan, PlannedUnit};
 use crate::ui::output::Format;
 
-pub fn run(g: &Global, d: &Deployment, diff: bool) -> Result<i32, Error> {
-    let plans = crate::ops::plan(d, &g.access())?;
+/// Compare the rendered units with the unit directory. Exit 0: nothing to do; 4: changes pending.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Plan `orch rollback` instead: a kept generation against the unit directory
+    #[arg(long)]
+    rollback: bool,
+    /// With --rollback: generation N (see `orch status`) instead of the one before the installed one
+    #[arg(long, value_name = "N", requires = "rollback")]
+    to: Option<u64>,
+    /// Also print a unified diff of each unit that would change (installed → rendered)
+    #[arg(long)]
+    diff: bool,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let d = &ctx.deployment(InstalledFrom::Hosts)?;
+    match args.rollback {
+        true => rollback(ctx, d, args.to, args.diff),
+        false => install(ctx, d, args.diff),
+    }
+}
+
+/// `orch plan`: what `orch install` would change.
+fn install(ctx: &Ctx, d: &Deployment, diff: bool) -> Result<i32, Error> {
+    let plans = crate::ops::plan(d, &ctx.access)?;
     let changes = plans.iter().any(Plan::has_changes);
-    match g.output {
+    match ctx.output {
         Format::Json => json(&serde_json::json!({
             "deployment": d.name,
             "unit_dir": d.unit_dir,
@@ -35,10 +59,10 @@ pub fn run(g: &Global, d: &Deployment, diff: bool) -> Result<i32, Error> {
 
 /// `orch plan --rollback [--to N]`: what `orch rollback` would change,
 /// under a line naming the generation; exit 4 when changes are pending.
-pub fn rollback(g: &Global, d: &Deployment, to: Option<u64>, diff: bool) -> Result<i32, Error> {
-    let (plans, gen) = crate::ops::plan_rollback(d, &g.access(), to)?;
+fn rollback(ctx: &Ctx, d: &Deployment, to: Option<u64>, diff: bool) -> Result<i32, Error> {
+    let (plans, gen) = crate::ops::plan_rollback(d, &ctx.access, to)?;
     let changes = plans.iter().any(Plan::has_changes);
-    match g.output {
+    match ctx.output {
         Format::Json => json(&serde_json::json!({
             "deployment": d.name,
             "unit_dir": d.unit_dir,

@@ -1,16 +1,24 @@
 //! `orch render [--out DIR]`.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::common::{json, print};
-use crate::args::Global;
+use super::Ctx;
 use crate::error::Error;
 use crate::exit;
-use crate::model::Deployment;
+use crate::ops::InstalledFrom;
 use crate::render::RenderedUnit;
 use crate::ui::output::Format;
+
+/// Render the units and print them, or write them to a folder. Needs no systemd.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Write one file per unit into DIR instead of printing
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
 
 #[derive(Serialize)]
 struct RenderJson<'a> {
@@ -18,12 +26,15 @@ struct RenderJson<'a> {
     units: &'a [RenderedUnit],
 }
 
-pub fn run(g: &Global, d: &Deployment, out: Option<&Path>) -> Result<i32, Error> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    // Rendering needs no host: only this machine's installed workers are kept.
+    let d = &ctx.deployment(InstalledFrom::ThisMachine)?;
+    let out = args.out.as_deref();
     let units = crate::ops::render(d, out)?;
-    if let (Some(dir), Format::Human, false) = (out, g.output, g.quiet) {
+    if let (Some(dir), Format::Human, false) = (out, ctx.output, ctx.quiet) {
         eprintln!("wrote {} unit files to {}", units.len(), dir.display());
     }
-    match (g.output, out) {
+    match (ctx.output, out) {
         (Format::Json, _) => json(&RenderJson {
             deployment: &d.name,
             units: &units,

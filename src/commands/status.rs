@@ -4,22 +4,31 @@
 use std::collections::HashMap;
 
 use super::common::{json, print};
-use crate::args::Global;
+use super::Ctx;
 use crate::error::Error;
 use crate::exit;
 use crate::model::Deployment;
 use crate::status::DeploymentStatus;
 use crate::ui::output::Format;
 
-pub fn run(g: &Global, d: &Deployment, all_units: bool) -> Result<i32, Error> {
-    let Some(s) = crate::ops::status(d, &g.access())? else {
+/// One row per unit: state, main PID, time since the last change, restarts, health. On a terminal too short for every row, workers are grouped by kind.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Every unit on its own row, even when the table does not fit the terminal
+    #[arg(short = 'a', long)]
+    all_units: bool,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let d = &ctx.installed_deployment()?;
+    let Some(s) = crate::ops::status(d, &ctx.access)? else {
         eprintln!("orch: status interrupted; nothing was changed");
         return Ok(exit::INTERRUPTED);
     };
     for (host, e) in &s.unreachable {
         eprintln!("orch: host {host} is unreachable; its units show as unreachable: {e}");
     }
-    if g.output == Format::Json {
+    if ctx.output == Format::Json {
         let unreachable: Vec<serde_json::Value> = s
             .unreachable
             .iter()
@@ -37,7 +46,7 @@ pub fn run(g: &Global, d: &Deployment, all_units: bool) -> Result<i32, Error> {
             "units": s.rows,
         }))?;
     } else {
-        print(&human(d, &s, all_units))?;
+        print(&human(d, &s, args.all_units))?;
     }
     Ok(
         if s.unreachable.is_empty() && s.maintenance_unreadable.is_none() {

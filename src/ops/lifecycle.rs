@@ -35,6 +35,76 @@ pub enum Outcome {
     NotStarted,
 }
 
+/// What the operator asked of a lifecycle verb, typed: the one request a
+/// command builds from its flags, passed down as it is.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub op: Op,
+    /// The units; `--changed` takes the whole deployment whatever this says.
+    pub selection: Selection,
+    pub opts: lifecycle::Options,
+    /// On a signal, cancel the jobs orch enqueued that are not finished.
+    pub cancel_on_interrupt: bool,
+    /// Start or restart even though the deployment is in maintenance.
+    pub force: bool,
+    /// `restart --changed`: only the units whose file changed since they started.
+    pub changed: bool,
+}
+
+impl Request {
+    /// `op` on `selection`, every other flag at its default.
+    pub fn new(op: Op, selection: Selection) -> Request {
+        Request {
+            op,
+            selection,
+            opts: lifecycle::Options::default(),
+            cancel_on_interrupt: false,
+            force: false,
+            changed: false,
+        }
+    }
+
+    /// `restart --changed` of the whole deployment, every other flag at its
+    /// default: what `install --restart-changed` and `rollback
+    /// --restart-changed` run once the files are in place.
+    pub fn restart_changed() -> Request {
+        Request {
+            changed: true,
+            ..Request::new(Op::Restart, Selection::All)
+        }
+    }
+
+    /// The units asked for: `--changed` is a whole-deployment operation.
+    fn selection(&self) -> &Selection {
+        match self.changed {
+            true => &Selection::All,
+            false => &self.selection,
+        }
+    }
+}
+
+/// How a command shows a lifecycle operation while it runs.
+pub trait Show {
+    /// The display of `op` about to run on `members` (in start order):
+    /// live on a terminal, plain lines or JSON events otherwise.
+    fn observer(&self, op: Op, rolling: Option<usize>, members: &[Member]) -> Arc<dyn Observer>;
+}
+
+/// Runs one lifecycle operation: resolves its units and hosts, shows it
+/// through `show`, and returns how it ended (the display cleared).
+pub fn run(
+    d: &Deployment,
+    access: &Access,
+    req: Request,
+    show: &dyn Show,
+) -> Result<Outcome, Error> {
+    let operation = Operation::new(d, access, &req)?;
+    let observer = show.observer(req.op, req.opts.rolling, operation.members());
+    let outcome = operation.run(req, observer.clone());
+    observer.finish();
+    outcome
+}
+
 /// One lifecycle operation, resolved: its units and the hosts they are on.
 pub struct Operation<'a> {
     d: &'a Deployment,
@@ -46,26 +116,14 @@ pub struct Operation<'a> {
     state_store: Store,
 }
 
-/// What the operator asked for besides the units.
-#[derive(Debug, Clone, Default)]
-pub struct Request {
-    pub opts: lifecycle::Options,
-    /// On a signal, cancel the jobs orch enqueued that are not finished.
-    pub cancel_on_interrupt: bool,
-    /// Start or restart even though the deployment is in maintenance.
-    pub force: bool,
-    /// `restart --changed`: only the units whose file changed since they started.
-    pub changed: bool,
-}
-
 impl<'a> Operation<'a> {
     pub fn new(
         d: &'a Deployment,
         access: &'a Access,
-        op: Op,
-        selection: &Selection,
+        req: &Request,
     ) -> Result<Operation<'a>, Error> {
-        let members = members(d, op, selection)?;
+        let selection = req.selection();
+        let members = members(d, req.op, selection)?;
         let targets = access
             .used(d)?
             .into_iter()
@@ -74,7 +132,7 @@ impl<'a> Operation<'a> {
         Ok(Operation {
             d,
             access,
-            op,
+            op: req.op,
             all: matches!(selection, Selection::All),
             members,
             state_store: access.state_store(d)?,
@@ -101,10 +159,8 @@ impl<'a> Operation<'a> {
                 _ = sigint.recv() => return Ok(Outcome::NotStarted),
                 _ = sigterm.recv() => return Ok(Outcome::NotStarted),
             };
-            // --changed is a whole-deployment operation: the master alone.
-            let all = self.all || req.changed;
             {
-                let run = engine.run(self.op, &members, all);
+                let run = engine.run(self.op, &members, self.all);
                 tokio::pin!(run);
                 tokio::select! {
                     s = &mut run => return Ok(Outcome::Done(s)),
@@ -374,6 +430,21 @@ unit = "bridge.service"
         let e = members(&d, Op::Start, &Selection::Named(vec!["nope".into()])).unwrap_err();
         assert!(matches!(e, UsageError::Target(_)));
         assert!(e.to_string().starts_with("`nope` is not a unit"), "{e}");
+    }
+
+    #[test]
+    fn changed_is_the_whole_deployment_whatever_was_named() {
+        let d = deployment();
+        let mut req = Request::new(Op::Restart, Selection::Named(vec!["master".into()]));
+        assert_eq!(members(&d, req.op, req.selection()).unwrap().len(), 1);
+        req.changed = true;
+        let whole = members(&d, req.op, req.selection()).unwrap();
+        assert_eq!(whole.len(), 6, "{whole:?}");
+        // What install and rollback chain: every other flag at its default.
+        let chained = Request::restart_changed();
+        assert!(chained.changed && chained.op == Op::Restart);
+        assert!(!chained.force && !chained.cancel_on_interrupt);
+        assert!(chained.opts.rolling.is_none() && chained.opts.timeout.is_none());
     }
 
     #[test]

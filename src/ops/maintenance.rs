@@ -1,12 +1,13 @@
 //! `stop-for-maintenance` and `resume` over every host of the deployment.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
 use crate::fleet::Access;
 use crate::lifecycle::{self, Observer};
-use crate::maintenance::{self, Notify, ResumeReport, StopOptions, StopReport};
+use crate::maintenance::{self, Notify, ResumeReport, ResumeScope, StopOptions, StopReport};
 use crate::members::{self, Member};
 use crate::model::Deployment;
 
@@ -24,7 +25,7 @@ pub fn default_stop_timeout(members: &[Member]) -> Duration {
 }
 
 /// What `stop-for-maintenance` was asked.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StopRequest<'a> {
     pub reason: &'a str,
     /// `None`: [`default_stop_timeout`].
@@ -32,12 +33,14 @@ pub struct StopRequest<'a> {
     pub include_database: bool,
     /// `--terminate-sessions`.
     pub terminate_sessions: bool,
+    /// `-- CMD`, run once the stop is proven, then the resume.
+    pub then: Option<Then<'a>>,
 }
 
-/// How a `stop-for-maintenance` ended.
+/// How a `stop-for-maintenance` (or its stop alone) ended.
 #[derive(Debug)]
-pub enum Stopped {
-    Done(Box<StopReport>),
+pub enum Stopped<T> {
+    Done(Box<T>),
     /// SIGINT or SIGTERM came first. The run was dropped, as a kill would
     /// drop it (every wait ends at once; jobs systemd already has go on):
     /// the journal, written before anything is masked or stopped, makes
@@ -59,15 +62,122 @@ pub enum Journal {
 /// How long reading the journal after an interrupt may take.
 const JOURNAL_READ_BOUND: Duration = Duration::from_secs(5);
 
+/// `stop-for-maintenance -- CMD`: the command, and how the resume after it reads logs.
+#[derive(Debug, Clone)]
+pub struct Then<'a> {
+    /// `CMD [ARGS…]`, not empty.
+    pub command: &'a [String],
+    /// CMD's standard output goes to orch's standard error (`--output json`
+    /// keeps stdout for orch's own lines).
+    pub stdout_to_stderr: bool,
+    /// For the resume: `journalctl --root DIR`.
+    pub journal_root: Option<PathBuf>,
+}
+
+/// What `resume` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeRequest {
+    pub opts: lifecycle::Options,
+    pub scope: ResumeScope,
+}
+
+/// Which operation of maintenance a display is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Stop,
+    Resume,
+}
+
+/// How a command shows `stop-for-maintenance` and `resume` while they run.
+pub trait Show: Sync {
+    /// A step (masks written, units stopped, …), as it happens.
+    fn step(&self, step: &str, detail: &str);
+    /// The display of the stop or the resume of `members`.
+    fn observer(&self, stage: Stage, members: &[Member]) -> Arc<dyn Observer>;
+}
+
+/// What `stop-for-maintenance [-- CMD]` shows besides its steps.
+pub trait ShowStop: Show {
+    /// The stop's report, before CMD runs (or instead of it: not proven stopped).
+    fn stopped(&self, report: &StopReport) -> Result<(), Error>;
+    /// How CMD ended, before the resume (which follows only if it succeeded).
+    fn ran(&self, report: &CommandReport, stop: &StopReport) -> Result<(), Error>;
+}
+
+/// How `stop-for-maintenance [-- CMD]` ended.
+#[derive(Debug)]
+pub struct Maintenance {
+    pub stop: StopReport,
+    /// CMD, when it ran (only after a proven stop).
+    pub command: Option<CommandReport>,
+    /// The resume, when CMD succeeded.
+    pub resume: Option<ResumeReport>,
+}
+
 /// Records, masks, stops and proves stopped (see
-/// [`maintenance::stop_for_maintenance`]), until SIGINT or SIGTERM comes.
+/// [`maintenance::stop_for_maintenance`]); with `-- CMD`, then runs CMD and,
+/// if it succeeded, resumes. The lock is then held from the first stop
+/// through CMD to the end of the resume: no second operator's resume may
+/// start units while CMD (the database upgrade) runs. SIGINT or SIGTERM
+/// during the stop ends it (see [`Stopped::Interrupted`]).
 pub fn stop(
     d: &Deployment,
     access: &Access,
     req: StopRequest<'_>,
+    show: &dyn ShowStop,
+) -> Result<Stopped<Maintenance>, Error> {
+    let _held = match req.then {
+        None => None,
+        Some(_) => Some(hold(d, access)?),
+    };
+    let observer = show.observer(Stage::Stop, &members::members(d));
+    let stop = stop_only(d, access, &req, observer.as_ref(), &|s, t| show.step(s, t));
+    observer.finish();
+    let stop = match stop? {
+        Stopped::Done(stop) => *stop,
+        Stopped::Interrupted(journal) => return Ok(Stopped::Interrupted(journal)),
+    };
+    show.stopped(&stop)?;
+    let Some(then) = req.then.filter(|_| stop.ok) else {
+        return Ok(Stopped::Done(Box::new(Maintenance {
+            stop,
+            command: None,
+            resume: None,
+        })));
+    };
+    let env = CommandEnv {
+        deployment: &d.name,
+        reason: &stop.reason,
+        stdout_to_stderr: then.stdout_to_stderr,
+    };
+    let ran = run_command(then.command, env)?;
+    show.ran(&ran, &stop)?;
+    let resumed = match ran.succeeded() {
+        true => {
+            let opts = lifecycle::Options {
+                journal_root: then.journal_root,
+                ..Default::default()
+            };
+            let scope = ResumeScope::Recorded;
+            Some(resume(d, access, ResumeRequest { opts, scope }, show)?)
+        }
+        false => None,
+    };
+    Ok(Stopped::Done(Box::new(Maintenance {
+        stop,
+        command: Some(ran),
+        resume: resumed,
+    })))
+}
+
+/// The stop itself.
+fn stop_only(
+    d: &Deployment,
+    access: &Access,
+    req: &StopRequest<'_>,
     observer: &dyn lifecycle::Observer,
     notify: Notify<'_>,
-) -> Result<Stopped, Error> {
+) -> Result<Stopped<StopReport>, Error> {
     use tokio::signal::unix::SignalKind;
     let timeout = req
         .timeout
@@ -113,22 +223,36 @@ pub fn stop(
 pub fn resume(
     d: &Deployment,
     access: &Access,
-    opts: lifecycle::Options,
+    req: ResumeRequest,
+    show: &dyn Show,
+) -> Result<ResumeReport, Error> {
+    let observer = show.observer(Stage::Resume, &members::members(d));
+    let notify = |s: &str, t: &str| show.step(s, t);
+    let report = resume_only(d, access, req, observer.clone(), &notify);
+    observer.finish();
+    report
+}
+
+fn resume_only(
+    d: &Deployment,
+    access: &Access,
+    req: ResumeRequest,
     observer: Arc<dyn Observer>,
     notify: Notify<'_>,
-    scope: maintenance::ResumeScope,
 ) -> Result<ResumeReport, Error> {
     let targets = access.used(d)?;
     super::runtime()?.block_on(async {
         let fleet = access.connect(&targets).await?;
-        Ok(maintenance::resume(d, &fleet, &targets, opts, observer, notify, scope).await?)
+        let resume =
+            maintenance::resume(d, &fleet, &targets, req.opts, observer, notify, req.scope);
+        Ok(resume.await?)
     })
 }
 
 /// The deployment's lock, held by this process from the first stop of
 /// `stop-for-maintenance -- CMD` to the end of its resume (or to the exit
 /// that leaves the deployment in maintenance). CMD gets the token.
-pub struct Held {
+struct Held {
     _lock: crate::store::Lock,
     path: std::path::PathBuf,
 }
@@ -140,7 +264,7 @@ impl Drop for Held {
 }
 
 /// Takes the deployment's lock at once, or fails naming the holder.
-pub fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
+fn hold(d: &Deployment, access: &Access) -> Result<Held, Error> {
     // Made first: the lock file carries its hash.
     let _ = crate::state::holder::token();
     let state_store = access.state_store(d)?;
@@ -196,7 +320,7 @@ impl CommandReport {
 }
 
 /// What the maintenance command is told.
-pub struct CommandEnv<'a> {
+struct CommandEnv<'a> {
     pub deployment: &'a str,
     pub reason: &'a str,
     /// Its standard output goes to orch's standard error (`--output json`
@@ -213,7 +337,7 @@ pub const GROUP_GRACE: Duration = Duration::from_secs(10);
 /// everything of its group, and passes SIGTERM (and SIGINT when orch is not
 /// on a terminal: there, the terminal sent Ctrl+C to CMD's group already)
 /// to the whole group.
-pub fn run_command(argv: &[String], env: CommandEnv<'_>) -> Result<CommandReport, Error> {
+fn run_command(argv: &[String], env: CommandEnv<'_>) -> Result<CommandReport, Error> {
     use std::io::IsTerminal;
     use tokio::signal::unix::SignalKind;
 

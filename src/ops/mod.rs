@@ -1,7 +1,10 @@
 //! The operations behind the commands (cargo's `ops`): each takes a
-//! deployment and options, reaches the hosts, runs the library stages and
-//! returns a typed report for `commands` to print. The rules of what a
-//! command covers live here, not in argument parsing.
+//! deployment and a typed request, reaches the hosts, runs the library
+//! stages and returns a typed report for `commands` to print. The rules of
+//! what a command covers live here, not in argument parsing; so does one
+//! verb run after another (`install --restart-changed`,
+//! `stop-for-maintenance -- CMD`), each step shown as it ends through a
+//! `Show` trait the command implements (ops print nothing).
 
 pub mod lifecycle;
 pub mod logs;
@@ -113,16 +116,49 @@ pub fn plan(d: &Deployment, access: &Access) -> Result<Vec<Plan>, Error> {
     Ok(runtime()?.block_on(plans)?)
 }
 
+/// What `install` and `rollback` were asked.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallRequest {
+    /// Show what would change, change nothing.
+    pub dry_run: bool,
+    /// Overwrite unit files edited by hand or not written by orch.
+    pub force: bool,
+    /// Then `restart --changed` of the whole deployment.
+    pub restart_changed: bool,
+}
+
+/// How a command shows `install` or `rollback` while it runs: the report
+/// of the files, then (`--restart-changed`) the restart's display.
+pub trait ShowInstall: lifecycle::Show {
+    /// The files were written (or, dry, would be): shown before a restart begins.
+    fn installed(&self, report: &install::Report) -> Result<(), Error>;
+}
+
+/// How `install` or `rollback` ended.
+#[derive(Debug)]
+pub struct Installed {
+    pub report: install::Report,
+    /// The restart of `--restart-changed`, when it ran.
+    pub restart: Option<lifecycle::Outcome>,
+}
+
 /// Renders, plans and installs on every host, under the deployment's lock,
-/// and records the files as the installed generation.
+/// and records the files as the installed generation; then, with
+/// `--restart-changed`, restarts the units whose change needs it.
 pub fn install(
     d: &Deployment,
     access: &Access,
-    dry_run: bool,
-    force: bool,
-) -> Result<install::Report, Error> {
+    req: InstallRequest,
+    show: &dyn ShowInstall,
+) -> Result<Installed, Error> {
     let units = render::render(d)?;
-    put(d, access, Put::Config(units), dry_run, force)
+    let report = put(d, access, Put::Config(units), req)?;
+    show.installed(&report)?;
+    let restart = match restarts(req) {
+        true => Some(restart_changed(d, access, show)?),
+        false => None,
+    };
+    Ok(Installed { report, restart })
 }
 
 /// What an install puts in place.
@@ -135,15 +171,47 @@ enum Put {
 
 /// `rollback [--to N]`: a kept generation's files, installed the way
 /// `install` installs (same plan, lock, drift refusal, all-or-nothing
-/// writes, one reload per host); the report names the generation.
+/// writes, one reload per host); the report names the generation. A
+/// rollback is noted as an install is (`changes`), so `--restart-changed`
+/// restarts only the units whose put-back file needs it, on the deployment
+/// `read_again` gives (from its file and the hosts, as the command loaded it).
 pub fn rollback(
     d: &Deployment,
     access: &Access,
     to: Option<u64>,
-    dry_run: bool,
-    force: bool,
-) -> Result<install::Report, Error> {
-    put(d, access, Put::Generation(to), dry_run, force)
+    req: InstallRequest,
+    show: &dyn ShowInstall,
+    read_again: &dyn Fn() -> Result<Deployment, Error>,
+) -> Result<Installed, Error> {
+    let report = put(d, access, Put::Generation(to), req)?;
+    show.installed(&report)?;
+    let restart = match restarts(req) {
+        // Read again: across a `naming` change the put-back files carry the
+        // names the configuration would rename, and those are what to start.
+        true => Some(restart_changed(
+            &read_again()?.as_installed(),
+            access,
+            show,
+        )?),
+        false => None,
+    };
+    Ok(Installed { report, restart })
+}
+
+/// Whether the files are followed by a restart: a dry run changed nothing,
+/// so it restarts nothing (clap refuses the two flags together anyway).
+fn restarts(req: InstallRequest) -> bool {
+    req.restart_changed && !req.dry_run
+}
+
+/// `restart --changed` of the whole deployment after the files: one
+/// command for one Ansible task.
+fn restart_changed(
+    d: &Deployment,
+    access: &Access,
+    show: &dyn lifecycle::Show,
+) -> Result<lifecycle::Outcome, Error> {
+    lifecycle::run(d, access, lifecycle::Request::restart_changed(), show)
 }
 
 /// The plan of `rollback [--to N]` on every host, and the generation.
@@ -168,9 +236,9 @@ fn put(
     d: &Deployment,
     access: &Access,
     what: Put,
-    dry_run: bool,
-    force: bool,
+    req: InstallRequest,
 ) -> Result<install::Report, Error> {
+    let InstallRequest { dry_run, force, .. } = req;
     let targets = access.install(d)?;
     let state_store = access.state_store(d)?;
     runtime()?.block_on(async {

@@ -45,3 +45,13 @@ pub fn text(text: &str) -> std::io::Result<()> {
 pub fn error(e: &dyn std::fmt::Display) {
     eprintln!("orch: {e}");
 }
+
+/// What clap says when it does not parse the command line, or `--help` and
+/// `--version` text; the exit code: usage error, or success for those two.
+pub fn command_line(e: &clap::Error) -> i32 {
+    let _ = e.print();
+    match e.use_stderr() {
+        true => crate::exit::USAGE,
+        false => crate::exit::OK,
+    }
+}

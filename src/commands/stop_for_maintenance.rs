@@ -1,87 +1,90 @@
-//! `orch stop-for-maintenance` and `orch resume`.
+//! `orch stop-for-maintenance [-- CMD]`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::common::{json, print, print_summary, step_printer, title};
-use crate::args::Global;
+use super::common::{json, print};
+use super::ctx::parse_duration;
+use super::Ctx;
 use crate::error::{Error, UsageError};
 use crate::exit;
-use crate::lifecycle;
-use crate::maintenance::{ResumeScope, StopReport};
+use crate::lifecycle::Observer;
+use crate::maintenance::StopReport;
+use crate::members::Member;
 use crate::model::Deployment;
-use crate::ops::maintenance::{CommandEnv, Journal, Ran, StopRequest, Stopped};
+use crate::ops::maintenance::{CommandReport, Journal, Ran, Stage, StopRequest, Stopped, Then};
 use crate::ui::output::Format;
 
-/// The options of `stop-for-maintenance`.
-pub struct StopArgs<'a> {
-    pub timeout: Option<Duration>,
-    pub reason: &'a str,
-    pub include_database: bool,
-    pub terminate_sessions: bool,
-    /// For the resume after `-- CMD`.
-    pub journal_root: &'a Option<PathBuf>,
-    /// `-- CMD [ARGS…]`, or empty.
-    pub command: &'a [String],
+/// Record what runs, mask every unit at runtime, stop dependents, workers and master, and prove no process is left.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Bound on the whole stop; units still running at its end are killed with SIGKILL [default: longest stop_timeout + 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Why, recorded in the state file and shown by status
+    #[arg(long, value_name = "TEXT", default_value = "maintenance")]
+    reason: String,
+    /// Stop (and mask) the database unit too
+    #[arg(long)]
+    include_database: bool,
+    /// With [database] roles: end the sessions of those roles still open once the stop bound ran out (pg_terminate_backend), and report them. Without it, such sessions fail the proof (exit 1) and the deployment stays in maintenance; rerun with this flag to complete it
+    #[arg(long)]
+    terminate_sessions: bool,
+    /// With `-- CMD`: read failure logs of the resume with `journalctl --root DIR`
+    #[arg(long, env = "ORCH_JOURNAL_ROOT", value_name = "DIR")]
+    journal_root: Option<PathBuf>,
+    /// After `--`: a command to run while the deployment is stopped, with
+    /// ORCH_DEPLOYMENT and ORCH_MAINTENANCE_REASON set and its output shown.
+    /// Exit 0: orch resumes. Otherwise (or interrupted) the deployment stays
+    /// in maintenance and orch exits with the command's status
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
-pub fn stop(g: &Global, d: &Deployment, args: StopArgs<'_>) -> Result<i32, Error> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let d = ctx.installed_deployment()?;
     // The reason goes into the journal and onto the terminal of whoever runs `status`.
     if args.reason.chars().any(char::is_control) {
         return Err(UsageError::ControlCharacters { flag: "--reason" }.into());
     }
+    let then = (!args.command.is_empty()).then(|| Then {
+        command: &args.command,
+        stdout_to_stderr: ctx.output == Format::Json,
+        journal_root: args.journal_root.clone(),
+    });
     let req = StopRequest {
-        reason: args.reason,
+        reason: &args.reason,
         timeout: args.timeout,
         include_database: args.include_database,
         terminate_sessions: args.terminate_sessions,
+        then,
     };
-    // With `-- CMD`, the lock is held from the first stop through CMD to the
-    // end of the resume: no second operator's resume may start units while
-    // CMD (the database upgrade) runs.
-    let _held = match args.command.is_empty() {
-        true => None,
-        false => Some(crate::ops::maintenance::hold(d, &g.access())?),
+    let shown = Shown {
+        ctx,
+        d: &d,
+        args: &args,
     };
-    let title = title(
-        "stop-for-maintenance",
-        true,
-        None,
-        &crate::members::members(d),
-    );
-    let observer = crate::ui::progress::live_only(g.output, g.quiet, title);
-    let report =
-        crate::ops::maintenance::stop(d, &g.access(), req, observer.as_ref(), &step_printer(g));
-    observer.finish();
-    let report = match report? {
-        Stopped::Done(report) => *report,
-        Stopped::Interrupted(journal) => return interrupted(g, d, &journal, &args),
+    let done = match crate::ops::maintenance::stop(&d, &ctx.access, req, &shown)? {
+        Stopped::Done(done) => *done,
+        Stopped::Interrupted(journal) => return interrupted(ctx, &d, &journal, &args),
     };
-    if g.output == Format::Json {
-        json(&serde_json::json!({ "event": "summary", "report": report }))?;
-    } else if !(g.quiet && report.ok) {
-        print(&human(d, &report, g.verbose > 0))?;
-    }
-    if !report.ok {
+    if !done.stop.ok {
         if !args.command.is_empty() {
             eprintln!("orch: {} is not proven stopped: the command was not run; it stays in maintenance (`orch resume` ends it)", d.name);
         }
         return Ok(exit::FAILURE);
     }
-    if args.command.is_empty() {
-        return Ok(exit::OK);
+    match (done.command, done.resume) {
+        (Some(_), Some(resumed)) => super::resume::show(ctx, &d, &resumed),
+        (Some(ran), None) => Ok(ran.exit_code()),
+        (None, _) => Ok(exit::OK),
     }
-    around(g, d, &report, &args)
 }
 
 /// Ctrl+C (or SIGTERM) during the stop: where the deployment is, and the
 /// exact command that finishes or undoes it; 130.
-fn interrupted(
-    g: &Global,
-    d: &Deployment,
-    journal: &Journal,
-    args: &StopArgs<'_>,
-) -> Result<i32, Error> {
+fn interrupted(ctx: &Ctx, d: &Deployment, journal: &Journal, args: &Args) -> Result<i32, Error> {
     let finish = "orch stop-for-maintenance";
     let (state, text) = match journal {
         Journal::NotRecorded => ("running", format!(
@@ -99,7 +102,7 @@ fn interrupted(
             crate::state::state_path(d).display(), d.name
         )),
     };
-    if g.output == Format::Json {
+    if ctx.output == Format::Json {
         json(
             &serde_json::json!({ "event": "interrupted", "state": state, "finish": finish, "undo": "orch resume" }),
         )?;
@@ -111,59 +114,76 @@ fn interrupted(
     Ok(exit::INTERRUPTED)
 }
 
-/// `-- CMD`: runs it in maintenance, then resumes only if it succeeded.
-fn around(
-    g: &Global,
-    d: &Deployment,
-    stop: &StopReport,
-    args: &StopArgs<'_>,
-) -> Result<i32, Error> {
-    let env = CommandEnv {
-        deployment: &d.name,
-        reason: &stop.reason,
-        stdout_to_stderr: g.output == Format::Json,
-    };
-    let r = crate::ops::maintenance::run_command(args.command, env)?;
-    let how = match &r.ran {
-        Ran::Exited(c) => format!("exited with status {c}"),
-        Ran::Signaled(s) => format!("was ended by signal {s}"),
-        Ran::NotStarted(e) => format!("could not be started: {e}"),
-    };
-    let killed = match (r.leftovers, r.killed) {
-        (true, true) => " and left processes in its group (killed with SIGKILL)",
-        (true, false) => " and left processes in its group (they ended later)",
-        (false, true) => " (killed with SIGKILL)",
-        (false, false) => "",
-    };
-    if g.output == Format::Json {
-        json(&serde_json::json!({
-            "event": "command",
-            "command": args.command,
-            "exit_code": r.exit_code(),
-            "interrupted": r.interrupted,
-            "killed": r.killed,
-            "leftovers": r.leftovers,
-            "resuming": r.succeeded(),
-        }))?;
+/// How `stop-for-maintenance` shows the stop, CMD and the resume.
+struct Shown<'a> {
+    ctx: &'a Ctx,
+    d: &'a Deployment,
+    args: &'a Args,
+}
+
+impl crate::ops::maintenance::Show for Shown<'_> {
+    fn step(&self, step: &str, detail: &str) {
+        self.ctx.step(step, detail)
     }
-    if !r.succeeded() {
-        let interrupted = if r.interrupted {
-            "interrupted; it "
-        } else {
-            ""
+
+    fn observer(&self, stage: Stage, members: &[Member]) -> Arc<dyn Observer> {
+        self.ctx.observer(stage, members)
+    }
+}
+
+impl crate::ops::maintenance::ShowStop for Shown<'_> {
+    fn stopped(&self, report: &StopReport) -> Result<(), Error> {
+        let ctx = self.ctx;
+        if ctx.output == Format::Json {
+            json(&serde_json::json!({ "event": "summary", "report": report }))?;
+        } else if !(ctx.quiet && report.ok) {
+            print(&human(self.d, report, ctx.verbose > 0))?;
+        }
+        Ok(())
+    }
+
+    /// CMD's end: a JSON event, and on stderr why orch resumes or not.
+    fn ran(&self, r: &CommandReport, stop: &StopReport) -> Result<(), Error> {
+        let (ctx, d, command) = (self.ctx, self.d, &self.args.command);
+        let how = match &r.ran {
+            Ran::Exited(c) => format!("exited with status {c}"),
+            Ran::Signaled(s) => format!("was ended by signal {s}"),
+            Ran::NotStarted(e) => format!("could not be started: {e}"),
         };
-        eprintln!(
-            "orch: `{}` {interrupted}{how}{killed}: {} stays in maintenance (state file {}); when it is fixed, run `orch resume`",
-            args.command.join(" "),
-            d.name,
-            stop.state_file.display()
-        );
-        return Ok(r.exit_code());
+        let killed = match (r.leftovers, r.killed) {
+            (true, true) => " and left processes in its group (killed with SIGKILL)",
+            (true, false) => " and left processes in its group (they ended later)",
+            (false, true) => " (killed with SIGKILL)",
+            (false, false) => "",
+        };
+        if ctx.output == Format::Json {
+            json(&serde_json::json!({
+                "event": "command",
+                "command": command,
+                "exit_code": r.exit_code(),
+                "interrupted": r.interrupted,
+                "killed": r.killed,
+                "leftovers": r.leftovers,
+                "resuming": r.succeeded(),
+            }))?;
+        }
+        if !r.succeeded() {
+            let interrupted = if r.interrupted {
+                "interrupted; it "
+            } else {
+                ""
+            };
+            eprintln!(
+                "orch: `{}` {interrupted}{how}{killed}: {} stays in maintenance (state file {}); when it is fixed, run `orch resume`",
+                command.join(" "),
+                d.name,
+                stop.state_file.display()
+            );
+        } else if !ctx.quiet && ctx.output == Format::Human {
+            eprintln!("`{}` {how}: resuming {}", command.join(" "), d.name);
+        }
+        Ok(())
     }
-    if !g.quiet && g.output == Format::Human {
-        eprintln!("`{}` {how}: resuming {}", args.command.join(" "), d.name);
-    }
-    resume(g, d, None, None, args.journal_root, ResumeScope::Recorded)
 }
 
 /// The totals with the proof, and what is left; a row per unit only for
@@ -291,43 +311,4 @@ fn totals(report: &StopReport) -> String {
         line.push_str(&format!("; {} {state}", db.unit));
     }
     line
-}
-
-pub fn resume(
-    g: &Global,
-    d: &Deployment,
-    timeout: Option<Duration>,
-    max_parallel: Option<u32>,
-    journal_root: &Option<PathBuf>,
-    scope: crate::maintenance::ResumeScope,
-) -> Result<i32, Error> {
-    let opts = lifecycle::Options {
-        canary: None,
-        max_parallel: max_parallel.map(|n| n as usize),
-        timeout,
-        rolling: None,
-        or_restart: false,
-        journal_root: journal_root.clone(),
-        probe: Default::default(),
-    };
-    let notify = step_printer(g);
-    let title = title("resume", false, None, &crate::members::members(d));
-    let observer = crate::ui::progress::observer(g.output, g.quiet, title);
-    let report =
-        crate::ops::maintenance::resume(d, &g.access(), opts, observer.clone(), &notify, scope);
-    observer.finish();
-    let report = report?;
-    if let Some(s) = &report.summary {
-        print_summary(g, s)?;
-        return Ok(s.exit_code());
-    }
-    if g.output == Format::Json {
-        json(&serde_json::json!({ "event": "summary", "report": report }))?;
-    } else {
-        print(&format!(
-            "{} was not in maintenance; nothing to resume\n",
-            d.name
-        ))?;
-    }
-    Ok(exit::OK)
 }

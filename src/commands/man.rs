@@ -1,21 +1,19 @@
-//! `completions` and `man`: made from the same definition as `--help`.
+//! `orch man`: the man page, made from the same definition as `--help`,
+//! with every command's options and the exit codes.
 
-use crate::args::Cli;
+use super::common::print;
+use super::Ctx;
 use crate::error::Error;
 use crate::exit;
 
-pub fn completions(shell: clap_complete::Shell) -> Result<i32, Error> {
-    let mut buf = Vec::new();
-    let mut cmd = <Cli as clap::CommandFactory>::command();
-    clap_complete::generate(shell, &mut cmd, "orch", &mut buf);
-    super::common::print(&String::from_utf8_lossy(&buf))?;
-    Ok(exit::OK)
-}
+/// Print the man page (roff) to standard output.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
 
-pub fn man() -> Result<i32, Error> {
+pub fn run(ctx: &Ctx, _: Args) -> Result<i32, Error> {
     let mut buf = Vec::new();
-    man_page(&mut buf).map_err(Error::Output)?;
-    super::common::print(&String::from_utf8_lossy(&buf))?;
+    man_page(&(ctx.definition)(), &mut buf).map_err(Error::Output)?;
+    print(&String::from_utf8_lossy(&buf))?;
     Ok(exit::OK)
 }
 
@@ -45,15 +43,14 @@ fn commands_section(cmd: &clap::Command, out: &mut dyn std::io::Write) -> std::i
 }
 
 /// The man page, from the same definition as `--help`, with the exit codes.
-pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let cmd = <Cli as clap::CommandFactory>::command();
+pub fn man_page(cmd: &clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let man = clap_mangen::Man::new(cmd.clone());
     man.render_title(out)?;
     man.render_name_section(out)?;
     man.render_synopsis_section(out)?;
     man.render_description_section(out)?;
     man.render_options_section(out)?;
-    commands_section(&cmd, out)?;
+    commands_section(cmd, out)?;
     writeln!(out, ".SH \"EXIT STATUS\"")?;
     for line in exit::HELP.lines().skip(1) {
         let line = line.trim();
