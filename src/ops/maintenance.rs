@@ -240,12 +240,25 @@ fn resume_only(
     observer: Arc<dyn Observer>,
     notify: Notify<'_>,
 ) -> Result<ResumeReport, Error> {
+    use tokio::signal::unix::SignalKind;
     let targets = access.used(d)?;
     super::runtime()?.block_on(async {
-        let fleet = access.connect(&targets).await?;
-        let resume =
-            maintenance::resume(d, &fleet, &targets, req.opts, observer, notify, req.scope);
-        Ok(resume.await?)
+        // Ours, not the default kill: after `-- CMD` the stop's handlers
+        // are still installed (a signal handler stays for the process's
+        // life), and a Ctrl+C that did nothing would wait out every bound.
+        let mut sigint = super::lifecycle::handler(SignalKind::interrupt(), "SIGINT")?;
+        let mut sigterm = super::lifecycle::handler(SignalKind::terminate(), "SIGTERM")?;
+        let run = async {
+            let fleet = access.connect(&targets).await?;
+            let resume =
+                maintenance::resume(d, &fleet, &targets, req.opts, observer, notify, req.scope);
+            Ok(resume.await?)
+        };
+        tokio::select! {
+            r = run => r,
+            _ = sigint.recv() => Err(Error::ResumeInterrupted { deployment: d.name.clone() }),
+            _ = sigterm.recv() => Err(Error::ResumeInterrupted { deployment: d.name.clone() }),
+        }
     })
 }
 

@@ -514,6 +514,54 @@ fn ctrl_c_mid_stop_exits_130_naming_the_state_and_the_command_to_finish() {
     assert!(!s.state.join("fx/maintenance.json").exists());
 }
 
+/// After `-- CMD`, the stop's signal handlers stay installed for the
+/// process's life: without its own, a Ctrl+C during the resume did nothing
+/// and orch waited out the start bound.
+#[test]
+fn ctrl_c_during_the_resume_after_cmd_exits_130_and_a_rerun_finishes() {
+    let _ports = crate::ports::lease_groups(3);
+    // Starts at once now; after the flag file exists, its next start
+    // takes a minute before it listens.
+    let workers = format!(
+        "{}[[workers]]\nkind = \"slow\"\ncount = 1\nport_base = @P0@\nexec_start = \"/bin/sh -c 'if [ -e /tmp/slow ]; then sleep 60; fi; exec {{FIXTURE}} --port {{{{ port }}}}'\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"5s\"\n",
+        generic(1, crate::ports::at(1, 0))
+    );
+    let s = setup(crate::ports::at(2, 0), &workers);
+    std::fs::write(format!("/proc/{}/root/tmp/slow", s.c.leader()), "").unwrap();
+    let (child, _out) = spawn_until(
+        &s,
+        &["stop-for-maintenance", "--output", "json", "--", "true"],
+        "starting",
+        "recorded units",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?} after SIGINT");
+    assert!(
+        err.contains("interrupted during the resume: fx is still in maintenance"),
+        "{err}"
+    );
+    assert!(err.contains("run `orch resume` to finish"), "{err}");
+    assert!(
+        s.state.join("fx/maintenance.json").exists(),
+        "the journal went"
+    );
+
+    // The command it named finishes the resume.
+    std::fs::remove_file(format!("/proc/{}/root/tmp/slow", s.c.leader())).unwrap();
+    s.c.systemctl(&["stop", "fx-worker-1-slow.service"]);
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    assert_eq!(std::fs::read_dir(&s.masks).unwrap().count(), 0);
+    assert!(!s.state.join("fx/maintenance.json").exists());
+    let o = s.c.systemctl(&["is-active", "fx-worker-1-slow.service"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "active");
+}
+
 #[test]
 fn second_invocation_fails_at_once_with_the_lock_holder() {
     let _ports = crate::ports::lease_groups(3);
