@@ -374,7 +374,7 @@ impl Generations {
                     .ok_or_else(|| GenerationError::NothingBefore {
                         deployment: d.name.clone(),
                         installed: self.installed,
-                        path: path(d),
+                        path: crate::state::dir(d),
                     })
             }
         }
