@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet::HostAccess;
 use crate::install::Report;
+use crate::model::values::MAX_UNIT_NAME;
 use crate::model::Deployment;
 use crate::plan::Action;
 use crate::store::{Store, StoreError};
@@ -93,10 +94,17 @@ pub fn path(d: &Deployment) -> PathBuf {
     crate::state::dir(d).join(FILE)
 }
 
+/// The largest record read: an entry per unit (every worker, plus a
+/// margin for the master, dependents and prerequisites), each a quoted
+/// unit name of at most [`MAX_UNIT_NAME`] bytes and its change. The unit
+/// files' 1 MiB bound was too small past a few thousand workers.
+pub const MAX_RECORD_BYTES: u64 =
+    (crate::model::MAX_WORKERS as u64 + 1024) * (MAX_UNIT_NAME as u64 + 64);
+
 /// The record, empty when there is none.
 pub async fn read(d: &Deployment, state_store: &Store) -> Result<Record, ChangesError> {
     let path = path(d);
-    match state_store.read(&path).await? {
+    match state_store.read(&path, MAX_RECORD_BYTES).await? {
         None => Ok(Record::default()),
         Some(bytes) => {
             serde_json::from_slice(&bytes).map_err(|cause| ChangesError::Parse { path, cause })
@@ -178,6 +186,24 @@ pub fn micros(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_of_the_most_units_with_the_longest_names_is_within_the_read_bound() {
+        let mut r = Record::default();
+        for i in 0..crate::model::MAX_WORKERS + 1024 {
+            let name = format!("{i:0>width$}.service", width = MAX_UNIT_NAME - 8);
+            let change = Change {
+                at_us: u64::MAX,
+                created: false,
+            };
+            r.units.insert(name, change);
+        }
+        let bytes = serde_json::to_vec(&r).unwrap().len() as u64;
+        assert!(
+            bytes <= MAX_RECORD_BYTES,
+            "{bytes} bytes over the bound {MAX_RECORD_BYTES}"
+        );
+    }
 
     fn record(at_us: u64, created: bool) -> Record {
         let mut r = Record::default();

@@ -80,6 +80,10 @@ pub enum Error {
     /// Writing the result to standard output failed.
     #[error(transparent)]
     Output(std::io::Error),
+    /// SIGINT or SIGTERM during a resume: the journal is kept, so a rerun
+    /// of `orch resume` finishes it.
+    #[error("interrupted during the resume: {deployment} is still in maintenance (its journal is kept, some units may be started and unmasked already); run `orch resume` to finish")]
+    ResumeInterrupted { deployment: String },
 }
 
 impl From<PlanError> for Error {
@@ -102,6 +106,7 @@ impl Error {
             Error::Status(e) => e.exit_code(),
             Error::Logs(e) => e.exit_code(),
             Error::Systemd(e) => e.exit_code(),
+            Error::ResumeInterrupted { .. } => exit::INTERRUPTED,
             Error::Plan(_)
             | Error::Generation(_)
             | Error::Changed(_)

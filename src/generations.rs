@@ -1,25 +1,45 @@
 //! Generations: the unit files of the last installs, kept so that
 //! `orch rollback` can put back the last good ones.
 //!
-//! One JSON file in the deployment's state folder on the master's host
-//! (next to the maintenance journal and the lock), written atomically by
-//! `install` under the deployment's lock. It holds the installed generation
-//! and at most [`KEEP_PREVIOUS`] before it, each with when it was installed
-//! and from which configuration (path and sha256): a generation is every
-//! unit file of every host, byte for byte, so a rollback needs neither the
-//! old configuration nor the old templates.
+//! In the deployment's state folder on the master's host (next to the
+//! maintenance journal and the lock), written atomically by `install` under
+//! the deployment's lock: the installed generation and at most
+//! [`KEEP_PREVIOUS`] before it, each with when it was installed and from
+//! which configuration (path and sha256). A generation is every unit file
+//! of every host, byte for byte, so a rollback needs neither the old
+//! configuration nor the old templates.
+//!
+//! One file per generation (`generation-N.json`, megabytes at thousands of
+//! workers) and one small index (`generations.index.json`: the installed
+//! number and a [`Summary`] of each), which is all `status` reads. A write
+//! puts the new generation's file in place first, then the index, and only
+//! then removes the files the index no longer names: at every moment the
+//! index names files that exist. The single `generations.json` of earlier
+//! versions is still read, and replaced by the new files on the next write.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Deployment, Role};
+use crate::model::{Deployment, Role, MAX_WORKERS};
 use crate::render::RenderedUnit;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, MAX_FILE_BYTES};
 
 /// Previous generations kept besides the installed one.
 pub const KEEP_PREVIOUS: usize = 3;
-const FILE: &str = "generations.json";
+const INDEX: &str = "generations.index.json";
+/// Every generation in one file, as versions before the index wrote it.
+const LEGACY: &str = "generations.json";
+
+/// The most orch reads of one generation's file: [`MAX_WORKERS`] units of
+/// 6 KiB each as JSON, a rendered worker unit being about 1 KiB (5,000
+/// workers make about 6 MB). A unit file may be up to
+/// [`MAX_FILE_BYTES`], but every unit at that size would make gigabytes
+/// of one JSON file to hold in memory: the bound is a fixed cap with a
+/// wide margin instead, and a generation over it is refused by name.
+pub const MAX_GENERATION_BYTES: u64 = MAX_WORKERS as u64 * 6 * 1024;
+/// The legacy file held the installed generation and those before it.
+const MAX_LEGACY_BYTES: u64 = (KEEP_PREVIOUS as u64 + 1) * MAX_GENERATION_BYTES;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredUnit {
@@ -48,7 +68,7 @@ pub struct Generation {
 }
 
 /// What `status` shows of a generation: everything but the files.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub number: u64,
     pub installed_at: String,
@@ -64,6 +84,24 @@ pub struct Generations {
     pub installed: Option<u64>,
     /// Oldest first.
     pub kept: Vec<Generation>,
+    /// Where they were read from: which generations have their own file
+    /// already, and whether the legacy single file is to be replaced.
+    #[serde(skip)]
+    on_disk: OnDisk,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct OnDisk {
+    files: Vec<u64>,
+    legacy: bool,
+}
+
+/// What the index file holds: all `status` needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Index {
+    pub installed: Option<u64>,
+    /// Oldest first.
+    pub kept: Vec<Summary>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +118,12 @@ pub enum GenerationError {
         wanted: u64,
         kept: Vec<u64>,
     },
+    #[error("{} names generation {number}, but {} does not exist", index.display(), path.display())]
+    Missing {
+        index: PathBuf,
+        number: u64,
+        path: PathBuf,
+    },
     #[error("cannot read the generations in {}: {cause}", path.display())]
     Parse {
         path: PathBuf,
@@ -94,41 +138,168 @@ pub enum GenerationError {
     },
 }
 
+/// The index: what messages name as where the generations are kept.
 pub fn path(d: &Deployment) -> PathBuf {
-    crate::state::state_path(d)
-        .parent()
-        .expect("the journal is in the deployment's folder")
-        .join(FILE)
+    crate::state::dir(d).join(INDEX)
+}
+
+fn legacy_path(d: &Deployment) -> PathBuf {
+    crate::state::dir(d).join(LEGACY)
+}
+
+/// The file of generation `number`.
+pub fn generation_path(d: &Deployment, number: u64) -> PathBuf {
+    crate::state::dir(d).join(format!("generation-{number}.json"))
+}
+
+/// Reads and parses `path` (at most `max` bytes); `None` when absent.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    path: &Path,
+    max: u64,
+) -> Result<Option<T>, GenerationError> {
+    let bytes = store
+        .read(path, max)
+        .await
+        .map_err(|cause| GenerationError::Store {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+    let Some(bytes) = bytes else { return Ok(None) };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|cause| GenerationError::Parse {
+            path: path.to_path_buf(),
+            cause,
+        })
+}
+
+impl Index {
+    /// The index alone (what `status` shows), or, from a version before
+    /// the index, the summaries of the legacy file.
+    pub async fn read(d: &Deployment, state_store: &Store) -> Result<Index, GenerationError> {
+        if let Some(index) = read_json(state_store, &path(d), MAX_FILE_BYTES).await? {
+            return Ok(index);
+        }
+        let legacy = Generations::read_legacy(d, state_store).await?;
+        Ok(legacy.index())
+    }
+
+    pub fn installed(&self) -> Option<&Summary> {
+        let n = self.installed?;
+        self.kept.iter().find(|g| g.number == n)
+    }
 }
 
 impl Generations {
     /// The recorded generations, or none when nothing was recorded.
     pub async fn read(d: &Deployment, state_store: &Store) -> Result<Generations, GenerationError> {
-        let path = path(d);
-        let bytes = state_store
-            .read(&path)
-            .await
-            .map_err(|cause| GenerationError::Store {
-                path: path.clone(),
-                cause,
-            })?;
-        match bytes {
-            None => Ok(Generations::default()),
-            Some(b) => {
-                serde_json::from_slice(&b).map_err(|cause| GenerationError::Parse { path, cause })
+        let index_path = path(d);
+        let Some(index) = read_json::<Index>(state_store, &index_path, MAX_FILE_BYTES).await?
+        else {
+            return Generations::read_legacy(d, state_store).await;
+        };
+        let mut kept = Vec::with_capacity(index.kept.len());
+        for s in &index.kept {
+            let path = generation_path(d, s.number);
+            match read_json::<Generation>(state_store, &path, MAX_GENERATION_BYTES).await? {
+                Some(g) => kept.push(g),
+                None => {
+                    return Err(GenerationError::Missing {
+                        index: index_path,
+                        number: s.number,
+                        path,
+                    })
+                }
             }
         }
+        let files = kept.iter().map(|g| g.number).collect();
+        Ok(Generations {
+            installed: index.installed,
+            kept,
+            on_disk: OnDisk {
+                files,
+                legacy: false,
+            },
+        })
     }
 
-    /// Written atomically (a temporary file renamed over the old one).
-    pub async fn write(&self, d: &Deployment, state_store: &Store) -> Result<(), GenerationError> {
-        let path = path(d);
-        let dir = path.parent().expect("in a folder").to_path_buf();
-        let bytes = serde_json::to_vec(self).expect("generations serialize");
+    /// The single file of versions before the index.
+    async fn read_legacy(
+        d: &Deployment,
+        state_store: &Store,
+    ) -> Result<Generations, GenerationError> {
+        let path = legacy_path(d);
+        let read: Option<Generations> = read_json(state_store, &path, MAX_LEGACY_BYTES).await?;
+        Ok(read
+            .map(|mut g| {
+                g.on_disk.legacy = true;
+                g
+            })
+            .unwrap_or_default())
+    }
+
+    /// Each file written atomically (a temporary file renamed over the old
+    /// one): new generations' files first, then the index, then the files
+    /// it no longer names go (and the legacy file, now converted).
+    pub async fn write(
+        &mut self,
+        d: &Deployment,
+        state_store: &Store,
+    ) -> Result<(), GenerationError> {
+        let dir = crate::state::dir(d);
+        let err = |path: PathBuf| move |cause| GenerationError::Store { path, cause };
+        let new: Vec<(PathBuf, Vec<u8>)> = self
+            .kept
+            .iter()
+            .filter(|g| !self.on_disk.files.contains(&g.number))
+            .map(|g| {
+                (
+                    generation_path(d, g.number),
+                    serde_json::to_vec(g).expect("serializes"),
+                )
+            })
+            .collect();
+        let first = new.first().map(|(p, _)| p.clone()).unwrap_or(dir.clone());
         state_store
-            .write_files(&dir, &[(path.clone(), bytes)])
+            .write_files(&dir, &new)
             .await
-            .map_err(|cause| GenerationError::Store { path, cause })
+            .map_err(err(first))?;
+        let index = (
+            path(d),
+            serde_json::to_vec(&self.index()).expect("serializes"),
+        );
+        state_store
+            .write_files(&dir, &[index])
+            .await
+            .map_err(err(path(d)))?;
+        let mut gone: Vec<PathBuf> = self
+            .on_disk
+            .files
+            .iter()
+            .filter(|n| !self.kept.iter().any(|g| g.number == **n))
+            .map(|n| generation_path(d, *n))
+            .collect();
+        if self.on_disk.legacy {
+            gone.push(legacy_path(d));
+        }
+        state_store
+            .remove_files(&dir, &gone)
+            .await
+            .map_err(err(dir.clone()))?;
+        self.on_disk = OnDisk {
+            files: self.kept.iter().map(|g| g.number).collect(),
+            legacy: false,
+        };
+        Ok(())
+    }
+
+    /// The index of these generations.
+    pub fn index(&self) -> Index {
+        Index {
+            installed: self.installed,
+            kept: self.summaries(),
+        }
     }
 
     pub fn installed(&self) -> Option<&Generation> {
@@ -203,7 +374,7 @@ impl Generations {
                     .ok_or_else(|| GenerationError::NothingBefore {
                         deployment: d.name.clone(),
                         installed: self.installed,
-                        path: path(d),
+                        path: crate::state::dir(d),
                     })
             }
         }
@@ -364,5 +535,125 @@ mod tests {
         assert_eq!(g.pick(&d, Some(3)).unwrap().number, 3);
         let e = g.pick(&d, Some(9)).unwrap_err().to_string();
         assert!(e.contains("no generation 9; kept: 1, 2, 3"), "{e}");
+    }
+
+    /// A rendered worker unit of about 1 KiB, as orch writes them.
+    fn worker_unit(i: usize, generation: u64) -> RenderedUnit {
+        let content = format!(
+            "# Generated by orch (generation {generation}); edit the configuration instead\n\
+             [Unit]\nDescription=syn worker generic-{i}\nPartOf=syn.service\n\
+             After=syn.service network-online.target postgresql.service redis-server.service\n\
+             Wants=network-online.target\n\n[Service]\nType=notify\nUser=matrix-synapse\n\
+             WorkingDirectory=/var/lib/matrix-synapse\n\
+             ExecStart=/opt/venvs/matrix-synapse/bin/python -m synapse.app.generic_worker \
+             --config-path=/etc/matrix-synapse/homeserver.yaml \
+             --config-path=/etc/matrix-synapse/workers/generic-{i}.yaml\n\
+             ExecReload=/bin/kill -HUP $MAINPID\nRestart=on-failure\nRestartSec=3\n\
+             TimeoutStopSec=30\nKillSignal=SIGTERM\nSlice=syn.slice\n\
+             Environment=PYTHONUNBUFFERED=1 SYNAPSE_CACHE_FACTOR=2.0\n\
+             SyslogIdentifier=syn-generic-{i}\nLimitNOFILE=65536\n\n\
+             [Install]\nWantedBy=syn.service\n"
+        );
+        RenderedUnit {
+            content: content.repeat(2),
+            ..unit(&format!("syn-generic-{i}.service"), "")
+        }
+    }
+
+    fn in_folder(dir: &Path) -> Deployment {
+        let mut d = deployment();
+        d.state_dir = dir.to_path_buf();
+        d
+    }
+
+    async fn record_and_write(d: &Deployment, store: &Store, generation: u64, n: usize) {
+        let mut g = Generations::read(d, store).await.expect("readable");
+        let units: Vec<RenderedUnit> = (0..n).map(|i| worker_unit(i, generation)).collect();
+        assert!(g.record(d, &units, (Path::new("/c.toml"), "00"), "install"));
+        g.write(d, store).await.expect("written");
+    }
+
+    #[tokio::test]
+    async fn generations_of_5000_workers_are_kept_one_file_each_and_status_reads_the_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, store) = (in_folder(tmp.path()), Store::local());
+        assert!(worker_unit(0, 1).content.len() > 1000, "a realistic unit");
+        for generation in 1..=5 {
+            record_and_write(&d, &store, generation, 5_000).await;
+        }
+        let g = Generations::read(&d, &store).await.expect("read back");
+        let numbers: Vec<u64> = g.kept.iter().map(|g| g.number).collect();
+        assert_eq!(numbers, [2, 3, 4, 5]);
+        assert_eq!(g.installed().unwrap().units.len(), 5_000);
+        assert_eq!(
+            g.installed().unwrap().units[4_999].content,
+            worker_unit(4_999, 5).content
+        );
+        assert!(!generation_path(&d, 1).exists(), "dropped after the index");
+        let size = |p: PathBuf| std::fs::metadata(p).unwrap().len();
+        let (one, index) = (size(generation_path(&d, 5)), size(path(&d)));
+        let unit = worker_unit(0, 5).content.len();
+        println!("units of {unit} bytes: generation file {one} bytes, index {index} bytes");
+        assert!(
+            one > MAX_FILE_BYTES && one < MAX_GENERATION_BYTES / 4,
+            "{one}"
+        );
+        assert!(index < 4096, "{index}");
+        // Status reads the index alone: unreadable generation files do not matter to it.
+        for n in 2..=5 {
+            std::fs::write(generation_path(&d, n), "not json").unwrap();
+        }
+        let index = Index::read(&d, &store).await.expect("the index alone");
+        assert_eq!(
+            index.installed().map(|s| (s.number, s.units)),
+            Some((5, 5_000))
+        );
+        let e = Generations::read(&d, &store).await.unwrap_err().to_string();
+        assert!(e.contains("generation-2.json"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_generation_over_the_bound_is_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, store) = (in_folder(tmp.path()), Store::local());
+        record_and_write(&d, &store, 1, 1).await;
+        let big = vec![b' '; MAX_GENERATION_BYTES as usize + 1];
+        std::fs::write(generation_path(&d, 1), big).unwrap();
+        let e = Generations::read(&d, &store).await.unwrap_err().to_string();
+        println!("{e}");
+        assert!(
+            e.contains("generation-1.json")
+                && e.contains(&format!("larger than {MAX_GENERATION_BYTES} bytes")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_legacy_single_file_is_read_and_converted_on_the_next_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, store) = (in_folder(tmp.path()), Store::local());
+        let mut old = Generations::default();
+        for c in ["1", "2"] {
+            record(&mut old, c);
+        }
+        // As earlier versions wrote it: every generation in one file.
+        std::fs::create_dir_all(crate::state::dir(&d)).unwrap();
+        std::fs::write(legacy_path(&d), serde_json::to_vec(&old).unwrap()).unwrap();
+        let index = Index::read(&d, &store).await.expect("legacy summaries");
+        assert_eq!(index.installed().map(|s| s.number), Some(2));
+        let mut g = Generations::read(&d, &store).await.expect("legacy read");
+        assert_eq!(g.kept, old.kept);
+        assert!(record(&mut g, "3"));
+        g.write(&d, &store).await.unwrap();
+        assert!(!legacy_path(&d).exists(), "converted");
+        for n in 1..=3 {
+            assert!(generation_path(&d, n).exists(), "generation {n}");
+        }
+        let g = Generations::read(&d, &store).await.unwrap();
+        assert_eq!(
+            g.kept.iter().map(|g| g.number).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(g.pick(&d, Some(1)).unwrap().units[0].content, "1");
     }
 }

@@ -28,6 +28,9 @@ pub struct Options {
     /// The deployment is stopped for maintenance: its units are masked, so
     /// systemd refuses to enable the master; enabling waits for a later install.
     pub in_maintenance: bool,
+    /// The operator's hard bound on each stale unit's stop; `None`: the
+    /// unit's own `TimeoutStopSec=` plus slack ([`crate::jobs::stop_bound`]).
+    pub stop_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -285,7 +288,7 @@ async fn install_host(
         .filter(|u| is_stale(u, opts.force))
         .collect();
     if !stale.is_empty() {
-        report.sigkilled = remove_stale(sd, &plan.host, &plan.unit_dir, store, &stale).await?;
+        report.sigkilled = remove_stale(sd, plan, store, &stale, opts.stop_timeout).await?;
         unmask_removed(&d.runtime_dir, &plan.host, store, &stale).await?;
         report.changed = true;
     }
@@ -333,26 +336,34 @@ async fn unmask_removed(
 }
 
 /// Stops and disables `stale` units while systemd still knows their files,
-/// then removes the files. Returns the units systemd had to SIGKILL: they
+/// then removes the files. Each stop is bounded by the unit's own
+/// `TimeoutStopSec=` plus slack, or the operator's `hard` bound. Returns the units systemd had to SIGKILL: they
 /// ran, and their stop outlived `TimeoutStopSec=` (their service's Result
 /// is then `timeout`; it was reset when they last started).
 async fn remove_stale(
     sd: &Systemd,
-    host: &str,
-    unit_dir: &std::path::Path,
+    plan: &Plan,
     store: &crate::store::Store,
     stale: &[&PlannedUnit],
+    hard: Option<Duration>,
 ) -> Result<Vec<String>, InstallError> {
+    let (host, unit_dir) = (plan.host.as_str(), plan.unit_dir.as_path());
     let jobs = Jobs::on(sd).await?;
-    let bound = crate::model::DEFAULT_STOP_TIMEOUT + Duration::from_secs(5);
     let ran = join_all(stale.iter().map(|u| sd.facts(&u.unit))).await;
+    let bounds = join_all(stale.iter().map(|u| async {
+        let bound = crate::jobs::stop_bound(sd.stop_timeout(&u.unit).await, hard);
+        tracing::info!(unit = %u.unit, %host, bound = %humantime::format_duration(bound), "stopping stale unit");
+        bound
+    }))
+    .await;
     let ends = join_all(
         stale
             .iter()
-            .map(|u| jobs.run(&u.unit, &sd.host, JobKind::Stop, JobMode::Replace, bound)),
+            .zip(&bounds)
+            .map(|(u, b)| jobs.run(&u.unit, &sd.host, JobKind::Stop, JobMode::Replace, *b)),
     )
     .await;
-    for (u, end) in stale.iter().zip(ends) {
+    for ((u, end), bound) in stale.iter().zip(ends).zip(bounds) {
         match end {
             JobEnd::Done(_) | JobEnd::Failed(_) => {}
             JobEnd::Running(_) => {

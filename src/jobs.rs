@@ -18,6 +18,18 @@ use crate::fleet::Fleet;
 use crate::systemd::{ActiveState, JobKind, JobMode, JobPath, JobResult};
 use crate::systemd::{JobWatcher, Systemd, SystemdError};
 
+/// Slack over a unit's own `TimeoutStopSec=`: systemd itself kills a unit
+/// that outlives its bound, and orch waits to see that before it gives up.
+pub const STOP_SLACK: Duration = Duration::from_secs(10);
+
+/// The bound on one unit's stop: the operator's `hard` bound when given;
+/// else the unit's `own` stop timeout as systemd loaded it (`None`: it has
+/// none, or it was not read: the default's) plus [`STOP_SLACK`], so that
+/// orch never gives up while systemd still does what the unit says.
+pub fn stop_bound(own: Option<Duration>, hard: Option<Duration>) -> Duration {
+    hard.unwrap_or_else(|| own.unwrap_or(crate::model::DEFAULT_STOP_TIMEOUT) + STOP_SLACK)
+}
+
 /// How a job ended, as far as orch could see within its bound.
 #[derive(Debug)]
 pub enum JobEnd {
@@ -248,6 +260,22 @@ impl Jobs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stop_is_bounded_by_the_units_own_timeout_plus_slack_or_the_operators() {
+        use super::{stop_bound, STOP_SLACK};
+        let s = Duration::from_secs;
+        assert_eq!(stop_bound(Some(s(2)), None), s(2) + STOP_SLACK);
+        assert_eq!(stop_bound(Some(s(90)), None), s(90) + STOP_SLACK);
+        // No timeout of its own (infinity) or not read: the default's.
+        assert_eq!(
+            stop_bound(None, None),
+            crate::model::DEFAULT_STOP_TIMEOUT + STOP_SLACK
+        );
+        // The operator's bound wins, shorter or longer.
+        assert_eq!(stop_bound(Some(s(90)), Some(s(5))), s(5));
+        assert_eq!(stop_bound(Some(s(2)), Some(s(60))), s(60));
+    }
+
     use super::*;
 
     #[test]

@@ -282,7 +282,7 @@ pub async fn deployment(
     }
     // Only a hint beside the units: a record that cannot be read is logged.
     let kept = match maintenance_known {
-        true => crate::generations::Generations::read(d, state_store)
+        true => crate::generations::Index::read(d, state_store)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!("{e}");
@@ -296,7 +296,7 @@ pub async fn deployment(
         maintenance,
         maintenance_known,
         maintenance_unreadable,
-        generation: kept.installed().map(|g| g.summary()),
+        generation: kept.installed().cloned(),
         generations_kept: kept.kept.iter().map(|g| g.number).collect(),
     })
 }

@@ -21,7 +21,10 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let d = &ctx.installed_deployment()?;
-    let s = crate::ops::status(d, &ctx.access)?;
+    let Some(s) = crate::ops::status(d, &ctx.access)? else {
+        eprintln!("orch: status interrupted; nothing was changed");
+        return Ok(exit::INTERRUPTED);
+    };
     for (host, e) in &s.unreachable {
         eprintln!("orch: host {host} is unreachable; its units show as unreachable: {e}");
     }

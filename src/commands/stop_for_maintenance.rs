@@ -13,7 +13,7 @@ use crate::lifecycle::Observer;
 use crate::maintenance::StopReport;
 use crate::members::Member;
 use crate::model::Deployment;
-use crate::ops::maintenance::{CommandReport, Ran, Stage, StopRequest, Then};
+use crate::ops::maintenance::{CommandReport, Journal, Ran, Stage, StopRequest, Stopped, Then};
 use crate::ui::output::Format;
 
 /// Record what runs, mask every unit at runtime, stop dependents, workers and master, and prove no process is left.
@@ -65,7 +65,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         d: &d,
         args: &args,
     };
-    let done = crate::ops::maintenance::stop(&d, &ctx.access, req, &shown)?;
+    let done = match crate::ops::maintenance::stop(&d, &ctx.access, req, &shown)? {
+        Stopped::Done(done) => *done,
+        Stopped::Interrupted(journal) => return interrupted(ctx, &d, &journal, &args),
+    };
     if !done.stop.ok {
         if !args.command.is_empty() {
             eprintln!("orch: {} is not proven stopped: the command was not run; it stays in maintenance (`orch resume` ends it)", d.name);
@@ -77,6 +80,38 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         (Some(ran), None) => Ok(ran.exit_code()),
         (None, _) => Ok(exit::OK),
     }
+}
+
+/// Ctrl+C (or SIGTERM) during the stop: where the deployment is, and the
+/// exact command that finishes or undoes it; 130.
+fn interrupted(ctx: &Ctx, d: &Deployment, journal: &Journal, args: &Args) -> Result<i32, Error> {
+    let finish = "orch stop-for-maintenance";
+    let (state, text) = match journal {
+        Journal::NotRecorded => ("running", format!(
+            "orch: interrupted before maintenance was recorded: nothing was masked or stopped; {} runs as before",
+            d.name
+        )),
+        Journal::Recorded(s) => ("in-maintenance", format!(
+            "orch: interrupted: {} is in maintenance since {} ({} units recorded), some units may still run and not all masks be loaded; \
+             to finish: `{finish}` (it completes from the journal {}); to end it: `orch resume`",
+            d.name, s.since_text, s.active.len(), crate::state::state_path(d).display()
+        )),
+        Journal::Unread(why) => ("unknown", format!(
+            "orch: interrupted; the maintenance journal {} was not read ({why}): `orch status` says whether {} is in maintenance; \
+             to finish: `{finish}`; to end it: `orch resume`",
+            crate::state::state_path(d).display(), d.name
+        )),
+    };
+    if ctx.output == Format::Json {
+        json(
+            &serde_json::json!({ "event": "interrupted", "state": state, "finish": finish, "undo": "orch resume" }),
+        )?;
+    }
+    eprintln!("{text}");
+    if !args.command.is_empty() {
+        eprintln!("orch: the command after `--` was not run");
+    }
+    Ok(exit::INTERRUPTED)
 }
 
 /// How `stop-for-maintenance` shows the stop, CMD and the resume.

@@ -11,20 +11,17 @@ use crate::maintenance::{self, Notify, ResumeReport, ResumeScope, StopOptions, S
 use crate::members::{self, Member};
 use crate::model::Deployment;
 
-/// Slack over the longest `stop_timeout`: systemd itself kills a unit that
-/// outlives its bound, and orch waits to see that before it kills what is left.
-const STOP_SLACK: Duration = Duration::from_secs(10);
-
 /// The bound on a whole stop when none is given: the longest stop_timeout
-/// of a unit plus [`STOP_SLACK`], so that no unit is SIGKILLed by orch
-/// before systemd's own bound for it ran out.
+/// of a unit plus [`crate::jobs::STOP_SLACK`] (the rule of
+/// [`crate::jobs::stop_bound`] over the whole stop), so that no unit is
+/// SIGKILLed by orch before systemd's own bound for it ran out.
 pub fn default_stop_timeout(members: &[Member]) -> Duration {
     members
         .iter()
         .map(|m| m.bounds.stop)
         .max()
         .unwrap_or_default()
-        + STOP_SLACK
+        + crate::jobs::STOP_SLACK
 }
 
 /// What `stop-for-maintenance` was asked.
@@ -39,6 +36,31 @@ pub struct StopRequest<'a> {
     /// `-- CMD`, run once the stop is proven, then the resume.
     pub then: Option<Then<'a>>,
 }
+
+/// How a `stop-for-maintenance` (or its stop alone) ended.
+#[derive(Debug)]
+pub enum Stopped<T> {
+    Done(Box<T>),
+    /// SIGINT or SIGTERM came first. The run was dropped, as a kill would
+    /// drop it (every wait ends at once; jobs systemd already has go on):
+    /// the journal, written before anything is masked or stopped, makes
+    /// that safe. Holds the journal as it is then.
+    Interrupted(Journal),
+}
+
+/// The maintenance journal as an interrupted stop left it.
+#[derive(Debug)]
+pub enum Journal {
+    /// Nothing was recorded, so nothing was masked or stopped either.
+    NotRecorded,
+    /// In maintenance: units may be partly stopped, masks partly loaded.
+    Recorded(crate::state::State),
+    /// It could not be read (why).
+    Unread(String),
+}
+
+/// How long reading the journal after an interrupt may take.
+const JOURNAL_READ_BOUND: Duration = Duration::from_secs(5);
 
 /// `stop-for-maintenance -- CMD`: the command, and how the resume after it reads logs.
 #[derive(Debug, Clone)]
@@ -96,13 +118,14 @@ pub struct Maintenance {
 /// [`maintenance::stop_for_maintenance`]); with `-- CMD`, then runs CMD and,
 /// if it succeeded, resumes. The lock is then held from the first stop
 /// through CMD to the end of the resume: no second operator's resume may
-/// start units while CMD (the database upgrade) runs.
+/// start units while CMD (the database upgrade) runs. SIGINT or SIGTERM
+/// during the stop ends it (see [`Stopped::Interrupted`]).
 pub fn stop(
     d: &Deployment,
     access: &Access,
     req: StopRequest<'_>,
     show: &dyn ShowStop,
-) -> Result<Maintenance, Error> {
+) -> Result<Stopped<Maintenance>, Error> {
     let _held = match req.then {
         None => None,
         Some(_) => Some(hold(d, access)?),
@@ -110,14 +133,17 @@ pub fn stop(
     let observer = show.observer(Stage::Stop, &members::members(d));
     let stop = stop_only(d, access, &req, observer.as_ref(), &|s, t| show.step(s, t));
     observer.finish();
-    let stop = stop?;
+    let stop = match stop? {
+        Stopped::Done(stop) => *stop,
+        Stopped::Interrupted(journal) => return Ok(Stopped::Interrupted(journal)),
+    };
     show.stopped(&stop)?;
     let Some(then) = req.then.filter(|_| stop.ok) else {
-        return Ok(Maintenance {
+        return Ok(Stopped::Done(Box::new(Maintenance {
             stop,
             command: None,
             resume: None,
-        });
+        })));
     };
     let env = CommandEnv {
         deployment: &d.name,
@@ -137,11 +163,11 @@ pub fn stop(
         }
         false => None,
     };
-    Ok(Maintenance {
+    Ok(Stopped::Done(Box::new(Maintenance {
         stop,
         command: Some(ran),
         resume: resumed,
-    })
+    })))
 }
 
 /// The stop itself.
@@ -151,21 +177,45 @@ fn stop_only(
     req: &StopRequest<'_>,
     observer: &dyn lifecycle::Observer,
     notify: Notify<'_>,
-) -> Result<StopReport, Error> {
+) -> Result<Stopped<StopReport>, Error> {
+    use tokio::signal::unix::SignalKind;
     let timeout = req
         .timeout
         .unwrap_or_else(|| default_stop_timeout(&members::members(d)));
     let targets = access.used(d)?;
     super::runtime()?.block_on(async {
-        let fleet = access.connect(&targets).await?;
-        let opts = StopOptions {
-            reason: req.reason,
-            timeout,
-            include_database: req.include_database,
-            observer,
-            terminate_sessions: req.terminate_sessions,
+        // Before anything else, so an early Ctrl+C is ours, not the default kill.
+        let mut sigint = super::lifecycle::handler(SignalKind::interrupt(), "SIGINT")?;
+        let mut sigterm = super::lifecycle::handler(SignalKind::terminate(), "SIGTERM")?;
+        let run = async {
+            let fleet = access.connect(&targets).await?;
+            let opts = StopOptions {
+                reason: req.reason,
+                timeout,
+                include_database: req.include_database,
+                observer,
+                terminate_sessions: req.terminate_sessions,
+            };
+            Ok::<_, Error>(
+                maintenance::stop_for_maintenance(d, &fleet, &targets, opts, notify).await?,
+            )
         };
-        Ok(maintenance::stop_for_maintenance(d, &fleet, &targets, opts, notify).await?)
+        tokio::select! {
+            r = run => return Ok(Stopped::Done(Box::new(r?))),
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        let store = access.state_store(d)?;
+        let read = tokio::time::timeout(JOURNAL_READ_BOUND, crate::state::read_state(d, &store));
+        Ok(Stopped::Interrupted(match read.await {
+            Ok(Ok(Some(state))) => Journal::Recorded(state),
+            Ok(Ok(None)) => Journal::NotRecorded,
+            Ok(Err(e)) => Journal::Unread(e.to_string()),
+            Err(_) => Journal::Unread(format!(
+                "not read within {}",
+                humantime::format_duration(JOURNAL_READ_BOUND)
+            )),
+        }))
     })
 }
 
@@ -190,12 +240,25 @@ fn resume_only(
     observer: Arc<dyn Observer>,
     notify: Notify<'_>,
 ) -> Result<ResumeReport, Error> {
+    use tokio::signal::unix::SignalKind;
     let targets = access.used(d)?;
     super::runtime()?.block_on(async {
-        let fleet = access.connect(&targets).await?;
-        let resume =
-            maintenance::resume(d, &fleet, &targets, req.opts, observer, notify, req.scope);
-        Ok(resume.await?)
+        // Ours, not the default kill: after `-- CMD` the stop's handlers
+        // are still installed (a signal handler stays for the process's
+        // life), and a Ctrl+C that did nothing would wait out every bound.
+        let mut sigint = super::lifecycle::handler(SignalKind::interrupt(), "SIGINT")?;
+        let mut sigterm = super::lifecycle::handler(SignalKind::terminate(), "SIGTERM")?;
+        let run = async {
+            let fleet = access.connect(&targets).await?;
+            let resume =
+                maintenance::resume(d, &fleet, &targets, req.opts, observer, notify, req.scope);
+            Ok(resume.await?)
+        };
+        tokio::select! {
+            r = run => r,
+            _ = sigint.recv() => Err(Error::ResumeInterrupted { deployment: d.name.clone() }),
+            _ = sigterm.recv() => Err(Error::ResumeInterrupted { deployment: d.name.clone() }),
+        }
     })
 }
 

@@ -283,6 +283,9 @@ fn put(
             dry_run,
             force,
             in_maintenance,
+            // install and rollback take no `--timeout` yet: each stale
+            // unit's own TimeoutStopSec= plus slack bounds its stop.
+            stop_timeout: None,
         };
         let mut report = install::install(d, &plans, &targets, fleet.as_ref(), opts)
             .await
@@ -377,10 +380,23 @@ async fn record(
     kept.installed
 }
 
-/// The status of every unit on every host, and the maintenance state.
-pub fn status(d: &Deployment, access: &Access) -> Result<DeploymentStatus, Error> {
+/// The status of every unit on every host, and the maintenance state;
+/// `None` when SIGINT or SIGTERM came first. Status changes nothing, but it
+/// may have made SSH master connections and their control folder: a signal
+/// drops the read and returns, so that orch's exit path ends them
+/// (`tunnel::end`) instead of the default kill leaving them behind.
+pub fn status(d: &Deployment, access: &Access) -> Result<Option<DeploymentStatus>, Error> {
+    use tokio::signal::unix::SignalKind;
     let targets = access.used(d)?;
     let state_store = access.state_store(d)?;
-    let read = status::deployment(d, &targets, &state_store, access.call_timeout);
-    Ok(runtime()?.block_on(read)?)
+    runtime()?.block_on(async {
+        let mut sigint = lifecycle::handler(SignalKind::interrupt(), "SIGINT")?;
+        let mut sigterm = lifecycle::handler(SignalKind::terminate(), "SIGTERM")?;
+        let read = status::deployment(d, &targets, &state_store, access.call_timeout);
+        tokio::select! {
+            s = read => Ok(Some(s?)),
+            _ = sigint.recv() => Ok(None),
+            _ = sigterm.recv() => Ok(None),
+        }
+    })
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{dir, StateError};
 use crate::model::Deployment;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, MAX_FILE_BYTES};
 
 pub const STATE_FILE: &str = "maintenance.json";
 
@@ -49,7 +49,7 @@ pub fn state_path(d: &Deployment) -> PathBuf {
 /// The maintenance state, if the deployment is in maintenance.
 pub async fn read_state(d: &Deployment, store: &Store) -> Result<Option<State>, StateError> {
     let path = state_path(d);
-    let read = match store.read(&path).await {
+    let read = match store.read(&path, MAX_FILE_BYTES).await {
         Err(cause) if matches!(&cause, StoreError::Unsafe { path: p, .. } if *p == path) => {
             return Err(StateError::JournalUnsafe { cause })
         }

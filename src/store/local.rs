@@ -55,7 +55,7 @@ impl FileStore for LocalStore {
         Ok(out)
     }
 
-    async fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn read(&self, path: &Path, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let dir = parent(path);
         match std::fs::symlink_metadata(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -70,13 +70,14 @@ impl FileStore for LocalStore {
         };
         let mut bytes = Vec::new();
         (&mut file)
-            .take(MAX_FILE_BYTES + 1)
+            .take(max + 1)
             .read_to_end(&mut bytes)
             .map_err(io(path))?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
+        if bytes.len() as u64 > max {
             return Err(StoreError::TooLarge {
                 path: path.to_path_buf(),
                 host: None,
+                max,
             });
         }
         Ok(Some(bytes))

@@ -84,8 +84,13 @@ pub enum StoreError {
         host: Option<String>,
         reason: String,
     },
-    #[error("{}{} is larger than {MAX_FILE_BYTES} bytes; orch does not read it", path.display(), on(host))]
-    TooLarge { path: PathBuf, host: Option<String> },
+    #[error("{}{} is larger than {max} bytes; orch does not read it", path.display(), on(host))]
+    TooLarge {
+        path: PathBuf,
+        host: Option<String>,
+        /// The bound the caller read it with (see [`FileStore::read`]).
+        max: u64,
+    },
     /// Writing would replace something that is not a file (e.g. a folder
     /// named like a unit); found before anything was renamed into place.
     #[error("{}{} is {kind}; nothing was written", path.display(), on(host))]
@@ -176,9 +181,14 @@ pub trait FileStore {
 
     /// A state file's bytes, or `None` when it does not exist. Its folder
     /// must be safe (see [`FileStore::lock`]); a symlink, a FIFO or a file
-    /// over [`MAX_FILE_BYTES`] is refused.
-    fn read(&self, path: &Path)
-        -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// over `max` bytes is refused ([`MAX_FILE_BYTES`] for the journal and
+    /// the like; a generation's unit files have their own bound, see
+    /// [`crate::generations::MAX_GENERATION_BYTES`]).
+    fn read(
+        &self,
+        path: &Path,
+        max: u64,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
 
     /// Writes each `(path, bytes)` (all under `dir`, created if needed):
     /// every file is written and checked under a temporary name before any
@@ -266,8 +276,8 @@ impl Store {
     pub async fn list_services(&self, dir: &Path) -> Result<Vec<Entry>, StoreError> {
         forward!(self, s => s.list_services(dir).await)
     }
-    pub async fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-        forward!(self, s => s.read(path).await)
+    pub async fn read(&self, path: &Path, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        forward!(self, s => s.read(path, max).await)
     }
     pub async fn write_files(
         &self,

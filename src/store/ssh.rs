@@ -93,17 +93,17 @@ impl FileStore for SshStore {
         Ok(entries)
     }
 
-    async fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn read(&self, path: &Path, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let dir = path.parent().unwrap_or(Path::new("/"));
         let script = format!(
             "{SHELL}[ -e {d} ] || [ -L {d} ] || {{ echo ORCH-NONE; exit 0; }}\n\
              orch_dir {d} read\n\
              [ -e {p} ] || [ -L {p} ] || {{ echo ORCH-NONE; exit 0; }}\n\
              orch_file {p}\n\
-             head -c {max} < {p} | base64 -w0 || exit 1; echo; echo ORCH-FOUND\n",
+             head -c {over} < {p} | base64 -w0 || exit 1; echo; echo ORCH-FOUND\n",
             d = sq_path(dir),
             p = sq_path(path),
-            max = MAX_FILE_BYTES + 1,
+            over = max + 1,
         );
         let what = format!("read {}", path.display());
         let out = self.run_allowing(&what, &script, UNSAFE).await?;
@@ -113,10 +113,11 @@ impl FileStore for SshStore {
             (Some("ORCH-NONE"), _) => Ok(None),
             (Some(b64), Some("ORCH-FOUND")) => {
                 let bytes = base64_decode(b64).ok_or_else(|| self.fail(&what, "bad base64"))?;
-                if bytes.len() as u64 > MAX_FILE_BYTES {
+                if bytes.len() as u64 > max {
                     return Err(StoreError::TooLarge {
                         path: path.to_path_buf(),
                         host: Some(self.describe()),
+                        max,
                     });
                 }
                 Ok(Some(bytes))

@@ -86,7 +86,9 @@ async fn a_state_folder_others_can_write_is_refused() {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
         for e in [
             s.lock(&state.join("lock")).await.err().unwrap(),
-            s.read(&state.join("maintenance.json")).await.unwrap_err(),
+            s.read(&state.join("maintenance.json"), MAX_FILE_BYTES)
+                .await
+                .unwrap_err(),
         ] {
             let text = e.to_string();
             assert!(matches!(e, StoreError::Unsafe { .. }), "{text}");
@@ -101,16 +103,24 @@ async fn a_state_folder_others_can_write_is_refused() {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
         let link = b.dir.path().join(format!("{i}-linked"));
         symlink(&state, &link).unwrap();
-        let e = s.read(&link.join("maintenance.json")).await.unwrap_err();
+        let e = s
+            .read(&link.join("maintenance.json"), MAX_FILE_BYTES)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not a folder"), "{e}");
         assert_eq!(
-            s.read(&state.join("maintenance.json"))
+            s.read(&state.join("maintenance.json"), MAX_FILE_BYTES)
                 .await
                 .unwrap()
                 .unwrap(),
             b"{}"
         );
-        assert_eq!(s.read(&state.join("absent.json")).await.unwrap(), None);
+        assert_eq!(
+            s.read(&state.join("absent.json"), MAX_FILE_BYTES)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }
 
@@ -120,14 +130,20 @@ async fn a_state_file_that_is_a_link_or_too_large_is_refused() {
     for (i, s) in b.stores.iter().enumerate() {
         let state = b.folder(i, "state");
         symlink("/etc/hostname", state.join("maintenance.json")).unwrap();
-        let e = s.read(&state.join("maintenance.json")).await.unwrap_err();
+        let e = s
+            .read(&state.join("maintenance.json"), MAX_FILE_BYTES)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         std::fs::write(
             state.join("big.json"),
             vec![b' '; MAX_FILE_BYTES as usize + 1],
         )
         .unwrap();
-        let e = s.read(&state.join("big.json")).await.unwrap_err();
+        let e = s
+            .read(&state.join("big.json"), MAX_FILE_BYTES)
+            .await
+            .unwrap_err();
         assert!(matches!(e, StoreError::TooLarge { .. }), "{e}");
     }
 }
@@ -309,5 +325,30 @@ async fn a_batched_write_failing_midway_keeps_the_old_set() {
             std::fs::read_to_string(units.join(format!("w{i}.service"))).unwrap(),
             format!("new {i}")
         );
+    }
+}
+
+#[tokio::test]
+async fn a_state_file_is_read_up_to_the_bound_the_caller_gives() {
+    let b = both();
+    for (i, s) in b.stores.iter().enumerate() {
+        let state = b.folder(i, "state");
+        let two_mib = vec![b'x'; 2 * MAX_FILE_BYTES as usize];
+        let file = state.join("generation-1.json");
+        std::fs::write(&file, &two_mib).unwrap();
+        let read = s.read(&file, 4 * MAX_FILE_BYTES).await.unwrap();
+        assert_eq!(read.unwrap(), two_mib, "{}", s.describe());
+        let e = s.read(&file, MAX_FILE_BYTES).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::TooLarge {
+                    max: MAX_FILE_BYTES,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("generation-1.json"), "{e}");
     }
 }

@@ -157,4 +157,7 @@ pub(super) trait Service {
     /// When the main process was started (µs since the epoch; 0: never).
     #[zbus(property)]
     fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
+    /// `TimeoutStopSec=` in µs; `u64::MAX`: none (infinity).
+    #[zbus(property, name = "TimeoutStopUSec")]
+    fn timeout_stop_usec(&self) -> zbus::Result<u64>;
 }

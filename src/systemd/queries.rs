@@ -226,6 +226,21 @@ impl Systemd {
         Some(ServiceResult::from_dbus(&r))
     }
 
+    /// The service's own `TimeoutStopSec=` as systemd loaded it; `None`
+    /// when it has none (infinity) or the unit cannot be loaded.
+    pub async fn stop_timeout(&self, unit: &str) -> Option<std::time::Duration> {
+        let _call = self.permit().await;
+        let path = self.manager.load_unit(unit).await.ok()?;
+        let us = self
+            .service_at(path)
+            .await
+            .ok()?
+            .timeout_stop_usec()
+            .await
+            .ok()?;
+        (us != u64::MAX).then(|| std::time::Duration::from_micros(us))
+    }
+
     /// The unit's ActiveState and its service's `Result` and exit status,
     /// in one load; `None` when the unit cannot be loaded.
     pub async fn facts(&self, unit: &str) -> Option<UnitFacts> {

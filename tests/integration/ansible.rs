@@ -747,3 +747,57 @@ fn module_restarts_with_a_canary_and_rolls_back() {
         "{starts:?}"
     );
 }
+
+/// Issue 26 part 4 in the collection: when `installed` or `rolled_back`
+/// removes a unit that systemd had to SIGKILL (its stop outlived its
+/// TimeoutStopSec=; every worker here ignores SIGTERM), the task warns,
+/// naming the unit; a run that removes nothing does not warn.
+#[test]
+fn module_warns_when_a_removed_unit_was_sigkilled_by_systemd() {
+    let _ports = crate::ports::lease_groups(1);
+    let two = config("anskill", crate::ports::at(0, 0), "", "--ignore-sigterm")
+        .replace("stop_timeout = \"5s\"", "stop_timeout = \"2s\"");
+    let s = Setup::new(&two);
+    let with = std::fs::read_to_string(&s.src).unwrap();
+    let without = with.replacen("count = 2", "count = 1", 1);
+    assert_ne!(with, without);
+    let removed = "anskill-worker-1-generic.service";
+    let warning = |r: &Run| {
+        r.text
+            .lines()
+            .any(|l| l.contains("[WARNING]") && l.contains(removed) && l.contains("SIGKILLed"))
+    };
+
+    let up = s.tasks(
+        "    - orch.systemd.orch: {state: installed}\n    - orch.systemd.orch: {state: started}\n",
+        &[],
+    );
+    assert!(up.ok && !warning(&up), "{}", up.text);
+
+    std::fs::write(&s.src, &without).unwrap();
+    let install = s.tasks("    - orch.systemd.orch: {state: installed}\n", &[]);
+    assert!(install.ok && install.changed == 1, "{}", install.text);
+    assert!(
+        warning(&install),
+        "installed did not warn: {}",
+        install.text
+    );
+
+    // Back to both (generation 1), running; then forward again by rollback.
+    std::fs::write(&s.src, &with).unwrap();
+    let back = s.tasks(
+        "    - orch.systemd.orch: {state: rolled_back}\n    - orch.systemd.orch: {state: started}\n",
+        &[],
+    );
+    assert!(back.ok && !warning(&back), "{}", back.text);
+    let forward = s.tasks(
+        "    - orch.systemd.orch: {state: rolled_back, generation: 2}\n",
+        &[],
+    );
+    assert!(forward.ok && forward.changed == 1, "{}", forward.text);
+    assert!(
+        warning(&forward),
+        "rolled_back did not warn: {}",
+        forward.text
+    );
+}

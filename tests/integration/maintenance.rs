@@ -454,6 +454,114 @@ fn sigkill_mid_operation_then_rerun_completes_and_resume_unmasks() {
     });
 }
 
+/// Ctrl+C while `stop-for-maintenance` waits for a unit's stop (one that
+/// ignores SIGTERM, with a 60 s stop timeout): orch stops waiting at once,
+/// exits 130, says the deployment is in maintenance and the exact commands
+/// that finish or end it; the journal is there and the masks on disk are
+/// the ones it records; the rerun it names completes and `resume` ends it.
+#[test]
+fn ctrl_c_mid_stop_exits_130_naming_the_state_and_the_command_to_finish() {
+    let _ports = crate::ports::lease_groups(3);
+    let workers = format!(
+        "{}[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"60s\"\n",
+        generic(1, crate::ports::at(1, 0))
+    );
+    let s = setup(crate::ports::at(2, 0), &workers);
+    let (child, _out) = spawn_until_step(
+        &s,
+        &["stop-for-maintenance", "--output", "json"],
+        "stopping",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?} after SIGINT");
+    assert!(err.contains("fx is in maintenance since"), "{err}");
+    assert!(
+        err.contains("to finish: `orch stop-for-maintenance`"),
+        "{err}"
+    );
+    assert!(err.contains("to end it: `orch resume`"), "{err}");
+
+    // The journal and the masks agree.
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.state.join("fx/maintenance.json")).unwrap())
+            .unwrap();
+    let mut recorded: Vec<String> = journal["masked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["unit"].as_str().unwrap().to_string())
+        .collect();
+    let mut on_disk: Vec<String> = std::fs::read_dir(&s.masks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    recorded.sort();
+    on_disk.sort();
+    assert!(!recorded.is_empty());
+    assert_eq!(recorded, on_disk, "{journal}");
+
+    // The command it named finishes the stop; resume ends it.
+    let o = orch_ok(&s.c, &s.cfg, &["stop-for-maintenance", "--timeout", "3s"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 processes left"));
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    assert_eq!(std::fs::read_dir(&s.masks).unwrap().count(), 0);
+    assert!(!s.state.join("fx/maintenance.json").exists());
+}
+
+/// After `-- CMD`, the stop's signal handlers stay installed for the
+/// process's life: without its own, a Ctrl+C during the resume did nothing
+/// and orch waited out the start bound.
+#[test]
+fn ctrl_c_during_the_resume_after_cmd_exits_130_and_a_rerun_finishes() {
+    let _ports = crate::ports::lease_groups(3);
+    // Starts at once now; after the flag file exists, its next start
+    // takes a minute before it listens.
+    let workers = format!(
+        "{}[[workers]]\nkind = \"slow\"\ncount = 1\nport_base = @P0@\nexec_start = \"/bin/sh -c 'if [ -e /tmp/slow ]; then sleep 60; fi; exec {{FIXTURE}} --port {{{{ port }}}}'\"\nhealth = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"5s\"\n",
+        generic(1, crate::ports::at(1, 0))
+    );
+    let s = setup(crate::ports::at(2, 0), &workers);
+    std::fs::write(format!("/proc/{}/root/tmp/slow", s.c.leader()), "").unwrap();
+    let (child, _out) = spawn_until(
+        &s,
+        &["stop-for-maintenance", "--output", "json", "--", "true"],
+        "starting",
+        "recorded units",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?} after SIGINT");
+    assert!(
+        err.contains("interrupted during the resume: fx is still in maintenance"),
+        "{err}"
+    );
+    assert!(err.contains("run `orch resume` to finish"), "{err}");
+    assert!(
+        s.state.join("fx/maintenance.json").exists(),
+        "the journal went"
+    );
+
+    // The command it named finishes the resume.
+    std::fs::remove_file(format!("/proc/{}/root/tmp/slow", s.c.leader())).unwrap();
+    s.c.systemctl(&["stop", "fx-worker-1-slow.service"]);
+    orch_ok(&s.c, &s.cfg, &["resume"]);
+    assert_eq!(std::fs::read_dir(&s.masks).unwrap().count(), 0);
+    assert!(!s.state.join("fx/maintenance.json").exists());
+    let o = s.c.systemctl(&["is-active", "fx-worker-1-slow.service"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "active");
+}
+
 #[test]
 fn second_invocation_fails_at_once_with_the_lock_holder() {
     let _ports = crate::ports::lease_groups(3);
@@ -1412,7 +1520,8 @@ fn a_stop_systemd_had_to_sigkill_is_said_by_every_verb() {
 /// unit is stopped before its file goes, and when its stop outlives its
 /// TimeoutStopSec= (2 s; it ignores SIGTERM) systemd SIGKILLs it: the
 /// report says so for that unit, in JSON and for people, and not for a
-/// unit removed in the same run that stopped politely.
+/// unit removed in the same run that stopped politely. Each stop is
+/// bounded by that unit's own TimeoutStopSec= plus slack (`-v` says it).
 #[test]
 fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
     let _ports = crate::ports::lease_groups(3);
@@ -1435,7 +1544,18 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
     let flag = |v: &serde_json::Value| v["sigkilled_by_systemd"] == true;
 
     std::fs::write(&s.cfg, &without).unwrap();
-    let o = orch_ok(&s.c, &s.cfg, &["install", "--output", "json"]);
+    let o = orch_ok(&s.c, &s.cfg, &["-v", "install", "--output", "json"]);
+    // Each stop was bounded by the unit's own TimeoutStopSec= as systemd
+    // loaded it (2 s and 5 s here) plus slack: not one fixed bound.
+    let log = String::from_utf8_lossy(&o.stderr);
+    let bound = |u: &str| {
+        log.lines()
+            .find(|l| l.contains("stopping stale unit") && l.contains(u))
+            .and_then(|l| l.split("bound=").nth(1))
+            .map(|b| b.split_whitespace().next().unwrap_or_default().to_string())
+    };
+    assert_eq!(bound(stubborn).as_deref(), Some("12s"), "{log}");
+    assert_eq!(bound(polite).as_deref(), Some("15s"), "{log}");
     let v = json(&o);
     for u in [stubborn, polite] {
         assert_eq!(row(&v["units"], u)["action"], "remove", "{v}");

@@ -225,8 +225,14 @@ impl Remote {
         limit: Duration,
         env: &[(&str, &str)],
     ) -> (Output, Duration) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+        let mut cmd = self.orch_cmd(known_hosts, args);
         cmd.envs(env.iter().copied());
+        run_bounded(cmd, limit)
+    }
+
+    /// The command [`Remote::orch`] runs.
+    fn orch_cmd(&self, known_hosts: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
         cmd.arg("--config")
             .arg(&self.cfg)
             .args(["--host", &self.host()])
@@ -237,7 +243,7 @@ impl Remote {
             .env_remove("ORCH_CONFIG")
             .env_remove("ORCH_HOST")
             .env_remove("ORCH_SSH");
-        run_bounded(cmd, limit)
+        cmd
     }
 
     fn sshd_journal(&self) -> String {
@@ -1146,4 +1152,87 @@ fn the_session_proof_reaches_a_remote_postgres_through_the_ssh_tunnel() {
     let _ = stray.wait();
     eprintln!("remote stray psql session {stray_pid}: named, then terminated: {proof}");
     assert_ok(&run(&["resume"]), "resume");
+}
+
+/// Ctrl+C during `status` over SSH, while a probe of the remote unit waits
+/// (its health port accepts and never answers): status made an SSH master
+/// connection and its control folder for its probes; orch exits 130 and
+/// leaves neither behind, where the default SIGINT left the folder.
+#[test]
+fn ctrl_c_during_status_leaves_no_ssh_master_nor_control_folder() {
+    let _ports = crate::ports::lease_groups(1);
+    let hang = crate::ports::at(0, 0);
+    let _listener = std::net::TcpListener::bind(("127.0.0.1", hang)).unwrap();
+    let r = Remote::start();
+    std::fs::write(
+        &r.cfg,
+        format!(
+            "[deployment]\nname = \"fx\"\nstate_dir = \"/var/lib/orch\"\n\
+             [master]\nexec_start = \"/bin/sleep infinity\"\nport = {hang}\n\
+             health = \"http://127.0.0.1:{{{{ port }}}}/health\"\n"
+        ),
+    )
+    .unwrap();
+    let kh = r.known_hosts("known_hosts", &r.host_pub);
+    let (o, _) = r.orch(&kh, &["install"], LIMIT);
+    assert_ok(&o, "install");
+    let o = r.c.systemctl(&["start", "fx.service"]);
+    assert!(o.status.success(), "{o:?}");
+
+    let runtime = r.dir.path().join("xdg");
+    std::fs::create_dir(&runtime).unwrap();
+    let mut cmd = r.orch_cmd(&kh, &["status"]);
+    cmd.env("XDG_RUNTIME_DIR", &runtime)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The master's control socket, in orch's private folder.
+    let socket = || {
+        std::fs::read_dir(&runtime)
+            .unwrap()
+            .flatten()
+            .any(|d| std::fs::read_dir(d.path()).is_ok_and(|mut e| e.next().is_some()))
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while !socket() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        socket(),
+        "status made no SSH master in {}",
+        runtime.display()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("status interrupted"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&runtime)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // And no ssh master of that folder still runs.
+    let needle = runtime.display().to_string();
+    let masters = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| {
+                std::fs::read(p.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+            })
+            .count()
+    };
+    let end = Instant::now() + Duration::from_secs(3);
+    while masters() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(masters(), 0, "an ssh master of {needle} still runs");
 }
