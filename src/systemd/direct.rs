@@ -166,3 +166,26 @@ fn rename_sender(fields: &mut [u8]) {
     };
     fields[i + 8..i + 32].copy_from_slice(RENAMED);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Header fields of a reply systemd sent on its private socket (reply
+    /// serial 1, sender, signature `v`), then the same name as a
+    /// destination (code 6), which stays.
+    #[test]
+    fn only_the_sender_field_is_renamed() {
+        let mut fields = vec![5, 1, b'u', 0, 1, 0, 0, 0, 7, 1, b's', 0, 24, 0, 0, 0];
+        fields.extend_from_slice(SENDER);
+        fields.extend_from_slice(&[0; 8]);
+        fields.extend_from_slice(&[6, 1, b's', 0, 24, 0, 0, 0]);
+        fields.extend_from_slice(SENDER);
+        let mut renamed = fields.clone();
+        rename_sender(&mut renamed);
+        assert_eq!(&renamed[16..40], RENAMED);
+        assert_eq!(renamed[..16], fields[..16]);
+        assert_eq!(renamed[40..], fields[40..]);
+        assert!(zbus::names::UniqueName::try_from(std::str::from_utf8(RENAMED).unwrap()).is_ok());
+    }
+}
