@@ -246,8 +246,17 @@ impl Remote {
         cmd
     }
 
+    /// The whole of sshd's journal: `accepted` counts lines in it, and the
+    /// harness's `journal` keeps only the last 100 lines, so a busy sshd
+    /// made the count go down between two reads.
     fn sshd_journal(&self) -> String {
-        self.c.journal(&sshd_unit(self.port))
+        let unit = sshd_unit(self.port);
+        let out = self.c.exec(&["journalctl", "--no-pager", "-u", &unit]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 }
 
