@@ -459,6 +459,20 @@ fn sigkill_mid_operation_then_rerun_completes_and_resume_unmasks() {
 /// exits 130, says the deployment is in maintenance and the exact commands
 /// that finish or end it; the journal is there and the masks on disk are
 /// the ones it records; the rerun it names completes and `resume` ends it.
+/// Half a second into the step it was spawned up to, Ctrl+C must end orch
+/// with exit 130 within 5 s; returns its stderr.
+fn ctrl_c_answers_with_130(child: Child) -> String {
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?} after SIGINT");
+    err
+}
+
 #[test]
 fn ctrl_c_mid_stop_exits_130_naming_the_state_and_the_command_to_finish() {
     let _ports = crate::ports::lease_groups(3);
@@ -472,14 +486,7 @@ fn ctrl_c_mid_stop_exits_130_naming_the_state_and_the_command_to_finish() {
         &["stop-for-maintenance", "--output", "json"],
         "stopping",
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let t = Instant::now();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let took = t.elapsed();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{err}");
-    assert!(took < Duration::from_secs(5), "took {took:?} after SIGINT");
+    let err = ctrl_c_answers_with_130(child);
     assert!(err.contains("fx is in maintenance since"), "{err}");
     assert!(
         err.contains("to finish: `orch stop-for-maintenance`"),
@@ -534,14 +541,7 @@ fn ctrl_c_during_the_resume_after_cmd_exits_130_and_a_rerun_finishes() {
         "starting",
         "recorded units",
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let t = Instant::now();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let took = t.elapsed();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{err}");
-    assert!(took < Duration::from_secs(5), "took {took:?} after SIGINT");
+    let err = ctrl_c_answers_with_130(child);
     assert!(
         err.contains("interrupted during the resume: fx is still in maintenance"),
         "{err}"
