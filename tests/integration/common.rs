@@ -157,6 +157,33 @@ pub fn maintenance_report(o: &Output) -> serde_json::Value {
         .clone()
 }
 
+/// A `stop-for-maintenance --output json` that found one database session
+/// left: exit 1, and that session named by pid, role, application, client
+/// address and since when. Returns the report.
+pub fn one_session_left(o: &Output, pid: i64, role: &str, client: &str) -> serde_json::Value {
+    let report = maintenance_report(o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a session left is not clean: {report}"
+    );
+    let left = &report["sessions"]["left"];
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{report}");
+    let s = &left[0];
+    assert_eq!(
+        (
+            &s["pid"],
+            &s["role"],
+            &s["application_name"],
+            &s["client_addr"]
+        ),
+        (&pid.into(), &role.into(), &"psql".into(), &client.into()),
+        "{report}"
+    );
+    assert!(s["since"].is_string(), "{report}");
+    report
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -818,27 +818,7 @@ fn stop_with_stray_session(c: &Container, cfg: &Path, bin: &Path) -> (Output, In
     let o = orch_cmd(c, cfg, &args)
         .output_within(Duration::from_secs(180))
         .expect("run orch");
-    let first = maintenance_report(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "a session left is not clean: {first}"
-    );
-    let left = &first["sessions"]["left"];
-    assert_eq!(left.as_array().map(Vec::len), Some(1), "{first}");
-    assert_eq!(
-        (
-            &left[0]["pid"],
-            &left[0]["role"],
-            &left[0]["application_name"]
-        ),
-        (&stray_pid.into(), &"synapse".into(), &"psql".into()),
-        "{first}"
-    );
-    assert!(
-        left[0]["client_addr"] == "127.0.0.1" && left[0]["since"].is_string(),
-        "{first}"
-    );
+    let first = one_session_left(&o, stray_pid, "synapse", "127.0.0.1");
     assert_eq!(
         (&first["ok"], &first["left"]),
         (&false.into(), &serde_json::json!([])),
