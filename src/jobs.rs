@@ -125,6 +125,11 @@ impl Jobs {
         &self.host(host).0
     }
 
+    /// Whether the connection to `host` is found closed within `bound`.
+    pub async fn closed_within(&self, host: &str, bound: Duration) -> bool {
+        self.host(host).1.closed_within(bound).await
+    }
+
     /// Whether the connection to `host` has closed (no job signal can come).
     pub fn is_closed(&self, host: &str) -> bool {
         self.host(host).1.is_closed()

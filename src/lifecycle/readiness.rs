@@ -8,6 +8,10 @@ use super::{Engine, Member, Phase, UnitReport};
 use crate::health::{self, ReadyError};
 use crate::systemd::{ActiveState, JobKind, JobResult, ServiceResult};
 
+/// How long a failed state read waits for the connection's end to be seen
+/// before the unit is called unknown.
+const CLOSE_SEEN: Duration = Duration::from_millis(500);
+
 impl Engine {
     /// After a stop job: the unit must not be running. A stop that needed
     /// SIGKILL is reported as such: the process ignored SIGTERM for its
@@ -49,6 +53,19 @@ impl Engine {
         kind: JobKind,
     ) -> UnitReport {
         let state = self.jobs.active_state(&m.unit, &m.host).await;
+        // A state that cannot be read because the connection dropped is not
+        // a fact about the unit: say what happened (seen on a busy host: the
+        // read failed before the watcher saw the end of the stream).
+        if state.is_none() && self.jobs.closed_within(&m.host, CLOSE_SEEN).await {
+            let why = format!(
+                "the connection to host {} closed after its {} job: orch cannot tell whether the unit is up",
+                m.host,
+                kind.dbus_name()
+            );
+            return self
+                .diagnosed(self.report(m, Phase::Failed, job, Some(why)))
+                .await;
+        }
         if !state.as_ref().is_some_and(ActiveState::is_up) {
             let why = format!(
                 "unit is {} after its {} job",

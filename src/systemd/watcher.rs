@@ -135,6 +135,21 @@ impl JobWatcher {
         }
     }
 
+    /// Whether the signal stream ends within `bound`: a call that failed
+    /// as the connection dropped can return before the stream's end is seen.
+    pub async fn closed_within(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let notified = self.notify.notified();
+            if self.is_closed() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_closed();
+            }
+        }
+    }
+
     /// Whether the connection's signal stream has ended (the bus is gone).
     pub fn is_closed(&self) -> bool {
         self.state.lock().unwrap().closed
