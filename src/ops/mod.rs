@@ -11,6 +11,7 @@ pub mod logs;
 pub mod maintenance;
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::fleet::Access;
@@ -125,6 +126,9 @@ pub struct InstallRequest {
     pub force: bool,
     /// Then `restart --changed` of the whole deployment.
     pub restart_changed: bool,
+    /// `--timeout`: the bound on each stale unit's stop before its file
+    /// goes; `None`: the unit's own `TimeoutStopSec=` plus slack.
+    pub timeout: Option<Duration>,
 }
 
 /// How a command shows `install` or `rollback` while it runs: the report
@@ -238,7 +242,12 @@ fn put(
     what: Put,
     req: InstallRequest,
 ) -> Result<install::Report, Error> {
-    let InstallRequest { dry_run, force, .. } = req;
+    let InstallRequest {
+        dry_run,
+        force,
+        timeout,
+        ..
+    } = req;
     let targets = access.install(d)?;
     let state_store = access.state_store(d)?;
     runtime()?.block_on(async {
@@ -283,9 +292,7 @@ fn put(
             dry_run,
             force,
             in_maintenance,
-            // install and rollback take no `--timeout` yet: each stale
-            // unit's own TimeoutStopSec= plus slack bounds its stop.
-            stop_timeout: None,
+            stop_timeout: timeout,
         };
         let mut report = install::install(d, &plans, &targets, fleet.as_ref(), opts)
             .await
