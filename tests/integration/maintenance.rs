@@ -1595,6 +1595,7 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
 /// longer (it ignores SIGTERM, stop_timeout 20 s): exit 3 within the bound
 /// plus slack, naming the unit and the bound, its file kept. Without the
 /// flag the unit's own bound (20 s + 10 s) applies and the stop completes.
+/// `rollback --timeout 2s` removing it again is bounded the same way.
 #[test]
 fn install_timeout_bounds_a_stale_unit_s_stop_and_without_it_its_own_bound_applies() {
     let _ports = crate::ports::lease_groups(3);
@@ -1636,6 +1637,19 @@ fn install_timeout_bounds_a_stale_unit_s_stop_and_without_it_its_own_bound_appli
     assert_eq!(row(&json(&o)["units"], stubborn)["action"], "remove");
     assert!(!file.exists(), "removed once stopped");
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+
+    // rollback takes the same bound: back to generation 1 (with the
+    // stubborn worker), started, then forward to 2 with `--timeout 2s`.
+    orch_ok(&s.c, &s.cfg, &["rollback"]);
+    std::fs::write(&s.cfg, &with).unwrap();
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["rollback", "--to", "2", "--timeout", "2s"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "rollback: {err}");
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(err.contains(stubborn) && err.contains("after 2s"), "{err}");
+    assert!(file.is_file(), "a timed-out stop keeps the file");
 }
 
 /// PostgreSQL's binaries: Debian's highest installed major version.
