@@ -12,8 +12,9 @@ man pages gzipped with a `.gz` suffix, a generated
 `usr/share/doc/PACKAGE/copyright`, and every file's time set to the day of
 Cargo.toml's modification (or SOURCE_DATE_EPOCH).
 
-Usage: deb_tree.py ROOT TARGET_DIR  (run from the crate's directory;
-TARGET_DIR is cargo's target directory, which `target/release/` names).
+Usage: deb_tree.py ROOT TARGET_DIR [PROFILE_DIR]  (run from the crate's
+directory; `target/release/` in the assets names TARGET_DIR/PROFILE_DIR,
+PROFILE_DIR being `release` unless given: `debug` for the dev profile).
 Prints the .deb's file name (PACKAGE_VERSION_ARCH.deb).
 """
 
@@ -51,13 +52,14 @@ def wrap(text, length=79):
     return lines
 
 
-def resolve_assets(meta, target_dir):
+def resolve_assets(meta, target_dir, profile_dir="release"):
     """(source, destination relative to ROOT, mode) for every asset, globs
-    expanded; `target/release/` is cargo's real target directory."""
+    expanded; `target/release/` is the built profile's folder in cargo's
+    real target directory."""
     out = []
     for src, dest, mode in meta["assets"]:
         if src.startswith("target/release/"):
-            src = os.path.join(target_dir, "release", src[len("target/release/"):])
+            src = os.path.join(target_dir, profile_dir, src[len("target/release/"):])
         sources = sorted(glob.glob(src)) if any(c in src for c in "*?[") else [src]
         if not sources:
             sys.exit(f"deb_tree: no file matches the asset {src}")
@@ -127,10 +129,11 @@ def control(pkg, meta, arch, installed_kib, deps):
 
 def main():
     root, target_dir = sys.argv[1], sys.argv[2]
+    profile_dir = sys.argv[3] if len(sys.argv) > 3 else "release"
     with open("Cargo.toml", "rb") as f:
         pkg = tomllib.load(f)["package"]
     meta = pkg["metadata"]["deb"]
-    placed = [place(root, s, d, m) for s, d, m in resolve_assets(meta, target_dir)]
+    placed = [place(root, s, d, m) for s, d, m in resolve_assets(meta, target_dir, profile_dir)]
     copyright_path = os.path.join(root, "usr/share/doc", pkg["name"], "copyright")
     if not os.path.exists(copyright_path):
         with open(path_dir(copyright_path), "w") as f:
