@@ -94,6 +94,9 @@ pub struct Generations {
 struct OnDisk {
     files: Vec<u64>,
     legacy: bool,
+    /// Generations known from the index alone (number: its unit count):
+    /// their files were not read, so they must not be rewritten from here.
+    unread: std::collections::BTreeMap<u64, usize>,
 }
 
 /// What the index file holds: all `status` needs.
@@ -192,36 +195,88 @@ impl Index {
 }
 
 impl Generations {
-    /// The recorded generations, or none when nothing was recorded.
+    /// The recorded generations, every one read in full, or none when
+    /// nothing was recorded.
     pub async fn read(d: &Deployment, state_store: &Store) -> Result<Generations, GenerationError> {
-        let index_path = path(d);
-        let Some(index) = read_json::<Index>(state_store, &index_path, MAX_FILE_BYTES).await?
-        else {
+        let mut g = Generations::read_index(d, state_store).await?;
+        for n in g.kept.iter().map(|g| g.number).collect::<Vec<_>>() {
+            g.load(d, state_store, n).await?;
+        }
+        Ok(g)
+    }
+
+    /// What `install` needs: the index, and in full only the installed
+    /// generation (its files are what a new install is compared with).
+    /// At 5,000 workers each generation is ~8 MB: the others stay unread.
+    pub async fn read_for_install(
+        d: &Deployment,
+        state_store: &Store,
+    ) -> Result<Generations, GenerationError> {
+        let mut g = Generations::read_index(d, state_store).await?;
+        if let Some(n) = g.installed {
+            g.load(d, state_store, n).await?;
+        }
+        Ok(g)
+    }
+
+    /// What `rollback [--to N]` needs: the index, and in full only the
+    /// generation it puts back (`pick`).
+    pub async fn read_for_rollback(
+        d: &Deployment,
+        state_store: &Store,
+        to: Option<u64>,
+    ) -> Result<Generations, GenerationError> {
+        let mut g = Generations::read_index(d, state_store).await?;
+        let n = g.pick(d, to)?.number;
+        g.load(d, state_store, n).await?;
+        Ok(g)
+    }
+
+    /// The index alone: each kept generation a summary without its files
+    /// (noted in `on_disk.unread`) until [`Generations::load`] reads it.
+    async fn read_index(
+        d: &Deployment,
+        state_store: &Store,
+    ) -> Result<Generations, GenerationError> {
+        let Some(index) = read_json::<Index>(state_store, &path(d), MAX_FILE_BYTES).await? else {
             return Generations::read_legacy(d, state_store).await;
         };
-        let mut kept = Vec::with_capacity(index.kept.len());
-        for s in &index.kept {
-            let path = generation_path(d, s.number);
-            match read_json::<Generation>(state_store, &path, MAX_GENERATION_BYTES).await? {
-                Some(g) => kept.push(g),
-                None => {
-                    return Err(GenerationError::Missing {
-                        index: index_path,
-                        number: s.number,
-                        path,
-                    })
-                }
-            }
-        }
-        let files = kept.iter().map(|g| g.number).collect();
         Ok(Generations {
             installed: index.installed,
-            kept,
+            kept: index.kept.iter().map(Generation::unread).collect(),
             on_disk: OnDisk {
-                files,
+                files: index.kept.iter().map(|s| s.number).collect(),
                 legacy: false,
+                unread: index.kept.iter().map(|s| (s.number, s.units)).collect(),
             },
         })
+    }
+
+    /// Reads generation `number`'s file in full, unless read already; its
+    /// absence is an error naming the index and the file.
+    async fn load(
+        &mut self,
+        d: &Deployment,
+        state_store: &Store,
+        number: u64,
+    ) -> Result<(), GenerationError> {
+        if !self.on_disk.unread.contains_key(&number) {
+            return Ok(());
+        }
+        let path = generation_path(d, number);
+        let Some(read) = read_json::<Generation>(state_store, &path, MAX_GENERATION_BYTES).await?
+        else {
+            return Err(GenerationError::Missing {
+                index: self::path(d),
+                number,
+                path,
+            });
+        };
+        if let Some(g) = self.kept.iter_mut().find(|g| g.number == number) {
+            *g = read;
+        }
+        self.on_disk.unread.remove(&number);
+        Ok(())
     }
 
     /// The single file of versions before the index.
@@ -287,10 +342,10 @@ impl Generations {
             .remove_files(&dir, &gone)
             .await
             .map_err(err(dir.clone()))?;
-        self.on_disk = OnDisk {
-            files: self.kept.iter().map(|g| g.number).collect(),
-            legacy: false,
-        };
+        self.on_disk.files = self.kept.iter().map(|g| g.number).collect();
+        self.on_disk.legacy = false;
+        let kept: Vec<u64> = self.kept.iter().map(|g| g.number).collect();
+        self.on_disk.unread.retain(|n, _| kept.contains(n));
         Ok(())
     }
 
@@ -380,8 +435,21 @@ impl Generations {
         }
     }
 
+    /// A generation read from the index alone counts the units the index
+    /// says, not its (unread, empty) files.
     pub fn summaries(&self) -> Vec<Summary> {
-        self.kept.iter().map(Generation::summary).collect()
+        self.kept
+            .iter()
+            .map(|g| Summary {
+                units: self
+                    .on_disk
+                    .unread
+                    .get(&g.number)
+                    .copied()
+                    .unwrap_or(g.units.len()),
+                ..g.summary()
+            })
+            .collect()
     }
 }
 
@@ -428,6 +496,18 @@ impl Generation {
                 content: u.content.clone(),
             })
             .collect()
+    }
+
+    /// A kept generation known from the index alone: no files yet.
+    fn unread(s: &Summary) -> Generation {
+        Generation {
+            number: s.number,
+            installed_at: s.installed_at.clone(),
+            config_path: s.config_path.clone(),
+            config_sha256: s.config_sha256.clone(),
+            by: s.by.clone(),
+            units: Vec::new(),
+        }
     }
 
     pub fn summary(&self) -> Summary {
@@ -610,6 +690,62 @@ mod tests {
         );
         let e = Generations::read(&d, &store).await.unwrap_err().to_string();
         assert!(e.contains("generation-2.json"), "{e}");
+    }
+
+    /// install reads in full only the installed generation, rollback only
+    /// the one it puts back: damaged files of the others do not stop them,
+    /// are not rewritten, and keep their unit counts in the index; a
+    /// damaged file they need is an error naming it.
+    #[tokio::test]
+    async fn install_and_rollback_read_only_the_generations_they_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, store) = (in_folder(tmp.path()), Store::local());
+        for generation in 1..=4 {
+            record_and_write(&d, &store, generation, 3).await;
+        }
+        for n in [1, 2] {
+            std::fs::write(generation_path(&d, n), "not json").unwrap();
+        }
+        let mut g = Generations::read_for_install(&d, &store)
+            .await
+            .expect("install reads generation 4 alone");
+        assert_eq!(g.installed().unwrap().units, generation_units(4));
+        let r = Generations::read_for_rollback(&d, &store, None)
+            .await
+            .expect("rollback reads generation 3 alone");
+        assert_eq!(r.pick(&d, None).unwrap().units, generation_units(3));
+
+        let units: Vec<RenderedUnit> = (0..3).map(|i| worker_unit(i, 5)).collect();
+        assert!(g.record(&d, &units, (Path::new("/c.toml"), "00"), "install"));
+        g.write(&d, &store).await.expect("written");
+        let kept = std::fs::read_to_string(generation_path(&d, 2)).unwrap();
+        assert_eq!(kept, "not json", "an unread file is not rewritten");
+        assert!(!generation_path(&d, 1).exists(), "dropped");
+        let index = Index::read(&d, &store).await.unwrap();
+        let counts: Vec<(u64, usize)> = index.kept.iter().map(|s| (s.number, s.units)).collect();
+        assert_eq!(counts, [(2, 3), (3, 3), (4, 3), (5, 3)]);
+
+        std::fs::write(generation_path(&d, 5), "not json").unwrap();
+        let e = Generations::read_for_install(&d, &store).await.unwrap_err();
+        assert!(e.to_string().contains("generation-5.json"), "{e}");
+        let e = Generations::read_for_rollback(&d, &store, Some(2))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("generation-2.json"), "{e}");
+        std::fs::remove_file(generation_path(&d, 4)).unwrap();
+        let e = Generations::read_for_rollback(&d, &store, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, GenerationError::Missing { number: 4, .. }),
+            "{e}"
+        );
+    }
+
+    fn generation_units(generation: u64) -> Vec<StoredUnit> {
+        (0..3)
+            .map(|i| StoredUnit::from(&worker_unit(i, generation)))
+            .collect()
     }
 
     #[tokio::test]

@@ -27,6 +27,9 @@ pub struct Args {
     /// Then restart the units whose restart-worthy change is newer than their process (`restart --changed`)
     #[arg(long, conflicts_with = "dry_run")]
     restart_changed: bool,
+    /// Bound on the stop of each stale unit (one orch wrote that the configuration now drops) before its file is removed; on expiry exit 3, its file kept and systemd not reloaded (run again) [default: the unit's own TimeoutStopSec + 10s]
+    #[arg(long, value_name = "DURATION", value_parser = super::ctx::parse_duration)]
+    timeout: Option<std::time::Duration>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
@@ -35,6 +38,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         dry_run: args.dry_run,
         force: args.force,
         restart_changed: args.restart_changed,
+        timeout: args.timeout,
     };
     let shown = Shown { ctx, d: &d, req };
     shown.exit(crate::ops::install(&d, &ctx.access, req, &shown)?)

@@ -21,6 +21,9 @@ pub struct Args {
     /// Then restart the running units whose file changed in a way that needs a restart
     #[arg(long, conflicts_with = "dry_run")]
     restart_changed: bool,
+    /// Bound on the stop of each stale unit (one orch wrote that the put-back generation drops) before its file is removed; on expiry exit 3, its file kept and systemd not reloaded (run again) [default: the unit's own TimeoutStopSec + 10s]
+    #[arg(long, value_name = "DURATION", value_parser = super::ctx::parse_duration)]
+    timeout: Option<std::time::Duration>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
@@ -29,6 +32,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         dry_run: args.dry_run,
         force: args.force,
         restart_changed: args.restart_changed,
+        timeout: args.timeout,
     };
     let shown = Shown { ctx, d: &d, req };
     let read_again = || ctx.deployment(InstalledFrom::Hosts);

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod maintenance;
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::fleet::Access;
@@ -125,6 +126,9 @@ pub struct InstallRequest {
     pub force: bool,
     /// Then `restart --changed` of the whole deployment.
     pub restart_changed: bool,
+    /// `--timeout`: the bound on each stale unit's stop before its file
+    /// goes; `None`: the unit's own `TimeoutStopSec=` plus slack.
+    pub timeout: Option<Duration>,
 }
 
 /// How a command shows `install` or `rollback` while it runs: the report
@@ -223,7 +227,7 @@ pub fn plan_rollback(
     let targets = access.install(d)?;
     let state_store = access.state_store(d)?;
     runtime()?.block_on(async {
-        let kept = Generations::read(d, &state_store).await?;
+        let kept = Generations::read_for_rollback(d, &state_store, to).await?;
         let g = kept.pick(d, to)?.clone();
         let kinds = g.kinds(d);
         let renames = plan::Renames::ByName { kinds: &kinds };
@@ -238,7 +242,12 @@ fn put(
     what: Put,
     req: InstallRequest,
 ) -> Result<install::Report, Error> {
-    let InstallRequest { dry_run, force, .. } = req;
+    let InstallRequest {
+        dry_run,
+        force,
+        timeout,
+        ..
+    } = req;
     let targets = access.install(d)?;
     let state_store = access.state_store(d)?;
     runtime()?.block_on(async {
@@ -264,7 +273,11 @@ fn put(
             ),
         };
         // Read under the lock: another install may have just added one.
-        let read = Generations::read(d, &state_store).await;
+        // Only the generation used is read in full (~8 MB at 5,000 workers).
+        let read = match &what {
+            Put::Config(_) => Generations::read_for_install(d, &state_store).await,
+            Put::Generation(to) => Generations::read_for_rollback(d, &state_store, *to).await,
+        };
         let ToPut {
             mut kept,
             units,
@@ -283,9 +296,7 @@ fn put(
             dry_run,
             force,
             in_maintenance,
-            // install and rollback take no `--timeout` yet: each stale
-            // unit's own TimeoutStopSec= plus slack bounds its stop.
-            stop_timeout: None,
+            stop_timeout: timeout,
         };
         let mut report = install::install(d, &plans, &targets, fleet.as_ref(), opts)
             .await

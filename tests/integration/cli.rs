@@ -79,6 +79,7 @@ fn man_page_renders_with_commands_and_exit_codes() {
         "--batch",
         "--diff",
         "--include-database",
+        "Bound on the stop of each stale unit",
     ] {
         assert!(text.contains(needle), "man page lacks {needle:?}:\n{text}");
     }
@@ -197,6 +198,37 @@ fn lifecycle_help_says_what_all_and_targets_mean_per_verb() {
             "{verb} --help: {text}"
         );
         assert!(!text.contains("started if needed, never stopped"), "{text}");
+    }
+}
+
+/// `install` and `rollback` say what their `--timeout` bounds (the stop of
+/// the stale units they remove) and its default; a bad duration is a usage
+/// error naming the value, before any connection.
+#[test]
+fn install_and_rollback_help_say_what_timeout_bounds() {
+    for (verb, drops) in [
+        ("install", "the configuration now drops"),
+        ("rollback", "the put-back generation drops"),
+    ] {
+        let o = orch().args([verb, "--help"]).output_bounded().unwrap();
+        assert!(o.status.success());
+        let text = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let want = format!(
+            "--timeout <DURATION> Bound on the stop of each stale unit (one orch wrote that {drops}) \
+             before its file is removed; on expiry exit 3, its file kept and systemd not reloaded \
+             (run again) [default: the unit's own TimeoutStopSec + 10s]"
+        );
+        assert!(text.contains(&want), "{verb} --help: {text}");
+        let o = orch()
+            .args([verb, "--timeout", "soon"])
+            .output_bounded()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{verb} --timeout soon");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("'soon'") && err.contains("--timeout"), "{err}");
     }
 }
 

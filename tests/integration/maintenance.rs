@@ -1591,6 +1591,67 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
     );
 }
 
+/// `install --timeout 2s` bounds the stop of a stale unit whose stop takes
+/// longer (it ignores SIGTERM, stop_timeout 20 s): exit 3 within the bound
+/// plus slack, naming the unit and the bound, its file kept. Without the
+/// flag the unit's own bound (20 s + 10 s) applies and the stop completes.
+/// `rollback --timeout 2s` removing it again is bounded the same way.
+#[test]
+fn install_timeout_bounds_a_stale_unit_s_stop_and_without_it_its_own_bound_applies() {
+    let _ports = crate::ports::lease_groups(3);
+    let stubborn_block = "[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{FIXTURE} --ignore-sigterm --port {{ port }}\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\nstop_timeout = \"20s\"\n";
+    let workers = format!("{}{stubborn_block}", generic(1, crate::ports::at(1, 0)));
+    let s = setup(crate::ports::at(2, 0), &workers);
+    let stubborn = "fx-worker-1-stubborn.service";
+    let file = s.c.unit_dir().join(stubborn);
+    assert!(file.is_file(), "{}", file.display());
+    let with = std::fs::read_to_string(&s.cfg).unwrap();
+    let start = with.find("[[workers]]\nkind = \"stubborn\"").unwrap();
+    let end = start + with[start..].find("stop_timeout = \"20s\"\n").unwrap() + 21;
+    let without = format!("{}{}", &with[..start], &with[end..]);
+    assert!(!without.contains("stubborn"), "{without}");
+    std::fs::write(&s.cfg, &without).unwrap();
+
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["install", "--timeout", "2s"]);
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(took < Duration::from_secs(8), "took {took:?}: {err}");
+    assert!(
+        err.contains(&format!("stop stale unit {stubborn}")) && err.contains("after 2s"),
+        "{err}"
+    );
+    assert!(file.is_file(), "a timed-out stop keeps the file");
+
+    // Without the flag: the unit's own TimeoutStopSec= plus slack.
+    let t = Instant::now();
+    let o = orch_ok(&s.c, &s.cfg, &["-v", "install", "--output", "json"]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    let bound = log
+        .lines()
+        .find(|l| l.contains("stopping stale unit") && l.contains(stubborn))
+        .and_then(|l| l.split("bound=").nth(1))
+        .and_then(|b| b.split_whitespace().next());
+    assert_eq!(bound, Some("30s"), "{log}");
+    assert_eq!(row(&json(&o)["units"], stubborn)["action"], "remove");
+    assert!(!file.exists(), "removed once stopped");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+
+    // rollback takes the same bound: back to generation 1 (with the
+    // stubborn worker), started, then forward to 2 with `--timeout 2s`.
+    orch_ok(&s.c, &s.cfg, &["rollback"]);
+    std::fs::write(&s.cfg, &with).unwrap();
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let t = Instant::now();
+    let o = orch(&s.c, &s.cfg, &["rollback", "--to", "2", "--timeout", "2s"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "rollback: {err}");
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(err.contains(stubborn) && err.contains("after 2s"), "{err}");
+    assert!(file.is_file(), "a timed-out stop keeps the file");
+}
+
 /// PostgreSQL's binaries: Debian's highest installed major version.
 pub(crate) fn pg_bin() -> PathBuf {
     let hint = "apt-get install -y postgresql (or run .ci/run)";
