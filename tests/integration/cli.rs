@@ -185,13 +185,7 @@ fn lifecycle_help_says_what_all_and_targets_mean_per_verb() {
         ),
         ("reload", "prerequisites are never reloaded"),
     ] {
-        let o = orch().args([verb, "--help"]).output_bounded().unwrap();
-        assert!(o.status.success());
-        // Help is wrapped to the terminal: compare words, not lines.
-        let text = String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = help_words(verb);
         assert!(text.contains(all), "{verb} --help: {text}");
         assert!(
             text.contains("dependents / database / prerequisites; or --all"),
@@ -199,6 +193,17 @@ fn lifecycle_help_says_what_all_and_targets_mean_per_verb() {
         );
         assert!(!text.contains("started if needed, never stopped"), "{text}");
     }
+}
+
+/// `orch VERB --help`, which must succeed, as its words joined by single
+/// spaces: help is wrapped to the terminal, so tests compare words, not lines.
+fn help_words(verb: &str) -> String {
+    let o = orch().args([verb, "--help"]).output_bounded().unwrap();
+    assert!(o.status.success(), "{verb} --help failed: {o:?}");
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `install` and `rollback` say what their `--timeout` bounds (the stop of
@@ -210,12 +215,7 @@ fn install_and_rollback_help_say_what_timeout_bounds() {
         ("install", "the configuration now drops"),
         ("rollback", "the put-back generation drops"),
     ] {
-        let o = orch().args([verb, "--help"]).output_bounded().unwrap();
-        assert!(o.status.success());
-        let text = String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = help_words(verb);
         let want = format!(
             "--timeout <DURATION> Bound on the stop of each stale unit (one orch wrote that {drops}) \
              before its file is removed; on expiry exit 3, its file kept and systemd not reloaded \

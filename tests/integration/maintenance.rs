@@ -1516,6 +1516,28 @@ fn a_stop_systemd_had_to_sigkill_is_said_by_every_verb() {
     orch_ok(&s.c, &s.cfg, &["resume"]);
 }
 
+/// A worker kind `stubborn` of one worker that ignores SIGTERM, stopped by
+/// systemd within `stop_timeout` (then SIGKILLed); `@P0@` is its port.
+fn stubborn_block(stop_timeout: &str) -> String {
+    format!(
+        "[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\n\
+         exec_start = \"{{FIXTURE}} --ignore-sigterm --port {{{{ port }}}}\"\n\
+         health = \"http://127.0.0.1:{{{{ port }}}}/health\"\nstop_timeout = \"{stop_timeout}\"\n"
+    )
+}
+
+/// `config` (as written, ports filled in) without the block
+/// [`stubborn_block`] added: from its header to its last line.
+fn without_stubborn(config: &str) -> String {
+    let start = config
+        .find("[[workers]]\nkind = \"stubborn\"")
+        .expect("the stubborn block");
+    let last = "stop_timeout = \"";
+    let tail = start + config[start..].find(last).expect("its stop_timeout");
+    let end = tail + config[tail..].find('\n').unwrap() + 1;
+    format!("{}{}", &config[..start], &config[end..])
+}
+
 /// Issue 26 part 4 for the units `install` and `rollback` remove: a stale
 /// unit is stopped before its file goes, and when its stop outlives its
 /// TimeoutStopSec= (2 s; it ignores SIGTERM) systemd SIGKILLs it: the
@@ -1525,18 +1547,13 @@ fn a_stop_systemd_had_to_sigkill_is_said_by_every_verb() {
 #[test]
 fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
     let _ports = crate::ports::lease_groups(3);
-    let stubborn_block = "[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{FIXTURE} --ignore-sigterm --port {{ port }}\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\nstop_timeout = \"2s\"\n";
+    let stubborn_block = stubborn_block("2s");
     let workers = format!("{}{stubborn_block}", generic(2, crate::ports::at(1, 0)));
     let s = setup(crate::ports::at(2, 0), &workers);
     let stubborn = "fx-worker-2-stubborn.service";
     let polite = "fx-worker-1-generic.service";
     let with = std::fs::read_to_string(&s.cfg).unwrap();
-    let start = with
-        .find("[[workers]]\nkind = \"stubborn\"")
-        .expect("the stubborn block");
-    let end = start + with[start..].find("stop_timeout = \"2s\"\n").unwrap() + 20;
-    let without =
-        format!("{}{}", &with[..start], &with[end..]).replacen("count = 2", "count = 1", 1);
+    let without = without_stubborn(&with).replacen("count = 2", "count = 1", 1);
     assert!(
         !without.contains("stubborn") && without != with,
         "{without}"
@@ -1599,16 +1616,14 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
 #[test]
 fn install_timeout_bounds_a_stale_unit_s_stop_and_without_it_its_own_bound_applies() {
     let _ports = crate::ports::lease_groups(3);
-    let stubborn_block = "[[workers]]\nkind = \"stubborn\"\ncount = 1\nport_base = @P0@\nexec_start = \"{FIXTURE} --ignore-sigterm --port {{ port }}\"\nhealth = \"http://127.0.0.1:{{ port }}/health\"\nstop_timeout = \"20s\"\n";
+    let stubborn_block = stubborn_block("20s");
     let workers = format!("{}{stubborn_block}", generic(1, crate::ports::at(1, 0)));
     let s = setup(crate::ports::at(2, 0), &workers);
     let stubborn = "fx-worker-1-stubborn.service";
     let file = s.c.unit_dir().join(stubborn);
     assert!(file.is_file(), "{}", file.display());
     let with = std::fs::read_to_string(&s.cfg).unwrap();
-    let start = with.find("[[workers]]\nkind = \"stubborn\"").unwrap();
-    let end = start + with[start..].find("stop_timeout = \"20s\"\n").unwrap() + 21;
-    let without = format!("{}{}", &with[..start], &with[end..]);
+    let without = without_stubborn(&with);
     assert!(!without.contains("stubborn"), "{without}");
     std::fs::write(&s.cfg, &without).unwrap();
 
