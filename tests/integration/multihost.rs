@@ -125,8 +125,9 @@ impl Hosts {
     }
 }
 
-/// The deployment, with its ports from `port` up (one range per test: the
-/// containers share the host's network).
+/// The deployment, with its ports from `port` up: the master on `port`, the
+/// generic workers after it (the containers share the host's network, so
+/// `port` comes from the test's lease, `ports::at(0, 0)`).
 fn config(generic_host: &str, port: u16) -> String {
     format!(
         r#"[deployment]
@@ -179,8 +180,10 @@ fn units(dir: &Path) -> Vec<String> {
 
 #[test]
 fn install_restart_maintenance_and_resume_across_two_hosts() {
+    let _ports = crate::ports::lease_groups(1);
+    let port = crate::ports::at(0, 0);
     let h = boot();
-    let cfg = h.config("orch.toml", &config("b", 18400));
+    let cfg = h.config("orch.toml", &config("b", port));
 
     // Plan reads both hosts' unit folders.
     let o = h.orch(&cfg, &["plan", "--output", "json"]);
@@ -450,7 +453,7 @@ fn install_restart_maintenance_and_resume_across_two_hosts() {
 
     // Moving a worker kind to the other host: installed on a, stopped and
     // removed from b.
-    let moved = h.config("moved.toml", &config("a", 18400));
+    let moved = h.config("moved.toml", &config("a", port));
     let r = json(&h.ok(&moved, &["install", "--output", "json"]));
     assert_eq!(r["changed"], true, "{r}");
     assert!(
@@ -465,12 +468,14 @@ fn install_restart_maintenance_and_resume_across_two_hosts() {
 
 #[test]
 fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
+    let _ports = crate::ports::lease_groups(1);
+    let port = crate::ports::at(0, 0);
     let h = boot();
-    let cfg = h.config("orch.toml", &config("b", 18500));
+    let cfg = h.config("orch.toml", &config("b", port));
     h.ok(&cfg, &["install"]);
     h.ok(&cfg, &["start", "--all"]);
     // Host b moves to an address nobody answers at.
-    let text = config("b", 18500).replace("admin@127.0.0.3:2222", "admin@127.0.0.9");
+    let text = config("b", port).replace("admin@127.0.0.3:2222", "admin@127.0.0.9");
     let down = h.config("down.toml", &text);
 
     let t = Instant::now();
@@ -499,7 +504,7 @@ fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
 
     // The master's host out of reach: its journal cannot be read, and status
     // says so instead of implying the deployment is not in maintenance.
-    let text = config("b", 18500).replace("root@127.0.0.2", "root@127.0.0.9");
+    let text = config("b", port).replace("root@127.0.0.2", "root@127.0.0.9");
     let no_master = h.config("no-master.toml", &text);
     let o = h.orch(&no_master, &["status", "--output", "json"]);
     assert_eq!(o.status.code(), Some(1));
@@ -516,7 +521,7 @@ fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
 
     // A host that never answers (ssh hangs connecting): named after the
     // bound, and no ssh left behind holding orch's output open.
-    let text = config("b", 18500).replace("admin@127.0.0.3:2222", "admin@127.0.0.8");
+    let text = config("b", port).replace("admin@127.0.0.3:2222", "admin@127.0.0.8");
     let hung = h.config("hung.toml", &text);
     let t = Instant::now();
     let o = h.orch(
@@ -555,17 +560,19 @@ fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
 fn a_connection_that_dies_while_jobs_run_fails_bounded_naming_the_host() {
     // The workers on b are Type=notify and take 3 s to say READY=1, so their
     // start jobs are still running inside b's systemd when its bridge dies.
-    connection_dies(18600, "\ntype = \"notify\"", "while waiting for job");
+    connection_dies("\ntype = \"notify\"", "while waiting for job");
 }
 
 #[test]
 fn a_connection_that_dies_while_probing_fails_bounded_naming_the_host() {
     // Type=exec: the jobs are done at once, and the workers' probes fail for
     // 3 s; orch must not call them ready once it can no longer watch them.
-    connection_dies(18700, "", "while the unit was being probed");
+    connection_dies("", "while the unit was being probed");
 }
 
-fn connection_dies(port: u16, extra: &str, says: &str) {
+fn connection_dies(extra: &str, says: &str) {
+    let _ports = crate::ports::lease_groups(1);
+    let port = crate::ports::at(0, 0);
     let h = boot();
     let text =
         config("b", port).replace("--ready-after 0.2\"", &format!("--ready-after 3\"{extra}"));
