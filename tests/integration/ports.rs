@@ -243,3 +243,175 @@ fn leases_are_free_distinct_and_released() {
     // Released: the same port can be taken again.
     drop(reserve_exact(held));
 }
+
+/// Literal port numbers the test sources may write, each with why no test
+/// listens on it: everything else that looks like a port must be leased.
+const LITERAL_PORTS: &[(&str, u16, &str)] = &[
+    (
+        "config_errors.rs",
+        9000,
+        "validation only: /bin/sleep, nothing listens",
+    ),
+    (
+        "config_errors.rs",
+        8008,
+        "validation only: nothing is started",
+    ),
+    (
+        "config_errors.rs",
+        6379,
+        "validation only: nothing is started",
+    ),
+    ("render.rs", 9000, "render only: nothing is started"),
+    (
+        "names.rs",
+        35100,
+        "/bin/sleep takes it as an argument, nothing listens",
+    ),
+    (
+        "names.rs",
+        35200,
+        "/bin/sleep takes it as an argument, nothing listens",
+    ),
+    (
+        "names.rs",
+        35300,
+        "/bin/sleep takes it as an argument, nothing listens",
+    ),
+    (
+        "demo.rs",
+        20000,
+        "examples/demo.toml's, replaced by a leased one",
+    ),
+    (
+        "demo.rs",
+        20100,
+        "examples/demo.toml's, replaced by a leased one",
+    ),
+    (
+        "demo.rs",
+        20200,
+        "examples/demo.toml's, replaced by a leased one",
+    ),
+    (
+        "synapse.rs",
+        6379,
+        "examples/synapse.toml's, replaced by a leased one",
+    ),
+    (
+        "synapse.rs",
+        5432,
+        "examples/synapse.toml's, replaced by a leased one",
+    ),
+    (
+        "synapse.rs",
+        8008,
+        "examples/synapse.toml's, replaced by a leased one",
+    ),
+    (
+        "synapse.rs",
+        18111,
+        "examples/synapse.toml's, replaced by a leased one",
+    ),
+    (
+        "synapse.rs",
+        18201,
+        "examples/synapse.toml's, replaced by a leased one",
+    ),
+    (
+        "synapse.rs",
+        18401,
+        "examples/synapse.toml's, replaced by a leased one",
+    ),
+    (
+        "ssh_real.rs",
+        41600,
+        "its container has a network namespace of its own",
+    ),
+];
+
+/// Every number of 4–5 digits in `src` written where a port goes (after
+/// `port =`, `port_base =`, `--port`, `let port =`, a loopback address, or
+/// as a call's last argument), with its line.
+fn port_literals(src: &str) -> Vec<(usize, u16)> {
+    let b = src.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit()
+            || (i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'.'))
+        {
+            i += 1;
+            continue;
+        }
+        let end = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let number = src[i..end].parse::<u32>().ok();
+        let before = src[i.saturating_sub(24)..i].to_ascii_lowercase();
+        let before = before.trim_end_matches([' ', '"', '=', ':']);
+        let portish = before.ends_with("port")
+            || before.ends_with("port_base")
+            || before.ends_with("127.0.0.1")
+            || before.ends_with("localhost")
+            || (before.ends_with(',') && b.get(end) == Some(&b')'));
+        if let Some(n) = number.filter(|n| (1024..=65535).contains(n) && end - i >= 4) {
+            if portish
+                && b.get(end)
+                    .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'.')
+            {
+                found.push((src[..i].lines().count().max(1), n as u16));
+            }
+        }
+        i = end;
+    }
+    found
+}
+
+/// No test writes a port number it would listen on (issue 22: two runs of
+/// the suite, or any service, may hold it): each is leased here. A literal
+/// that nothing listens on goes in [`LITERAL_PORTS`] with why.
+#[test]
+fn no_test_writes_a_port_it_listens_on() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration");
+    let mut bad = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !file.ends_with(".rs") || file == "ports.rs" {
+            continue;
+        }
+        let src = std::fs::read_to_string(&path).unwrap();
+        for (line, port) in port_literals(&src) {
+            if !LITERAL_PORTS
+                .iter()
+                .any(|(f, p, _)| *f == file && *p == port)
+            {
+                bad.push(format!("{file}:{line}: port {port}"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "tests write port numbers: lease them (ports::lease_groups / ports::reserve), \
+         or list them in LITERAL_PORTS with why nothing listens there:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn port_literals_finds_ports_where_ports_go_only() {
+    let src = "config(\"b\", 18400)\nport = 20000\nport_base = 9000\n--port 30000\n\
+               http://127.0.0.1:8008/x\nlet port = 41600;\nsleep(2000)\nfoo(1, 2000)\n\
+               timeout = 5000\nport = 80\nv1.20000\n";
+    assert_eq!(
+        port_literals(src),
+        [
+            (1, 18400),
+            (2, 20000),
+            (3, 9000),
+            (4, 30000),
+            (5, 8008),
+            (6, 41600),
+            (8, 2000)
+        ]
+    );
+}
