@@ -22,6 +22,11 @@ fn tmux(sock: &Path, args: &[&str]) -> std::process::Output {
         })
 }
 
+/// Set as the pane's title (OSC 2) after the command: tmux parses the pane's
+/// output in order, so once the title says it, everything the command wrote
+/// is on the screen. The screen itself is left as the command made it.
+const DONE_TITLE: &str = "orch-test-done";
+
 /// A tmux session running `cmd` in a `cols`×`rows` window; the exit code
 /// lands in `rc` and the pane stays open for a last capture.
 struct Screen {
@@ -37,7 +42,8 @@ impl Screen {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\n{cmd}\necho $? > {}\nexec sleep 600\n",
+                "#!/bin/sh\n{cmd}\nrc=$?\nprintf '\\033]2;%s\\033\\\\' {DONE_TITLE}\n\
+                 echo $rc > {}\nexec sleep 600\n",
                 rc.display()
             ),
         )
@@ -63,21 +69,31 @@ impl Screen {
         String::from_utf8_lossy(&tmux(&self.sock, &["capture-pane", "-p"]).stdout).into_owned()
     }
 
-    /// Every distinct screen until the command ends (bounded), and its exit code.
+    fn title(&self) -> String {
+        let o = tmux(&self.sock, &["display-message", "-p", "#{pane_title}"]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Every distinct screen until the command ends (bounded), and its exit
+    /// code. The last screen is taken once tmux has drawn all the command's
+    /// output: the exit code can be written before tmux has read the rest.
     fn watch(&self, bound: Duration) -> (Vec<String>, i32) {
         let t = Instant::now();
         let mut screens: Vec<String> = Vec::new();
         loop {
+            let done = self.title() == DONE_TITLE;
             let s = self.capture();
             if screens.last() != Some(&s) {
                 screens.push(s);
             }
-            if let Ok(rc) = std::fs::read_to_string(&self.rc) {
+            if let Some(rc) = std::fs::read_to_string(&self.rc).ok().filter(|_| done) {
                 return (screens, rc.trim().parse().unwrap());
             }
             assert!(
                 t.elapsed() < bound,
-                "orch did not end within {bound:?}; screen:\n{}",
+                "orch did not end within {bound:?} (exit code written: {}, pane title {:?}); screen:\n{}",
+                self.rc.exists(),
+                self.title(),
                 screens.last().unwrap()
             );
             std::thread::sleep(Duration::from_millis(50));
