@@ -580,18 +580,27 @@ fn attempts_over_one_master(r: &Remote, kh: &Path) {
         .enable_all()
         .build()
         .unwrap();
+    // Bounds that hold on a saturated host, where one SSH handshake alone
+    // has taken over a second: what is asserted is how many connections the
+    // attempts make and that a closed port fails before its bound.
+    let limits = Limits {
+        connect: Duration::from_secs(5),
+        attempt: Duration::from_secs(10),
+    };
     let before = accepted(r);
     let n = 100;
     let (took, closed_err, closed_took) = rt.block_on(async {
+        // The master first, as status makes it, so the rate is the channels'.
+        orch::tunnel::prepare(&remote, Duration::from_secs(20))
+            .await
+            .unwrap();
         let t = Instant::now();
         for _ in 0..n {
-            check(&ok, Limits::default(), Some(&remote)).await.unwrap();
+            check(&ok, limits, Some(&remote)).await.unwrap();
         }
         let took = t.elapsed();
         let t = Instant::now();
-        let e = check(&closed, Limits::default(), Some(&remote))
-            .await
-            .unwrap_err();
+        let e = check(&closed, limits, Some(&remote)).await.unwrap_err();
         (took, e, t.elapsed())
     });
     orch::tunnel::end();
@@ -608,7 +617,7 @@ fn attempts_over_one_master(r: &Remote, kh: &Path) {
         closed_err.to_string().contains("Connection refused"),
         "{closed_err}"
     );
-    assert!(closed_took < Duration::from_secs(2), "{closed_took:?}");
+    assert!(closed_took < limits.connect, "{closed_took:?}");
 }
 
 #[test]
@@ -857,9 +866,13 @@ fn a_probe_after_the_master_ended_mid_run_passes_at_once() {
         .enable_all()
         .build()
         .unwrap();
+    // The code before the fix waited for a channel that never opened and
+    // failed at the connect bound, whatever it is; 5 s leaves room for the
+    // new master's handshake on a saturated host (over 1 s seen) and stays
+    // under the master's 10 s ControlPersist.
     let limits = Limits {
-        connect: Duration::from_secs(1),
-        attempt: Duration::from_secs(8),
+        connect: Duration::from_secs(5),
+        attempt: Duration::from_secs(10),
     };
     let attempt = || {
         let t = Instant::now();
@@ -889,7 +902,6 @@ fn a_probe_after_the_master_ended_mid_run_passes_at_once() {
             res.is_ok(),
             "after {signal:?} of the master: {res:?} in {took:?}"
         );
-        assert!(took < Duration::from_secs(3), "after {signal:?}: {took:?}");
     }
     orch::tunnel::end();
 }
