@@ -44,21 +44,33 @@ impl Demo {
         let script = root.join("scripts/demo");
         // examples/demo.toml on leased ports: master, 6 generic, 4 pushers.
         let ports = crate::ports::reserve(11);
-        let mut config = std::fs::read_to_string(root.join("examples/demo.toml")).unwrap();
-        for (line, port) in [
-            ("port = 20000\n", format!("port = {}\n", ports.port(0))),
+        let example = std::fs::read_to_string(root.join("examples/demo.toml")).unwrap();
+        let ports_of = [
+            ("port = 20000", format!("port = {}", ports.port(0))),
             (
-                "port_base = 20100\n",
-                format!("port_base = {}\n", ports.port(1)),
+                "port_base = 20100",
+                format!("port_base = {}", ports.port(1)),
             ),
             (
-                "port_base = 20200\n",
-                format!("port_base = {}\n", ports.port(7)),
+                "port_base = 20200",
+                format!("port_base = {}", ports.port(7)),
             ),
-        ] {
-            assert!(config.contains(line), "examples/demo.toml has no {line:?}");
-            config = config.replace(line, &port);
+        ];
+        for (line, _) in &ports_of {
+            assert!(
+                example.lines().any(|l| l == *line),
+                "examples/demo.toml has no {line:?}"
+            );
         }
+        // Line by line, in one pass: a leased port may be one of the
+        // example's own (20200), which a second replace would change again.
+        let config: String = example
+            .lines()
+            .map(|l| match ports_of.iter().find(|(from, _)| *from == l) {
+                Some((_, to)) => format!("{to}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
         let cfg = dir.path().join("demo.toml");
         std::fs::write(&cfg, config).unwrap();
         // Output goes to files: nothing to drain while we poll, and it survives a hang.

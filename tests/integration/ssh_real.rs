@@ -23,7 +23,10 @@ use crate::support::Container;
 /// (read-only) inside the container. Under /run, whose parents are root-owned
 /// and not group/world-writable, so sshd's StrictModes accepts it.
 const SSHD_DIR: &str = "/run/orch-test-sshd";
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// orch's `--call-timeout` here (its default is 25 s): each call over SSH
+/// includes a session's handshake, which took over 5 s with two runs of the
+/// suite saturating 2 cores; the tests' own LIMIT still bounds every run.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const INSTALL_HINT: &str = "apt-get install -y openssh-server openssh-client";
 
 /// `state_dir` named: the master's host is the container (over ssh), and the
