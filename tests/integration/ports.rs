@@ -346,7 +346,13 @@ fn port_literals(src: &str) -> Vec<(usize, u16)> {
         }
         let end = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
         let number = src[i..end].parse::<u32>().ok();
-        let before = src[i.saturating_sub(24)..i].to_ascii_lowercase();
+        // Up to 24 bytes back, from a character's start (the sources hold
+        // "—" and "×": a byte offset may fall inside one).
+        let mut from = i.saturating_sub(24);
+        while !src.is_char_boundary(from) {
+            from += 1;
+        }
+        let before = src[from..i].to_ascii_lowercase();
         let before = before.trim_end_matches([' ', '"', '=', ':']);
         let portish = before.ends_with("port")
             || before.ends_with("port_base")
@@ -401,7 +407,8 @@ fn no_test_writes_a_port_it_listens_on() {
 fn port_literals_finds_ports_where_ports_go_only() {
     let src = "config(\"b\", 18400)\nport = 20000\nport_base = 9000\n--port 30000\n\
                http://127.0.0.1:8008/x\nlet port = 41600;\nsleep(2000)\nfoo(1, 2000)\n\
-               timeout = 5000\nport = 80\nv1.20000\n";
+               timeout = 5000\nport = 80\nv1.20000\n\
+               // ——————————————— port = 25000\n";
     assert_eq!(
         port_literals(src),
         [
@@ -411,7 +418,8 @@ fn port_literals_finds_ports_where_ports_go_only() {
             (4, 30000),
             (5, 8008),
             (6, 41600),
-            (8, 2000)
+            (8, 2000),
+            (12, 25000),
         ]
     );
 }
