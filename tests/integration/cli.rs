@@ -319,3 +319,49 @@ fn plan_diff_shows_each_change_as_a_unified_diff() {
     let o = plan(&[]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("@@ "));
 }
+
+/// `scripts/package-deb` (what `.ci/run` packages with): bad options are
+/// usage errors (exit 2) naming the option, a profile name cannot leave the
+/// target directory, and `--no-build` with no binary names the path it
+/// looked at (exit 1); none of them builds or writes anything.
+#[test]
+fn package_deb_refuses_bad_options_before_building_or_writing() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(root.join("scripts/package-deb"))
+            .args(args)
+            .env("CARGO_TARGET_DIR", target.path())
+            .output_bounded()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    for (args, says) in [
+        (&["--bogus"][..], "unknown option: --bogus"),
+        (&["--profile"][..], "--profile needs a cargo profile name"),
+        (
+            &["--profile", "../../x", "--no-build"][..],
+            "--profile '../../x': a cargo profile name is letters, digits, - and _",
+        ),
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(err.contains("usage: scripts/package-deb"), "{err}");
+    }
+    let (code, err) = run(&["--profile", "never-built", "--no-build"]);
+    let wanted = target.path().join("never-built/orch");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("no orch binary at {}", wanted.display())),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(target.path())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "package-deb wrote {left:?}");
+}
