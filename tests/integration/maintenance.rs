@@ -1526,6 +1526,20 @@ fn stubborn_block(stop_timeout: &str) -> String {
     )
 }
 
+/// A deployment of `generics` generic workers and one stubborn one (its
+/// stop bound `stop_timeout`), installed and started, on ports leased for
+/// the test:
+/// keep the lease for the test's life.
+fn with_stubborn(generics: usize, stop_timeout: &str) -> (crate::ports::PortLease, Setup) {
+    let ports = crate::ports::lease_groups(3);
+    let workers = format!(
+        "{}{}",
+        generic(generics, crate::ports::at(1, 0)),
+        stubborn_block(stop_timeout)
+    );
+    (ports, setup(crate::ports::at(2, 0), &workers))
+}
+
 /// `config` (as written, ports filled in) without the block
 /// [`stubborn_block`] added: from its header to its last line.
 fn without_stubborn(config: &str) -> String {
@@ -1546,10 +1560,7 @@ fn without_stubborn(config: &str) -> String {
 /// bounded by that unit's own TimeoutStopSec= plus slack (`-v` says it).
 #[test]
 fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
-    let _ports = crate::ports::lease_groups(3);
-    let stubborn_block = stubborn_block("2s");
-    let workers = format!("{}{stubborn_block}", generic(2, crate::ports::at(1, 0)));
-    let s = setup(crate::ports::at(2, 0), &workers);
+    let (_ports, s) = with_stubborn(2, "2s");
     let stubborn = "fx-worker-2-stubborn.service";
     let polite = "fx-worker-1-generic.service";
     let with = std::fs::read_to_string(&s.cfg).unwrap();
@@ -1615,10 +1626,7 @@ fn a_unit_removed_by_install_or_rollback_says_when_systemd_had_to_sigkill_it() {
 /// `rollback --timeout 2s` removing it again is bounded the same way.
 #[test]
 fn install_timeout_bounds_a_stale_unit_s_stop_and_without_it_its_own_bound_applies() {
-    let _ports = crate::ports::lease_groups(3);
-    let stubborn_block = stubborn_block("20s");
-    let workers = format!("{}{stubborn_block}", generic(1, crate::ports::at(1, 0)));
-    let s = setup(crate::ports::at(2, 0), &workers);
+    let (_ports, s) = with_stubborn(1, "20s");
     let stubborn = "fx-worker-1-stubborn.service";
     let file = s.c.unit_dir().join(stubborn);
     assert!(file.is_file(), "{}", file.display());
