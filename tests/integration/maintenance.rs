@@ -1528,8 +1528,7 @@ fn stubborn_block(stop_timeout: &str) -> String {
 
 /// A deployment of `generics` generic workers and one stubborn one (its
 /// stop bound `stop_timeout`), installed and started, on ports leased for
-/// the test:
-/// keep the lease for the test's life.
+/// the test: keep the lease for the test's life.
 fn with_stubborn(generics: usize, stop_timeout: &str) -> (crate::ports::PortLease, Setup) {
     let ports = crate::ports::lease_groups(3);
     let workers = format!(
