@@ -728,7 +728,7 @@ fn a_probe_from_local_connects_from_orchs_machine_not_the_units_host() {
     assert_eq!(units[0]["health"], "ok", "{units:?}");
 }
 
-/// Made by the slow worker once its TERM trap is set: a TERM before that
+/// Made by the slow worker once its TERM handler is set: a TERM before that
 /// ends it at once (under load the restart came first: `1.63s`).
 const TRAPPED: &str = "/run/fx-slow-trapped";
 
@@ -742,7 +742,7 @@ fn slow_stop_config(port: u16) -> String {
          [master]\nexec_start = \"{exec}\"\nport = {port}\n\
          health = \"http://127.0.0.1:{{{{ port }}}}/health\"\n\
          [[workers]]\nkind = \"slow\"\ncount = 1\nstop_timeout = \"40s\"\n\
-         exec_start = \"/bin/sh -c 'trap \\\"sleep 13; exit 0\\\" TERM; touch {TRAPPED}; while :; do sleep 0.2; done'\"\n",
+         exec_start = \"/usr/bin/python3 /opt/fixtures/worker.py --stop-takes 13 --armed {TRAPPED}\"\n",
         db = port + 1
     )
 }
@@ -775,13 +775,13 @@ fn a_probe_after_a_stop_longer_than_control_persist_makes_a_new_master() {
     assert_ok(&o, "install");
     let (o, _) = r.orch(&kh, &["start", "--all"], LIMIT);
     assert_ok(&o, "start --all");
-    // The worker is active at its fork, before its shell has set the trap
-    // that makes its stop last 13 s: wait for it, bounded.
+    // The worker is active at its fork, before it has set the handler that
+    // makes its stop last 13 s: wait for it, bounded.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !r.c.exec(&["test", "-e", TRAPPED]).status.success() {
         assert!(
             Instant::now() < deadline,
-            "the slow worker never set its TERM trap"
+            "the slow worker never set its TERM handler"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
