@@ -18,6 +18,10 @@ use crate::support::Container;
 const FIXTURE: &str =
     "/usr/bin/python3 /opt/fixtures/worker.py --name {{ name }} --log /opt/log/events.log";
 
+/// In the test's folder: a unit of host b whose done job ends b's bus
+/// (tests/fixtures/cut.py).
+const CUT: &str = "cut";
+
 struct Hosts {
     a: Container,
     b: Container,
@@ -40,7 +44,8 @@ fn boot() -> Hosts {
     };
     let (a, b) = (host(), host());
     // Destinations: 127.0.0.2 is host a, 127.0.0.3 host b; anything else
-    // fails the way ssh does when it cannot connect.
+    // fails the way ssh does when it cannot connect. While the file CUT
+    // names a unit, host b's bus ends just after that unit's job is done.
     let ssh = dir.path().join("fake-ssh");
     std::fs::write(
         &ssh,
@@ -57,10 +62,14 @@ fn boot() -> Hosts {
              esac\n\
              shift\n\
              [ -n \"$w\" ] && exec /usr/bin/python3 {forward} \"$w\"\n\
+             if [ $pid = {b} ] && [ -s {cut} ]; then case \"$*\" in *systemd-stdio-bridge*)\n\
+               exec /usr/bin/python3 {cut_py} \"$(cat {cut})\" nsenter -t $pid -m -u -i -p -- sh -c \"$*\" ;; esac; fi\n\
              exec nsenter -t $pid -m -u -i -p -- sh -c \"$*\"\n",
             a = a.leader(),
             b = b.leader(),
             forward = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/forward.py"),
+            cut = dir.path().join(CUT).display(),
+            cut_py = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cut.py"),
         ),
     )
     .unwrap();
@@ -634,6 +643,44 @@ fn connection_dies(extra: &str, says: &str) {
         } else {
             assert_eq!(u["phase"], "ready", "{u}");
         }
+    }
+}
+
+/// The moment `connection_dies` meets only by chance on a busy host, made
+/// every time: host b's bus ends right after one worker's start job is done,
+/// before orch reads that unit's state. The unit is failed with what
+/// happened (before: `unit is unknown after its start job`).
+#[test]
+fn a_connection_that_closes_just_after_a_job_ends_says_so_for_that_unit() {
+    let _ports = crate::ports::lease_groups(1);
+    let port = crate::ports::at(0, 0);
+    let h = boot();
+    let cfg = h.config("orch.toml", &config("b", port));
+    h.ok(&cfg, &["install"]);
+    let unit = "mh-worker-1-generic.service";
+    std::fs::write(h.dir.path().join(CUT), unit).unwrap();
+    let t = Instant::now();
+    let o = h.orch(&cfg, &["start", "--all", "--output", "json"]);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s = summary(&o);
+    let units = s["units"].as_array().unwrap();
+    let cut = units.iter().find(|u| u["unit"] == unit).unwrap();
+    assert_eq!(cut["phase"], "failed", "{cut}");
+    assert_eq!(cut["job"], "done", "{cut}");
+    let e = cut["error"].as_str().unwrap_or_default();
+    assert!(
+        e.starts_with("the connection to host b closed after its start job"),
+        "{cut}"
+    );
+    // Host a's units are judged as usual.
+    for u in units.iter().filter(|u| u["host"] == "a") {
+        assert_eq!(u["phase"], "ready", "{u}");
     }
 }
 
