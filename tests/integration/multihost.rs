@@ -621,13 +621,7 @@ fn connection_dies(extra: &str, says: &str) {
     let t = Instant::now();
     let o = child.wait_with_output().unwrap();
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let s = summary(&o);
+    let s = failed_summary(&o);
     for u in s["units"].as_array().unwrap() {
         if u["host"] == "b" {
             assert_eq!(u["phase"], "failed", "{u}");
@@ -646,6 +640,17 @@ fn connection_dies(extra: &str, says: &str) {
     }
 }
 
+/// The JSON summary of a run that must have failed (exit 1).
+fn failed_summary(o: &Output) -> serde_json::Value {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    summary(o)
+}
+
 /// The moment `connection_dies` meets only by chance on a busy host, made
 /// every time: host b's bus ends right after one worker's start job is done,
 /// before orch reads that unit's state. The unit is failed with what
@@ -662,13 +667,7 @@ fn a_connection_that_closes_just_after_a_job_ends_says_so_for_that_unit() {
     let t = Instant::now();
     let o = h.orch(&cfg, &["start", "--all", "--output", "json"]);
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let s = summary(&o);
+    let s = failed_summary(&o);
     let units = s["units"].as_array().unwrap();
     let cut = units.iter().find(|u| u["unit"] == unit).unwrap();
     assert_eq!(cut["phase"], "failed", "{cut}");
