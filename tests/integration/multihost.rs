@@ -134,6 +134,18 @@ impl Hosts {
     }
 }
 
+/// Two hosts with the deployment (`config("b", port)`, changed by `edit`)
+/// installed: the port lease (kept for the test), the hosts, the master's
+/// port and the configuration's path.
+fn installed(edit: impl Fn(String) -> String) -> (crate::ports::PortLease, Hosts, u16, PathBuf) {
+    let lease = crate::ports::lease_groups(1);
+    let port = crate::ports::at(0, 0);
+    let h = boot();
+    let cfg = h.config("orch.toml", &edit(config("b", port)));
+    h.ok(&cfg, &["install"]);
+    (lease, h, port, cfg)
+}
+
 /// The deployment, with its ports from `port` up: the master on `port`, the
 /// generic workers after it (the containers share the host's network, so
 /// `port` comes from the test's lease, `ports::at(0, 0)`).
@@ -477,11 +489,7 @@ fn install_restart_maintenance_and_resume_across_two_hosts() {
 
 #[test]
 fn an_unreachable_host_is_named_after_its_bound_and_the_others_still_show() {
-    let _ports = crate::ports::lease_groups(1);
-    let port = crate::ports::at(0, 0);
-    let h = boot();
-    let cfg = h.config("orch.toml", &config("b", port));
-    h.ok(&cfg, &["install"]);
+    let (_ports, h, port, cfg) = installed(|c| c);
     h.ok(&cfg, &["start", "--all"]);
     // Host b moves to an address nobody answers at.
     let text = config("b", port).replace("admin@127.0.0.3:2222", "admin@127.0.0.9");
@@ -580,13 +588,8 @@ fn a_connection_that_dies_while_probing_fails_bounded_naming_the_host() {
 }
 
 fn connection_dies(extra: &str, says: &str) {
-    let _ports = crate::ports::lease_groups(1);
-    let port = crate::ports::at(0, 0);
-    let h = boot();
-    let text =
-        config("b", port).replace("--ready-after 0.2\"", &format!("--ready-after 3\"{extra}"));
-    let cfg = h.config("orch.toml", &text);
-    h.ok(&cfg, &["install"]);
+    let (_ports, h, _, cfg) =
+        installed(|c| c.replace("--ready-after 0.2\"", &format!("--ready-after 3\"{extra}")));
     let child = Command::new(env!("CARGO_BIN_EXE_orch"))
         .arg("--config")
         .arg(&cfg)
@@ -657,11 +660,7 @@ fn failed_summary(o: &Output) -> serde_json::Value {
 /// happened (before: `unit is unknown after its start job`).
 #[test]
 fn a_connection_that_closes_just_after_a_job_ends_says_so_for_that_unit() {
-    let _ports = crate::ports::lease_groups(1);
-    let port = crate::ports::at(0, 0);
-    let h = boot();
-    let cfg = h.config("orch.toml", &config("b", port));
-    h.ok(&cfg, &["install"]);
+    let (_ports, h, _, cfg) = installed(|c| c);
     let unit = "mh-worker-1-generic.service";
     std::fs::write(h.dir.path().join(CUT), unit).unwrap();
     let t = Instant::now();

@@ -729,7 +729,7 @@ fn a_probe_from_local_connects_from_orchs_machine_not_the_units_host() {
 }
 
 /// Made by the slow worker once its TERM handler is set: a TERM before that
-/// ends it at once (under load the restart came first: `1.63s`).
+/// ends it at once (Python's default action).
 const TRAPPED: &str = "/run/fx-slow-trapped";
 
 /// The database (probed first by a restart), a probed master, and a worker
