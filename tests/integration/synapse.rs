@@ -709,6 +709,26 @@ fn event_times(o: &Output) -> HashMap<(String, String), Duration> {
     m
 }
 
+/// `ELAPSED_MS UNIT PHASE [DETAIL]` for every event orch streamed about the
+/// units named (prefixes of unit names), in order: for failure messages.
+fn unit_events(o: &Output, names: &[&str]) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "unit")
+        .filter(|v| {
+            let unit = v["unit"].as_str().unwrap_or_default();
+            names.iter().any(|n| unit.starts_with(n))
+        })
+        .map(|v| {
+            format!(
+                "{} {} {} {}",
+                v["elapsed_ms"], v["unit"], v["phase"], v["detail"]
+            )
+        })
+        .collect()
+}
+
 /// Synapse's processes in the container and its role's database sessions,
 /// read without orch: `ps` in the container and `pg_stat_activity`.
 fn synapse_leftovers(c: &Container, bin: &Path) -> (Vec<String>, String) {
@@ -1085,11 +1105,36 @@ fn real_synapse_with_workers_through_orch() {
             "rolling, workers' part: longest client gap".into(),
             workers.describe(),
         ));
-        assert!(
-            workers.failed.is_empty(),
-            "sends failed during the rolling restart of the workers: {:#?}",
-            workers.failed
-        );
+        if !workers.failed.is_empty() {
+            // Everything needed to tell orch's order from Synapse's own
+            // behaviour: when each failed send ended, what orch did to the
+            // generic workers and when, and what they logged.
+            let sends: Vec<String> = workers
+                .failed
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} ms: {} ({:?}): {}",
+                        (s.done - from).as_millis(),
+                        s.body,
+                        s.took,
+                        s.outcome
+                    )
+                })
+                .collect();
+            let journals: Vec<String> = GENERIC_NAMES
+                .iter()
+                .map(|n| c.journal(&format!("{n}.service")))
+                .collect();
+            panic!(
+                "sends failed during the rolling restart of the workers (times from orch's start):\n{}\n\
+                 orch's events of the generic workers:\n{}\n\
+                 their journals:\n{}",
+                sends.join("\n"),
+                unit_events(&o, &GENERIC_NAMES).join("\n"),
+                journals.join("\n")
+            );
+        }
 
         timings.extend(outage::compare(&c, &cfg, dir.path(), &log));
 
