@@ -29,6 +29,12 @@ pub enum Step {
         members: Vec<Member>,
         hold: Duration,
     },
+    /// A rolling batch just restarted and ready, watched for `hold` as a
+    /// canary is (see [`Shape::settle`]) before the next batch is stopped.
+    Settle {
+        members: Vec<Member>,
+        hold: Duration,
+    },
     /// The same job for every member, enqueued at once.
     Jobs {
         members: Vec<Member>,
@@ -42,7 +48,8 @@ impl Step {
         match self {
             Step::EnsureRunning(m)
             | Step::Jobs { members: m, .. }
-            | Step::Canary { members: m, .. } => m,
+            | Step::Canary { members: m, .. }
+            | Step::Settle { members: m, .. } => m,
         }
     }
 }
@@ -58,6 +65,13 @@ pub struct Shape {
     pub or_restart: bool,
     /// `restart --rolling --canary [N] --hold D`.
     pub canary: Option<Canary>,
+    /// `restart --rolling --settle D`: each batch of workers that have twins
+    /// (the canaries included) stays ready and watched for D before the
+    /// next batch is stopped. While a batch was down, a proxy sent its
+    /// requests to the next batch's workers; stopping those the moment the
+    /// first batch passes its probe cuts the requests they still serve
+    /// (a 502 behind nginx). Kubernetes calls it `minReadySeconds`.
+    pub settle: Option<Duration>,
     /// In a rolling restart, a worker with no twin requires the master
     /// (`Requires=`/`BindsTo=` as systemd has it): the outage window then
     /// restarts the master first, and those workers once it is ready.
@@ -211,7 +225,8 @@ fn reload(members: &[Member], shape: Shape) -> Vec<Step> {
 /// for the units that have no twin (the master and the workers alone of
 /// their kind, see [`window`]); then, with `--canary`, the canaries,
 /// watched for the hold; then the other workers `batch` at a time (see
-/// [`batches`]); then the dependents. The window comes before the canaries:
+/// [`batches`]), each batch but the last watched for the settle time
+/// before the next; then the dependents. The window comes before the canaries:
 /// a new release's master migrates the database schema, which workers of
 /// the new release may need before they start.
 fn rolling(members: &[Member], batch: usize, shape: Shape) -> Vec<Step> {
@@ -230,14 +245,20 @@ fn rolling(members: &[Member], batch: usize, shape: Shape) -> Vec<Step> {
                 .any(|c| c.unit == w.unit && c.host == w.host)
         })
         .collect();
+    let settle = shape.settle.unwrap_or_default();
+    let mut groups = batches(&rest, batch).into_iter().peekable();
     if let (false, Some(c)) = (canaries.is_empty(), shape.canary) {
+        // The hold is the canaries' settle time, made up to --settle.
+        let more = settle.saturating_sub(c.hold);
         steps.push(Step::Canary {
-            members: canaries,
+            members: canaries.clone(),
             hold: c.hold,
         });
+        steps.extend(settled(canaries, more, groups.peek().is_some()));
     }
-    for group in batches(&rest, batch) {
-        steps.push(jobs(group, JobKind::Restart, JobMode::Replace));
+    while let Some(group) = groups.next() {
+        steps.push(jobs(group.clone(), JobKind::Restart, JobMode::Replace));
+        steps.extend(settled(group, settle, groups.peek().is_some()));
     }
     steps.push(jobs(
         with_role(members, Role::Dependent),
@@ -245,6 +266,16 @@ fn rolling(members: &[Member], batch: usize, shape: Shape) -> Vec<Step> {
         JobMode::Replace,
     ));
     steps
+}
+
+/// A settle step for `batch` when a batch of twins follows it: the
+/// outage window's units have no twin that took their requests, and after
+/// the last batch nothing else is stopped.
+fn settled(batch: Vec<Member>, hold: Duration, more: bool) -> Option<Step> {
+    (more && !hold.is_zero()).then_some(Step::Settle {
+        members: batch,
+        hold,
+    })
 }
 
 /// Workers alone of their kind (among `workers`), and those with twins.
@@ -397,6 +428,9 @@ mod tests {
                     Step::Canary { hold, .. } => {
                         format!("canary {}s:{}", hold.as_secs(), units.join(","))
                     }
+                    Step::Settle { hold, .. } => {
+                        format!("settle {}s:{}", hold.as_secs(), units.join(","))
+                    }
                     Step::Jobs { kind, mode, .. } => format!(
                         "{}/{}:{}",
                         kind.dbus_name(),
@@ -413,6 +447,7 @@ mod tests {
         rolling: None,
         or_restart: false,
         canary: None,
+        settle: None,
         master_first: false,
     };
 
@@ -830,6 +865,84 @@ mod tests {
         assert_eq!(
             show(&plan(Op::Restart, &d, lone)),
             ["restart/ignore-dependencies:m,a0,b0"]
+        );
+    }
+
+    #[test]
+    fn settle_watches_each_batch_of_twins_but_the_last_before_the_next_is_stopped() {
+        let mut d = synapse();
+        d.extend(kinds(&[("pusher", 2)]));
+        let settle = |s, canary| Shape {
+            settle: Some(Duration::from_secs(s)),
+            canary,
+            ..rolling(1)
+        };
+        assert_eq!(
+            show(&plan(Op::Restart, &d, settle(5, None))),
+            [
+                "ensure:redis",
+                "restart/ignore-dependencies:m,persister0,fed0,media0",
+                "restart/replace:generic0",
+                "settle 5s:generic0",
+                "restart/replace:pusher0",
+                "settle 5s:pusher0",
+                "restart/replace:generic1",
+                "settle 5s:generic1",
+                "restart/replace:pusher1",
+                "restart/replace:bridge"
+            ]
+        );
+        // A canary's hold counts as its settle time, made up to --settle.
+        let hold = |h| {
+            Some(Canary {
+                count: None,
+                hold: Duration::from_secs(h),
+            })
+        };
+        let steps = show(&plan(Op::Restart, &d, settle(5, hold(2))));
+        assert_eq!(
+            steps[2..6],
+            [
+                "canary 2s:generic0,pusher0",
+                "settle 3s:generic0,pusher0",
+                "restart/replace:generic1",
+                "settle 5s:generic1"
+            ],
+            "{steps:?}"
+        );
+        let steps = show(&plan(Op::Restart, &d, settle(5, hold(30))));
+        assert_eq!(
+            steps[2..4],
+            ["canary 30s:generic0,pusher0", "restart/replace:generic1"]
+        );
+        // One batch of twins: nothing is stopped after it, nothing to settle.
+        let two = kinds(&[("generic", 2)]);
+        assert_eq!(
+            show(&plan(
+                Op::Restart,
+                &two,
+                Shape {
+                    settle: Some(Duration::from_secs(5)),
+                    ..rolling(1)
+                }
+            )),
+            [
+                "restart/replace:generic0",
+                "settle 5s:generic0",
+                "restart/replace:generic1"
+            ]
+        );
+        let shape = Shape {
+            settle: Some(Duration::from_secs(5)),
+            ..rolling(2)
+        };
+        assert_eq!(
+            show(&plan(Op::Restart, &kinds(&[("generic", 3)]), shape)),
+            [
+                "restart/replace:generic0,generic1",
+                "settle 5s:generic0,generic1",
+                "restart/replace:generic2"
+            ]
         );
     }
 

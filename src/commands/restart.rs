@@ -1,4 +1,4 @@
-//! `orch restart [--rolling [--canary [N]]] [--changed]`.
+//! `orch restart [--rolling [--canary [N]] [--settle D]] [--changed]`.
 
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ pub struct Args {
     /// How long canaries are watched before the rest
     #[arg(long, value_name = "DURATION", default_value = "30s", requires = "canary", value_parser = parse_duration)]
     hold: Duration,
+    /// With --rolling: keep each batch of workers that have twins ready and watched for DURATION (still active, not restarted by Restart=, probe passing at the end) before the next batch is stopped, so that requests a proxy moved to the next batch while this one was down can finish; set it above your longest request. Default: none
+    #[arg(long, value_name = "DURATION", requires = "rolling", value_parser = parse_duration)]
+    settle: Option<Duration>,
     /// Workers per batch with --rolling
     #[arg(long, default_value_t = 1, value_name = "N", requires = "rolling", value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
@@ -43,6 +46,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         count: n.map(|n| n as usize),
         hold: args.hold,
     });
+    req.opts.settle = args.settle;
     req.changed = args.changed;
     super::lifecycle::run(ctx, req)
 }

@@ -49,7 +49,8 @@ pub enum Phase {
     Starting,
     Reloading,
     Probing,
-    /// A canary, ready, watched for the hold before the rest of the rollout.
+    /// Ready, and watched: a canary for its hold before the rest of the
+    /// rollout, a batch for its settle time before the next batch.
     Watching,
     Ready,
     Stopped,
@@ -233,6 +234,8 @@ pub struct Options {
     pub or_restart: bool,
     /// `restart --rolling --canary [N] --hold D`.
     pub canary: Option<phases::Canary>,
+    /// `restart --rolling --settle D` (see [`phases::Shape::settle`]).
+    pub settle: Option<Duration>,
     /// Passed to `journalctl --root` to read a container's journal.
     pub journal_root: Option<PathBuf>,
     pub probe: Limits,
@@ -358,6 +361,7 @@ impl Engine {
             rolling: self.opts.rolling,
             or_restart: self.opts.or_restart,
             canary: self.opts.canary,
+            settle: self.opts.settle,
             master_first,
         };
         phases::plan(op, members, shape)
@@ -417,6 +421,7 @@ impl Engine {
                     mode,
                 } => self.step(members, *kind, *mode).await,
                 Step::Canary { members, hold } => self.canary(members, *hold).await,
+                Step::Settle { members, hold } => self.settle(members, *hold).await,
             };
             if !ok {
                 untouched = self.skip(&steps[i + 1..]);

@@ -109,7 +109,8 @@ impl Board {
     }
 
     /// A worker is down while it is in flight, failed or stopped; queued
-    /// ones and ones not seen yet still run. Counted against every worker of
+    /// ones and ones not seen yet still run, and a watched one (a canary in
+    /// its hold, a batch settling) is ready and serving. Counted against every worker of
     /// the kind from the start (units get their display lines one at a
     /// time, so counting only the lines seen would start every kind at 1).
     fn note_ready_per_kind(&mut self) {
@@ -119,7 +120,9 @@ impl Board {
         }
         for l in &self.lines {
             if let Some(kind) = self.title.kinds.get(&l.unit) {
-                let down = l.phase.in_flight() || l.phase.failed() || l.phase == Phase::Stopped;
+                let down = (l.phase.in_flight() && l.phase != Phase::Watching)
+                    || l.phase.failed()
+                    || l.phase == Phase::Stopped;
                 if down {
                     *ready.entry(kind).or_default() -= 1;
                 }
@@ -513,5 +516,14 @@ mod tests {
         b.apply(&ev("w6.service", Phase::Stopping), t0);
         let h = b.header(t0);
         assert!(h.contains("lowest ready: generic 4, pusher 1"), "{h}");
+    }
+
+    #[test]
+    fn a_watched_worker_counts_ready() {
+        let (mut b, t0) = board(4, Some(1));
+        b.apply(&ev("w0.service", Phase::Ready), t0);
+        b.apply(&ev("w0.service", Phase::Watching), t0);
+        let h = b.header(t0);
+        assert!(h.contains("lowest ready: generic 2, pusher 2"), "{h}");
     }
 }

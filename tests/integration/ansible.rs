@@ -565,6 +565,20 @@ fn module_lifecycle_states_report_changes_truthfully() {
     );
     assert!(rolling.ok && rolling.changed == 2, "{}", rolling.text);
     s.assert_all("active", "after the rolling restart");
+    // `settle` reaches orch (which refuses zero), and only with rolling.
+    for (task, says) in [
+        (
+            "{state: restarted, rolling: true, settle: 0s}",
+            "longer than zero",
+        ),
+        (
+            "{state: restarted, settle: 5s}",
+            "settle is for state=restarted with rolling=true",
+        ),
+    ] {
+        let r = s.tasks(&format!("    - orch.systemd.orch: {task}\n"), &[]);
+        assert!(!r.ok && r.text.contains(says), "{task}: {}", r.text);
+    }
 }
 
 /// Master, two `generic` workers and one `federation` worker, each logging

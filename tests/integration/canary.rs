@@ -1,6 +1,7 @@
 //! `restart --rolling --canary` (issue 26 part 2) against a real systemd:
 //! canaries restarted and watched before the rest; a failing one stops the
-//! operation with the rest untouched.
+//! operation with the rest untouched. And `--settle`: each batch watched
+//! before the next is stopped, with the same verdicts.
 
 use std::collections::HashMap;
 
@@ -220,5 +221,178 @@ fn a_canary_that_crash_loops_after_readiness_stops_the_rollout() {
     assert!(
         text.contains("canary"),
         "human summary names the canary: {text}"
+    );
+}
+
+/// Every event of `unit` in `phase`: (detail, elapsed_ms).
+fn each(o: &std::process::Output, unit: &str, phase: &str) -> Vec<(String, u64)> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "unit" && v["unit"] == unit && v["phase"] == phase)
+        .map(|v| {
+            let detail = v["detail"].as_str().unwrap_or("").to_string();
+            (detail, v["elapsed_ms"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn each_batch_settles_before_the_next_is_stopped() {
+    let _ports = crate::ports::lease_groups(1);
+    let s = fixtures_container();
+    write_config(&s, "");
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    write_config(&s, "--ready-after 0.2");
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    let before = pids(&s);
+
+    let args = ["restart", "--rolling", "--changed", "--settle", "2s"];
+    let o = orch_ok(&s.c, &s.cfg, &[&args[..], &["--output", "json"]].concat());
+    let sum = summary(&o);
+    assert_eq!(sum["ok"], true, "{sum}");
+    let after = pids(&s);
+    assert!(GENERIC.iter().all(|u| after[*u] != before[*u]), "{sum}");
+    // Batches of one (at most two of three generic workers down): the
+    // next batch's restart begins 2 s or more after this one was ready,
+    // once the watch that began at its readiness has ended.
+    for pair in GENERIC.windows(2) {
+        let ready = each(&o, pair[0], "ready")[0].1;
+        let watching = each(&o, pair[0], "watching");
+        assert_eq!(watching.len(), 1, "{pair:?}: {watching:?}");
+        assert_eq!(watching[0].0, "settle 2s", "{watching:?}");
+        let next = each(&o, pair[1], "starting")[0].1;
+        assert!(
+            next >= ready + 2000,
+            "{} restarted {next} ms in, {} was ready at {ready} ms",
+            pair[1],
+            pair[0]
+        );
+    }
+    // After the last batch nothing is stopped: nothing to settle.
+    assert!(each(&o, GENERIC[2], "watching").is_empty(), "{sum}");
+}
+
+#[test]
+fn a_batch_that_crashes_while_it_settles_stops_the_rollout() {
+    let _ports = crate::ports::lease_groups(1);
+    let s = fixtures_container();
+    write_config(&s, "");
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    // Ready, then a crash 1.5 s later, restarted by Restart=.
+    write_config(&s, "--exit-after 1.5");
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    let before = pids(&s);
+
+    let o = orch(
+        &s.c,
+        &s.cfg,
+        &[
+            "restart",
+            "--rolling",
+            "--changed",
+            "--settle",
+            "5s",
+            "--output",
+            "json",
+        ],
+    );
+    let sum = summary(&o);
+    assert_eq!(o.status.code(), Some(1), "{sum}");
+    let first = line(&sum, GENERIC[0]);
+    assert_eq!(first["phase"], "failed", "{sum}");
+    let why = first["error"].as_str().unwrap();
+    assert!(why.contains("into its settle time"), "{why}");
+    assert!(why.contains("the next batches were not started"), "{why}");
+    assert_eq!(sum["untouched"], serde_json::json!(&GENERIC[1..]), "{sum}");
+    let after = pids(&s);
+    for u in &GENERIC[1..] {
+        assert_eq!(after[*u], before[*u], "{u} untouched: {sum}");
+    }
+}
+
+/// One GET of `/work?ms=MS` on 127.0.0.1:`port`: `Ok` on a 200, `Err` with
+/// what happened otherwise (refused, or cut before any byte of a response).
+fn work(port: u16, ms: u64) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let bound = std::time::Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, bound)
+        .map_err(|e| format!("{port}: connect: {e}"))?;
+    s.set_read_timeout(Some(bound + std::time::Duration::from_millis(ms)))
+        .unwrap();
+    let req = format!("GET /work?ms={ms} HTTP/1.0\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("{port}: write: {e}"))?;
+    let mut answer = String::new();
+    match s.read_to_string(&mut answer) {
+        Ok(_) if answer.starts_with("HTTP/1.0 200") => Ok(()),
+        Ok(_) => Err(format!("{port}: answered {answer:?}")),
+        Err(e) => Err(format!("{port}: read: {e}")),
+    }
+}
+
+/// The test's reverse proxy: the first generic worker with the second as
+/// its backup (nginx's `backup`): a request the first refuses or cuts is
+/// sent once to the second. Each outcome: Ok(retried) or Err(why).
+fn proxy(
+    (first, backup): (u16, u16),
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<Result<bool, String>> {
+    let mut out = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        out.push(match work(first, 1000) {
+            Ok(()) => Ok(false),
+            Err(a) => work(backup, 1000)
+                .map(|()| true)
+                .map_err(|b| format!("{a}; retried: {b}")),
+        });
+    }
+    out
+}
+
+/// Why `--settle` exists: while the first batch restarted, the proxy sent
+/// its requests to the second generic worker; without a settle time orch
+/// stops that worker the moment the first is ready, cutting what it still
+/// serves (both tries of a request fail). With `--settle 3s` (requests take
+/// 1 s) none fails. Several clients keep the backup busy all along; the
+/// workers listen only once ready, as Synapse's do.
+#[test]
+fn requests_moved_to_the_next_batch_finish_within_the_settle_time() {
+    let _ports = crate::ports::lease_groups(1);
+    let s = fixtures_container();
+    write_config(&s, "--ready-after 0.5 --listen-when-ready");
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let upstreams = (crate::ports::at(0, 0), crate::ports::at(0, 1));
+    let (o, seen) = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| proxy(upstreams, &stop)))
+            .collect();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let args = ["restart", "--all", "--rolling", "--settle", "3s"];
+        let o = orch(&s.c, &s.cfg, &[&args[..], &["--output", "json"]].concat());
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen: Vec<_> = clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        (o, seen)
+    });
+    let sum = summary(&o);
+    assert_eq!(o.status.code(), Some(0), "{sum}");
+    let failed: Vec<&String> = seen.iter().filter_map(|r| r.as_ref().err()).collect();
+    let retried = seen.iter().filter(|r| matches!(r, Ok(true))).count();
+    // Not vacuous: the backup served while the first worker restarted.
+    assert!(retried >= 4, "{retried} of {} retried: {sum}", seen.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:#?}",
+        failed.len(),
+        seen.len()
     );
 }

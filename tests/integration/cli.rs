@@ -144,6 +144,15 @@ fn bad_lifecycle_arguments_are_usage_errors_before_any_connection() {
         ),
         (&["stop", "--all", "--timeout", "0s"], "longer than zero"),
         (
+            &["restart", "--all", "--rolling", "--settle", "0s"],
+            "longer than zero",
+        ),
+        (
+            &["restart", "--all", "--rolling", "--settle", "a while"],
+            "not a duration",
+        ),
+        (&["restart", "--all", "--settle", "5s"], "--rolling"),
+        (
             &["stop-for-maintenance", "--timeout", "soon"],
             "not a duration",
         ),

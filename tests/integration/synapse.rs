@@ -1066,6 +1066,10 @@ fn real_synapse_with_workers_through_orch() {
                 "--rolling",
                 "--batch",
                 "1",
+                // Requests the proxy moved to the second generic worker
+                // while the first restarted finish before it is stopped.
+                "--settle",
+                "2s",
                 "--output",
                 "json",
             ],
@@ -1095,7 +1099,10 @@ fn real_synapse_with_workers_through_orch() {
             .unwrap();
         let all = window(&log.lock().unwrap(), from, from + took);
         let workers = window(&log.lock().unwrap(), from + workers_from, from + took);
-        timings.push(("restart --all --rolling --batch 1".into(), secs(took)));
+        timings.push((
+            "restart --all --rolling --batch 1 --settle 2s".into(),
+            secs(took),
+        ));
         timings.extend(outage::report("rolling", &c, &o, &log, from));
         timings.push((
             "rolling: longest client gap (master step included)".into(),

@@ -67,6 +67,17 @@ options:
       - Workers per batch with O(rolling=true) (C(--batch)).
     type: int
     default: 1
+  settle:
+    description:
+      - With O(rolling=true), how long each batch of workers that have twins
+        stays ready and watched (still active, not restarted by systemd's
+        C(Restart=), probe passing at the end) before the next batch is
+        stopped (C(--settle)), e.g. V(5s). Requests a reverse proxy moved to
+        the next batch while this one was down then finish before that batch
+        stops; set it above your longest request. A batch that fails its
+        watch fails the task, the later batches left as they were. None by
+        default.
+    type: str
   canary:
     description:
       - With V(restarted) and O(rolling=true), restart this many workers
@@ -183,6 +194,12 @@ EXAMPLES = r"""
     state: restarted
     rolling: true
     batch: 2
+
+- name: Rolling restart, each batch settled for 5 s before the next stops
+  orch.systemd.orch:
+    state: restarted
+    rolling: true
+    settle: 5s
 
 - name: Restart only what the last install changed
   orch.systemd.orch:
@@ -477,6 +494,7 @@ def main():
             changed_only=dict(type="bool", default=False),
             canary=dict(type="int"),
             hold=dict(type="str"),
+            settle=dict(type="str"),
             generation=dict(type="int"),
             restart_changed=dict(type="bool", default=False),
             or_restart=dict(type="bool", default=False),
@@ -505,6 +523,8 @@ def main():
         module.fail_json(msg="rolling restarts the whole deployment: leave targets empty")
     if p["batch"] < 1:
         module.fail_json(msg="batch must be at least 1")
+    if p["settle"] and not p["rolling"]:
+        module.fail_json(msg="settle is for state=restarted with rolling=true")
     if p["canary"] is not None and not p["rolling"]:
         module.fail_json(msg="canary is for state=restarted with rolling=true")
     if p["canary"] is not None and p["canary"] < 0:
@@ -583,6 +603,8 @@ def main():
     args = [VERB[state]] + o.targets()
     if p["rolling"]:
         args += ["--rolling", "--batch", str(p["batch"])]
+        if p["settle"]:
+            args += ["--settle", p["settle"]]
     if p["canary"] is not None:
         args += ["--canary"] + ([str(p["canary"])] if p["canary"] > 0 else [])
         if p["hold"]:

@@ -310,6 +310,9 @@ fn real_synapse_in_podman_containers_through_orch() {
             "--rolling",
             "--batch",
             "1",
+            // As in the test without containers: the moved requests finish.
+            "--settle",
+            "2s",
             "--output",
             "json",
         ];
@@ -331,7 +334,10 @@ fn real_synapse_in_podman_containers_through_orch() {
             .unwrap_or_else(|| panic!("no ready event of the master: {ev:?}"));
         let all = window(&log.lock().unwrap(), from, from + took);
         let workers = window(&log.lock().unwrap(), from + workers_from, from + took);
-        timings.push(("restart --all --rolling --batch 1".into(), secs(took)));
+        timings.push((
+            "restart --all --rolling --batch 1 --settle 2s".into(),
+            secs(took),
+        ));
         timings.push((
             "rolling: longest client gap (master included)".into(),
             all.describe(),
