@@ -62,6 +62,18 @@ fn pids(s: &Fixtures) -> HashMap<String, u64> {
         .collect()
 }
 
+/// The deployment installed and started, then a new release of the
+/// generic workers (their command ending with `release`) installed, not
+/// restarted: the PIDs before the rollout.
+fn running_then_released(s: &Fixtures, release: &str) -> HashMap<String, u64> {
+    write_config(s, "");
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
+    write_config(s, release);
+    orch_ok(&s.c, &s.cfg, &["install"]);
+    pids(s)
+}
+
 /// The unit events of an NDJSON run: (unit, phase, stage, elapsed_ms).
 fn events(o: &std::process::Output) -> Vec<(String, String, String, u64)> {
     String::from_utf8_lossy(&o.stdout)
@@ -92,13 +104,8 @@ fn line<'a>(sum: &'a serde_json::Value, unit: &str) -> &'a serde_json::Value {
 fn a_good_canary_is_watched_for_the_hold_then_the_rest_rolls() {
     let _ports = crate::ports::lease_groups(1);
     let s = fixtures_container();
-    write_config(&s, "");
-    orch_ok(&s.c, &s.cfg, &["install"]);
-    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
     // A new release of the generic workers only.
-    write_config(&s, "--ready-after 0.2");
-    orch_ok(&s.c, &s.cfg, &["install"]);
-    let before = pids(&s);
+    let before = running_then_released(&s, "--ready-after 0.2");
 
     let o = orch_ok(
         &s.c,
@@ -157,13 +164,8 @@ fn a_good_canary_is_watched_for_the_hold_then_the_rest_rolls() {
 fn a_canary_that_crash_loops_after_readiness_stops_the_rollout() {
     let _ports = crate::ports::lease_groups(1);
     let s = fixtures_container();
-    write_config(&s, "");
-    orch_ok(&s.c, &s.cfg, &["install"]);
-    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
     // A bad release: ready, then a crash 1.5 s later, restarted by Restart=.
-    write_config(&s, "--exit-after 1.5");
-    orch_ok(&s.c, &s.cfg, &["install"]);
-    let before = pids(&s);
+    let before = running_then_released(&s, "--exit-after 1.5");
 
     let o = orch(
         &s.c,
@@ -241,12 +243,7 @@ fn each(o: &std::process::Output, unit: &str, phase: &str) -> Vec<(String, u64)>
 fn each_batch_settles_before_the_next_is_stopped() {
     let _ports = crate::ports::lease_groups(1);
     let s = fixtures_container();
-    write_config(&s, "");
-    orch_ok(&s.c, &s.cfg, &["install"]);
-    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
-    write_config(&s, "--ready-after 0.2");
-    orch_ok(&s.c, &s.cfg, &["install"]);
-    let before = pids(&s);
+    let before = running_then_released(&s, "--ready-after 0.2");
 
     let args = ["restart", "--rolling", "--changed", "--settle", "2s"];
     let o = orch_ok(&s.c, &s.cfg, &[&args[..], &["--output", "json"]].concat());
@@ -278,13 +275,8 @@ fn each_batch_settles_before_the_next_is_stopped() {
 fn a_batch_that_crashes_while_it_settles_stops_the_rollout() {
     let _ports = crate::ports::lease_groups(1);
     let s = fixtures_container();
-    write_config(&s, "");
-    orch_ok(&s.c, &s.cfg, &["install"]);
-    orch_ok(&s.c, &s.cfg, &["start", "--all"]);
     // Ready, then a crash 1.5 s later, restarted by Restart=.
-    write_config(&s, "--exit-after 1.5");
-    orch_ok(&s.c, &s.cfg, &["install"]);
-    let before = pids(&s);
+    let before = running_then_released(&s, "--exit-after 1.5");
 
     let o = orch(
         &s.c,
