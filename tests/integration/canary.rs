@@ -331,8 +331,10 @@ fn work(port: u16, ms: u64) -> Result<(), String> {
 /// sent once to the second. Each outcome: Ok(retried) or Err(why).
 fn proxy(
     (first, backup): (u16, u16),
+    delay: std::time::Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Vec<Result<bool, String>> {
+    std::thread::sleep(delay);
     let mut out = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         out.push(match work(first, 1000) {
@@ -349,8 +351,7 @@ fn proxy(
 /// its requests to the second generic worker; without a settle time orch
 /// stops that worker the moment the first is ready, cutting what it still
 /// serves (both tries of a request fail). With `--settle 3s` (requests take
-/// 1 s) none fails. Several clients keep the backup busy all along; the
-/// workers listen only once ready, as Synapse's do.
+/// 1 s) none fails. The workers listen only once ready, as Synapse's do.
 #[test]
 fn requests_moved_to_the_next_batch_finish_within_the_settle_time() {
     let _ports = crate::ports::lease_groups(1);
@@ -361,8 +362,16 @@ fn requests_moved_to_the_next_batch_finish_within_the_settle_time() {
     let stop = std::sync::atomic::AtomicBool::new(false);
     let upstreams = (crate::ports::at(0, 0), crate::ports::at(0, 1));
     let (o, seen) = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..4)
-            .map(|_| scope.spawn(|| proxy(upstreams, &stop)))
+        // Staggered by a quarter of a request: some client connects every
+        // 250 ms, so the first worker's time down (over 0.5 s: it listens
+        // once ready) always meets one, and its retry is on the backup when
+        // the first is ready again.
+        let clients: Vec<_> = (0..4u64)
+            .map(|i| {
+                let delay = std::time::Duration::from_millis(250 * i);
+                let stop = &stop;
+                scope.spawn(move || proxy(upstreams, delay, stop))
+            })
             .collect();
         std::thread::sleep(std::time::Duration::from_secs(1));
         let args = ["restart", "--all", "--rolling", "--settle", "3s"];
@@ -380,7 +389,7 @@ fn requests_moved_to_the_next_batch_finish_within_the_settle_time() {
     let failed: Vec<&String> = seen.iter().filter_map(|r| r.as_ref().err()).collect();
     let retried = seen.iter().filter(|r| matches!(r, Ok(true))).count();
     // Not vacuous: the backup served while the first worker restarted.
-    assert!(retried >= 4, "{retried} of {} retried: {sum}", seen.len());
+    assert!(retried >= 1, "{retried} of {} retried: {sum}", seen.len());
     assert!(
         failed.is_empty(),
         "{} of {} failed: {failed:#?}",
