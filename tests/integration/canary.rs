@@ -182,28 +182,13 @@ fn a_canary_that_crash_loops_after_readiness_stops_the_rollout() {
             "json",
         ],
     );
-    let sum = summary(&o);
-    assert_eq!(o.status.code(), Some(1), "{sum}");
-    let canary = line(&sum, GENERIC[0]);
-    assert_eq!(canary["phase"], "failed", "{sum}");
-    assert_eq!(canary["canary"], true, "{sum}");
+    let canary = stopped_at_the_first(&s, &o, &before);
+    assert_eq!(canary["canary"], true, "{canary}");
     let why = canary["error"].as_str().unwrap();
     assert!(
         why.contains("crash loop") || why.contains("the unit is"),
         "{why}"
     );
-    let journal = canary["journal"].as_array().expect("the canary's journal");
-    assert!(
-        journal
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("crashing")),
-        "the canary's own journal lines: {canary}"
-    );
-    assert_eq!(sum["untouched"], serde_json::json!(&GENERIC[1..]), "{sum}");
-    let after = pids(&s);
-    for u in &GENERIC[1..] {
-        assert_eq!(after[*u], before[*u], "{u} untouched: {sum}");
-    }
     let text = String::from_utf8_lossy(
         &orch(
             &s.c,
@@ -291,15 +276,40 @@ fn a_batch_that_crashes_while_it_settles_stops_the_rollout() {
             "json",
         ],
     );
-    let sum = summary(&o);
-    assert_eq!(o.status.code(), Some(1), "{sum}");
-    let first = line(&sum, GENERIC[0]);
-    assert_eq!(first["phase"], "failed", "{sum}");
+    let first = stopped_at_the_first(&s, &o, &before);
     let why = first["error"].as_str().unwrap();
     assert!(why.contains("into its settle time"), "{why}");
     assert!(why.contains("the next batches were not started"), "{why}");
+}
+
+/// A rollout `o` that stopped at the first generic worker, the crashing
+/// release's (exit 1, its own journal in the report), the other generic
+/// workers untouched and still running their old process: its summary line.
+fn stopped_at_the_first(
+    s: &Fixtures,
+    o: &std::process::Output,
+    before: &HashMap<String, u64>,
+) -> serde_json::Value {
+    let sum = summary(o);
+    assert_eq!(o.status.code(), Some(1), "{sum}");
+    let first = line(&sum, GENERIC[0]).clone();
+    assert_eq!(first["phase"], "failed", "{sum}");
+    let journal = first["journal"].as_array().expect("its journal");
+    assert!(
+        journal
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("crashing")),
+        "its own journal lines: {first}"
+    );
+    rest_untouched(s, &sum, before);
+    first
+}
+
+/// The generic workers after the first are `untouched` in summary `sum`,
+/// and still run the process they ran `before`.
+fn rest_untouched(s: &Fixtures, sum: &serde_json::Value, before: &HashMap<String, u64>) {
     assert_eq!(sum["untouched"], serde_json::json!(&GENERIC[1..]), "{sum}");
-    let after = pids(&s);
+    let after = pids(s);
     for u in &GENERIC[1..] {
         assert_eq!(after[*u], before[*u], "{u} untouched: {sum}");
     }
@@ -388,12 +398,38 @@ fn requests_moved_to_the_next_batch_finish_within_the_settle_time() {
     assert_eq!(o.status.code(), Some(0), "{sum}");
     let failed: Vec<&String> = seen.iter().filter_map(|r| r.as_ref().err()).collect();
     let retried = seen.iter().filter(|r| matches!(r, Ok(true))).count();
-    // Not vacuous: the backup served while the first worker restarted.
-    assert!(retried >= 1, "{retried} of {} retried: {sum}", seen.len());
     assert!(
         failed.is_empty(),
         "{} of {} failed: {failed:#?}",
         failed.len(),
         seen.len()
     );
+    // Not vacuous: the backup served while the first worker restarted.
+    assert!(retried >= 1, "{retried} of {} retried: {sum}", seen.len());
+}
+
+/// The operation's `--timeout` bounds the settle time too: cut short, the
+/// rollout ends with exit 3 naming the settle time, the rest untouched.
+#[test]
+fn a_settle_time_cut_by_the_timeout_ends_the_rollout_with_exit_3() {
+    let _ports = crate::ports::lease_groups(1);
+    let s = fixtures_container();
+    let before = running_then_released(&s, "--ready-after 0.2");
+    let args = ["restart", "--rolling", "--changed", "--settle", "1h"];
+    let o = orch(
+        &s.c,
+        &s.cfg,
+        &[&args[..], &["--timeout", "8s", "--output", "json"]].concat(),
+    );
+    let sum = summary(&o);
+    assert_eq!(o.status.code(), Some(3), "{sum}");
+    let first = line(&sum, GENERIC[0]);
+    assert_eq!(first["phase"], "timeout", "{sum}");
+    let why = first["error"].as_str().unwrap();
+    assert!(
+        why.contains("--timeout ended during the settle time"),
+        "{why}"
+    );
+    assert_ne!(pids(&s)[GENERIC[0]], before[GENERIC[0]], "{sum}");
+    rest_untouched(&s, &sum, &before);
 }
